@@ -1,0 +1,1 @@
+//! Bench crate; the benchmarks are in `benches/benches/`.

@@ -1,0 +1,490 @@
+//! One channel as its owner shard holds it: metadata, the kept window, its subscribers
+//! (a subscription belongs to a user and outlives the connection, SPEC §2.2), their cursors,
+//! presence and remembered idempotency keys. Plain data: the owner shard calls these methods
+//! and routes what they return; nothing here does I/O or reads the clock.
+
+use crate::access::{ChannelAccess, Role};
+use crate::channel::ChannelName;
+use crate::error::{ErrorCode, Refusal};
+use crate::limits::Limits;
+use crate::presence::{Presence, PresenceDiff, PresenceEntry};
+use crate::window::Window;
+use hashbrown::HashMap;
+use std::collections::VecDeque;
+
+/// A connection, server-wide: the shard it lives on and its id there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnRef {
+    pub shard: u32,
+    pub conn: u64,
+}
+
+impl ConnRef {
+    /// The `connection_id` clients see in presence.
+    pub fn public_id(self) -> String {
+        format!("c-{}-{}", self.shard, self.conn)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ChannelMeta {
+    pub id: String,
+    pub name: ChannelName,
+    pub access: ChannelAccess,
+    pub max_subscribers: usize,
+    pub retention_ms: u64,
+    pub created_at_ms: u64,
+    /// Changes whenever the channel's ids restart (a new life of the channel).
+    pub epoch: String,
+}
+
+#[derive(Clone, Debug)]
+struct Member {
+    /// Last acknowledged id (SPEC §2.3).
+    cursor: u64,
+    /// Connections of this user currently subscribed.
+    online: u32,
+}
+
+#[derive(Clone, Debug)]
+struct OnlineSub {
+    user: String,
+}
+
+/// Where a subscriber wants to resume from.
+#[derive(Clone, Debug, Default)]
+pub struct ResumeFrom<'a> {
+    pub last_seen_id: Option<u64>,
+    pub epoch: Option<&'a str>,
+    pub include_history: bool,
+}
+
+#[derive(Debug)]
+pub struct SubscribeOutcome<F> {
+    pub recovered: bool,
+    pub messages: Vec<F>,
+    pub presence: Vec<PresenceEntry>,
+    /// Presence join to tell the other subscribers (empty on a repeated subscribe).
+    pub join: PresenceDiff,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct PublishOutcome {
+    pub id: u64,
+    pub delivered: usize,
+    pub queued: usize,
+    /// Shards holding at least one online subscriber the message is for.
+    pub shards: Vec<u32>,
+    /// An idempotent repeat: nothing was appended or sent.
+    pub duplicate: bool,
+}
+
+#[derive(Debug)]
+pub struct ChannelState<F> {
+    pub meta: ChannelMeta,
+    window: Window<F>,
+    members: HashMap<String, Member>,
+    online: HashMap<ConnRef, OnlineSub>,
+    /// Online subscriptions per shard, indexed by shard.
+    per_shard: Vec<u32>,
+    presence: Presence,
+    idem: Idempotency,
+}
+
+impl<F: Clone> ChannelState<F> {
+    pub fn new(meta: ChannelMeta, limits: &Limits, shards: usize) -> Self {
+        let window = Window::new(limits.max_queued, meta.retention_ms);
+        ChannelState {
+            meta,
+            window,
+            members: HashMap::new(),
+            online: HashMap::new(),
+            per_shard: vec![0; shards],
+            presence: Presence::default(),
+            idem: Idempotency::new(
+                limits.idempotency_window_ms,
+                limits.idempotency_max_keys_per_channel,
+            ),
+        }
+    }
+
+    pub fn last_id(&self) -> u64 {
+        self.window.last_id()
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.online.len()
+    }
+
+    pub fn is_subscribed(&self, conn: ConnRef) -> bool {
+        self.online.contains_key(&conn)
+    }
+
+    pub fn cursor(&self, user: &str) -> Option<u64> {
+        self.members.get(user).map(|m| m.cursor)
+    }
+
+    pub fn presence(&self) -> &[PresenceEntry] {
+        self.presence.snapshot()
+    }
+
+    /// Shards with at least one online subscriber.
+    pub fn shards(&self) -> Vec<u32> {
+        (0..self.per_shard.len() as u32).filter(|s| self.per_shard[*s as usize] > 0).collect()
+    }
+
+    /// Subscribes `conn` for `user`. Access has been checked by the caller.
+    pub fn subscribe(
+        &mut self,
+        conn: ConnRef,
+        user: &str,
+        role: Role,
+        from: ResumeFrom<'_>,
+        now_ms: u64,
+    ) -> Result<SubscribeOutcome<F>, Refusal> {
+        let repeat = self.online.contains_key(&conn);
+        if !repeat && !self.members.contains_key(user) && self.members.len() >= self.meta.max_subscribers {
+            return Err(Refusal::new(
+                ErrorCode::ChannelFull,
+                format!("channel has reached max_subscribers ({})", self.meta.max_subscribers),
+            ));
+        }
+        let stored = self.members.get(user).map(|m| m.cursor);
+        let epoch_ok = from.epoch.is_none_or(|e| e == self.meta.epoch);
+        let client_pos = if epoch_ok { from.last_seen_id } else { None };
+        let position = match (stored, client_pos) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let (recovered, messages) = match position {
+            Some(p) => {
+                let r = self.window.resume(p, now_ms);
+                (r.recovered && epoch_ok, r.entries.into_iter().map(|e| e.item.clone()).collect())
+            }
+            None if !epoch_ok => {
+                (false, self.window.resume(0, now_ms).entries.into_iter().map(|e| e.item.clone()).collect())
+            }
+            None if from.include_history => (
+                true,
+                self.window.resume(0, now_ms).entries.into_iter().map(|e| e.item.clone()).collect(),
+            ),
+            None => (true, Vec::new()),
+        };
+        let mut join = PresenceDiff::default();
+        if !repeat {
+            // A new member starts at the current end: it is owed nothing published before.
+            let last = self.window.last_id();
+            let m = self
+                .members
+                .entry(user.to_owned())
+                .or_insert(Member { cursor: position.unwrap_or(last).min(last), online: 0 });
+            m.online += 1;
+            self.online.insert(conn, OnlineSub { user: user.to_owned() });
+            self.per_shard[conn.shard as usize] += 1;
+            join = self.presence.join(PresenceEntry::new(
+                user.to_owned(),
+                conn.public_id(),
+                role.as_str(),
+            ));
+        }
+        Ok(SubscribeOutcome { recovered, messages, presence: self.presence.snapshot().to_vec(), join })
+    }
+
+    fn drop_online(&mut self, conn: ConnRef) -> Option<(String, PresenceDiff)> {
+        let sub = self.online.remove(&conn)?;
+        self.per_shard[conn.shard as usize] -= 1;
+        if let Some(m) = self.members.get_mut(&sub.user) {
+            m.online -= 1;
+        }
+        Some((sub.user, self.presence.leave(&conn.public_id())))
+    }
+
+    /// The connection went away: its user stays subscribed (messages queue for it).
+    pub fn disconnect(&mut self, conn: ConnRef) -> Option<PresenceDiff> {
+        self.drop_online(conn).map(|(_, d)| d)
+    }
+
+    /// The connection unsubscribed: if it was the user's last one on this channel, the
+    /// user's subscription and cursor go too.
+    pub fn unsubscribe(&mut self, conn: ConnRef) -> Option<PresenceDiff> {
+        let (user, diff) = self.drop_online(conn)?;
+        if self.members.get(&user).is_some_and(|m| m.online == 0) {
+            self.members.remove(&user);
+        }
+        Some(diff)
+    }
+
+    /// Cumulative ack: the cursor only moves forward and never past the last id.
+    pub fn ack(&mut self, user: &str, id: u64) -> bool {
+        let last = self.window.last_id();
+        match self.members.get_mut(user) {
+            Some(m) => {
+                m.cursor = m.cursor.max(id.min(last));
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn set_presence(
+        &mut self,
+        conn: ConnRef,
+        meta: Box<serde_json::value::RawValue>,
+    ) -> Option<PresenceDiff> {
+        self.presence.update(&conn.public_id(), meta)
+    }
+
+    /// A remembered id for `key`, if it was used within the window.
+    pub fn idempotent_id(&mut self, key: &str, now_ms: u64) -> Option<u64> {
+        self.idem.get(key, now_ms)
+    }
+
+    /// The id the next publish will get.
+    pub fn next_id(&self) -> u64 {
+        self.window.next_id()
+    }
+
+    /// Appends a message built for `next_id()` and says where it goes. The caller sends the
+    /// frame to `shards`; each shard delivers to its local subscribers (filtering
+    /// `target_user`).
+    pub fn publish(
+        &mut self,
+        frame: F,
+        ts_ms: u64,
+        target_user: Option<&str>,
+        idempotency_key: Option<&str>,
+        now_ms: u64,
+    ) -> PublishOutcome {
+        let id = self.window.next_id();
+        self.window.push(id, ts_ms, frame, now_ms);
+        if let Some(k) = idempotency_key {
+            self.idem.put(k, id, now_ms);
+        }
+        let (delivered, queued, shards) = match target_user {
+            None => (
+                self.online.len(),
+                self.members.values().filter(|m| m.online == 0).count(),
+                self.shards(),
+            ),
+            Some(t) => {
+                let mut shards: Vec<u32> =
+                    self.online.iter().filter(|(_, s)| s.user == t).map(|(c, _)| c.shard).collect();
+                shards.sort_unstable();
+                shards.dedup();
+                let delivered = self.online.values().filter(|s| s.user == t).count();
+                let queued = usize::from(self.members.get(t).is_some_and(|m| m.online == 0));
+                (delivered, queued, shards)
+            }
+        };
+        PublishOutcome { id, delivered, queued, shards, duplicate: false }
+    }
+
+    /// Kept messages (for tools and tests).
+    pub fn kept(&self) -> impl Iterator<Item = (u64, &F)> {
+        self.window.iter().map(|e| (e.id, &e.item))
+    }
+}
+
+/// Remembered idempotency keys: bounded by age and by count (oldest forgotten first).
+#[derive(Debug)]
+struct Idempotency {
+    map: HashMap<String, (u64, u64)>,
+    order: VecDeque<(String, u64)>,
+    window_ms: u64,
+    max_keys: usize,
+}
+
+impl Idempotency {
+    fn new(window_ms: u64, max_keys: usize) -> Self {
+        Idempotency { map: HashMap::new(), order: VecDeque::new(), window_ms, max_keys }
+    }
+
+    fn expire(&mut self, now_ms: u64) {
+        let cutoff = now_ms.saturating_sub(self.window_ms);
+        while let Some((k, t)) = self.order.front() {
+            if *t >= cutoff && self.order.len() <= self.max_keys {
+                break;
+            }
+            if self.map.get(k).is_some_and(|(_, at)| at == t) {
+                self.map.remove(k);
+            }
+            self.order.pop_front();
+        }
+    }
+
+    fn get(&mut self, key: &str, now_ms: u64) -> Option<u64> {
+        self.expire(now_ms);
+        self.map.get(key).map(|(id, _)| *id)
+    }
+
+    fn put(&mut self, key: &str, id: u64, now_ms: u64) {
+        self.map.insert(key.to_owned(), (id, now_ms));
+        self.order.push_back((key.to_owned(), now_ms));
+        self.expire(now_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::ChannelAccess;
+    use crate::channel::{ChannelType, Permissions};
+
+    fn state(max_subscribers: usize) -> ChannelState<u64> {
+        let limits = Limits { max_queued: 5, ..Limits::default() };
+        let meta = ChannelMeta {
+            id: "ch_1".into(),
+            name: ChannelName::parse("wedding:main:w-1").unwrap(),
+            access: ChannelAccess {
+                org: "o".into(),
+                wedding_id: Some("w-1".into()),
+                kind: ChannelType::Shared,
+                permissions: Permissions::default_for(ChannelType::Shared),
+                creator: "u0".into(),
+                members: vec![],
+            },
+            max_subscribers,
+            retention_ms: 1_000_000,
+            created_at_ms: 0,
+            epoch: "e1".into(),
+        };
+        ChannelState::new(meta, &limits, 2)
+    }
+
+    const A0: ConnRef = ConnRef { shard: 0, conn: 1 };
+    const A1: ConnRef = ConnRef { shard: 1, conn: 2 };
+    const B1: ConnRef = ConnRef { shard: 1, conn: 3 };
+
+    fn publish(s: &mut ChannelState<u64>, now: u64) -> PublishOutcome {
+        let id = s.next_id();
+        s.publish(id, now, None, None, now)
+    }
+
+    #[test]
+    fn offline_members_are_queued_and_resume_from_their_cursor() {
+        let mut s = state(10);
+        s.subscribe(A0, "alice", Role::Couple, ResumeFrom::default(), 0).unwrap();
+        s.subscribe(B1, "bob", Role::Photographer, ResumeFrom::default(), 0).unwrap();
+        let o = publish(&mut s, 1);
+        assert_eq!((o.id, o.delivered, o.queued), (1, 2, 0));
+        assert_eq!(o.shards, vec![0, 1]);
+        assert!(s.ack("bob", 1));
+        s.disconnect(B1).unwrap();
+        let o = publish(&mut s, 2);
+        assert_eq!((o.delivered, o.queued, o.shards.clone()), (1, 1, vec![0]));
+        publish(&mut s, 3);
+        // Bob comes back without a position: the stored cursor (1) drives the resume.
+        let r = s.subscribe(A1, "bob", Role::Photographer, ResumeFrom::default(), 4).unwrap();
+        assert!(r.recovered);
+        assert_eq!(r.messages, vec![2, 3]);
+        // With a later last_seen_id, the later of the two wins.
+        s.disconnect(A1);
+        let from = ResumeFrom { last_seen_id: Some(2), ..Default::default() };
+        let r = s.subscribe(A1, "bob", Role::Photographer, from, 4).unwrap();
+        assert_eq!(r.messages, vec![3]);
+    }
+
+    #[test]
+    fn fallen_out_of_the_window_is_not_recovered() {
+        let mut s = state(10);
+        s.subscribe(A0, "alice", Role::Couple, ResumeFrom::default(), 0).unwrap();
+        for t in 0..8 {
+            publish(&mut s, t);
+        }
+        let from = ResumeFrom { last_seen_id: Some(1), ..Default::default() };
+        let r = s.subscribe(B1, "carol", Role::Couple, from, 9).unwrap();
+        assert!(!r.recovered);
+        assert_eq!(r.messages, vec![4, 5, 6, 7, 8]);
+        // Another epoch's position is not trusted.
+        let from = ResumeFrom { last_seen_id: Some(7), epoch: Some("old"), ..Default::default() };
+        let r = s.subscribe(A1, "dave", Role::Couple, from, 9).unwrap();
+        assert!(!r.recovered);
+        assert_eq!(r.messages.len(), 5);
+    }
+
+    #[test]
+    fn new_subscribers_get_history_only_when_asked() {
+        let mut s = state(10);
+        publish(&mut s, 0);
+        let r = s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 1).unwrap();
+        assert!(r.recovered && r.messages.is_empty());
+        let from = ResumeFrom { include_history: true, ..Default::default() };
+        let r = s.subscribe(A1, "b", Role::Couple, from, 1).unwrap();
+        assert_eq!(r.messages, vec![1]);
+        // A new member is owed nothing before it joined.
+        assert_eq!(s.cursor("b"), Some(1));
+    }
+
+    #[test]
+    fn channel_full_counts_users_not_connections() {
+        let mut s = state(1);
+        s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0).unwrap();
+        s.subscribe(A1, "a", Role::Couple, ResumeFrom::default(), 0).unwrap();
+        let e = s.subscribe(B1, "b", Role::Couple, ResumeFrom::default(), 0).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ChannelFull);
+        // An offline member still holds its place.
+        s.disconnect(A0);
+        s.disconnect(A1);
+        assert!(s.subscribe(B1, "b", Role::Couple, ResumeFrom::default(), 0).is_err());
+        // Unsubscribing frees it.
+        s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0).unwrap();
+        s.unsubscribe(A0).unwrap();
+        s.subscribe(B1, "b", Role::Couple, ResumeFrom::default(), 0).unwrap();
+    }
+
+    #[test]
+    fn presence_follows_connections() {
+        let mut s = state(10);
+        let r = s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0).unwrap();
+        assert_eq!(r.join.joins.len(), 1);
+        let r = s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0).unwrap();
+        assert!(r.join.is_empty(), "repeat subscribe joins nothing");
+        let meta = serde_json::value::RawValue::from_string(r#"{"activity":"setup"}"#.into()).unwrap();
+        let d = s.set_presence(A0, meta).unwrap();
+        assert_eq!(d.joins[0].meta.get(), r#"{"activity":"setup"}"#);
+        let d = s.disconnect(A0).unwrap();
+        assert_eq!(d.leaves[0].connection_id, "c-0-1");
+        assert!(s.presence().is_empty());
+        assert!(s.disconnect(A0).is_none());
+    }
+
+    #[test]
+    fn targeted_and_idempotent_publish() {
+        let mut s = state(10);
+        s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0).unwrap();
+        s.subscribe(B1, "b", Role::Couple, ResumeFrom::default(), 0).unwrap();
+        let o = s.publish(1, 0, Some("b"), Some("k"), 0);
+        assert_eq!((o.delivered, o.queued, o.shards), (1, 0, vec![1]));
+        assert_eq!(s.idempotent_id("k", 1000), Some(1));
+        assert_eq!(s.idempotent_id("k", 10 * 60 * 1000 + 1), None);
+    }
+
+    #[test]
+    fn acks_never_move_backwards_or_past_the_end() {
+        let mut s = state(10);
+        s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0).unwrap();
+        publish(&mut s, 0);
+        publish(&mut s, 0);
+        s.ack("a", 2);
+        s.ack("a", 1);
+        assert_eq!(s.cursor("a"), Some(2));
+        s.ack("a", 99);
+        assert_eq!(s.cursor("a"), Some(2));
+        assert!(!s.ack("nobody", 1));
+    }
+
+    #[test]
+    fn idempotency_keys_are_bounded() {
+        let mut i = Idempotency::new(1000, 3);
+        for n in 0..5 {
+            i.put(&format!("k{n}"), n, 0);
+        }
+        assert_eq!(i.map.len(), 3);
+        assert_eq!(i.get("k0", 0), None);
+        assert_eq!(i.get("k4", 0), Some(4));
+    }
+}

@@ -1,0 +1,4 @@
+use mimalloc::MiMalloc;
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+fn main() { println!("{}", ringbearer_io::smoke()); }
