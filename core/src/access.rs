@@ -212,7 +212,10 @@ pub fn check(ch: &ChannelAccess, claims: &Claims, action: Action) -> Result<(), 
         && claims.sub != ch.creator
         && !ch.members.iter().any(|m| *m == claims.sub)
     {
-        return Err(Refusal::new(ErrorCode::Forbidden, "private channel: not a member"));
+        return Err(Refusal::new(
+            ErrorCode::Forbidden,
+            "private channel: not a member",
+        ));
     }
     let list = match action {
         Action::Read => &ch.permissions.read,
@@ -264,8 +267,18 @@ mod tests {
     fn wedding_channels_need_the_wedding_from_any_org() {
         let ch = chan(ChannelType::Shared, Some("w-1"));
         // A photographer from another business with the wedding in the token: allowed.
-        check(&ch, &claims(Role::Photographer, "org-b", &["w-1"]), Action::Read).unwrap();
-        check(&ch, &claims(Role::Photographer, "org-b", &["w-1"]), Action::Write).unwrap();
+        check(
+            &ch,
+            &claims(Role::Photographer, "org-b", &["w-1"]),
+            Action::Read,
+        )
+        .unwrap();
+        check(
+            &ch,
+            &claims(Role::Photographer, "org-b", &["w-1"]),
+            Action::Write,
+        )
+        .unwrap();
         // Without it: isolation violation, whatever the org.
         for org in ["org-a", "org-b"] {
             let e = check(&ch, &claims(Role::Couple, org, &["w-2"]), Action::Read).unwrap_err();
@@ -292,18 +305,28 @@ mod tests {
         let b = chan(ChannelType::Broadcast, Some("w-1"));
         check(&b, &claims(Role::Guest, "x", &["w-1"]), Action::Read).unwrap();
         assert_eq!(
-            check(&b, &claims(Role::Photographer, "x", &["w-1"]), Action::Write).unwrap_err().code,
+            check(
+                &b,
+                &claims(Role::Photographer, "x", &["w-1"]),
+                Action::Write
+            )
+            .unwrap_err()
+            .code,
             ErrorCode::Forbidden
         );
         check(&b, &claims(Role::Coordinator, "x", &["w-1"]), Action::Write).unwrap();
         let s = chan(ChannelType::Shared, Some("w-1"));
         assert_eq!(
-            check(&s, &claims(Role::Guest, "x", &["w-1"]), Action::Write).unwrap_err().code,
+            check(&s, &claims(Role::Guest, "x", &["w-1"]), Action::Write)
+                .unwrap_err()
+                .code,
             ErrorCode::Forbidden
         );
         let p = chan(ChannelType::Private, Some("w-1"));
         assert_eq!(
-            check(&p, &claims(Role::Couple, "x", &["w-1"]), Action::Read).unwrap_err().code,
+            check(&p, &claims(Role::Couple, "x", &["w-1"]), Action::Read)
+                .unwrap_err()
+                .code,
             ErrorCode::Forbidden
         );
         let mut member = claims(Role::Couple, "x", &["w-1"]);

@@ -181,10 +181,18 @@ impl Permissions {
     /// organization's `admin`/`service`, implicitly).
     pub fn default_for(kind: ChannelType) -> Permissions {
         let all = Role::ALL.to_vec();
-        let no_guest: Vec<Role> = Role::ALL.iter().copied().filter(|r| *r != Role::Guest).collect();
+        let no_guest: Vec<Role> = Role::ALL
+            .iter()
+            .copied()
+            .filter(|r| *r != Role::Guest)
+            .collect();
         let coordinators = vec![Role::Coordinator, Role::Admin, Role::Service];
         match kind {
-            ChannelType::Shared => Permissions { read: all, write: no_guest, admin: coordinators },
+            ChannelType::Shared => Permissions {
+                read: all,
+                write: no_guest,
+                admin: coordinators,
+            },
             ChannelType::Broadcast => Permissions {
                 read: all,
                 write: vec![Role::Coordinator, Role::Venue, Role::Admin, Role::Service],
@@ -263,8 +271,9 @@ mod tests {
         assert_eq!(shard_for("wedding:main:w-1", 1), 0);
         let a = shard_for("wedding:main:w-1", 2);
         assert_eq!(a, shard_for("wedding:main:w-1", 2));
-        let spread: std::collections::HashSet<usize> =
-            (0..64).map(|i| shard_for(&format!("wedding:main:w-{i}"), 4)).collect();
+        let spread: std::collections::HashSet<usize> = (0..64)
+            .map(|i| shard_for(&format!("wedding:main:w-{i}"), 4))
+            .collect();
         assert_eq!(spread.len(), 4);
     }
 

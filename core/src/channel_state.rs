@@ -134,7 +134,9 @@ impl<F: Clone> ChannelState<F> {
 
     /// Shards with at least one online subscriber.
     pub fn shards(&self) -> Vec<u32> {
-        (0..self.per_shard.len() as u32).filter(|s| self.per_shard[*s as usize] > 0).collect()
+        (0..self.per_shard.len() as u32)
+            .filter(|s| self.per_shard[*s as usize] > 0)
+            .collect()
     }
 
     /// Subscribes `conn` for `user`. Access has been checked by the caller.
@@ -147,10 +149,16 @@ impl<F: Clone> ChannelState<F> {
         now_ms: u64,
     ) -> Result<SubscribeOutcome<F>, Refusal> {
         let repeat = self.online.contains_key(&conn);
-        if !repeat && !self.members.contains_key(user) && self.members.len() >= self.meta.max_subscribers {
+        if !repeat
+            && !self.members.contains_key(user)
+            && self.members.len() >= self.meta.max_subscribers
+        {
             return Err(Refusal::new(
                 ErrorCode::ChannelFull,
-                format!("channel has reached max_subscribers ({})", self.meta.max_subscribers),
+                format!(
+                    "channel has reached max_subscribers ({})",
+                    self.meta.max_subscribers
+                ),
             ));
         }
         let stored = self.members.get(user).map(|m| m.cursor);
@@ -163,14 +171,28 @@ impl<F: Clone> ChannelState<F> {
         let (recovered, messages) = match position {
             Some(p) => {
                 let r = self.window.resume(p, now_ms);
-                (r.recovered && epoch_ok, r.entries.into_iter().map(|e| e.item.clone()).collect())
+                (
+                    r.recovered && epoch_ok,
+                    r.entries.into_iter().map(|e| e.item.clone()).collect(),
+                )
             }
-            None if !epoch_ok => {
-                (false, self.window.resume(0, now_ms).entries.into_iter().map(|e| e.item.clone()).collect())
-            }
+            None if !epoch_ok => (
+                false,
+                self.window
+                    .resume(0, now_ms)
+                    .entries
+                    .into_iter()
+                    .map(|e| e.item.clone())
+                    .collect(),
+            ),
             None if from.include_history => (
                 true,
-                self.window.resume(0, now_ms).entries.into_iter().map(|e| e.item.clone()).collect(),
+                self.window
+                    .resume(0, now_ms)
+                    .entries
+                    .into_iter()
+                    .map(|e| e.item.clone())
+                    .collect(),
             ),
             None => (true, Vec::new()),
         };
@@ -178,12 +200,17 @@ impl<F: Clone> ChannelState<F> {
         if !repeat {
             // A new member starts at the current end: it is owed nothing published before.
             let last = self.window.last_id();
-            let m = self
-                .members
-                .entry(user.to_owned())
-                .or_insert(Member { cursor: position.unwrap_or(last).min(last), online: 0 });
+            let m = self.members.entry(user.to_owned()).or_insert(Member {
+                cursor: position.unwrap_or(last).min(last),
+                online: 0,
+            });
             m.online += 1;
-            self.online.insert(conn, OnlineSub { user: user.to_owned() });
+            self.online.insert(
+                conn,
+                OnlineSub {
+                    user: user.to_owned(),
+                },
+            );
             self.per_shard[conn.shard as usize] += 1;
             join = self.presence.join(PresenceEntry::new(
                 user.to_owned(),
@@ -191,7 +218,12 @@ impl<F: Clone> ChannelState<F> {
                 role.as_str(),
             ));
         }
-        Ok(SubscribeOutcome { recovered, messages, presence: self.presence.snapshot().to_vec(), join })
+        Ok(SubscribeOutcome {
+            recovered,
+            messages,
+            presence: self.presence.snapshot().to_vec(),
+            join,
+        })
     }
 
     fn drop_online(&mut self, conn: ConnRef) -> Option<(String, PresenceDiff)> {
@@ -271,8 +303,12 @@ impl<F: Clone> ChannelState<F> {
                 self.shards(),
             ),
             Some(t) => {
-                let mut shards: Vec<u32> =
-                    self.online.iter().filter(|(_, s)| s.user == t).map(|(c, _)| c.shard).collect();
+                let mut shards: Vec<u32> = self
+                    .online
+                    .iter()
+                    .filter(|(_, s)| s.user == t)
+                    .map(|(c, _)| c.shard)
+                    .collect();
                 shards.sort_unstable();
                 shards.dedup();
                 let delivered = self.online.values().filter(|s| s.user == t).count();
@@ -280,7 +316,13 @@ impl<F: Clone> ChannelState<F> {
                 (delivered, queued, shards)
             }
         };
-        PublishOutcome { id, delivered, queued, shards, duplicate: false }
+        PublishOutcome {
+            id,
+            delivered,
+            queued,
+            shards,
+            duplicate: false,
+        }
     }
 
     /// Kept messages (for tools and tests).
@@ -300,7 +342,12 @@ struct Idempotency {
 
 impl Idempotency {
     fn new(window_ms: u64, max_keys: usize) -> Self {
-        Idempotency { map: HashMap::new(), order: VecDeque::new(), window_ms, max_keys }
+        Idempotency {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            window_ms,
+            max_keys,
+        }
     }
 
     fn expire(&mut self, now_ms: u64) {
@@ -335,7 +382,10 @@ mod tests {
     use crate::channel::{ChannelType, Permissions};
 
     fn state(max_subscribers: usize) -> ChannelState<u64> {
-        let limits = Limits { max_queued: 5, ..Limits::default() };
+        let limits = Limits {
+            max_queued: 5,
+            ..Limits::default()
+        };
         let meta = ChannelMeta {
             id: "ch_1".into(),
             name: ChannelName::parse("wedding:main:w-1").unwrap(),
@@ -367,8 +417,10 @@ mod tests {
     #[test]
     fn offline_members_are_queued_and_resume_from_their_cursor() {
         let mut s = state(10);
-        s.subscribe(A0, "alice", Role::Couple, ResumeFrom::default(), 0).unwrap();
-        s.subscribe(B1, "bob", Role::Photographer, ResumeFrom::default(), 0).unwrap();
+        s.subscribe(A0, "alice", Role::Couple, ResumeFrom::default(), 0)
+            .unwrap();
+        s.subscribe(B1, "bob", Role::Photographer, ResumeFrom::default(), 0)
+            .unwrap();
         let o = publish(&mut s, 1);
         assert_eq!((o.id, o.delivered, o.queued), (1, 2, 0));
         assert_eq!(o.shards, vec![0, 1]);
@@ -378,12 +430,17 @@ mod tests {
         assert_eq!((o.delivered, o.queued, o.shards.clone()), (1, 1, vec![0]));
         publish(&mut s, 3);
         // Bob comes back without a position: the stored cursor (1) drives the resume.
-        let r = s.subscribe(A1, "bob", Role::Photographer, ResumeFrom::default(), 4).unwrap();
+        let r = s
+            .subscribe(A1, "bob", Role::Photographer, ResumeFrom::default(), 4)
+            .unwrap();
         assert!(r.recovered);
         assert_eq!(r.messages, vec![2, 3]);
         // With a later last_seen_id, the later of the two wins.
         s.disconnect(A1);
-        let from = ResumeFrom { last_seen_id: Some(2), ..Default::default() };
+        let from = ResumeFrom {
+            last_seen_id: Some(2),
+            ..Default::default()
+        };
         let r = s.subscribe(A1, "bob", Role::Photographer, from, 4).unwrap();
         assert_eq!(r.messages, vec![3]);
     }
@@ -391,16 +448,24 @@ mod tests {
     #[test]
     fn fallen_out_of_the_window_is_not_recovered() {
         let mut s = state(10);
-        s.subscribe(A0, "alice", Role::Couple, ResumeFrom::default(), 0).unwrap();
+        s.subscribe(A0, "alice", Role::Couple, ResumeFrom::default(), 0)
+            .unwrap();
         for t in 0..8 {
             publish(&mut s, t);
         }
-        let from = ResumeFrom { last_seen_id: Some(1), ..Default::default() };
+        let from = ResumeFrom {
+            last_seen_id: Some(1),
+            ..Default::default()
+        };
         let r = s.subscribe(B1, "carol", Role::Couple, from, 9).unwrap();
         assert!(!r.recovered);
         assert_eq!(r.messages, vec![4, 5, 6, 7, 8]);
         // Another epoch's position is not trusted.
-        let from = ResumeFrom { last_seen_id: Some(7), epoch: Some("old"), ..Default::default() };
+        let from = ResumeFrom {
+            last_seen_id: Some(7),
+            epoch: Some("old"),
+            ..Default::default()
+        };
         let r = s.subscribe(A1, "dave", Role::Couple, from, 9).unwrap();
         assert!(!r.recovered);
         assert_eq!(r.messages.len(), 5);
@@ -410,9 +475,14 @@ mod tests {
     fn new_subscribers_get_history_only_when_asked() {
         let mut s = state(10);
         publish(&mut s, 0);
-        let r = s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 1).unwrap();
+        let r = s
+            .subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 1)
+            .unwrap();
         assert!(r.recovered && r.messages.is_empty());
-        let from = ResumeFrom { include_history: true, ..Default::default() };
+        let from = ResumeFrom {
+            include_history: true,
+            ..Default::default()
+        };
         let r = s.subscribe(A1, "b", Role::Couple, from, 1).unwrap();
         assert_eq!(r.messages, vec![1]);
         // A new member is owed nothing before it joined.
@@ -422,28 +492,41 @@ mod tests {
     #[test]
     fn channel_full_counts_users_not_connections() {
         let mut s = state(1);
-        s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0).unwrap();
-        s.subscribe(A1, "a", Role::Couple, ResumeFrom::default(), 0).unwrap();
-        let e = s.subscribe(B1, "b", Role::Couple, ResumeFrom::default(), 0).unwrap_err();
+        s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0)
+            .unwrap();
+        s.subscribe(A1, "a", Role::Couple, ResumeFrom::default(), 0)
+            .unwrap();
+        let e = s
+            .subscribe(B1, "b", Role::Couple, ResumeFrom::default(), 0)
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::ChannelFull);
         // An offline member still holds its place.
         s.disconnect(A0);
         s.disconnect(A1);
-        assert!(s.subscribe(B1, "b", Role::Couple, ResumeFrom::default(), 0).is_err());
+        assert!(s
+            .subscribe(B1, "b", Role::Couple, ResumeFrom::default(), 0)
+            .is_err());
         // Unsubscribing frees it.
-        s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0).unwrap();
+        s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0)
+            .unwrap();
         s.unsubscribe(A0).unwrap();
-        s.subscribe(B1, "b", Role::Couple, ResumeFrom::default(), 0).unwrap();
+        s.subscribe(B1, "b", Role::Couple, ResumeFrom::default(), 0)
+            .unwrap();
     }
 
     #[test]
     fn presence_follows_connections() {
         let mut s = state(10);
-        let r = s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0).unwrap();
+        let r = s
+            .subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0)
+            .unwrap();
         assert_eq!(r.join.joins.len(), 1);
-        let r = s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0).unwrap();
+        let r = s
+            .subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0)
+            .unwrap();
         assert!(r.join.is_empty(), "repeat subscribe joins nothing");
-        let meta = serde_json::value::RawValue::from_string(r#"{"activity":"setup"}"#.into()).unwrap();
+        let meta =
+            serde_json::value::RawValue::from_string(r#"{"activity":"setup"}"#.into()).unwrap();
         let d = s.set_presence(A0, meta).unwrap();
         assert_eq!(d.joins[0].meta.get(), r#"{"activity":"setup"}"#);
         let d = s.disconnect(A0).unwrap();
@@ -455,8 +538,10 @@ mod tests {
     #[test]
     fn targeted_and_idempotent_publish() {
         let mut s = state(10);
-        s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0).unwrap();
-        s.subscribe(B1, "b", Role::Couple, ResumeFrom::default(), 0).unwrap();
+        s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0)
+            .unwrap();
+        s.subscribe(B1, "b", Role::Couple, ResumeFrom::default(), 0)
+            .unwrap();
         let o = s.publish(1, 0, Some("b"), Some("k"), 0);
         assert_eq!((o.delivered, o.queued, o.shards), (1, 0, vec![1]));
         assert_eq!(s.idempotent_id("k", 1000), Some(1));
@@ -466,7 +551,8 @@ mod tests {
     #[test]
     fn acks_never_move_backwards_or_past_the_end() {
         let mut s = state(10);
-        s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0).unwrap();
+        s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0)
+            .unwrap();
         publish(&mut s, 0);
         publish(&mut s, 0);
         s.ack("a", 2);

@@ -75,9 +75,9 @@ impl ErrorCode {
             ErrorCode::ChannelFull | ErrorCode::SubscriptionFailed => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::RateLimited | ErrorCode::TierLimit => 429,
-            ErrorCode::InvalidChannel | ErrorCode::BadRequest | ErrorCode::InvalidWeddingContext => {
-                400
-            }
+            ErrorCode::InvalidChannel
+            | ErrorCode::BadRequest
+            | ErrorCode::InvalidWeddingContext => 400,
             ErrorCode::Overloaded => 503,
             ErrorCode::Internal => 500,
         }
@@ -101,7 +101,11 @@ pub struct Refusal {
 
 impl Refusal {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Refusal { code, message: message.into(), retry_after: None }
+        Refusal {
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 }
 

@@ -75,8 +75,14 @@ impl Limits {
             ("max_subscribers", self.max_subscribers),
             ("max_field_bytes", self.max_field_bytes),
             ("max_channels_per_shard", self.max_channels_per_shard),
-            ("max_subscriptions_per_connection", self.max_subscriptions_per_connection),
-            ("idempotency_max_keys_per_channel", self.idempotency_max_keys_per_channel),
+            (
+                "max_subscriptions_per_connection",
+                self.max_subscriptions_per_connection,
+            ),
+            (
+                "idempotency_max_keys_per_channel",
+                self.idempotency_max_keys_per_channel,
+            ),
         ];
         for (name, v) in positive {
             if v == 0 {
@@ -87,7 +93,9 @@ impl Limits {
             return Err("limits.message_retention_hours must be greater than 0".into());
         }
         if self.max_request_bytes < self.max_payload_bytes {
-            return Err("limits.max_request_bytes must be at least limits.max_payload_bytes".into());
+            return Err(
+                "limits.max_request_bytes must be at least limits.max_payload_bytes".into(),
+            );
         }
         if self.max_frame_bytes < self.max_request_bytes {
             return Err("limits.max_frame_bytes must be at least limits.max_request_bytes".into());
@@ -112,9 +120,15 @@ mod tests {
 
     #[test]
     fn validate_names_the_field() {
-        let l = Limits { max_frame_bytes: 10, ..Limits::default() };
+        let l = Limits {
+            max_frame_bytes: 10,
+            ..Limits::default()
+        };
         assert!(l.validate().unwrap_err().contains("max_frame_bytes"));
-        let l = Limits { max_queued: 0, ..Limits::default() };
+        let l = Limits {
+            max_queued: 0,
+            ..Limits::default()
+        };
         assert!(l.validate().unwrap_err().contains("max_queued"));
     }
 }

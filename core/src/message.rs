@@ -21,8 +21,12 @@ pub enum Priority {
 
 impl Priority {
     /// Highest first: the order a connection's backlog is drained in (SPEC §2.6).
-    pub const DRAIN_ORDER: [Priority; 4] =
-        [Priority::Critical, Priority::High, Priority::Normal, Priority::Low];
+    pub const DRAIN_ORDER: [Priority; 4] = [
+        Priority::Critical,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+    ];
 
     pub fn parse(s: &str) -> Option<Priority> {
         match s {
@@ -128,7 +132,10 @@ pub fn render_message_json(f: &ArchivedMessageFrame, out: &mut Vec<u8>) {
     push_json_str(out, f.sender_user_id.as_str());
     out.extend_from_slice(b",\"role\":\"");
     out.extend_from_slice(
-        Role::from_code(f.sender_role).map(Role::as_str).unwrap_or("supplier").as_bytes(),
+        Role::from_code(f.sender_role)
+            .map(Role::as_str)
+            .unwrap_or("supplier")
+            .as_bytes(),
     );
     out.extend_from_slice(b"\"},\"ts\":");
     out.extend_from_slice(itoa(f.ts_ms.to_native()).as_bytes());

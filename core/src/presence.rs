@@ -24,7 +24,12 @@ impl Eq for PresenceEntry {}
 
 impl PresenceEntry {
     pub fn new(user_id: String, connection_id: String, role: &'static str) -> Self {
-        PresenceEntry { user_id, connection_id, role, meta: empty_meta() }
+        PresenceEntry {
+            user_id,
+            connection_id,
+            role,
+            meta: empty_meta(),
+        }
     }
 }
 
@@ -67,16 +72,30 @@ impl Presence {
 
     /// Adds (or, for a connection already present, keeps) an entry.
     pub fn join(&mut self, e: PresenceEntry) -> PresenceDiff {
-        if self.entries.iter().any(|x| x.connection_id == e.connection_id) {
+        if self
+            .entries
+            .iter()
+            .any(|x| x.connection_id == e.connection_id)
+        {
             return PresenceDiff::default();
         }
         self.entries.push(e.clone());
-        PresenceDiff { joins: vec![e], leaves: vec![] }
+        PresenceDiff {
+            joins: vec![e],
+            leaves: vec![],
+        }
     }
 
     pub fn leave(&mut self, connection_id: &str) -> PresenceDiff {
-        match self.entries.iter().position(|x| x.connection_id == connection_id) {
-            Some(i) => PresenceDiff { joins: vec![], leaves: vec![self.entries.remove(i)] },
+        match self
+            .entries
+            .iter()
+            .position(|x| x.connection_id == connection_id)
+        {
+            Some(i) => PresenceDiff {
+                joins: vec![],
+                leaves: vec![self.entries.remove(i)],
+            },
             None => PresenceDiff::default(),
         }
     }
@@ -87,10 +106,16 @@ impl Presence {
         connection_id: &str,
         meta: Box<serde_json::value::RawValue>,
     ) -> Option<PresenceDiff> {
-        let e = self.entries.iter_mut().find(|x| x.connection_id == connection_id)?;
+        let e = self
+            .entries
+            .iter_mut()
+            .find(|x| x.connection_id == connection_id)?;
         let old = e.clone();
         e.meta = meta;
-        Some(PresenceDiff { joins: vec![e.clone()], leaves: vec![old] })
+        Some(PresenceDiff {
+            joins: vec![e.clone()],
+            leaves: vec![old],
+        })
     }
 }
 
@@ -105,11 +130,23 @@ mod tests {
     #[test]
     fn join_update_leave() {
         let mut p = Presence::default();
-        let d = p.join(PresenceEntry::new("u1".into(), "c-0-1".into(), "photographer"));
+        let d = p.join(PresenceEntry::new(
+            "u1".into(),
+            "c-0-1".into(),
+            "photographer",
+        ));
         assert_eq!(d.joins.len(), 1);
-        assert!(p.join(PresenceEntry::new("u1".into(), "c-0-1".into(), "photographer")).is_empty());
+        assert!(p
+            .join(PresenceEntry::new(
+                "u1".into(),
+                "c-0-1".into(),
+                "photographer"
+            ))
+            .is_empty());
         p.join(PresenceEntry::new("u2".into(), "c-1-1".into(), "couple"));
-        let d = p.update("c-0-1", meta(r#"{"activity":"ceremony"}"#)).unwrap();
+        let d = p
+            .update("c-0-1", meta(r#"{"activity":"ceremony"}"#))
+            .unwrap();
         assert_eq!(d.leaves[0].meta.get(), "{}");
         assert_eq!(d.joins[0].meta.get(), r#"{"activity":"ceremony"}"#);
         assert!(p.update("nope", meta("{}")).is_none());
@@ -118,6 +155,9 @@ mod tests {
         assert!(p.leave("c-0-1").is_empty());
         assert_eq!(p.len(), 1);
         let json = serde_json::to_string(p.snapshot()).unwrap();
-        assert_eq!(json, r#"[{"user_id":"u2","connection_id":"c-1-1","role":"couple","meta":{}}]"#);
+        assert_eq!(
+            json,
+            r#"[{"user_id":"u2","connection_id":"c-1-1","role":"couple","meta":{}}]"#
+        );
     }
 }

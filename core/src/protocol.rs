@@ -166,7 +166,9 @@ fn roles(list: Option<Vec<String>>, default: &[Role]) -> Result<Vec<Role>, Refus
         None => Ok(default.to_vec()),
         Some(v) => v
             .iter()
-            .map(|r| Role::parse(r).ok_or_else(|| bad(format!("unknown role `{r}` in permissions"))))
+            .map(|r| {
+                Role::parse(r).ok_or_else(|| bad(format!("unknown role `{r}` in permissions")))
+            })
             .collect(),
     }
 }
@@ -174,7 +176,8 @@ fn roles(list: Option<Vec<String>>, default: &[Role]) -> Result<Vec<Role>, Refus
 /// `[a-z0-9_]{1,32}`: the built-in types and app-defined words alike.
 fn valid_type(t: &str) -> bool {
     (1..=32).contains(&t.len())
-        && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && t.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// Parses one text frame. Refusals carry the SPEC code; `ref` is echoed when readable.
@@ -197,8 +200,14 @@ pub fn parse_request(text: &str, limits: &Limits) -> Result<Envelope, RequestErr
         refusal: bad(format!("malformed request: {e}")),
     })?;
     let r#ref = raw.r#ref.clone();
-    if r#ref.as_ref().is_some_and(|r| r.len() > limits.max_field_bytes) {
-        return Err(RequestError { r#ref: None, refusal: bad("`ref` is too long") });
+    if r#ref
+        .as_ref()
+        .is_some_and(|r| r.len() > limits.max_field_bytes)
+    {
+        return Err(RequestError {
+            r#ref: None,
+            refusal: bad("`ref` is too long"),
+        });
     }
     match typed(raw, limits) {
         Ok(req) => Ok(Envelope { r#ref, req }),
@@ -272,7 +281,9 @@ fn typed(raw: RawRequest<'_>, limits: &Limits) -> Result<Request, Refusal> {
             epoch: bounded(raw.epoch, "epoch", limits)?,
             include_history: raw.include_history.unwrap_or(false),
         }),
-        "unsubscribe" => Request::Unsubscribe { channel: channel(raw.channel)? },
+        "unsubscribe" => Request::Unsubscribe {
+            channel: channel(raw.channel)?,
+        },
         "publish" => {
             let channel = channel(raw.channel)?;
             let msg_type = need(raw.kind, "type", op)?;
@@ -326,7 +337,10 @@ fn typed(raw: RawRequest<'_>, limits: &Limits) -> Result<Request, Refusal> {
                 context_wedding_id,
             })
         }
-        "ack" => Request::Ack { channel: channel(raw.channel)?, id: need(raw.id, "id", op)? },
+        "ack" => Request::Ack {
+            channel: channel(raw.channel)?,
+            id: need(raw.id, "id", op)?,
+        },
         "presence" => {
             let channel = channel(raw.channel)?;
             let meta = need(raw.meta, "meta", op)?;
@@ -336,13 +350,23 @@ fn typed(raw: RawRequest<'_>, limits: &Limits) -> Result<Request, Refusal> {
             if meta.get().len() > limits.max_presence_meta_bytes {
                 return Err(Refusal::new(
                     ErrorCode::PayloadTooLarge,
-                    format!("presence meta over {} bytes", limits.max_presence_meta_bytes),
+                    format!(
+                        "presence meta over {} bytes",
+                        limits.max_presence_meta_bytes
+                    ),
                 ));
             }
-            Request::Presence { channel, meta: meta.get().to_owned() }
+            Request::Presence {
+                channel,
+                meta: meta.get().to_owned(),
+            }
         }
-        "typing" => Request::Typing { channel: channel(raw.channel)? },
-        "token" => Request::Token { token: need(raw.token, "token", op)? },
+        "typing" => Request::Typing {
+            channel: channel(raw.channel)?,
+        },
+        "token" => Request::Token {
+            token: need(raw.token, "token", op)?,
+        },
         "ping" => Request::Ping,
         other => {
             let shown: String = other.chars().take(32).collect();
@@ -414,7 +438,11 @@ pub fn reply_created(r#ref: Option<&str>, id: &str, name: &str, created_at_ms: u
     let mut out = open("created", r#ref);
     field_str(&mut out, "channel_id", id);
     field_str(&mut out, "channel_name", name);
-    field_str(&mut out, "created_at", &crate::time::rfc3339_ms(created_at_ms));
+    field_str(
+        &mut out,
+        "created_at",
+        &crate::time::rfc3339_ms(created_at_ms),
+    );
     out.push(b'}');
     out
 }
@@ -524,7 +552,14 @@ mod tests {
         assert_eq!(c.kind, ChannelType::Broadcast);
         assert_eq!(c.permissions.unwrap().write, vec![Role::Venue]);
         let e = parse(r#"{"op":"subscribe","channel":"wedding:main:w-1","last_seen_id":7,"include_history":true}"#).unwrap();
-        assert!(matches!(e.req, Request::Subscribe(SubscribeReq { last_seen_id: Some(7), include_history: true, .. })));
+        assert!(matches!(
+            e.req,
+            Request::Subscribe(SubscribeReq {
+                last_seen_id: Some(7),
+                include_history: true,
+                ..
+            })
+        ));
         let e = parse(r#"{"op":"publish","channel":"wedding:main:w-1","type":"urgent","priority":"critical","payload":{"a": [1, 2]},"wedding_context":{"wedding_id":"w-1","event_date":"2026-06-20"}}"#).unwrap();
         let Request::Publish(p) = e.req else { panic!() };
         assert_eq!(p.payload, r#"{"a": [1, 2]}"#);
@@ -548,29 +583,77 @@ mod tests {
         assert_eq!(code("[]"), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"ref":"1"}"#), ErrorCode::BadRequest);
         let e = parse(r#"{"op":"explode","ref":"r9"}"#).unwrap_err();
-        assert_eq!((e.refusal.code, e.r#ref.as_deref()), (ErrorCode::BadRequest, Some("r9")));
-        assert_eq!(code(r#"{"op":"subscribe","channel":"wedding:main:w-1;DROP"}"#), ErrorCode::InvalidChannel);
+        assert_eq!(
+            (e.refusal.code, e.r#ref.as_deref()),
+            (ErrorCode::BadRequest, Some("r9"))
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","channel":"wedding:main:w-1;DROP"}"#),
+            ErrorCode::InvalidChannel
+        );
         assert_eq!(code(r#"{"op":"subscribe"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"op":"subscribe","channel":5}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"op":"publish","channel":"wedding:main:w-1","type":"general"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"op":"publish","channel":"wedding:main:w-1","type":"Bad Type","payload":1}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"op":"publish","channel":"wedding:main:w-1","type":"general","payload":1,"priority":"max"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"op":"publish","channel":"wedding:main:w-1","type":"general","payload":1,"wedding_context":"w-1"}"#), ErrorCode::InvalidWeddingContext);
-        assert_eq!(code(r#"{"op":"publish","channel":"wedding:main:w-1","type":"general","payload":1,"wedding_context":{"event_date":"June"}}"#), ErrorCode::InvalidWeddingContext);
-        assert_eq!(code(r#"{"op":"presence","channel":"wedding:main:w-1","meta":[1]}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"op":"create","name":"wedding:main:w-1","permissions":{"read":["king"]}}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"op":"create","name":"wedding:main:w-1","max_subscribers":100000}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"op":"ack","channel":"wedding:main:w-1","id":-1}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"op":"subscribe","channel":5}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"op":"publish","channel":"wedding:main:w-1","type":"general"}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"op":"publish","channel":"wedding:main:w-1","type":"Bad Type","payload":1}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(
+                r#"{"op":"publish","channel":"wedding:main:w-1","type":"general","payload":1,"priority":"max"}"#
+            ),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(
+                r#"{"op":"publish","channel":"wedding:main:w-1","type":"general","payload":1,"wedding_context":"w-1"}"#
+            ),
+            ErrorCode::InvalidWeddingContext
+        );
+        assert_eq!(
+            code(
+                r#"{"op":"publish","channel":"wedding:main:w-1","type":"general","payload":1,"wedding_context":{"event_date":"June"}}"#
+            ),
+            ErrorCode::InvalidWeddingContext
+        );
+        assert_eq!(
+            code(r#"{"op":"presence","channel":"wedding:main:w-1","meta":[1]}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"op":"create","name":"wedding:main:w-1","permissions":{"read":["king"]}}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"op":"create","name":"wedding:main:w-1","max_subscribers":100000}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"op":"ack","channel":"wedding:main:w-1","id":-1}"#),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]
     fn payload_limits() {
         let l = Limits::default();
-        let big = format!(r#"{{"op":"publish","ref":"big","channel":"wedding:main:w-1","type":"general","payload":"{}"}}"#, "x".repeat(l.max_payload_bytes));
+        let big = format!(
+            r#"{{"op":"publish","ref":"big","channel":"wedding:main:w-1","type":"general","payload":"{}"}}"#,
+            "x".repeat(l.max_payload_bytes)
+        );
         let e = parse(&big).unwrap_err();
         assert_eq!(e.refusal.code, ErrorCode::PayloadTooLarge);
         assert_eq!(e.r#ref.as_deref(), Some("big"));
-        let ok = format!(r#"{{"op":"publish","channel":"wedding:main:w-1","type":"general","payload":"{}"}}"#, "x".repeat(l.max_payload_bytes - 2));
+        let ok = format!(
+            r#"{{"op":"publish","channel":"wedding:main:w-1","type":"general","payload":"{}"}}"#,
+            "x".repeat(l.max_payload_bytes - 2)
+        );
         parse(&ok).unwrap();
         let huge = "x".repeat(l.max_request_bytes + 1);
         assert_eq!(code(&huge), ErrorCode::PayloadTooLarge);
@@ -578,26 +661,48 @@ mod tests {
 
     #[test]
     fn replies_are_valid_json() {
-        let e = Refusal { code: ErrorCode::RateLimited, message: "slow \"down\"".into(), retry_after: Some(3) };
+        let e = Refusal {
+            code: ErrorCode::RateLimited,
+            message: "slow \"down\"".into(),
+            retry_after: Some(3),
+        };
         let v: Value = serde_json::from_slice(&reply_error(Some("r"), &e)).unwrap();
         assert_eq!(v["code"], "WS_RATE_LIMITED");
         assert_eq!(v["retryable"], true);
         assert_eq!(v["retry_after"], 3);
         assert_eq!(v["ref"], "r");
-        let v: Value = serde_json::from_slice(&reply_created(None, "ch_1", "venue:a:b", 0)).unwrap();
+        let v: Value =
+            serde_json::from_slice(&reply_created(None, "ch_1", "venue:a:b", 0)).unwrap();
         assert!(v.get("ref").is_none());
         assert_eq!(v["created_at"], "1970-01-01T00:00:00.000Z");
         let msgs: Vec<&[u8]> = vec![br#"{"op":"message","id":1}"#, br#"{"op":"message","id":2}"#];
         let p = vec![PresenceEntry::new("u".into(), "c-0-1".into(), "couple")];
-        let v: Value = serde_json::from_slice(&reply_subscribed(Some("s"), "venue:a:b", "e", false, msgs.into_iter(), &p)).unwrap();
+        let v: Value = serde_json::from_slice(&reply_subscribed(
+            Some("s"),
+            "venue:a:b",
+            "e",
+            false,
+            msgs.into_iter(),
+            &p,
+        ))
+        .unwrap();
         assert_eq!(v["messages"][1]["id"], 2);
         assert_eq!(v["presence"][0]["user_id"], "u");
         assert_eq!(v["recovered"], false);
-        let v: Value = serde_json::from_slice(&reply_published(None, "venue:a:b", 4, 2, 1)).unwrap();
-        assert_eq!((v["id"].as_u64(), v["delivered_count"].as_u64(), v["queued_count"].as_u64()), (Some(4), Some(2), Some(1)));
+        let v: Value =
+            serde_json::from_slice(&reply_published(None, "venue:a:b", 4, 2, 1)).unwrap();
+        assert_eq!(
+            (
+                v["id"].as_u64(),
+                v["delivered_count"].as_u64(),
+                v["queued_count"].as_u64()
+            ),
+            (Some(4), Some(2), Some(1))
+        );
         let v: Value = serde_json::from_slice(&typing("venue:a:b", "u\n", Role::Venue)).unwrap();
         assert_eq!(v["user_id"], "u\n");
-        let v: Value = serde_json::from_slice(&presence_diff("venue:a:b", &PresenceDiff::default())).unwrap();
+        let v: Value =
+            serde_json::from_slice(&presence_diff("venue:a:b", &PresenceDiff::default())).unwrap();
         assert_eq!(v["joins"], serde_json::json!([]));
     }
 

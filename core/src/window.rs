@@ -42,7 +42,12 @@ pub struct Window<T> {
 impl<T> Window<T> {
     pub fn new(max_count: usize, max_age_ms: u64) -> Self {
         assert!(max_count > 0);
-        Window { entries: VecDeque::new(), last_id: 0, max_count, max_age_ms }
+        Window {
+            entries: VecDeque::new(),
+            last_id: 0,
+            max_count,
+            max_age_ms,
+        }
     }
 
     /// Restarts numbering after `last_id` (recovery from a log).
@@ -98,7 +103,10 @@ impl<T> Window<T> {
         let live = self.entries.iter().filter(move |e| e.ts_ms >= cutoff);
         if after > self.last_id {
             // A position from the future: ids of an earlier life of the channel.
-            return Resume { recovered: false, entries: live.collect() };
+            return Resume {
+                recovered: false,
+                entries: live.collect(),
+            };
         }
         let first_live = self
             .entries
@@ -107,9 +115,15 @@ impl<T> Window<T> {
             .map(|e| e.id)
             .unwrap_or(self.last_id + 1);
         if after + 1 >= first_live {
-            Resume { recovered: true, entries: live.filter(|e| e.id > after).collect() }
+            Resume {
+                recovered: true,
+                entries: live.filter(|e| e.id > after).collect(),
+            }
         } else {
-            Resume { recovered: false, entries: live.collect() }
+            Resume {
+                recovered: false,
+                entries: live.collect(),
+            }
         }
     }
 

@@ -1,9 +1,20 @@
-//! smoke
-pub fn smoke() -> usize {
-    use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
-    let h = LocalExecutorPoolBuilder::new(PoolPlacement::Unbound(2))
-        .io_memory(1 << 20)
-        .on_all_shards(|| async move { glommio::executor().id() })
-        .unwrap();
-    h.join_all().into_iter().map(|r| r.unwrap()).sum()
-}
+//! Ringbearer's runtime: one glommio executor per shard, SO_REUSEPORT listeners, the
+//! WebSocket upgrade and protocol handling, the cross-shard mesh, fan-out to connections,
+//! outgoing backlogs in priority order, and heartbeats.
+//!
+//! It does not persist anything (that is `ringbearer-persist`, composed by `server/`) and
+//! holds no domain rules of its own: those are `ringbearer-core`'s.
+
+pub mod auth;
+mod config;
+pub mod conn;
+pub mod http;
+mod notify;
+pub mod outbox;
+mod router;
+pub mod server;
+pub mod shard;
+
+pub use auth::TokenVerifier;
+pub use config::IoConfig;
+pub use server::{start, ServerHandle};

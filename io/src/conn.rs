@@ -1,0 +1,697 @@
+//! One client connection: the HTTP upgrade (or a plain HTTP answer), then two halves joined
+//! in one task — a reader that feeds tungstenite's protocol state machine and handles
+//! requests, and a writer that coalesces everything pending for the connection into one
+//! socket write per wake-up (glommio's socket writes are plain `send(2)`: batching has to
+//! come from here).
+//!
+//! Closing protocol: anything may call [`Conn::close`] (slow consumer, heartbeat timeout,
+//! token expiry, shutdown, a protocol error). The writer then drops the backlog, writes the
+//! close frame (bounded by the write timeout), and sets `done`; the reader stops at `done`.
+
+use crate::auth::find_token;
+use crate::http::{self, RequestHead};
+use crate::notify::Notify;
+use crate::outbox::{encode_frame, Opcode, OutFrame, Outbox};
+use crate::shard::{ShardCtx, ShardMsg};
+use bytes::Bytes;
+use futures_lite::future;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use hashbrown::HashSet;
+use ringbearer_core::channel_state::ConnRef;
+use ringbearer_core::error::{ErrorCode, Refusal};
+use ringbearer_core::protocol::{self, parse_request, Request};
+use ringbearer_core::{shard_for, Claims, Priority};
+use std::cell::{Cell, RefCell};
+use std::io::{self, Read, Write};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tungstenite::protocol::{Role as WsRole, WebSocketConfig, WebSocketContext};
+use tungstenite::Message;
+
+/// Close codes (RFC 6455 §7.4 and ours, `docs/protocol.md`).
+pub mod close_code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const INVALID_DATA: u16 = 1007;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    pub const HEARTBEAT_TIMEOUT: u16 = 4000;
+    pub const SLOW_CONSUMER: u16 = 4001;
+}
+
+pub struct Conn {
+    pub id: u64,
+    pub cref: ConnRef,
+    claims: RefCell<Arc<Claims>>,
+    pub outbox: RefCell<Outbox>,
+    /// Channels whose `subscribed` reply reached this connection.
+    pub channels: RefCell<HashSet<String>>,
+    pub pending_subscribes: Cell<usize>,
+    pub last_seen: Cell<Instant>,
+    /// Set once: the close frame to send.
+    closing: RefCell<Option<(u16, String)>>,
+    /// The peer sent a close frame (tungstenite queues the reply itself).
+    peer_closed: Cell<bool>,
+    ping_due: Cell<bool>,
+    pub wake_writer: Notify,
+    pub done: Notify,
+}
+
+impl Conn {
+    fn new(id: u64, cref: ConnRef, claims: Arc<Claims>, cfg: &crate::IoConfig) -> Self {
+        Conn {
+            id,
+            cref,
+            claims: RefCell::new(claims),
+            outbox: RefCell::new(Outbox::new(cfg.outbox_max_messages, cfg.outbox_max_bytes)),
+            channels: RefCell::new(HashSet::new()),
+            pending_subscribes: Cell::new(0),
+            last_seen: Cell::new(Instant::now()),
+            closing: RefCell::new(None),
+            peer_closed: Cell::new(false),
+            ping_due: Cell::new(false),
+            wake_writer: Notify::default(),
+            done: Notify::default(),
+        }
+    }
+
+    pub fn claims(&self) -> Arc<Claims> {
+        self.claims.borrow().clone()
+    }
+
+    pub fn user(&self) -> String {
+        self.claims.borrow().sub.clone()
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.closing.borrow().is_none()
+    }
+
+    /// Starts closing with `code`; the first reason wins.
+    pub fn close(&self, code: u16, reason: &str) {
+        let mut c = self.closing.borrow_mut();
+        if c.is_none() {
+            *c = Some((code, reason.to_owned()));
+            drop(c);
+            self.wake_writer.notify();
+        }
+    }
+
+    pub fn ping(&self) {
+        self.ping_due.set(true);
+        self.wake_writer.notify();
+    }
+
+    pub fn send_control(&self, data: Bytes) {
+        self.push(|o| {
+            o.push_control(OutFrame {
+                opcode: Opcode::Text,
+                channel: 0,
+                data,
+            })
+        });
+    }
+
+    pub fn send_message(&self, p: Priority, channel: u64, data: Bytes) {
+        self.push(|o| {
+            o.push_message(
+                p,
+                OutFrame {
+                    opcode: Opcode::Text,
+                    channel,
+                    data,
+                },
+            )
+        });
+    }
+
+    fn push(&self, f: impl FnOnce(&mut Outbox) -> Result<(), crate::outbox::Overflow>) {
+        if !self.is_open() {
+            return;
+        }
+        if f(&mut self.outbox.borrow_mut()).is_err() {
+            // SPEC §2.6: past a bounded backlog the consumer is disconnected; its
+            // subscriptions stay, so resuming recovers what it missed.
+            self.close(
+                close_code::SLOW_CONSUMER,
+                "slow consumer: outgoing backlog over its bound",
+            );
+            return;
+        }
+        self.wake_writer.notify();
+    }
+}
+
+/// The stream tungstenite's state machine reads from and writes into: plain buffers. The
+/// socket I/O is ours.
+#[derive(Default)]
+struct Buffers {
+    rx: Vec<u8>,
+    rx_pos: usize,
+    tx: Vec<u8>,
+}
+
+impl Read for Buffers {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let avail = &self.rx[self.rx_pos..];
+        if avail.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.rx_pos += n;
+        if self.rx_pos == self.rx.len() {
+            self.rx.clear();
+            self.rx_pos = 0;
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Buffers {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tx.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Ws {
+    ctx: WebSocketContext,
+    bufs: Buffers,
+}
+
+fn ws_config(cfg: &crate::IoConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(cfg.ws_read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_write_buffer_size(cfg.outbox_max_bytes)
+        .max_message_size(Some(cfg.limits.max_frame_bytes))
+        .max_frame_size(Some(cfg.limits.max_frame_bytes))
+        .accept_unmasked_frames(false)
+}
+
+/// Reads an HTTP request head, bounded in size; `None` on EOF, oversize or garbage (with
+/// the refusal to send, if any).
+async fn read_head(
+    stream: &mut TcpStream,
+    max: usize,
+) -> Result<(RequestHead, Vec<u8>), Option<(u16, Refusal)>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(|_| None)?;
+        if n == 0 {
+            return Err(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match http::parse_head(&buf) {
+            Ok(Some((head, used))) => return Ok((head, buf[used..].to_vec())),
+            Ok(None) if buf.len() >= max => {
+                return Err(Some((
+                    431,
+                    Refusal::new(ErrorCode::BadRequest, "request head too large"),
+                )))
+            }
+            Ok(None) => {}
+            Err(e) => return Err(Some((400, e))),
+        }
+    }
+}
+
+async fn respond(stream: &mut TcpStream, bytes: &[u8]) {
+    let _ = stream.write_all(bytes).await;
+    let _ = stream.flush().await;
+    let _ = stream.close().await;
+}
+
+/// Serves one accepted TCP connection to its end.
+pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
+    let cfg = ctx.cfg.clone();
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(cfg.write_timeout_ms)));
+    let deadline = Duration::from_millis(cfg.handshake_timeout_ms);
+    let head = future::or(
+        async { Some(read_head(&mut stream, cfg.max_handshake_bytes).await) },
+        async {
+            glommio::timer::sleep(deadline).await;
+            None
+        },
+    )
+    .await;
+    let (head, leftover) = match head {
+        None => {
+            let e = Refusal::new(ErrorCode::BadRequest, "handshake timeout");
+            return respond(&mut stream, &http::error_response(408, &e)).await;
+        }
+        Some(Err(None)) => return,
+        Some(Err(Some((status, e)))) => {
+            return respond(&mut stream, &http::error_response(status, &e)).await
+        }
+        Some(Ok(h)) => h,
+    };
+    match head.path.as_str() {
+        "/ws" => {
+            let key = match head.check_upgrade() {
+                Ok(k) => k.to_owned(),
+                Err(e) => return respond(&mut stream, &http::error_response(426, &e)).await,
+            };
+            let found = find_token(
+                head.authorization.as_deref(),
+                head.query.as_deref(),
+                head.protocols.as_deref(),
+            );
+            let Some(found) = found else {
+                let e = Refusal::new(
+                    ErrorCode::Unauthorized,
+                    "no token: use Authorization: Bearer, ?token= or Sec-WebSocket-Protocol",
+                );
+                return respond(&mut stream, &http::error_response(401, &e)).await;
+            };
+            let claims = match ctx.shared.verifier.verify(found.token) {
+                Ok(c) => Arc::new(c),
+                Err(e) => return respond(&mut stream, &http::error_response(401, &e)).await,
+            };
+            let protocol = found.echo_protocol.map(str::to_owned);
+            run_ws(
+                ctx,
+                stream,
+                &key,
+                protocol.as_deref(),
+                claims,
+                leftover,
+                false,
+            )
+            .await
+        }
+        "/echo" if cfg.echo_endpoint => {
+            let key = match head.check_upgrade() {
+                Ok(k) => k.to_owned(),
+                Err(e) => return respond(&mut stream, &http::error_response(426, &e)).await,
+            };
+            let claims = Arc::new(Claims {
+                sub: "echo".into(),
+                org: "echo".into(),
+                role: ringbearer_core::Role::Guest,
+                tier: ringbearer_core::Tier::Free,
+                weddings: vec![],
+                exp: u64::MAX,
+                nbf: None,
+            });
+            run_ws(ctx, stream, &key, None, claims, leftover, true).await
+        }
+        _ => {
+            let e = Refusal::new(
+                ErrorCode::BadRequest,
+                format!("no endpoint at {}", head.path.escape_default()),
+            );
+            respond(&mut stream, &http::error_response(404, &e)).await
+        }
+    }
+}
+
+/// Counts a connection against `max_connections` for as long as it lives.
+struct Admission<'a>(&'a std::sync::atomic::AtomicUsize);
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn run_ws(
+    ctx: Rc<ShardCtx>,
+    mut stream: TcpStream,
+    key: &str,
+    protocol: Option<&str>,
+    claims: Arc<Claims>,
+    leftover: Vec<u8>,
+    echo: bool,
+) {
+    let cfg = ctx.cfg.clone();
+    let shared = ctx.shared.clone();
+    if shared.connections.fetch_add(1, Ordering::Relaxed) >= cfg.max_connections {
+        shared.connections.fetch_sub(1, Ordering::Relaxed);
+        let e = Refusal::new(
+            ErrorCode::Overloaded,
+            "server at max_connections; retry later",
+        );
+        return respond(&mut stream, &http::error_response(503, &e)).await;
+    }
+    let _admission = Admission(&shared.connections);
+    if stream
+        .write_all(&http::switching_protocols(key, protocol))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let conn = {
+        let mut st = ctx.state.borrow_mut();
+        let id = st.next_conn;
+        st.next_conn += 1;
+        let cref = ConnRef {
+            shard: st.id,
+            conn: id,
+        };
+        let conn = Rc::new(Conn::new(id, cref, claims, &cfg));
+        st.conns.insert(id, conn.clone());
+        conn
+    };
+    let ws = RefCell::new(Ws {
+        ctx: WebSocketContext::from_partially_read(leftover, WsRole::Server, Some(ws_config(&cfg))),
+        bufs: Buffers::default(),
+    });
+    let (mut rd, mut wr) = futures_lite::io::split(stream);
+    let reader = async {
+        // Anything already buffered after the head is handled before the first read.
+        process(&ctx, &conn, &ws, echo);
+        let mut chunk = vec![0u8; cfg.socket_read_bytes];
+        while conn.is_open() {
+            let n = match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => {
+                    conn.close(close_code::NORMAL, "");
+                    break;
+                }
+                Ok(n) => n,
+            };
+            conn.last_seen.set(Instant::now());
+            ws.borrow_mut().bufs.rx.extend_from_slice(&chunk[..n]);
+            process(&ctx, &conn, &ws, echo);
+        }
+    };
+    let writer = async {
+        let mut tx: Vec<u8> = Vec::new();
+        loop {
+            conn.wake_writer.wait().await;
+            let closing = conn.closing.borrow().clone();
+            {
+                let mut w = ws.borrow_mut();
+                let Ws { ctx: wsctx, bufs } = &mut *w;
+                let _ = wsctx.flush(bufs);
+                tx.append(&mut bufs.tx);
+            }
+            if let Some((code, reason)) = closing {
+                conn.outbox.borrow_mut().clear();
+                if !conn.peer_closed.get() {
+                    let mut payload = code.to_be_bytes().to_vec();
+                    payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(120)]);
+                    tx.push(0x88);
+                    tx.push(payload.len() as u8);
+                    tx.extend_from_slice(&payload);
+                }
+                let _ = wr.write_all(&tx).await;
+                let _ = wr.close().await;
+                break;
+            }
+            if conn.ping_due.replace(false) {
+                encode_frame(&mut tx, Opcode::Ping, b"");
+            }
+            loop {
+                conn.outbox
+                    .borrow_mut()
+                    .drain_into(&mut tx, cfg.write_batch_bytes);
+                if tx.is_empty() {
+                    break;
+                }
+                if wr.write_all(&tx).await.is_err() {
+                    conn.close(close_code::INTERNAL, "write failed");
+                    break;
+                }
+                tx.clear();
+                if conn.outbox.borrow().is_empty() || !conn.is_open() {
+                    break;
+                }
+            }
+            if tx.capacity() > cfg.write_batch_bytes * 2 {
+                tx = Vec::new();
+            }
+            if !conn.is_open() {
+                conn.wake_writer.notify();
+            }
+        }
+        conn.done.notify();
+    };
+    future::zip(future::or(reader, conn.done.wait_sticky()), writer).await;
+    let out = ctx.state.borrow_mut().forget_conn(&conn);
+    ctx.route_all(out);
+}
+
+/// Runs tungstenite over whatever bytes have arrived and handles each complete message.
+fn process(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, ws: &RefCell<Ws>, echo: bool) {
+    loop {
+        if !conn.is_open() {
+            return;
+        }
+        let r = {
+            let mut w = ws.borrow_mut();
+            let Ws { ctx: wsctx, bufs } = &mut *w;
+            wsctx.read(bufs)
+        };
+        match r {
+            Ok(Message::Text(t)) => {
+                if echo {
+                    conn.send_control(Bytes::copy_from_slice(t.as_bytes()));
+                } else {
+                    handle_text(ctx, conn, t.as_str());
+                }
+            }
+            Ok(Message::Binary(b)) => {
+                if echo {
+                    conn.push(|o| {
+                        o.push_control(OutFrame {
+                            opcode: Opcode::Binary,
+                            channel: 0,
+                            data: b,
+                        })
+                    });
+                } else {
+                    let e = Refusal::new(
+                        ErrorCode::BadRequest,
+                        "binary frames are not accepted; send JSON text",
+                    );
+                    conn.send_control(protocol::reply_error(None, &e).into());
+                }
+            }
+            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) | Ok(Message::Frame(_)) => {
+                // tungstenite queued the pong for a ping; the writer flushes it.
+                conn.wake_writer.notify();
+            }
+            Ok(Message::Close(_)) => {
+                conn.peer_closed.set(true);
+                conn.close(close_code::NORMAL, "");
+                return;
+            }
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(tungstenite::Error::Capacity(e)) => {
+                let r = Refusal::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("{e}; the limit is max_frame_bytes"),
+                );
+                conn.send_control(protocol::reply_error(None, &r).into());
+                conn.close(close_code::TOO_BIG, "frame over max_frame_bytes");
+                return;
+            }
+            Err(tungstenite::Error::Utf8(_)) => {
+                conn.close(close_code::INVALID_DATA, "text frame is not UTF-8");
+                return;
+            }
+            Err(tungstenite::Error::Protocol(e)) => {
+                conn.close(close_code::PROTOCOL_ERROR, &e.to_string());
+                return;
+            }
+            Err(_) => {
+                conn.close(close_code::NORMAL, "");
+                return;
+            }
+        }
+    }
+}
+
+fn send_refusal(conn: &Conn, r#ref: Option<&str>, e: &Refusal) {
+    conn.send_control(protocol::reply_error(r#ref, e).into());
+}
+
+/// Handles one request frame of a `/ws` connection.
+fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
+    let cfg = &ctx.cfg;
+    let env = match parse_request(text, &cfg.limits) {
+        Ok(e) => e,
+        Err(e) => return send_refusal(conn, e.r#ref.as_deref(), &e.refusal),
+    };
+    let r#ref = env.r#ref;
+    let from = conn.cref;
+    let shards = ctx.state.borrow().shards;
+    let subscribed = |c: &ringbearer_core::ChannelName| conn.channels.borrow().contains(c.as_str());
+    let not_subscribed = || {
+        Refusal::new(
+            ErrorCode::SubscriptionFailed,
+            "not subscribed to this channel",
+        )
+    };
+    let (owner, msg) = match env.req {
+        Request::Ping => return conn.send_control(protocol::reply_pong(r#ref.as_deref()).into()),
+        Request::Token { token } => {
+            match ctx.shared.verifier.verify(&token) {
+                Ok(c) => {
+                    let cur = conn.claims();
+                    if c.sub != cur.sub || c.org != cur.org {
+                        return send_refusal(
+                            conn,
+                            r#ref.as_deref(),
+                            &Refusal::new(
+                                ErrorCode::Unauthorized,
+                                "a refreshed token must name the same sub and org",
+                            ),
+                        );
+                    }
+                    *conn.claims.borrow_mut() = Arc::new(c);
+                    if let Some(r) = &r#ref {
+                        conn.send_control(protocol::reply_ok(r).into());
+                    }
+                }
+                Err(e) => send_refusal(conn, r#ref.as_deref(), &e),
+            }
+            return;
+        }
+        Request::Create(req) => {
+            let owner = shard_for(req.name.as_str(), shards);
+            (
+                owner,
+                ShardMsg::Create {
+                    from,
+                    r#ref,
+                    claims: conn.claims(),
+                    req,
+                },
+            )
+        }
+        Request::Subscribe(req) => {
+            let held = conn.channels.borrow().len() + conn.pending_subscribes.get();
+            if !subscribed(&req.channel) && held >= cfg.limits.max_subscriptions_per_connection {
+                return send_refusal(
+                    conn,
+                    r#ref.as_deref(),
+                    &Refusal::new(
+                        ErrorCode::SubscriptionFailed,
+                        format!(
+                            "at most {} subscriptions per connection",
+                            cfg.limits.max_subscriptions_per_connection
+                        ),
+                    ),
+                );
+            }
+            conn.pending_subscribes
+                .set(conn.pending_subscribes.get() + 1);
+            let owner = shard_for(req.channel.as_str(), shards);
+            (
+                owner,
+                ShardMsg::Subscribe {
+                    from,
+                    r#ref,
+                    claims: conn.claims(),
+                    req,
+                },
+            )
+        }
+        Request::Unsubscribe { channel } => (
+            shard_for(channel.as_str(), shards),
+            ShardMsg::Unsubscribe {
+                from,
+                r#ref,
+                channel,
+            },
+        ),
+        Request::Publish(req) => {
+            let owner = shard_for(req.channel.as_str(), shards);
+            (
+                owner,
+                ShardMsg::Publish {
+                    from,
+                    r#ref,
+                    claims: conn.claims(),
+                    req,
+                },
+            )
+        }
+        Request::Ack { channel, id } => {
+            if !subscribed(&channel) {
+                return send_refusal(conn, r#ref.as_deref(), &not_subscribed());
+            }
+            let owner = shard_for(channel.as_str(), shards);
+            (
+                owner,
+                ShardMsg::Ack {
+                    from,
+                    r#ref,
+                    user: conn.user(),
+                    channel,
+                    id,
+                },
+            )
+        }
+        Request::Presence { channel, meta } => {
+            if !subscribed(&channel) {
+                return send_refusal(conn, r#ref.as_deref(), &not_subscribed());
+            }
+            (
+                shard_for(channel.as_str(), shards),
+                ShardMsg::Presence {
+                    from,
+                    r#ref,
+                    channel,
+                    meta,
+                },
+            )
+        }
+        Request::Typing { channel } => {
+            if !subscribed(&channel) {
+                return send_refusal(conn, r#ref.as_deref(), &not_subscribed());
+            }
+            let c = conn.claims();
+            let owner = shard_for(channel.as_str(), shards);
+            (
+                owner,
+                ShardMsg::Typing {
+                    from,
+                    r#ref,
+                    user: c.sub.clone(),
+                    role: c.role,
+                    channel,
+                },
+            )
+        }
+    };
+    let owner = owner as u32;
+    if ctx.router.backlog(owner) >= cfg.mesh_backlog_max {
+        if let ShardMsg::Subscribe { .. } = msg {
+            conn.pending_subscribes
+                .set(conn.pending_subscribes.get().saturating_sub(1));
+        }
+        let e = Refusal::new(
+            ErrorCode::Overloaded,
+            "the channel's shard is saturated; retry",
+        );
+        return send_refusal(conn, msg_ref(&msg), &e);
+    }
+    ctx.router.route(owner, msg);
+}
+
+fn msg_ref(m: &ShardMsg) -> Option<&str> {
+    match m {
+        ShardMsg::Create { r#ref, .. }
+        | ShardMsg::Subscribe { r#ref, .. }
+        | ShardMsg::Unsubscribe { r#ref, .. }
+        | ShardMsg::Publish { r#ref, .. }
+        | ShardMsg::Ack { r#ref, .. }
+        | ShardMsg::Presence { r#ref, .. }
+        | ShardMsg::Typing { r#ref, .. } => r#ref.as_deref(),
+        _ => None,
+    }
+}

@@ -1,0 +1,199 @@
+//! The HTTP/1.1 side of the shared port: reading one request head (bounded in size and
+//! time by the caller), routing it, and writing plain responses. Parsing is httparse's;
+//! the WebSocket accept key is tungstenite's (RFC 6455 §4.2.2).
+
+use ringbearer_core::error::{ErrorCode, Refusal};
+
+/// The parts of a request head we route on, owned so the read buffer can be reused.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub upgrade_websocket: bool,
+    pub connection_upgrade: bool,
+    pub ws_key: Option<String>,
+    pub ws_version: Option<String>,
+    pub authorization: Option<String>,
+    pub protocols: Option<String>,
+    pub origin: Option<String>,
+}
+
+/// Most headers one request may carry.
+pub const MAX_HEADERS: usize = 64;
+
+/// `Ok(Some((head, consumed)))` once the head is complete; `Ok(None)` while incomplete.
+pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let consumed = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                format!("malformed HTTP request: {e}"),
+            ))
+        }
+    };
+    let target = req.path.unwrap_or("/");
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_owned())),
+        None => (target, None),
+    };
+    let mut head = RequestHead {
+        method: req.method.unwrap_or("").to_owned(),
+        path: path.to_owned(),
+        query,
+        ..RequestHead::default()
+    };
+    for h in req.headers.iter() {
+        let Ok(v) = std::str::from_utf8(h.value) else {
+            continue;
+        };
+        let name = h.name;
+        if name.eq_ignore_ascii_case("upgrade") {
+            head.upgrade_websocket = v
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("websocket"));
+        } else if name.eq_ignore_ascii_case("connection") {
+            head.connection_upgrade = v
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            head.ws_key = Some(v.trim().to_owned());
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            head.ws_version = Some(v.trim().to_owned());
+        } else if name.eq_ignore_ascii_case("authorization") {
+            head.authorization = Some(v.to_owned());
+        } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+            head.protocols = Some(v.to_owned());
+        } else if name.eq_ignore_ascii_case("origin") {
+            head.origin = Some(v.to_owned());
+        }
+    }
+    Ok(Some((head, consumed)))
+}
+
+impl RequestHead {
+    /// Checks the upgrade headers of RFC 6455 §4.2.1.
+    pub fn check_upgrade(&self) -> Result<&str, Refusal> {
+        let bad = |m: &str| Err(Refusal::new(ErrorCode::BadRequest, m));
+        if self.method != "GET" {
+            return bad("WebSocket upgrade needs GET");
+        }
+        if !self.upgrade_websocket || !self.connection_upgrade {
+            return bad("this endpoint needs a WebSocket upgrade (Upgrade: websocket)");
+        }
+        if self.ws_version.as_deref() != Some("13") {
+            return bad("Sec-WebSocket-Version must be 13");
+        }
+        match self.ws_key.as_deref() {
+            Some(k) if k.len() == 24 => Ok(k),
+            _ => bad("missing or malformed Sec-WebSocket-Key"),
+        }
+    }
+}
+
+/// The 101 response completing the upgrade.
+pub fn switching_protocols(key: &str, protocol: Option<&str>) -> Vec<u8> {
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut r = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
+    );
+    if let Some(p) = protocol {
+        r.push_str("Sec-WebSocket-Protocol: ");
+        r.push_str(p);
+        r.push_str("\r\n");
+    }
+    r.push_str("\r\n");
+    r.into_bytes()
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Payload Too Large",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+/// A complete response with a JSON body; the connection closes after it.
+pub fn json_response(status: u16, body: &[u8], extra_headers: &str) -> Vec<u8> {
+    let mut r = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n{extra_headers}\r\n",
+        reason(status),
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// The REST error shape of SPEC §4 for a refusal, with the status that fits its code.
+pub fn error_response(status: u16, e: &Refusal) -> Vec<u8> {
+    let mut err = serde_json::json!({
+        "code": e.code.as_str(),
+        "message": e.message,
+        "retryable": e.code.retryable(),
+    });
+    if let Some(s) = e.retry_after {
+        err["retryAfter"] = s.into();
+    }
+    let body = serde_json::to_vec(&serde_json::json!({"success": false, "error": err}))
+        .expect("serializable");
+    let extra = if status == 426 {
+        "Upgrade: websocket\r\n"
+    } else {
+        ""
+    };
+    json_response(status, &body, extra)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UPGRADE: &[u8] = b"GET /ws?token=abc HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nEXTRA";
+
+    #[test]
+    fn parses_an_upgrade_and_reports_leftovers() {
+        assert!(parse_head(&UPGRADE[..20]).unwrap().is_none());
+        let (h, n) = parse_head(UPGRADE).unwrap().unwrap();
+        assert_eq!(&UPGRADE[n..], b"EXTRA");
+        assert_eq!(h.path, "/ws");
+        assert_eq!(h.query.as_deref(), Some("token=abc"));
+        assert_eq!(h.check_upgrade().unwrap(), "dGhlIHNhbXBsZSBub25jZQ==");
+        // RFC 6455 §1.3's example key and accept value.
+        let r = String::from_utf8(switching_protocols("dGhlIHNhbXBsZSBub25jZQ==", None)).unwrap();
+        assert!(
+            r.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn refuses_garbage_and_plain_gets() {
+        assert!(parse_head(b"\x00\x01\x02 nonsense\r\n\r\n").is_err());
+        let (h, _) = parse_head(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.check_upgrade().unwrap_err().code, ErrorCode::BadRequest);
+        let r = error_response(401, &Refusal::new(ErrorCode::Unauthorized, "no"));
+        let s = String::from_utf8(r).unwrap();
+        assert!(s.starts_with("HTTP/1.1 401 Unauthorized\r\n"));
+        assert!(s.ends_with(r#"{"error":{"code":"WS_UNAUTHORIZED","message":"no","retryable":false},"success":false}"#));
+    }
+}

@@ -1,0 +1,282 @@
+//! A connection's outgoing backlog: bounded in frames and bytes, drained highest priority
+//! first (SPEC §2.6) without ever reordering one channel's messages (SPEC §2.1), and
+//! written as unmasked server frames (RFC 6455 §5.2) straight into the write buffer.
+//!
+//! Ordering rule: replies and control frames go first; then `critical`, `high`, `normal`,
+//! `low`. When a message of priority P is queued while earlier messages of the same channel
+//! wait at a lower priority, those earlier messages are promoted to P, ahead of it: a
+//! critical message overtakes every other channel's backlog, and is held back only by its
+//! own channel's predecessors.
+
+use bytes::Bytes;
+use ringbearer_core::Priority;
+use std::collections::VecDeque;
+
+/// WebSocket opcodes the server sends (RFC 6455 §5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opcode {
+    Text = 0x1,
+    Binary = 0x2,
+    Ping = 0x9,
+}
+
+#[derive(Clone, Debug)]
+pub struct OutFrame {
+    pub opcode: Opcode,
+    /// Channel hash for per-channel ordering; 0 for frames outside any channel's order.
+    pub channel: u64,
+    pub data: Bytes,
+}
+
+/// The backlog is over a bound: the consumer is too slow.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Overflow;
+
+const CONTROL: usize = 0;
+const LEVELS: usize = 5;
+
+fn level(p: Priority) -> usize {
+    match p {
+        Priority::Critical => 1,
+        Priority::High => 2,
+        Priority::Normal => 3,
+        Priority::Low => 4,
+    }
+}
+
+#[derive(Debug)]
+pub struct Outbox {
+    queues: [VecDeque<OutFrame>; LEVELS],
+    frames: usize,
+    bytes: usize,
+    max_frames: usize,
+    max_bytes: usize,
+}
+
+impl Outbox {
+    pub fn new(max_frames: usize, max_bytes: usize) -> Self {
+        Outbox {
+            queues: Default::default(),
+            frames: 0,
+            bytes: 0,
+            max_frames,
+            max_bytes,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn admit(&mut self, f: &OutFrame) -> Result<(), Overflow> {
+        if self.frames + 1 > self.max_frames || self.bytes + f.data.len() > self.max_bytes {
+            return Err(Overflow);
+        }
+        self.frames += 1;
+        self.bytes += f.data.len();
+        Ok(())
+    }
+
+    /// A reply or control frame: ahead of every message.
+    pub fn push_control(&mut self, f: OutFrame) -> Result<(), Overflow> {
+        self.admit(&f)?;
+        self.queues[CONTROL].push_back(f);
+        Ok(())
+    }
+
+    /// A channel message at `p`, keeping the channel's order (see the module doc).
+    pub fn push_message(&mut self, p: Priority, f: OutFrame) -> Result<(), Overflow> {
+        self.admit(&f)?;
+        let at = level(p);
+        if f.channel != 0 {
+            // Invariant: a channel's older messages sit at a level of equal or higher
+            // priority than its newer ones (promotion only raises). So the ones below `at`
+            // are its newest, and collecting them level by level downwards yields them
+            // oldest first; they go to the back of level `at`, ahead of the new message.
+            for lower in at + 1..LEVELS {
+                if self.queues[lower].iter().any(|x| x.channel == f.channel) {
+                    let q = std::mem::take(&mut self.queues[lower]);
+                    let (same, rest): (VecDeque<_>, VecDeque<_>) =
+                        q.into_iter().partition(|x| x.channel == f.channel);
+                    self.queues[lower] = rest;
+                    self.queues[at].extend(same);
+                }
+            }
+        }
+        self.queues[at].push_back(f);
+        Ok(())
+    }
+
+    /// Drops queued messages of one channel (after it is unsubscribed).
+    pub fn forget_channel(&mut self, channel: u64) {
+        for q in self.queues.iter_mut().skip(1) {
+            q.retain(|x| {
+                let keep = x.channel != channel;
+                if !keep {
+                    self.frames -= 1;
+                    self.bytes -= x.data.len();
+                }
+                keep
+            });
+        }
+    }
+
+    /// Appends frames, highest priority first, into `out` until it holds `max_bytes`
+    /// (always at least one frame when any is queued).
+    pub fn drain_into(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> usize {
+        let mut n = 0;
+        for q in self.queues.iter_mut() {
+            while let Some(f) = q.front() {
+                if n > 0 && out.len() + header_len(f.data.len()) + f.data.len() > max_bytes {
+                    return n;
+                }
+                let f = q.pop_front().expect("front");
+                self.frames -= 1;
+                self.bytes -= f.data.len();
+                encode_frame(out, f.opcode, &f.data);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub fn clear(&mut self) {
+        for q in self.queues.iter_mut() {
+            q.clear();
+        }
+        self.frames = 0;
+        self.bytes = 0;
+    }
+}
+
+fn header_len(payload: usize) -> usize {
+    if payload < 126 {
+        2
+    } else if payload <= u16::MAX as usize {
+        4
+    } else {
+        10
+    }
+}
+
+/// Writes one unmasked, unfragmented server frame (RFC 6455 §5.2).
+pub fn encode_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8]) {
+    out.push(0x80 | opcode as u8);
+    let len = payload.len();
+    if len < 126 {
+        out.push(len as u8);
+    } else if len <= u16::MAX as usize {
+        out.push(126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(channel: u64, tag: &str) -> OutFrame {
+        OutFrame {
+            opcode: Opcode::Text,
+            channel,
+            data: Bytes::copy_from_slice(tag.as_bytes()),
+        }
+    }
+
+    /// Drains and decodes the payloads in order.
+    fn drain(o: &mut Outbox) -> Vec<String> {
+        let mut out = Vec::new();
+        o.drain_into(&mut out, usize::MAX);
+        let mut v = Vec::new();
+        let mut i = 0;
+        while i < out.len() {
+            let len = out[i + 1] as usize;
+            v.push(String::from_utf8(out[i + 2..i + 2 + len].to_vec()).unwrap());
+            i += 2 + len;
+        }
+        v
+    }
+
+    #[test]
+    fn control_then_priorities_keeping_channel_order() {
+        let mut o = Outbox::new(100, 1 << 20);
+        o.push_message(Priority::Low, msg(1, "a1-low")).unwrap();
+        o.push_message(Priority::Normal, msg(2, "b1-normal"))
+            .unwrap();
+        o.push_message(Priority::Low, msg(1, "a2-low")).unwrap();
+        o.push_message(Priority::Critical, msg(3, "c1-critical"))
+            .unwrap();
+        o.push_control(msg(0, "reply")).unwrap();
+        // Channel 1 gets a high message: its two earlier low ones are promoted ahead of it.
+        o.push_message(Priority::High, msg(1, "a3-high")).unwrap();
+        o.push_message(Priority::Normal, msg(1, "a4-normal"))
+            .unwrap();
+        assert_eq!(o.len(), 7);
+        assert_eq!(
+            drain(&mut o),
+            [
+                "reply",
+                "c1-critical",
+                "a1-low",
+                "a2-low",
+                "a3-high",
+                "b1-normal",
+                "a4-normal"
+            ]
+        );
+        assert!(o.is_empty());
+        assert_eq!(o.bytes(), 0);
+    }
+
+    #[test]
+    fn bounded_by_frames_and_bytes() {
+        let mut o = Outbox::new(2, 10);
+        o.push_control(msg(0, "12345")).unwrap();
+        assert_eq!(o.push_control(msg(0, "123456")), Err(Overflow));
+        o.push_message(Priority::Low, msg(1, "1")).unwrap();
+        assert_eq!(o.push_message(Priority::Low, msg(1, "1")), Err(Overflow));
+        o.forget_channel(1);
+        assert_eq!((o.len(), o.bytes()), (1, 5));
+    }
+
+    #[test]
+    fn drain_respects_the_batch_size_but_always_makes_progress() {
+        let mut o = Outbox::new(100, 1 << 20);
+        for i in 0..10 {
+            o.push_control(msg(0, &format!("frame-{i}"))).unwrap();
+        }
+        let mut out = Vec::new();
+        assert_eq!(o.drain_into(&mut out, 1), 1);
+        let mut out = Vec::new();
+        assert_eq!(o.drain_into(&mut out, 30), 3);
+        assert_eq!(o.len(), 6);
+    }
+
+    #[test]
+    fn frame_headers_follow_rfc_6455() {
+        let mut out = Vec::new();
+        encode_frame(&mut out, Opcode::Text, b"Hello");
+        assert_eq!(out, b"\x81\x05Hello");
+        let mut out = Vec::new();
+        encode_frame(&mut out, Opcode::Binary, &[0u8; 256]);
+        assert_eq!(&out[..4], &[0x82, 126, 0x01, 0x00]);
+        let mut out = Vec::new();
+        encode_frame(&mut out, Opcode::Text, &vec![b'x'; 65_536]);
+        assert_eq!(&out[..10], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+        let mut out = Vec::new();
+        encode_frame(&mut out, Opcode::Ping, b"");
+        assert_eq!(out, [0x89, 0x00]);
+    }
+}

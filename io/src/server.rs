@@ -1,0 +1,237 @@
+//! Starting and stopping the server: one glommio executor per shard, each with its own
+//! SO_REUSEPORT listener on the shared port (built with socket2 for a deep backlog), the
+//! cross-shard mesh, heartbeats, and a graceful stop that tells clients to come back later.
+
+use crate::auth::TokenVerifier;
+use crate::conn::{self, close_code};
+use crate::router::Router;
+use crate::shard::{Shard, ShardCtx, ShardMsg};
+use crate::IoConfig;
+use futures_lite::future;
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
+use parking_lot::Mutex;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// State shared by every shard (read-mostly).
+pub struct Shared {
+    pub verifier: TokenVerifier,
+    /// Open WebSocket connections, server-wide (for `max_connections`).
+    pub connections: AtomicUsize,
+    pub shutdown: AtomicBool,
+}
+
+/// A running server. Dropping it does not stop it: call [`ServerHandle::shutdown`] and
+/// [`ServerHandle::join`].
+pub struct ServerHandle {
+    pub local_addr: SocketAddr,
+    pub shards: usize,
+    shared: Arc<Shared>,
+    threads: Option<PoolThreadHandles<()>>,
+}
+
+impl ServerHandle {
+    /// Asks every shard to stop: listeners close, connections get close code 1001
+    /// ("going away": reconnect later or elsewhere).
+    pub fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+    }
+
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Waits for every shard to finish.
+    pub fn join(mut self) {
+        if let Some(t) = self.threads.take() {
+            for r in t.join_all() {
+                if let Err(e) = r {
+                    tracing::error!("shard ended with an error: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn bind_socket(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_port(true)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog)?;
+    Ok(s)
+}
+
+/// Binds the listeners and starts the shards. Returns once every listener is bound, so
+/// `local_addr` is connectable.
+pub fn start(cfg: IoConfig, verifier: TokenVerifier) -> io::Result<ServerHandle> {
+    cfg.validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let n = cfg.shard_count();
+    let first = bind_socket(cfg.listen, cfg.listen_backlog)?;
+    let local_addr = first
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("listener has no socket address"))?;
+    let mut sockets = vec![Some(first)];
+    for _ in 1..n {
+        sockets.push(Some(bind_socket(local_addr, cfg.listen_backlog)?));
+    }
+    let sockets = Arc::new(Mutex::new(sockets));
+    let shared = Arc::new(Shared {
+        verifier,
+        connections: AtomicUsize::new(0),
+        shutdown: AtomicBool::new(false),
+    });
+    let boot = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mesh = MeshBuilder::<ShardMsg, _>::full(n, cfg.mesh_capacity);
+    let placement = if cfg.pin_shards {
+        PoolPlacement::MaxSpread(n, None)
+    } else {
+        PoolPlacement::Unbound(n)
+    };
+    let shared2 = shared.clone();
+    let threads = LocalExecutorPoolBuilder::new(placement)
+        .name("rb-shard")
+        .io_memory(cfg.io_memory_bytes)
+        .on_all_shards(move || {
+            let cfg = cfg.clone();
+            let shared = shared2.clone();
+            let mesh = mesh.clone();
+            let sockets = sockets.clone();
+            async move { run_shard(cfg, shared, mesh, sockets, boot).await }
+        })
+        .map_err(|e| io::Error::other(format!("starting shards: {e}")))?;
+    Ok(ServerHandle {
+        local_addr,
+        shards: n,
+        shared,
+        threads: Some(threads),
+    })
+}
+
+async fn run_shard(
+    cfg: IoConfig,
+    shared: Arc<Shared>,
+    mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    sockets: Arc<Mutex<Vec<Option<Socket>>>>,
+    boot: u64,
+) {
+    let n = cfg.shard_count();
+    let (senders, mut receivers) = mesh.join().await.expect("mesh join");
+    let me = senders.peer_id();
+    let socket = sockets.lock()[me].take().expect("one listener per shard");
+    // SAFETY: the fd is a bound, listening TCP socket that we own and hand over whole.
+    let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
+    let cfg = Rc::new(cfg);
+    let router = Rc::new(Router::new(senders, n));
+    let ctx = Rc::new(ShardCtx {
+        state: RefCell::new(Shard::new(me as u32, n, cfg.clone(), boot)),
+        router: router.clone(),
+        cfg: cfg.clone(),
+        shared: shared.clone(),
+    });
+    for peer in 0..n as u32 {
+        if peer as usize != me {
+            glommio::spawn_local(router.clone().pump(peer)).detach();
+        }
+    }
+    // Messages to ourselves: same FIFO discipline, handled one at a time.
+    let own = router.queue(me as u32);
+    let c = ctx.clone();
+    glommio::spawn_local(async move {
+        loop {
+            own.ready.wait().await;
+            loop {
+                let Some(m) = own.q.borrow_mut().pop_front() else {
+                    break;
+                };
+                c.dispatch(m);
+            }
+        }
+    })
+    .detach();
+    for (_peer, rx) in receivers.streams() {
+        let c = ctx.clone();
+        glommio::spawn_local(async move {
+            while let Some(m) = rx.recv().await {
+                c.dispatch(m);
+            }
+        })
+        .detach();
+    }
+    glommio::spawn_local(heartbeat(ctx.clone())).detach();
+    tracing::debug!(shard = me, "shard running");
+
+    let accept = async {
+        loop {
+            match listener.accept().await {
+                Ok(s) => {
+                    glommio::spawn_local(conn::serve(ctx.clone(), s)).detach();
+                }
+                Err(e) => {
+                    tracing::warn!(shard = me, "accept failed: {e}");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    };
+    let stop = async {
+        while !shared.shutdown.load(Ordering::Relaxed) {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    future::or(accept, stop).await;
+    drop(listener);
+    let conns: Vec<_> = ctx.state.borrow().conns.values().cloned().collect();
+    for c in &conns {
+        c.close(
+            close_code::GOING_AWAY,
+            "server shutting down; reconnect later",
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !ctx.state.borrow().conns.is_empty() && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::debug!(shard = me, "shard stopped");
+}
+
+/// Pings every connection each interval; closes those silent for two intervals (SPEC §3)
+/// and those whose token has expired.
+async fn heartbeat(ctx: Rc<ShardCtx>) {
+    let interval = Duration::from_millis(ctx.cfg.heartbeat_interval_ms);
+    let leeway = ctx.cfg.token_leeway_secs;
+    loop {
+        glommio::timer::sleep(interval).await;
+        let now = Instant::now();
+        let now_s = crate::shard::now_ms() / 1000;
+        let conns: Vec<_> = ctx.state.borrow().conns.values().cloned().collect();
+        for c in conns {
+            if now.duration_since(c.last_seen.get()) > interval * 2 {
+                c.close(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+            } else if c.claims().exp.saturating_add(leeway) < now_s {
+                c.close(close_code::POLICY, "token expired");
+            } else {
+                c.ping();
+            }
+        }
+    }
+}

@@ -1,0 +1,770 @@
+//! One shard: the channels it owns (by `shard_for(name)`), the connections it accepted, and
+//! the handlers for every message between shards. Seastar-style ownership: only the owner
+//! touches a channel's state; other shards ask it through [`ShardMsg`]s.
+//!
+//! A handler runs with the shard borrowed and returns the messages it wants routed; the
+//! caller routes them after the borrow ends, so handlers never re-enter each other.
+
+use crate::conn::Conn;
+use crate::router::Router;
+use crate::IoConfig;
+use bytes::Bytes;
+use hashbrown::HashMap;
+use ringbearer_core::access::{self, Action, ChannelAccess};
+use ringbearer_core::channel_state::{ChannelMeta, ChannelState, ConnRef, ResumeFrom};
+use ringbearer_core::error::{ErrorCode, Refusal};
+use ringbearer_core::message::{access_frame, render_message_json, FrameBytes, MessageFrame};
+use ringbearer_core::protocol::{self, CreateReq, PublishReq, SubscribeReq};
+use ringbearer_core::{ChannelName, Claims, Permissions, Priority, Role};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Everything that travels between shards. Requests carry the caller's verified claims;
+/// messages travel as one shared rkyv frame per subscribing shard.
+pub enum ShardMsg {
+    // connection shard → owner
+    Create {
+        from: ConnRef,
+        r#ref: Option<String>,
+        claims: Arc<Claims>,
+        req: CreateReq,
+    },
+    Subscribe {
+        from: ConnRef,
+        r#ref: Option<String>,
+        claims: Arc<Claims>,
+        req: SubscribeReq,
+    },
+    Unsubscribe {
+        from: ConnRef,
+        r#ref: Option<String>,
+        channel: ChannelName,
+    },
+    Publish {
+        from: ConnRef,
+        r#ref: Option<String>,
+        claims: Arc<Claims>,
+        req: PublishReq,
+    },
+    Ack {
+        from: ConnRef,
+        r#ref: Option<String>,
+        user: String,
+        channel: ChannelName,
+        id: u64,
+    },
+    Presence {
+        from: ConnRef,
+        r#ref: Option<String>,
+        channel: ChannelName,
+        meta: String,
+    },
+    Typing {
+        from: ConnRef,
+        r#ref: Option<String>,
+        user: String,
+        role: Role,
+        channel: ChannelName,
+    },
+    Disconnect {
+        conn: ConnRef,
+        channels: Vec<ChannelName>,
+    },
+    // owner → connection shard(s)
+    Reply {
+        to: ConnRef,
+        bytes: Bytes,
+    },
+    Subscribed {
+        to: ConnRef,
+        channel: ChannelName,
+        frames: Vec<Bytes>,
+    },
+    Unsubscribed {
+        to: ConnRef,
+        channel: ChannelName,
+        bytes: Bytes,
+    },
+    Deliver {
+        frame: Arc<FrameBytes>,
+    },
+    Broadcast {
+        channel: ChannelName,
+        bytes: Bytes,
+        except: Option<ConnRef>,
+    },
+}
+
+/// A subscriber connection of this shard, as the fan-out sees it.
+pub struct LocalSub {
+    pub conn: Rc<Conn>,
+}
+
+pub struct Shard {
+    pub id: u32,
+    pub shards: usize,
+    pub cfg: Rc<IoConfig>,
+    /// Distinguishes this server's life in channel ids and epochs.
+    pub boot: u64,
+    pub conns: HashMap<u64, Rc<Conn>>,
+    pub next_conn: u64,
+    /// Channel name → this shard's subscriber connections.
+    local: HashMap<String, Vec<LocalSub>>,
+    /// Channels this shard owns.
+    owned: HashMap<String, ChannelState<Arc<FrameBytes>>>,
+    next_channel: u64,
+}
+
+pub type Out = Vec<(u32, ShardMsg)>;
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A stable 64-bit hash of a channel name for the outbox's per-channel ordering (never 0).
+pub fn channel_hash(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h | 1
+}
+
+fn reply_err(out: &mut Out, to: ConnRef, r#ref: Option<&str>, e: &Refusal) {
+    out.push((
+        to.shard,
+        ShardMsg::Reply {
+            to,
+            bytes: protocol::reply_error(r#ref, e).into(),
+        },
+    ));
+}
+
+fn reply_ok(out: &mut Out, to: ConnRef, r#ref: Option<&str>) {
+    if let Some(r) = r#ref {
+        out.push((
+            to.shard,
+            ShardMsg::Reply {
+                to,
+                bytes: protocol::reply_ok(r).into(),
+            },
+        ));
+    }
+}
+
+impl Shard {
+    pub fn new(id: u32, shards: usize, cfg: Rc<IoConfig>, boot: u64) -> Self {
+        Shard {
+            id,
+            shards,
+            cfg,
+            boot,
+            conns: HashMap::new(),
+            next_conn: 1,
+            local: HashMap::new(),
+            owned: HashMap::new(),
+            next_channel: 1,
+        }
+    }
+
+    pub fn owned_channels(&self) -> usize {
+        self.owned.len()
+    }
+
+    fn not_found(name: &ChannelName) -> Refusal {
+        Refusal::new(
+            ErrorCode::ChannelNotFound,
+            format!("channel {name} does not exist"),
+        )
+    }
+
+    /// Handles one message; returns what to route next.
+    pub fn handle(&mut self, msg: ShardMsg) -> Out {
+        let mut out = Out::new();
+        let now = now_ms();
+        match msg {
+            ShardMsg::Create {
+                from,
+                r#ref,
+                claims,
+                req,
+            } => self.on_create(&mut out, from, r#ref.as_deref(), &claims, req, now),
+            ShardMsg::Subscribe {
+                from,
+                r#ref,
+                claims,
+                req,
+            } => self.on_subscribe(&mut out, from, r#ref.as_deref(), &claims, req, now),
+            ShardMsg::Publish {
+                from,
+                r#ref,
+                claims,
+                req,
+            } => self.on_publish(&mut out, from, r#ref.as_deref(), &claims, req, now),
+            ShardMsg::Unsubscribe {
+                from,
+                r#ref,
+                channel,
+            } => {
+                let Some(ch) = self.owned.get_mut(channel.as_str()) else {
+                    reply_err(&mut out, from, r#ref.as_deref(), &Self::not_found(&channel));
+                    return out;
+                };
+                if let Some(diff) = ch.unsubscribe(from) {
+                    if !diff.is_empty() {
+                        let bytes: Bytes = protocol::presence_diff(channel.as_str(), &diff).into();
+                        for s in ch.shards() {
+                            out.push((
+                                s,
+                                ShardMsg::Broadcast {
+                                    channel: channel.clone(),
+                                    bytes: bytes.clone(),
+                                    except: None,
+                                },
+                            ));
+                        }
+                    }
+                }
+                let bytes = protocol::reply_unsubscribed(r#ref.as_deref(), channel.as_str()).into();
+                out.push((
+                    from.shard,
+                    ShardMsg::Unsubscribed {
+                        to: from,
+                        channel,
+                        bytes,
+                    },
+                ));
+            }
+            ShardMsg::Ack {
+                from,
+                r#ref,
+                user,
+                channel,
+                id,
+            } => match self.owned.get_mut(channel.as_str()) {
+                None => reply_err(&mut out, from, r#ref.as_deref(), &Self::not_found(&channel)),
+                Some(ch) => {
+                    ch.ack(&user, id);
+                    reply_ok(&mut out, from, r#ref.as_deref());
+                }
+            },
+            ShardMsg::Presence {
+                from,
+                r#ref,
+                channel,
+                meta,
+            } => {
+                let Some(ch) = self.owned.get_mut(channel.as_str()) else {
+                    reply_err(&mut out, from, r#ref.as_deref(), &Self::not_found(&channel));
+                    return out;
+                };
+                let meta =
+                    serde_json::value::RawValue::from_string(meta).expect("validated at ingress");
+                match ch.set_presence(from, meta) {
+                    None => reply_err(
+                        &mut out,
+                        from,
+                        r#ref.as_deref(),
+                        &Refusal::new(
+                            ErrorCode::SubscriptionFailed,
+                            "not subscribed to this channel",
+                        ),
+                    ),
+                    Some(diff) => {
+                        let bytes: Bytes = protocol::presence_diff(channel.as_str(), &diff).into();
+                        for s in ch.shards() {
+                            out.push((
+                                s,
+                                ShardMsg::Broadcast {
+                                    channel: channel.clone(),
+                                    bytes: bytes.clone(),
+                                    except: None,
+                                },
+                            ));
+                        }
+                        reply_ok(&mut out, from, r#ref.as_deref());
+                    }
+                }
+            }
+            ShardMsg::Typing {
+                from,
+                r#ref,
+                user,
+                role,
+                channel,
+            } => {
+                let Some(ch) = self.owned.get(channel.as_str()) else {
+                    reply_err(&mut out, from, r#ref.as_deref(), &Self::not_found(&channel));
+                    return out;
+                };
+                if !ch.is_subscribed(from) {
+                    reply_err(
+                        &mut out,
+                        from,
+                        r#ref.as_deref(),
+                        &Refusal::new(
+                            ErrorCode::SubscriptionFailed,
+                            "not subscribed to this channel",
+                        ),
+                    );
+                    return out;
+                }
+                let bytes: Bytes = protocol::typing(channel.as_str(), &user, role).into();
+                for s in ch.shards() {
+                    out.push((
+                        s,
+                        ShardMsg::Broadcast {
+                            channel: channel.clone(),
+                            bytes: bytes.clone(),
+                            except: Some(from),
+                        },
+                    ));
+                }
+                reply_ok(&mut out, from, r#ref.as_deref());
+            }
+            ShardMsg::Disconnect { conn, channels } => {
+                for channel in channels {
+                    let Some(ch) = self.owned.get_mut(channel.as_str()) else {
+                        continue;
+                    };
+                    if let Some(diff) = ch.disconnect(conn) {
+                        if diff.is_empty() {
+                            continue;
+                        }
+                        let bytes: Bytes = protocol::presence_diff(channel.as_str(), &diff).into();
+                        for s in ch.shards() {
+                            out.push((
+                                s,
+                                ShardMsg::Broadcast {
+                                    channel: channel.clone(),
+                                    bytes: bytes.clone(),
+                                    except: None,
+                                },
+                            ));
+                        }
+                    }
+                }
+            }
+            ShardMsg::Reply { to, bytes } => {
+                if let Some(c) = self.conns.get(&to.conn) {
+                    c.send_control(bytes);
+                }
+            }
+            ShardMsg::Subscribed {
+                to,
+                channel,
+                frames,
+            } => {
+                self.on_subscribed(&mut out, to, channel, frames);
+            }
+            ShardMsg::Unsubscribed { to, channel, bytes } => {
+                if let Some(c) = self.conns.get(&to.conn).cloned() {
+                    if c.channels.borrow_mut().remove(channel.as_str()) {
+                        self.remove_local(channel.as_str(), to.conn);
+                        c.outbox
+                            .borrow_mut()
+                            .forget_channel(channel_hash(channel.as_str()));
+                    }
+                    c.send_control(bytes);
+                }
+            }
+            ShardMsg::Deliver { frame } => self.on_deliver(&frame),
+            ShardMsg::Broadcast {
+                channel,
+                bytes,
+                except,
+            } => {
+                if let Some(subs) = self.local.get(channel.as_str()) {
+                    for s in subs {
+                        if except.is_some_and(|e| e.conn == s.conn.id) {
+                            continue;
+                        }
+                        s.conn.send_message(Priority::Normal, 0, bytes.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn on_create(
+        &mut self,
+        out: &mut Out,
+        from: ConnRef,
+        r#ref: Option<&str>,
+        claims: &Claims,
+        req: CreateReq,
+        now: u64,
+    ) {
+        let name = req.name.as_str();
+        if let Some(ch) = self.owned.get(name) {
+            // SPEC §4: creating a name that exists returns it to a caller with access.
+            match access::check(&ch.meta.access, claims, Action::Read) {
+                Ok(()) => {
+                    let bytes =
+                        protocol::reply_created(r#ref, &ch.meta.id, name, ch.meta.created_at_ms);
+                    out.push((
+                        from.shard,
+                        ShardMsg::Reply {
+                            to: from,
+                            bytes: bytes.into(),
+                        },
+                    ));
+                }
+                Err(e) => reply_err(out, from, r#ref, &e),
+            }
+            return;
+        }
+        if claims.role == Role::Guest {
+            return reply_err(
+                out,
+                from,
+                r#ref,
+                &Refusal::new(ErrorCode::Forbidden, "guests may not create channels"),
+            );
+        }
+        if let Some(w) = &req.wedding_id {
+            if !claims.reaches_wedding(w, &claims.org) {
+                return reply_err(
+                    out,
+                    from,
+                    r#ref,
+                    &Refusal::new(
+                        ErrorCode::WeddingIsolationViolation,
+                        "this token does not give access to that wedding",
+                    ),
+                );
+            }
+        }
+        let limits = &self.cfg.limits;
+        if self.owned.len() >= limits.max_channels_per_shard {
+            return reply_err(
+                out,
+                from,
+                r#ref,
+                &Refusal::new(
+                    ErrorCode::Overloaded,
+                    "channel capacity reached (max_channels_per_shard)",
+                ),
+            );
+        }
+        let n = self.next_channel;
+        self.next_channel += 1;
+        let meta = ChannelMeta {
+            id: format!(
+                "ch_{:012x}{:02x}{:06x}",
+                self.boot & 0xffff_ffff_ffff,
+                self.id,
+                n
+            ),
+            name: req.name.clone(),
+            access: ChannelAccess {
+                org: claims.org.clone(),
+                wedding_id: req.wedding_id,
+                kind: req.kind,
+                permissions: req
+                    .permissions
+                    .unwrap_or_else(|| Permissions::default_for(req.kind)),
+                creator: claims.sub.clone(),
+                members: req.members,
+            },
+            max_subscribers: req.max_subscribers.unwrap_or(limits.max_subscribers),
+            retention_ms: req
+                .message_retention_hours
+                .map(|h| h * 3_600_000)
+                .unwrap_or(limits.retention_ms()),
+            created_at_ms: now,
+            epoch: format!("{:x}-{:x}-{:x}", self.boot & 0xffff_ffff, self.id, n),
+        };
+        let bytes = protocol::reply_created(r#ref, &meta.id, name, now);
+        let mut channel_limits = limits.clone();
+        channel_limits.message_retention_hours = meta.retention_ms / 3_600_000;
+        self.owned.insert(
+            name.to_owned(),
+            ChannelState::new(meta, &channel_limits, self.shards),
+        );
+        out.push((
+            from.shard,
+            ShardMsg::Reply {
+                to: from,
+                bytes: bytes.into(),
+            },
+        ));
+    }
+
+    fn on_subscribe(
+        &mut self,
+        out: &mut Out,
+        from: ConnRef,
+        r#ref: Option<&str>,
+        claims: &Claims,
+        req: SubscribeReq,
+        now: u64,
+    ) {
+        let Some(ch) = self.owned.get_mut(req.channel.as_str()) else {
+            return reply_err(out, from, r#ref, &Self::not_found(&req.channel));
+        };
+        if let Err(e) = access::check(&ch.meta.access, claims, Action::Read) {
+            return reply_err(out, from, r#ref, &e);
+        }
+        let resume = ResumeFrom {
+            last_seen_id: req.last_seen_id,
+            epoch: req.epoch.as_deref(),
+            include_history: req.include_history,
+        };
+        let o = match ch.subscribe(from, &claims.sub, claims.role, resume, now) {
+            Ok(o) => o,
+            Err(e) => return reply_err(out, from, r#ref, &e),
+        };
+        // The reply carries as many recovered messages as fit in one frame of
+        // `max_request_bytes`; the rest follow as `message` frames, in order.
+        let budget = self.cfg.limits.max_request_bytes;
+        let mut inline: Vec<Vec<u8>> = Vec::new();
+        let mut rest: Vec<Bytes> = Vec::new();
+        let mut used = 0;
+        for f in &o.messages {
+            let mut buf = Vec::new();
+            match access_frame(f) {
+                Ok(a) => render_message_json(a, &mut buf),
+                Err(_) => continue,
+            }
+            if rest.is_empty() && (inline.is_empty() || used + buf.len() <= budget) {
+                used += buf.len();
+                inline.push(buf);
+            } else {
+                rest.push(buf.into());
+            }
+        }
+        let reply = protocol::reply_subscribed(
+            r#ref,
+            req.channel.as_str(),
+            &ch.meta.epoch,
+            o.recovered,
+            inline.iter().map(Vec::as_slice),
+            &o.presence,
+        );
+        let mut frames = Vec::with_capacity(1 + rest.len());
+        frames.push(Bytes::from(reply));
+        frames.extend(rest);
+        if !o.join.is_empty() {
+            let bytes: Bytes = protocol::presence_diff(req.channel.as_str(), &o.join).into();
+            for s in ch.shards() {
+                out.push((
+                    s,
+                    ShardMsg::Broadcast {
+                        channel: req.channel.clone(),
+                        bytes: bytes.clone(),
+                        except: Some(from),
+                    },
+                ));
+            }
+        }
+        out.push((
+            from.shard,
+            ShardMsg::Subscribed {
+                to: from,
+                channel: req.channel,
+                frames,
+            },
+        ));
+    }
+
+    fn on_publish(
+        &mut self,
+        out: &mut Out,
+        from: ConnRef,
+        r#ref: Option<&str>,
+        claims: &Claims,
+        req: PublishReq,
+        now: u64,
+    ) {
+        let Some(ch) = self.owned.get_mut(req.channel.as_str()) else {
+            return reply_err(out, from, r#ref, &Self::not_found(&req.channel));
+        };
+        if let Err(e) = access::check(&ch.meta.access, claims, Action::Write) {
+            return reply_err(out, from, r#ref, &e);
+        }
+        if let Some(w) = &req.context_wedding_id {
+            if ch.meta.access.wedding_id.as_deref() != Some(w.as_str()) {
+                return reply_err(
+                    out,
+                    from,
+                    r#ref,
+                    &Refusal::new(
+                        ErrorCode::InvalidWeddingContext,
+                        "wedding_context.wedding_id is not this channel's wedding",
+                    ),
+                );
+            }
+        }
+        if let Some(k) = &req.idempotency_key {
+            if let Some(id) = ch.idempotent_id(k, now) {
+                let bytes = protocol::reply_published(r#ref, req.channel.as_str(), id, 0, 0);
+                out.push((
+                    from.shard,
+                    ShardMsg::Reply {
+                        to: from,
+                        bytes: bytes.into(),
+                    },
+                ));
+                return;
+            }
+        }
+        let frame = MessageFrame {
+            id: ch.next_id(),
+            ts_ms: now,
+            channel: req.channel.as_str().to_owned(),
+            msg_type: req.msg_type,
+            event: req.event,
+            priority: req.priority as u8,
+            payload: req.payload,
+            sender_user_id: claims.sub.clone(),
+            sender_role: claims.role.code(),
+            target_user_id: req.target_user_id,
+            wedding_context: req.wedding_context,
+            idempotency_key: req.idempotency_key,
+        };
+        let bytes = Arc::new(frame.encode());
+        let o = ch.publish(
+            bytes.clone(),
+            now,
+            frame.target_user_id.as_deref(),
+            frame.idempotency_key.as_deref(),
+            now,
+        );
+        for s in &o.shards {
+            out.push((
+                *s,
+                ShardMsg::Deliver {
+                    frame: bytes.clone(),
+                },
+            ));
+        }
+        let reply =
+            protocol::reply_published(r#ref, req.channel.as_str(), o.id, o.delivered, o.queued);
+        out.push((
+            from.shard,
+            ShardMsg::Reply {
+                to: from,
+                bytes: reply.into(),
+            },
+        ));
+    }
+
+    fn on_subscribed(
+        &mut self,
+        out: &mut Out,
+        to: ConnRef,
+        channel: ChannelName,
+        frames: Vec<Bytes>,
+    ) {
+        let owner = ringbearer_core::shard_for(channel.as_str(), self.shards) as u32;
+        let Some(c) = self.conns.get(&to.conn).cloned().filter(|c| c.is_open()) else {
+            // The connection ended while the owner was subscribing it: undo.
+            out.push((
+                owner,
+                ShardMsg::Disconnect {
+                    conn: to,
+                    channels: vec![channel],
+                },
+            ));
+            return;
+        };
+        c.pending_subscribes
+            .set(c.pending_subscribes.get().saturating_sub(1));
+        if c.channels.borrow_mut().insert(channel.as_str().to_owned()) {
+            self.local
+                .entry(channel.as_str().to_owned())
+                .or_default()
+                .push(LocalSub { conn: c.clone() });
+        }
+        for f in frames {
+            c.send_control(f);
+        }
+    }
+
+    fn on_deliver(&mut self, frame: &FrameBytes) {
+        let Ok(f) = access_frame(frame) else {
+            tracing::error!("dropping a corrupt frame between shards");
+            return;
+        };
+        let Some(subs) = self.local.get(f.channel.as_str()) else {
+            return;
+        };
+        // Serialize once per shard; every local subscriber shares these bytes.
+        let mut buf = Vec::new();
+        render_message_json(f, &mut buf);
+        let bytes = Bytes::from(buf);
+        let prio = f.priority();
+        let h = channel_hash(f.channel.as_str());
+        let target = f.target_user();
+        for s in subs {
+            if target.is_some_and(|t| t != s.conn.user()) {
+                continue;
+            }
+            s.conn.send_message(prio, h, bytes.clone());
+        }
+    }
+
+    fn remove_local(&mut self, channel: &str, conn: u64) {
+        if let Some(v) = self.local.get_mut(channel) {
+            v.retain(|s| s.conn.id != conn);
+            if v.is_empty() {
+                self.local.remove(channel);
+            }
+        }
+    }
+
+    /// A connection ended: forget it here and tell the owners of its channels.
+    pub fn forget_conn(&mut self, conn: &Conn) -> Out {
+        self.conns.remove(&conn.id);
+        let channels: Vec<String> = conn.channels.borrow_mut().drain().collect();
+        let mut by_owner: HashMap<u32, Vec<ChannelName>> = HashMap::new();
+        for c in channels {
+            self.remove_local(&c, conn.id);
+            let owner = ringbearer_core::shard_for(&c, self.shards) as u32;
+            if let Ok(name) = ChannelName::parse(&c) {
+                by_owner.entry(owner).or_default().push(name);
+            }
+        }
+        by_owner
+            .into_iter()
+            .map(|(owner, channels)| {
+                (
+                    owner,
+                    ShardMsg::Disconnect {
+                        conn: conn.cref,
+                        channels,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// A shard's state plus its router, shared by its tasks.
+pub struct ShardCtx {
+    pub state: RefCell<Shard>,
+    pub router: Rc<Router>,
+    pub cfg: Rc<IoConfig>,
+    pub shared: Arc<crate::server::Shared>,
+}
+
+impl ShardCtx {
+    /// Handles a message and routes what it produced.
+    pub fn dispatch(&self, msg: ShardMsg) {
+        let out = self.state.borrow_mut().handle(msg);
+        self.route_all(out);
+    }
+
+    pub fn route_all(&self, out: Out) {
+        for (dest, m) in out {
+            self.router.route(dest, m);
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The config file (`ringbearer serve --config FILE`): one TOML document with every bound.
+//! Unknown fields are refused, and so is any value that breaks a relation between bounds,
+//! naming the offending field. Every field is documented in `docs/operations.md`.
+
+use anyhow::{bail, Context, Result};
+use ringbearer_core::Limits;
+use ringbearer_io::IoConfig;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The HS256 secret, inline. Prefer `hs256_secret_file`.
+    pub hs256_secret: Option<String>,
+    /// A file holding the HS256 secret (trailing whitespace ignored).
+    pub hs256_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the server keeps its state (the development secret today; the log and the
+    /// registry with the durability issue).
+    pub data_dir: PathBuf,
+    pub auth: AuthConfig,
+    pub io: IoConfig,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            auth: AuthConfig::default(),
+            io: IoConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Smallest accepted configured secret, in bytes.
+pub const SECRET_MIN_BYTES: usize = 32;
+/// Name of the development secret inside the data directory.
+pub const DEV_SECRET_FILE: &str = "dev-secret";
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let cfg: Config = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// The runtime config with the limits put in place, validated.
+    pub fn io_config(&self) -> Result<IoConfig> {
+        let mut io = self.io.clone();
+        io.limits = self.limits.clone();
+        if let Err(e) = io.validate() {
+            bail!("invalid config: {e}");
+        }
+        Ok(io)
+    }
+
+    /// The configured secret, if any.
+    pub fn configured_secret(&self) -> Result<Option<Vec<u8>>> {
+        let s = match (&self.auth.hs256_secret, &self.auth.hs256_secret_file) {
+            (Some(_), Some(_)) => {
+                bail!("invalid config: set auth.hs256_secret or auth.hs256_secret_file, not both")
+            }
+            (Some(s), None) => s.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .with_context(|| format!("reading auth.hs256_secret_file {}", f.display()))?
+                .trim_end()
+                .to_owned(),
+            (None, None) => return Ok(None),
+        };
+        if s.len() < SECRET_MIN_BYTES {
+            bail!("invalid config: auth.hs256_secret must be at least {SECRET_MIN_BYTES} bytes");
+        }
+        Ok(Some(s.into_bytes()))
+    }
+}
+
+/// Reads the development secret from the data directory, creating it (0600) on first use.
+pub fn dev_secret(data_dir: &Path) -> Result<(Vec<u8>, PathBuf, bool)> {
+    let path = data_dir.join(DEV_SECRET_FILE);
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim_end().to_owned();
+        if s.len() >= SECRET_MIN_BYTES {
+            return Ok((s.into_bytes(), path, false));
+        }
+        bail!(
+            "{} is shorter than {SECRET_MIN_BYTES} bytes; delete it to make a new one",
+            path.display()
+        );
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let bytes: [u8; 32] = rand::random();
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(secret.as_bytes())?;
+    f.sync_all()?;
+    Ok((secret.into_bytes(), path, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_and_bad_relations_are_named() {
+        let e = toml::from_str::<Config>("[io]\nheartbeat_ms = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("heartbeat_ms"), "{e}");
+        let c: Config = toml::from_str("[limits]\nmax_payload_bytes = 1000000\n").unwrap();
+        let e = c.io_config().unwrap_err().to_string();
+        assert!(e.contains("max_request_bytes"), "{e}");
+        let c: Config = toml::from_str("[io]\nheartbeat_interval_ms = 0\n").unwrap();
+        assert!(c
+            .io_config()
+            .unwrap_err()
+            .to_string()
+            .contains("heartbeat_interval_ms"));
+        let c: Config = toml::from_str("[auth]\nhs256_secret = \"short\"\n").unwrap();
+        assert!(c.configured_secret().is_err());
+    }
+
+    #[test]
+    fn dev_secret_is_created_once() {
+        let dir = std::env::temp_dir().join(format!("rb-secret-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (a, _, created) = dev_secret(&dir).unwrap();
+        assert!(created);
+        let (b, _, created) = dev_secret(&dir).unwrap();
+        assert!(!created);
+        assert_eq!(a, b);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
