@@ -1,0 +1,275 @@
+//! Test support: a real `ringbearer serve` process on 127.0.0.1:0 with its own temporary
+//! data directory (killed and removed on drop), tokens minted with its development secret,
+//! and a raw WebSocket client that sees every frame.
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub data: PathBuf,
+    child: Child,
+}
+
+impl TestServer {
+    /// Starts a server with 2 shards and the given extra config (TOML).
+    pub fn start(config: &str) -> TestServer {
+        Self::start_with(2, config)
+    }
+
+    pub fn start_with(shards: usize, config: &str) -> TestServer {
+        let data = std::env::temp_dir().join(format!(
+            "rb-test-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&data).unwrap();
+        let cfg_path = data.join("test.toml");
+        std::fs::write(&cfg_path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringbearer"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--shards", &shards.to_string()])
+            .arg("--data")
+            .arg(&data)
+            .arg("--config")
+            .arg(&cfg_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ringbearer");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("server printed nothing").unwrap();
+        let addr = first
+            .split("listening on ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .parse()
+            .unwrap();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        TestServer { addr, data, child }
+    }
+
+    pub fn secret(&self) -> Vec<u8> {
+        std::fs::read_to_string(self.data.join("dev-secret")).unwrap().trim().as_bytes().to_vec()
+    }
+
+    /// A token for `sub` in `org` with `role` and `weddings`, valid for an hour.
+    pub fn token(&self, sub: &str, org: &str, role: &str, weddings: &[&str]) -> String {
+        let now = now_s();
+        self.token_claims(json!({
+            "sub": sub, "org": org, "role": role, "tier": "professional",
+            "weddings": weddings, "exp": now + 3600, "nbf": now - 1,
+        }))
+    }
+
+    pub fn token_claims(&self, claims: Value) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&self.secret())).unwrap()
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub async fn connect(&self, token: &str) -> Raw {
+        Raw::connect(&self.url(), token).await.expect("connect")
+    }
+
+    /// Sends SIGTERM and waits for the process (graceful stop).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed) * 1_000_003
+        + std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64
+}
+
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A raw WebSocket client: every frame is visible.
+pub struct Raw {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_ref: u64,
+    /// Frames read while waiting for something else, in arrival order.
+    pub backlog: std::collections::VecDeque<Value>,
+}
+
+/// How a connection ended, as the client saw it.
+#[derive(Debug, PartialEq)]
+pub enum Ended {
+    Close(Option<u16>),
+    Eof,
+}
+
+impl Raw {
+    pub async fn connect(url: &str, token: &str) -> Result<Raw, tokio_tungstenite::tungstenite::Error> {
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert("Authorization", format!("Bearer {token}").parse().unwrap());
+        let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+        Ok(Raw { ws, next_ref: 0, backlog: Default::default() })
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws.send(Message::Text(v.to_string().into())).await.unwrap();
+    }
+
+    pub async fn send_text(&mut self, s: &str) {
+        self.ws.send(Message::Text(s.to_owned().into())).await.unwrap();
+    }
+
+    /// The next JSON frame (from the backlog first), within `WAIT`.
+    pub async fn next(&mut self) -> Value {
+        if let Some(v) = self.backlog.pop_front() {
+            return v;
+        }
+        self.next_fresh().await
+    }
+
+    async fn next_fresh(&mut self) -> Value {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("connection ended")
+                .expect("read error");
+            match m {
+                Message::Text(t) => return serde_json::from_str(&t).expect("server sent JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// Sends `req` with a fresh `ref` and returns the reply with that `ref`; other frames
+    /// received meanwhile stay in the backlog.
+    pub async fn request(&mut self, mut req: Value) -> Value {
+        self.next_ref += 1;
+        let r = format!("r{}", self.next_ref);
+        req["ref"] = json!(r);
+        self.send(req).await;
+        self.wait_for(|v| v["ref"] == json!(r)).await
+    }
+
+    /// Waits for the first frame matching `pred` (backlog first); others stay queued.
+    pub async fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.backlog.iter().position(&pred) {
+            return self.backlog.remove(i).unwrap();
+        }
+        loop {
+            let v = self.next_fresh().await;
+            if pred(&v) {
+                return v;
+            }
+            self.backlog.push_back(v);
+        }
+    }
+
+    /// Waits for `n` `message` frames on `channel`, in arrival order.
+    pub async fn messages(&mut self, channel: &str, n: usize) -> Vec<Value> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            out.push(self.wait_for(|v| v["op"] == "message" && v["channel"] == channel).await);
+        }
+        out
+    }
+
+    pub async fn create(&mut self, name: &str, wedding: Option<&str>) -> Value {
+        let mut req = json!({"op": "create", "name": name});
+        if let Some(w) = wedding {
+            req["wedding_id"] = json!(w);
+        }
+        self.request(req).await
+    }
+
+    pub async fn subscribe(&mut self, channel: &str) -> Value {
+        self.request(json!({"op": "subscribe", "channel": channel})).await
+    }
+
+    pub async fn publish(&mut self, channel: &str, payload: Value) -> Value {
+        self.request(json!({"op": "publish", "channel": channel, "type": "general", "payload": payload})).await
+    }
+
+    /// Reads until the connection ends; returns how (close code or EOF), within `WAIT`.
+    pub async fn ended(&mut self) -> Ended {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("connection did not end") {
+                None | Some(Err(_)) => return Ended::Eof,
+                Some(Ok(Message::Close(f))) => return Ended::Close(f.map(|f: CloseFrame| u16::from(f.code))),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// This connection's shard, from its own presence entry on a subscribed channel.
+    pub fn shard_of(subscribed: &Value, user: &str) -> u32 {
+        let id = subscribed["presence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["user_id"] == user)
+            .expect("own presence entry")["connection_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        id.split('-').nth(1).unwrap().parse().unwrap()
+    }
+}
+
+/// Asserts an error reply with `code`.
+pub fn assert_error(v: &Value, code: &str) {
+    assert_eq!(v["op"], "error", "expected {code}, got {v}");
+    assert_eq!(v["code"], code, "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert!(v["retryable"].is_boolean(), "{v}");
+}
+
+/// Which shard owns `name` with `shards` shards.
+pub fn owner(name: &str, shards: usize) -> usize {
+    ringbearer_core::shard_for(name, shards)
+}
