@@ -132,6 +132,12 @@ struct RawRequest<'a> {
 }
 
 #[derive(Deserialize)]
+struct RefOnly {
+    #[serde(rename = "ref")]
+    r#ref: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct WeddingContext {
     wedding_id: Option<String>,
     event_date: Option<String>,
@@ -196,7 +202,12 @@ pub fn parse_request(text: &str, limits: &Limits) -> Result<Envelope, RequestErr
         });
     }
     let raw: RawRequest<'_> = serde_json::from_str(text).map_err(|e| RequestError {
-        r#ref: None,
+        // A field of the wrong type fails the whole parse; when the JSON itself is valid a
+        // second, minimal pass still finds the `ref` to echo (error path only).
+        r#ref: serde_json::from_str::<RefOnly>(text)
+            .ok()
+            .and_then(|r| r.r#ref)
+            .filter(|r| r.len() <= limits.max_field_bytes),
         refusal: bad(format!("malformed request: {e}")),
     })?;
     let r#ref = raw.r#ref.clone();

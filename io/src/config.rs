@@ -37,6 +37,9 @@ pub struct IoConfig {
     pub max_handshake_bytes: usize,
     /// A socket write that makes no progress for this long ends the connection.
     pub write_timeout_ms: u64,
+    /// After sending a close frame, how long to keep reading for the client's close
+    /// before dropping the socket (RFC 6455 §7.1.1).
+    pub close_linger_ms: u64,
     /// Bytes read from the socket per read call.
     pub socket_read_bytes: usize,
     /// tungstenite's read chunk. Its default (128 KiB, allocated on first read) costs
@@ -74,6 +77,7 @@ impl Default for IoConfig {
             handshake_timeout_ms: 10_000,
             max_handshake_bytes: 8 * 1024,
             write_timeout_ms: 10_000,
+            close_linger_ms: 1000,
             socket_read_bytes: 4096,
             ws_read_buffer_bytes: 4096,
             write_batch_bytes: 64 * 1024,

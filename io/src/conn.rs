@@ -57,6 +57,9 @@ pub struct Conn {
     closing: RefCell<Option<(u16, String)>>,
     /// The peer sent a close frame (tungstenite queues the reply itself).
     peer_closed: Cell<bool>,
+    /// A socket write failed part-way: the stream's framing is broken, so no close frame
+    /// may follow; the socket is just dropped.
+    write_failed: Cell<bool>,
     ping_due: Cell<bool>,
     pub wake_writer: Notify,
     pub done: Notify,
@@ -74,6 +77,7 @@ impl Conn {
             last_seen: Cell::new(Instant::now()),
             closing: RefCell::new(None),
             peer_closed: Cell::new(false),
+            write_failed: Cell::new(false),
             ping_due: Cell::new(false),
             wake_writer: Notify::default(),
             done: Notify::default(),
@@ -115,6 +119,15 @@ impl Conn {
                 data,
             })
         });
+    }
+
+    /// A reply followed by frames that must stay with it (see `Outbox::push_control_burst`).
+    pub fn send_burst(&self, frames: Vec<Bytes>) {
+        let frames = frames
+            .into_iter()
+            .map(|data| OutFrame { opcode: Opcode::Text, channel: 0, data })
+            .collect();
+        self.push(|o| o.push_control_burst(frames));
     }
 
     pub fn send_message(&self, p: Priority, channel: u64, data: Bytes) {
@@ -398,7 +411,15 @@ async fn run_ws(
                 tx.append(&mut bufs.tx);
             }
             if let Some((code, reason)) = closing {
+                // A slow or dead consumer gets nothing more; any other close first sends the
+                // replies still queued (e.g. the error that explains a 1009).
+                if code != close_code::SLOW_CONSUMER && code != close_code::HEARTBEAT_TIMEOUT {
+                    conn.outbox.borrow_mut().drain_control_into(&mut tx, cfg.write_batch_bytes);
+                }
                 conn.outbox.borrow_mut().clear();
+                if conn.write_failed.get() {
+                    break;
+                }
                 if !conn.peer_closed.get() {
                     let mut payload = code.to_be_bytes().to_vec();
                     payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(120)]);
@@ -421,7 +442,8 @@ async fn run_ws(
                     break;
                 }
                 if wr.write_all(&tx).await.is_err() {
-                    conn.close(close_code::INTERNAL, "write failed");
+                    conn.write_failed.set(true);
+                    conn.close(close_code::INTERNAL, "write failed or timed out");
                     break;
                 }
                 tx.clear();
@@ -439,6 +461,24 @@ async fn run_ws(
         conn.done.notify();
     };
     future::zip(future::or(reader, conn.done.wait_sticky()), writer).await;
+    // After our close frame, keep reading (and discarding) briefly: closing a socket with
+    // unread input sends a reset, which can destroy the close frame before the client
+    // reads it (RFC 6455 §7.1.1 has the server wait for the client's close).
+    if !conn.peer_closed.get() && !conn.write_failed.get() {
+        let linger = Duration::from_millis(cfg.close_linger_ms);
+        let mut sink = [0u8; 4096];
+        future::or(
+            async {
+                while let Ok(n) = rd.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            },
+            glommio::timer::sleep(linger),
+        )
+        .await;
+    }
     let out = ctx.state.borrow_mut().forget_conn(&conn);
     ctx.route_all(out);
 }

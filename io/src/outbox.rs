@@ -92,6 +92,23 @@ impl Outbox {
         Ok(())
     }
 
+    /// A `subscribed` reply with its recovered messages, admitted as one unit while the
+    /// backlog is within its bounds: a resume can legitimately be larger than the bound
+    /// (`max_queued` messages of up to `max_payload_bytes`), and refusing it would cut off a
+    /// healthy client in a loop. The next push past the bound still marks a slow consumer,
+    /// so a backlog never exceeds one bound plus one burst.
+    pub fn push_control_burst(&mut self, frames: Vec<OutFrame>) -> Result<(), Overflow> {
+        if self.frames >= self.max_frames || self.bytes >= self.max_bytes {
+            return Err(Overflow);
+        }
+        for f in frames {
+            self.frames += 1;
+            self.bytes += f.data.len();
+            self.queues[CONTROL].push_back(f);
+        }
+        Ok(())
+    }
+
     /// A channel message at `p`, keeping the channel's order (see the module doc).
     pub fn push_message(&mut self, p: Priority, f: OutFrame) -> Result<(), Overflow> {
         self.admit(&f)?;
@@ -146,6 +163,20 @@ impl Outbox {
             }
         }
         n
+    }
+
+    /// Appends only the queued replies and control frames (not channel messages): what a
+    /// closing connection still owes its client, such as the error explaining the close.
+    pub fn drain_control_into(&mut self, out: &mut Vec<u8>, max_bytes: usize) {
+        while let Some(f) = self.queues[CONTROL].front() {
+            if out.len() + header_len(f.data.len()) + f.data.len() > max_bytes {
+                break;
+            }
+            let f = self.queues[CONTROL].pop_front().expect("front");
+            self.frames -= 1;
+            self.bytes -= f.data.len();
+            encode_frame(out, f.opcode, &f.data);
+        }
     }
 
     pub fn clear(&mut self) {
@@ -249,6 +280,13 @@ mod tests {
         assert_eq!(o.push_message(Priority::Low, msg(1, "1")), Err(Overflow));
         o.forget_channel(1);
         assert_eq!((o.len(), o.bytes()), (1, 5));
+        // A burst larger than the bound is admitted whole while under the bound...
+        let mut o = Outbox::new(2, 10);
+        o.push_control_burst(vec![msg(0, "123456"), msg(0, "123456"), msg(0, "1")]).unwrap();
+        assert_eq!((o.len(), o.bytes()), (3, 13));
+        // ...and the next push finds the backlog over it.
+        assert_eq!(o.push_control(msg(0, "1")), Err(Overflow));
+        assert_eq!(o.push_control_burst(vec![msg(0, "1")]), Err(Overflow));
     }
 
     #[test]

@@ -683,9 +683,7 @@ impl Shard {
                 .or_default()
                 .push(LocalSub { conn: c.clone() });
         }
-        for f in frames {
-            c.send_control(f);
-        }
+        c.send_burst(frames);
     }
 
     fn on_deliver(&mut self, frame: &FrameBytes) {

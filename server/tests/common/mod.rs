@@ -273,3 +273,99 @@ pub fn assert_error(v: &Value, code: &str) {
 pub fn owner(name: &str, shards: usize) -> usize {
     ringbearer_core::shard_for(name, shards)
 }
+
+/// A minimal blocking WebSocket client over a std socket, for what a well-behaved client
+/// library will not do: stop reading, never answer pings, send invalid UTF-8.
+pub struct RawTcp {
+    pub s: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawTcp {
+    /// Connects (with `rcvbuf` bytes of receive buffer if given) and upgrades.
+    pub fn upgrade(addr: SocketAddr, path: &str, token: &str, rcvbuf: Option<usize>) -> RawTcp {
+        use std::io::{Read, Write};
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        if let Some(n) = rcvbuf {
+            sock.set_recv_buffer_size(n).unwrap();
+        }
+        sock.connect(&addr.into()).unwrap();
+        let mut s: std::net::TcpStream = sock.into();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        let mut b = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut b).unwrap();
+            buf.push(b[0]);
+        }
+        let head = String::from_utf8(buf).unwrap();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        RawTcp { s, buf: Vec::new() }
+    }
+
+    /// Sends one masked frame (RFC 6455 §5.3).
+    pub fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
+        use std::io::Write;
+        let mask = [0x12u8, 0x34, 0x56, 0x78];
+        let mut f = vec![0x80 | opcode];
+        let n = payload.len();
+        if n < 126 {
+            f.push(0x80 | n as u8);
+        } else if n <= 65535 {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        } else {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.s.write_all(&f).unwrap();
+    }
+
+    pub fn send_json(&mut self, v: &Value) {
+        self.send_frame(0x1, v.to_string().as_bytes());
+    }
+
+    /// The next whole frame `(opcode, payload)`; `None` at EOF, reset or a truncated frame.
+    pub fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        use std::io::Read;
+        loop {
+            if self.buf.len() >= 2 {
+                let op = self.buf[0] & 0x0f;
+                let (len, hdr) = match self.buf[1] & 0x7f {
+                    126 if self.buf.len() >= 4 => (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4),
+                    127 if self.buf.len() >= 10 => (u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize, 10),
+                    126 | 127 => (usize::MAX, 0),
+                    n => (n as usize, 2),
+                };
+                if len != usize::MAX && self.buf.len() >= hdr + len {
+                    let payload = self.buf[hdr..hdr + len].to_vec();
+                    self.buf.drain(..hdr + len);
+                    return Some((op, payload));
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            match self.s.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// The next text frame as JSON, skipping pings; `None` when the connection ends.
+    pub fn read_json(&mut self) -> Option<Value> {
+        loop {
+            match self.read_frame()? {
+                (0x1, p) => return Some(serde_json::from_slice(&p).unwrap()),
+                (0x8, _) => return None,
+                _ => continue,
+            }
+        }
+    }
+}
