@@ -66,7 +66,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn new(id: u64, cref: ConnRef, claims: Arc<Claims>, cfg: &crate::IoConfig) -> Self {
+    pub(crate) fn new(id: u64, cref: ConnRef, claims: Arc<Claims>, cfg: &crate::IoConfig) -> Self {
         Conn {
             id,
             cref,
@@ -125,7 +125,11 @@ impl Conn {
     pub fn send_burst(&self, frames: Vec<Bytes>) {
         let frames = frames
             .into_iter()
-            .map(|data| OutFrame { opcode: Opcode::Text, channel: 0, data })
+            .map(|data| OutFrame {
+                opcode: Opcode::Text,
+                channel: 0,
+                data,
+            })
             .collect();
         self.push(|o| o.push_control_burst(frames));
     }
@@ -414,7 +418,9 @@ async fn run_ws(
                 // A slow or dead consumer gets nothing more; any other close first sends the
                 // replies still queued (e.g. the error that explains a 1009).
                 if code != close_code::SLOW_CONSUMER && code != close_code::HEARTBEAT_TIMEOUT {
-                    conn.outbox.borrow_mut().drain_control_into(&mut tx, cfg.write_batch_bytes);
+                    conn.outbox
+                        .borrow_mut()
+                        .drain_control_into(&mut tx, cfg.write_batch_bytes);
                 }
                 conn.outbox.borrow_mut().clear();
                 if conn.write_failed.get() {

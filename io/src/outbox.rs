@@ -282,7 +282,8 @@ mod tests {
         assert_eq!((o.len(), o.bytes()), (1, 5));
         // A burst larger than the bound is admitted whole while under the bound...
         let mut o = Outbox::new(2, 10);
-        o.push_control_burst(vec![msg(0, "123456"), msg(0, "123456"), msg(0, "1")]).unwrap();
+        o.push_control_burst(vec![msg(0, "123456"), msg(0, "123456"), msg(0, "1")])
+            .unwrap();
         assert_eq!((o.len(), o.bytes()), (3, 13));
         // ...and the next push finds the backlog over it.
         assert_eq!(o.push_control(msg(0, "1")), Err(Overflow));

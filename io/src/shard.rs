@@ -381,7 +381,8 @@ impl Shard {
             } => {
                 if let Some(subs) = self.local.get(channel.as_str()) {
                     for s in subs {
-                        if except.is_some_and(|e| e.conn == s.conn.id) {
+                        // Connection ids are per shard: compare the whole reference.
+                        if except == Some(s.conn.cref) {
                             continue;
                         }
                         s.conn.send_message(Priority::Normal, 0, bytes.clone());
@@ -764,5 +765,59 @@ impl ShardCtx {
         for (dest, m) in out {
             self.router.route(dest, m);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringbearer_core::Tier;
+
+    fn claims(sub: &str) -> Arc<Claims> {
+        Arc::new(Claims {
+            sub: sub.into(),
+            org: "o".into(),
+            role: Role::Couple,
+            tier: Tier::Free,
+            weddings: vec![],
+            exp: u64::MAX,
+            nbf: None,
+        })
+    }
+
+    /// Regression: connection ids are per shard, so "everyone but the sender" must compare
+    /// the shard too — connection 1 of shard 1 is not connection 1 of shard 0.
+    #[test]
+    fn broadcast_except_compares_shard_and_connection() {
+        let cfg = Rc::new(IoConfig::default());
+        let mut shard = Shard::new(1, 2, cfg.clone(), 0);
+        let mine = ConnRef { shard: 1, conn: 1 };
+        let conn = Rc::new(Conn::new(1, mine, claims("u"), &cfg));
+        shard.conns.insert(1, conn.clone());
+        let ch = ChannelName::parse("venue:hall:v1").unwrap();
+        let owner = ringbearer_core::shard_for(ch.as_str(), 2) as u32;
+        let out = shard.handle(ShardMsg::Subscribed {
+            to: mine,
+            channel: ch.clone(),
+            frames: vec![Bytes::from_static(b"{}")],
+        });
+        assert!(
+            out.is_empty(),
+            "subscribed locally, nothing to route (owner {owner})"
+        );
+        assert_eq!(conn.outbox.borrow().len(), 1);
+        let other_shard_same_id = ConnRef { shard: 0, conn: 1 };
+        shard.handle(ShardMsg::Broadcast {
+            channel: ch.clone(),
+            bytes: Bytes::from_static(b"{}"),
+            except: Some(other_shard_same_id),
+        });
+        assert_eq!(conn.outbox.borrow().len(), 2, "not the sender: delivered");
+        shard.handle(ShardMsg::Broadcast {
+            channel: ch,
+            bytes: Bytes::from_static(b"{}"),
+            except: Some(mine),
+        });
+        assert_eq!(conn.outbox.borrow().len(), 2, "the sender itself: skipped");
     }
 }

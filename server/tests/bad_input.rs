@@ -17,7 +17,9 @@ async fn refused_requests_leave_the_connection_and_everyone_else_intact() {
     let token = server.token("coord", "venue", "coordinator", &["w-1"]);
     let mut c = server.connect(&token).await;
     assert_eq!(c.create(CH, Some("w-1")).await["op"], "created");
-    let mut bystander = server.connect(&server.token("photo", "studio", "photographer", &["w-1"])).await;
+    let mut bystander = server
+        .connect(&server.token("photo", "studio", "photographer", &["w-1"]))
+        .await;
     bystander.subscribe(CH).await;
 
     // Malformed JSON: no ref can be read, the error comes without one.
@@ -68,7 +70,10 @@ async fn refused_requests_leave_the_connection_and_everyone_else_intact() {
         }
     }
     // Unknown channel.
-    assert_error(&c.subscribe("wedding:main:w-404").await, "WS_CHANNEL_NOT_FOUND");
+    assert_error(
+        &c.subscribe("wedding:main:w-404").await,
+        "WS_CHANNEL_NOT_FOUND",
+    );
     // Not subscribed: ack, presence, typing.
     for req in [
         json!({"op": "ack", "channel": CH, "id": 1}),
@@ -86,20 +91,34 @@ async fn refused_requests_leave_the_connection_and_everyone_else_intact() {
     assert_error(&e, "WS_PAYLOAD_TOO_LARGE");
     // A request over max_request_bytes but under the frame limit: same.
     // It is refused before parsing, so its ref cannot be echoed.
-    c.send(json!({"op": "ping", "ref": "big", "junk": "y".repeat(100 * 1024)})).await;
+    c.send(json!({"op": "ping", "ref": "big", "junk": "y".repeat(100 * 1024)}))
+        .await;
     let e = c.next().await;
     assert_error(&e, "WS_PAYLOAD_TOO_LARGE");
     assert!(e.get("ref").is_none(), "{e}");
     // Binary frames are refused.
     use futures_util::SinkExt;
-    c.ws.send(tokio_tungstenite::tungstenite::Message::Binary(vec![1u8, 2, 3].into())).await.unwrap();
+    c.ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        vec![1u8, 2, 3].into(),
+    ))
+    .await
+    .unwrap();
     assert_error(&c.next().await, "WS_BAD_REQUEST");
     // Bad token refresh: refused, the old token stays in force.
-    assert_error(&c.request(json!({"op": "token", "token": "garbage"})).await, "WS_UNAUTHORIZED");
+    assert_error(
+        &c.request(json!({"op": "token", "token": "garbage"})).await,
+        "WS_UNAUTHORIZED",
+    );
     let other_user = server.token("someone-else", "venue", "coordinator", &["w-1"]);
-    assert_error(&c.request(json!({"op": "token", "token": other_user})).await, "WS_UNAUTHORIZED");
+    assert_error(
+        &c.request(json!({"op": "token", "token": other_user})).await,
+        "WS_UNAUTHORIZED",
+    );
     let fresh = server.token("coord", "venue", "coordinator", &["w-1"]);
-    assert_eq!(c.request(json!({"op": "token", "token": fresh})).await["op"], "ok");
+    assert_eq!(
+        c.request(json!({"op": "token", "token": fresh})).await["op"],
+        "ok"
+    );
 
     // After all of that, the connection works and the bystander saw only real messages.
     let p = c.publish(CH, json!({"real": 1})).await;
@@ -107,7 +126,14 @@ async fn refused_requests_leave_the_connection_and_everyone_else_intact() {
     let got = bystander.messages(CH, 1).await;
     assert_eq!(got[0]["payload"]["real"], 1);
     assert_eq!(bystander.request(json!({"op": "ping"})).await["op"], "pong");
-    assert!(bystander.backlog.iter().all(|v| v["op"] != "message" && v["op"] != "error"), "{:?}", bystander.backlog);
+    assert!(
+        bystander
+            .backlog
+            .iter()
+            .all(|v| v["op"] != "message" && v["op"] != "error"),
+        "{:?}",
+        bystander.backlog
+    );
 }
 
 #[tokio::test]
@@ -116,7 +142,9 @@ async fn frames_over_the_hard_limit_and_invalid_utf8_close_only_that_connection(
     let token = server.token("coord", "venue", "coordinator", &["w-1"]);
     let mut c = server.connect(&token).await;
     c.create(CH, Some("w-1")).await;
-    let mut bystander = server.connect(&server.token("photo", "studio", "photographer", &["w-1"])).await;
+    let mut bystander = server
+        .connect(&server.token("photo", "studio", "photographer", &["w-1"]))
+        .await;
     bystander.subscribe(CH).await;
 
     // Over max_frame_bytes (1 MiB): error, then close 1009.
@@ -144,7 +172,10 @@ async fn frames_over_the_hard_limit_and_invalid_utf8_close_only_that_connection(
 
     let p = c.publish(CH, json!({"still": "here"})).await;
     assert_eq!(p["delivered_count"], 1, "{p}");
-    assert_eq!(bystander.messages(CH, 1).await[0]["payload"]["still"], "here");
+    assert_eq!(
+        bystander.messages(CH, 1).await[0]["payload"]["still"],
+        "here"
+    );
 }
 
 /// The HTTP status and body code of a refused upgrade.
@@ -152,13 +183,18 @@ async fn refused(url: &str, token: Option<&str>) -> (u16, String) {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut req = url.into_client_request().unwrap();
     if let Some(t) = token {
-        req.headers_mut().insert("Authorization", format!("Bearer {t}").parse().unwrap());
+        req.headers_mut()
+            .insert("Authorization", format!("Bearer {t}").parse().unwrap());
     }
     match tokio_tungstenite::connect_async(req).await {
         Err(WsError::Http(resp)) => {
-            let body: serde_json::Value = serde_json::from_slice(resp.body().as_deref().unwrap_or(b"{}")).unwrap();
+            let body: serde_json::Value =
+                serde_json::from_slice(resp.body().as_deref().unwrap_or(b"{}")).unwrap();
             assert_eq!(body["success"], false, "{body}");
-            (resp.status().as_u16(), body["error"]["code"].as_str().unwrap_or("").to_owned())
+            (
+                resp.status().as_u16(),
+                body["error"]["code"].as_str().unwrap_or("").to_owned(),
+            )
         }
         Err(e) => panic!("expected an HTTP refusal, got {e}"),
         Ok(_) => panic!("upgrade was accepted"),
@@ -187,9 +223,15 @@ async fn bad_tokens_are_refused_before_the_upgrade() {
     .unwrap();
     use base64::Engine;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let alg_none = format!("{}.{}.", b64.encode(br#"{"alg":"none","typ":"JWT"}"#), b64.encode(claims(now + 3600, now).to_string()));
+    let alg_none = format!(
+        "{}.{}.",
+        b64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        b64.encode(claims(now + 3600, now).to_string())
+    );
     let star_couple = server.token_claims(json!({"sub": "u", "org": "o", "role": "couple", "tier": "free", "weddings": ["*"], "exp": now + 3600}));
-    let no_exp = server.token_claims(json!({"sub": "u", "org": "o", "role": "couple", "tier": "free", "weddings": []}));
+    let no_exp = server.token_claims(
+        json!({"sub": "u", "org": "o", "role": "couple", "tier": "free", "weddings": []}),
+    );
     let bad_role = server.token_claims(json!({"sub": "u", "org": "o", "role": "emperor", "tier": "free", "weddings": [], "exp": now + 3600}));
     for (what, t) in [
         ("expired", Some(expired.as_str())),
@@ -203,16 +245,29 @@ async fn bad_tokens_are_refused_before_the_upgrade() {
         ("garbage", Some("a.b.c")),
         ("missing", None),
     ] {
-        assert_eq!(refused(&url, t).await, (401, "WS_UNAUTHORIZED".to_owned()), "{what}");
+        assert_eq!(
+            refused(&url, t).await,
+            (401, "WS_UNAUTHORIZED".to_owned()),
+            "{what}"
+        );
     }
     // The token may also come as ?token= or in Sec-WebSocket-Protocol.
     let good = server.token("u", "o", "couple", &["w-1"]);
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{url}?token={good}")).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{url}?token={good}"))
+        .await
+        .unwrap();
     use futures_util::SinkExt;
-    ws.send(tokio_tungstenite::tungstenite::Message::Text(r#"{"op":"ping","ref":"q"}"#.into())).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        r#"{"op":"ping","ref":"q"}"#.into(),
+    ))
+    .await
+    .unwrap();
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut req = url.as_str().into_client_request().unwrap();
-    req.headers_mut().insert("Sec-WebSocket-Protocol", format!("ringbearer.v1, {good}").parse().unwrap());
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        format!("ringbearer.v1, {good}").parse().unwrap(),
+    );
     let (_ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
     assert_eq!(resp.headers()["sec-websocket-protocol"], "ringbearer.v1");
 }
@@ -236,9 +291,18 @@ async fn bad_http_gets_a_clear_status() {
     let r = ask(b"\x16\x03\x01\x02\x00 binary garbage\r\n\r\n".to_vec());
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     let mut huge = b"GET /ws HTTP/1.1\r\n".to_vec();
-    huge.extend(std::iter::repeat_n(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".as_slice(), 400).flatten());
+    huge.extend(
+        std::iter::repeat_n(
+            b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".as_slice(),
+            400,
+        )
+        .flatten(),
+    );
     let r = ask(huge);
-    assert!(r.starts_with("HTTP/1.1 431") || r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 431") || r.starts_with("HTTP/1.1 400"),
+        "{r}"
+    );
     // The echo endpoint is off by default.
     let r = ask(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n".to_vec());
     assert!(r.starts_with("HTTP/1.1 404"), "{r}");

@@ -17,7 +17,9 @@ fn owned_by(shard: usize, tag: &str) -> String {
 #[tokio::test]
 async fn publish_on_one_shard_is_delivered_on_the_other() {
     let server = TestServer::start("");
-    let mut coord = server.connect(&server.token("coord", "venue", "coordinator", &["w-1"])).await;
+    let mut coord = server
+        .connect(&server.token("coord", "venue", "coordinator", &["w-1"]))
+        .await;
     let probe = "wedding:probe:w-1";
     assert_eq!(coord.create(probe, Some("w-1")).await["op"], "created");
     let chans = [owned_by(0, "owned0"), owned_by(1, "owned1")];
@@ -30,7 +32,9 @@ async fn publish_on_one_shard_is_delivered_on_the_other() {
     let mut on: [Option<(Raw, String)>; 2] = [None, None];
     for i in 0..64 {
         let user = format!("u-{i}");
-        let mut c = server.connect(&server.token(&user, "venue", "photographer", &["w-1"])).await;
+        let mut c = server
+            .connect(&server.token(&user, "venue", "photographer", &["w-1"]))
+            .await;
         let sub = c.subscribe(probe).await;
         let shard = Raw::shard_of(&sub, &user) as usize;
         if on[shard].is_none() {
@@ -57,18 +61,31 @@ async fn publish_on_one_shard_is_delivered_on_the_other() {
         for conn in [&mut a, &mut b] {
             let got = conn.messages(c, 6).await;
             let ids: Vec<u64> = got.iter().map(|m| m["id"].as_u64().unwrap()).collect();
-            assert_eq!(ids, vec![1, 2, 3, 4, 5, 6], "channel {k}: in id order on both shards");
+            assert_eq!(
+                ids,
+                vec![1, 2, 3, 4, 5, 6],
+                "channel {k}: in id order on both shards"
+            );
         }
         // Typing crosses shards and is not echoed to the typist.
         let r = b.request(json!({"op": "typing", "channel": c})).await;
         assert_eq!(r["op"], "ok");
-        let t = a.wait_for(|v| v["op"] == "typing" && v["channel"] == c.as_str()).await;
+        let t = a
+            .wait_for(|v| v["op"] == "typing" && v["channel"] == c.as_str())
+            .await;
         assert_eq!(t["user_id"], b_user.as_str());
         // Presence meta crosses shards as a diff.
-        let r = b.request(json!({"op": "presence", "channel": c, "meta": {"activity": "ceremony"}})).await;
+        let r = b
+            .request(json!({"op": "presence", "channel": c, "meta": {"activity": "ceremony"}}))
+            .await;
         assert_eq!(r["op"], "ok", "{r}");
         let d = a
-            .wait_for(|v| v["op"] == "presence_diff" && v["channel"] == c.as_str() && v["joins"].as_array().is_some_and(|j| !j.is_empty()) && v["joins"][0]["meta"]["activity"] == "ceremony")
+            .wait_for(|v| {
+                v["op"] == "presence_diff"
+                    && v["channel"] == c.as_str()
+                    && v["joins"].as_array().is_some_and(|j| !j.is_empty())
+                    && v["joins"][0]["meta"]["activity"] == "ceremony"
+            })
             .await;
         assert_eq!(d["joins"][0]["user_id"], b_user.as_str());
     }
@@ -80,12 +97,24 @@ async fn publish_on_one_shard_is_delivered_on_the_other() {
     let m = b.messages(c, 1).await;
     assert_eq!(m[0]["target_user_id"], b_user.as_str());
     assert_eq!(a.request(json!({"op": "ping"})).await["op"], "pong");
-    assert!(a.backlog.iter().all(|v| !(v["op"] == "message" && v["id"] == 7)), "{:?}", a.backlog);
+    assert!(
+        a.backlog
+            .iter()
+            .all(|v| !(v["op"] == "message" && v["id"] == 7)),
+        "{:?}",
+        a.backlog
+    );
 
     // Disconnecting on one shard leaves presence as seen from the other.
     drop(b);
     let left = a
-        .wait_for(|v| v["op"] == "presence_diff" && v["channel"] == c.as_str() && v["leaves"].as_array().is_some_and(|l| l.iter().any(|e| e["user_id"] == b_user.as_str())))
+        .wait_for(|v| {
+            v["op"] == "presence_diff"
+                && v["channel"] == c.as_str()
+                && v["leaves"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|e| e["user_id"] == b_user.as_str()))
+        })
         .await;
     assert_eq!(left["joins"], json!([]));
 }

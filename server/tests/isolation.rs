@@ -20,21 +20,40 @@ async fn eight_weddings_stay_apart() {
     let all: Vec<String> = (0..WEDDINGS).map(|i| format!("w-{i}")).collect();
     let all_refs: Vec<&str> = all.iter().map(String::as_str).collect();
 
-    let mut photographer = server.connect(&server.token("photo-1", "studio-a", "photographer", &all_refs)).await;
+    let mut photographer = server
+        .connect(&server.token("photo-1", "studio-a", "photographer", &all_refs))
+        .await;
     let mut coordinators = Vec::new();
     let mut couples = Vec::new();
     for (i, w) in all.iter().enumerate() {
-        let mut coord = server.connect(&server.token(&format!("coord-{i}"), &format!("venue-{i}"), "coordinator", &[w])).await;
+        let mut coord = server
+            .connect(&server.token(
+                &format!("coord-{i}"),
+                &format!("venue-{i}"),
+                "coordinator",
+                &[w],
+            ))
+            .await;
         let created = coord.create(&chan(i), Some(w)).await;
         assert_eq!(created["op"], "created", "{created}");
         coordinators.push(coord);
     }
     for (i, w) in all.iter().enumerate() {
-        let mut couple = server.connect(&server.token(&format!("couple-{i}"), &format!("venue-{i}"), "couple", &[w])).await;
+        let mut couple = server
+            .connect(&server.token(
+                &format!("couple-{i}"),
+                &format!("venue-{i}"),
+                "couple",
+                &[w],
+            ))
+            .await;
         assert_eq!(couple.subscribe(&chan(i)).await["op"], "subscribed");
         // The couple may not reach any other wedding, whatever name it guesses.
         let other = chan((i + 1) % WEDDINGS);
-        assert_error(&couple.subscribe(&other).await, "WS_WEDDING_ISOLATION_VIOLATION");
+        assert_error(
+            &couple.subscribe(&other).await,
+            "WS_WEDDING_ISOLATION_VIOLATION",
+        );
         let p = couple.publish(&other, json!({"sneaky": true})).await;
         assert_error(&p, "WS_WEDDING_ISOLATION_VIOLATION");
         couples.push(couple);
@@ -44,12 +63,20 @@ async fn eight_weddings_stay_apart() {
     }
 
     // An outsider whose token lists no wedding: refused everywhere, receives nothing.
-    let mut outsider = server.connect(&server.token("outsider", "venue-0", "coordinator", &[])).await;
+    let mut outsider = server
+        .connect(&server.token("outsider", "venue-0", "coordinator", &[]))
+        .await;
     for i in 0..WEDDINGS {
-        assert_error(&outsider.subscribe(&chan(i)).await, "WS_WEDDING_ISOLATION_VIOLATION");
+        assert_error(
+            &outsider.subscribe(&chan(i)).await,
+            "WS_WEDDING_ISOLATION_VIOLATION",
+        );
     }
     // Re-creating an existing name does not hand it over either.
-    assert_error(&outsider.create(&chan(0), None).await, "WS_WEDDING_ISOLATION_VIOLATION");
+    assert_error(
+        &outsider.create(&chan(0), None).await,
+        "WS_WEDDING_ISOLATION_VIOLATION",
+    );
 
     // Interleave publishes across weddings.
     for n in 0..PER_WEDDING {
@@ -62,14 +89,21 @@ async fn eight_weddings_stay_apart() {
 
     for (i, couple) in couples.iter_mut().enumerate() {
         let got = couple.messages(&chan(i), PER_WEDDING as usize).await;
-        let ns: Vec<u64> = got.iter().map(|m| m["payload"]["n"].as_u64().unwrap()).collect();
+        let ns: Vec<u64> = got
+            .iter()
+            .map(|m| m["payload"]["n"].as_u64().unwrap())
+            .collect();
         assert_eq!(ns, (0..PER_WEDDING).collect::<Vec<_>>());
         assert!(got.iter().all(|m| m["payload"]["wedding"] == i));
     }
     for i in 0..WEDDINGS {
         let got = photographer.messages(&chan(i), PER_WEDDING as usize).await;
         let ids: Vec<u64> = got.iter().map(|m| m["id"].as_u64().unwrap()).collect();
-        assert_eq!(ids, (1..=PER_WEDDING).collect::<Vec<_>>(), "wedding {i} in order");
+        assert_eq!(
+            ids,
+            (1..=PER_WEDDING).collect::<Vec<_>>(),
+            "wedding {i} in order"
+        );
         assert!(got.iter().all(|m| m["payload"]["wedding"] == i));
     }
 
@@ -86,44 +120,103 @@ async fn eight_weddings_stay_apart() {
     }
     let pong = outsider.request(json!({"op": "ping"})).await;
     assert_eq!(pong["op"], "pong");
-    assert!(outsider.backlog.iter().all(|v| v["op"] != "message"), "{:?}", outsider.backlog);
+    assert!(
+        outsider.backlog.iter().all(|v| v["op"] != "message"),
+        "{:?}",
+        outsider.backlog
+    );
     let pong = photographer.request(json!({"op": "ping"})).await;
     assert_eq!(pong["op"], "pong");
-    assert!(photographer.backlog.iter().all(|v| v["op"] != "message"), "{:?}", photographer.backlog);
+    assert!(
+        photographer.backlog.iter().all(|v| v["op"] != "message"),
+        "{:?}",
+        photographer.backlog
+    );
 }
 
 #[tokio::test]
 async fn organization_channels_and_roles() {
     let server = TestServer::start("");
-    let mut admin = server.connect(&server.token("a1", "org-a", "admin", &["*"])).await;
+    let mut admin = server
+        .connect(&server.token("a1", "org-a", "admin", &["*"]))
+        .await;
     // A channel without a wedding belongs to the creator's organization only.
-    assert_eq!(admin.create("supplier:dashboard:org-a", None).await["op"], "created");
-    let mut same_org = server.connect(&server.token("c1", "org-a", "caterer", &[])).await;
-    assert_eq!(same_org.subscribe("supplier:dashboard:org-a").await["op"], "subscribed");
-    let mut other_org = server.connect(&server.token("c2", "org-b", "caterer", &[])).await;
-    assert_error(&other_org.subscribe("supplier:dashboard:org-a").await, "WS_FORBIDDEN");
+    assert_eq!(
+        admin.create("supplier:dashboard:org-a", None).await["op"],
+        "created"
+    );
+    let mut same_org = server
+        .connect(&server.token("c1", "org-a", "caterer", &[]))
+        .await;
+    assert_eq!(
+        same_org.subscribe("supplier:dashboard:org-a").await["op"],
+        "subscribed"
+    );
+    let mut other_org = server
+        .connect(&server.token("c2", "org-b", "caterer", &[]))
+        .await;
+    assert_error(
+        &other_org.subscribe("supplier:dashboard:org-a").await,
+        "WS_FORBIDDEN",
+    );
     // `*` reaches the admin's own organization's weddings, not another's.
-    let mut coord_b = server.connect(&server.token("cb", "org-b", "coordinator", &["w-b"])).await;
-    assert_eq!(coord_b.create("wedding:main:w-b", Some("w-b")).await["op"], "created");
-    assert_error(&admin.subscribe("wedding:main:w-b").await, "WS_WEDDING_ISOLATION_VIOLATION");
+    let mut coord_b = server
+        .connect(&server.token("cb", "org-b", "coordinator", &["w-b"]))
+        .await;
+    assert_eq!(
+        coord_b.create("wedding:main:w-b", Some("w-b")).await["op"],
+        "created"
+    );
+    assert_error(
+        &admin.subscribe("wedding:main:w-b").await,
+        "WS_WEDDING_ISOLATION_VIOLATION",
+    );
     // Broadcast channels: guests read, only write roles publish.
-    let mut coord = server.connect(&server.token("co", "org-a", "coordinator", &["w-1"])).await;
+    let mut coord = server
+        .connect(&server.token("co", "org-a", "coordinator", &["w-1"]))
+        .await;
     let r = coord.request(json!({"op": "create", "name": "venue:announcements:w-1", "type": "broadcast", "wedding_id": "w-1"})).await;
     assert_eq!(r["op"], "created", "{r}");
-    let mut guest = server.connect(&server.token("g1", "org-x", "guest", &["w-1"])).await;
-    assert_eq!(guest.subscribe("venue:announcements:w-1").await["op"], "subscribed");
-    assert_error(&guest.publish("venue:announcements:w-1", json!(1)).await, "WS_FORBIDDEN");
-    assert_error(&guest.create("guest:rsvp:w-1", Some("w-1")).await, "WS_FORBIDDEN");
-    let p = coord.publish("venue:announcements:w-1", json!({"ceremony": "indoors"})).await;
+    let mut guest = server
+        .connect(&server.token("g1", "org-x", "guest", &["w-1"]))
+        .await;
+    assert_eq!(
+        guest.subscribe("venue:announcements:w-1").await["op"],
+        "subscribed"
+    );
+    assert_error(
+        &guest.publish("venue:announcements:w-1", json!(1)).await,
+        "WS_FORBIDDEN",
+    );
+    assert_error(
+        &guest.create("guest:rsvp:w-1", Some("w-1")).await,
+        "WS_FORBIDDEN",
+    );
+    let p = coord
+        .publish("venue:announcements:w-1", json!({"ceremony": "indoors"}))
+        .await;
     assert_eq!(p["delivered_count"], 1);
-    assert_eq!(guest.messages("venue:announcements:w-1", 1).await[0]["payload"]["ceremony"], "indoors");
+    assert_eq!(
+        guest.messages("venue:announcements:w-1", 1).await[0]["payload"]["ceremony"],
+        "indoors"
+    );
     // Private channels: creator and named members only.
     let r = coord.request(json!({"op": "create", "name": "couple:private:w-1", "type": "private", "wedding_id": "w-1", "members": ["cp1"]})).await;
     assert_eq!(r["op"], "created", "{r}");
-    let mut member = server.connect(&server.token("cp1", "org-x", "couple", &["w-1"])).await;
-    assert_eq!(member.subscribe("couple:private:w-1").await["op"], "subscribed");
-    let mut stranger = server.connect(&server.token("cp2", "org-x", "couple", &["w-1"])).await;
-    assert_error(&stranger.subscribe("couple:private:w-1").await, "WS_FORBIDDEN");
+    let mut member = server
+        .connect(&server.token("cp1", "org-x", "couple", &["w-1"]))
+        .await;
+    assert_eq!(
+        member.subscribe("couple:private:w-1").await["op"],
+        "subscribed"
+    );
+    let mut stranger = server
+        .connect(&server.token("cp2", "org-x", "couple", &["w-1"]))
+        .await;
+    assert_error(
+        &stranger.subscribe("couple:private:w-1").await,
+        "WS_FORBIDDEN",
+    );
     // Creating an existing name returns the existing channel to a caller with access.
     let again = member.create("couple:private:w-1", Some("w-1")).await;
     assert_eq!(again["op"], "created");

@@ -38,30 +38,59 @@ async fn dropped_connection_resumes_exactly_the_missed_messages() {
 
     for n in 4..=6 {
         let p = coord.publish(CH, json!({"n": n})).await;
-        assert_eq!(p["delivered_count"], 1, "only the coordinator is online: {p}");
-        assert_eq!(p["queued_count"], 1, "the florist is subscribed but away: {p}");
+        assert_eq!(
+            p["delivered_count"], 1,
+            "only the coordinator is online: {p}"
+        );
+        assert_eq!(
+            p["queued_count"], 1,
+            "the florist is subscribed but away: {p}"
+        );
     }
     let mut v = server.connect(&vendor_token).await;
-    let r = v.request(json!({"op": "subscribe", "channel": CH, "last_seen_id": 3, "epoch": epoch})).await;
+    let r = v
+        .request(json!({"op": "subscribe", "channel": CH, "last_seen_id": 3, "epoch": epoch}))
+        .await;
     assert_eq!(r["op"], "subscribed", "{r}");
     assert_eq!(r["recovered"], true);
-    let ids: Vec<u64> = r["messages"].as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    let ids: Vec<u64> = r["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
     assert_eq!(ids, vec![4, 5, 6]);
     // Live messages follow with no gap and no repeat.
     coord.publish(CH, json!({"n": 7})).await;
     assert_eq!(v.messages(CH, 1).await[0]["id"], 7);
     assert_eq!(v.request(json!({"op": "ping"})).await["op"], "pong");
-    assert!(v.backlog.iter().all(|m| m["op"] != "message"), "{:?}", v.backlog);
+    assert!(
+        v.backlog.iter().all(|m| m["op"] != "message"),
+        "{:?}",
+        v.backlog
+    );
 
     // Ack 7, drop, miss 8: resubscribing without a position resumes from the cursor.
-    assert_eq!(v.request(json!({"op": "ack", "channel": CH, "id": 7})).await["op"], "ok");
+    assert_eq!(
+        v.request(json!({"op": "ack", "channel": CH, "id": 7}))
+            .await["op"],
+        "ok"
+    );
     drop(v);
     left(&mut coord, "florist").await;
     coord.publish(CH, json!({"n": 8})).await;
     let mut v = server.connect(&vendor_token).await;
     let r = v.subscribe(CH).await;
     assert_eq!(r["recovered"], true);
-    assert_eq!(r["messages"].as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect::<Vec<_>>(), vec![8]);
+    assert_eq!(
+        r["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![8]
+    );
 
     // Away for longer than the window holds (max_queued = 5): recovered false, the tail.
     drop(v);
@@ -70,18 +99,34 @@ async fn dropped_connection_resumes_exactly_the_missed_messages() {
         coord.publish(CH, json!({"n": n})).await;
     }
     let mut v = server.connect(&vendor_token).await;
-    let r = v.request(json!({"op": "subscribe", "channel": CH, "last_seen_id": 8})).await;
+    let r = v
+        .request(json!({"op": "subscribe", "channel": CH, "last_seen_id": 8}))
+        .await;
     assert_eq!(r["recovered"], false, "{r}");
-    let ids: Vec<u64> = r["messages"].as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    let ids: Vec<u64> = r["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
     assert_eq!(ids, vec![16, 17, 18, 19, 20]);
 
     // A position from another epoch is not trusted.
-    let mut w = server.connect(&server.token("caterer", "food", "caterer", &["w-9"])).await;
-    let r = w.request(json!({"op": "subscribe", "channel": CH, "last_seen_id": 19, "epoch": "someone-else"})).await;
+    let mut w = server
+        .connect(&server.token("caterer", "food", "caterer", &["w-9"]))
+        .await;
+    let r = w
+        .request(
+            json!({"op": "subscribe", "channel": CH, "last_seen_id": 19, "epoch": "someone-else"}),
+        )
+        .await;
     assert_eq!(r["recovered"], false, "{r}");
 
     // Unsubscribing ends the subscription: nothing is queued for the user any more.
-    assert_eq!(v.request(json!({"op": "unsubscribe", "channel": CH})).await["op"], "unsubscribed");
+    assert_eq!(
+        v.request(json!({"op": "unsubscribe", "channel": CH})).await["op"],
+        "unsubscribed"
+    );
     let p = coord.publish(CH, json!({"n": 21})).await;
     assert_eq!(p["queued_count"], 0, "{p}");
 }
@@ -92,7 +137,9 @@ async fn left(watcher: &mut Raw, user: &str) {
         .wait_for(|v| {
             v["op"] == "presence_diff"
                 && v["channel"] == CH
-                && v["leaves"].as_array().is_some_and(|l| l.iter().any(|e| e["user_id"] == user))
+                && v["leaves"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|e| e["user_id"] == user))
         })
         .await;
 }
@@ -100,9 +147,13 @@ async fn left(watcher: &mut Raw, user: &str) {
 #[tokio::test]
 async fn idempotent_publish_returns_the_first_id() {
     let server = TestServer::start("");
-    let mut coord = server.connect(&server.token("coord", "venue", "coordinator", &["w-9"])).await;
+    let mut coord = server
+        .connect(&server.token("coord", "venue", "coordinator", &["w-9"]))
+        .await;
     coord.create(CH, Some("w-9")).await;
-    let mut v = server.connect(&server.token("v", "x", "venue", &["w-9"])).await;
+    let mut v = server
+        .connect(&server.token("v", "x", "venue", &["w-9"]))
+        .await;
     v.subscribe(CH).await;
     let req = json!({"op": "publish", "channel": CH, "type": "urgent", "payload": {"ceremony": "indoors"}, "idempotency_key": "rain-1"});
     let a = coord.request(req.clone()).await;
@@ -111,7 +162,11 @@ async fn idempotent_publish_returns_the_first_id() {
     assert_eq!(b["delivered_count"], 0);
     assert_eq!(v.messages(CH, 1).await[0]["idempotency_key"], "rain-1");
     assert_eq!(v.request(json!({"op": "ping"})).await["op"], "pong");
-    assert!(v.backlog.iter().all(|m| m["op"] != "message"), "delivered once: {:?}", v.backlog);
+    assert!(
+        v.backlog.iter().all(|m| m["op"] != "message"),
+        "delivered once: {:?}",
+        v.backlog
+    );
 }
 
 /// A loopback TCP proxy that can cut every connection and refuse new ones: a network blip.
@@ -130,13 +185,17 @@ impl Blip {
         let (cut2, blocked2) = (cut.clone(), blocked.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut down, _)) = listener.accept().await else { return };
+                let Ok((mut down, _)) = listener.accept().await else {
+                    return;
+                };
                 if blocked2.load(Ordering::SeqCst) {
                     continue; // dropped: connection refused in effect
                 }
                 let mut rx = cut2.subscribe();
                 tokio::spawn(async move {
-                    let Ok(mut up) = TcpStream::connect(upstream).await else { return };
+                    let Ok(mut up) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
                         _ = rx.changed() => {}
@@ -161,12 +220,20 @@ impl Blip {
 async fn client_library_recovers_every_message_through_a_network_blip() {
     let server = TestServer::start("");
     let blip = Blip::start(server.addr).await;
-    let mut coord = server.connect(&server.token("coord", "venue", "coordinator", &["w-9"])).await;
+    let mut coord = server
+        .connect(&server.token("coord", "venue", "coordinator", &["w-9"]))
+        .await;
     coord.create(CH, Some("w-9")).await;
 
-    let cfg = ClientConfig::new(format!("ws://{}/ws", blip.addr), server.token("photo", "studio", "photographer", &["w-9"]));
+    let cfg = ClientConfig::new(
+        format!("ws://{}/ws", blip.addr),
+        server.token("photo", "studio", "photographer", &["w-9"]),
+    );
     let (client, mut events) = Client::connect(cfg).await.unwrap();
-    client.subscribe(CH, SubscribeOptions::default()).await.unwrap();
+    client
+        .subscribe(CH, SubscribeOptions::default())
+        .await
+        .unwrap();
     for n in 1..=3 {
         coord.publish(CH, json!({"n": n})).await;
     }
@@ -189,12 +256,17 @@ async fn client_library_recovers_every_message_through_a_network_blip() {
     for n in 4..=8 {
         coord.publish(CH, json!({"n": n})).await;
     }
-    assert!(matches!(client.publish(&Publish::new(CH, "general", json!(0))).await, Err(e) if e.is_retryable()));
+    assert!(
+        matches!(client.publish(&Publish::new(CH, "general", json!(0))).await, Err(e) if e.is_retryable())
+    );
     blip.unblock();
 
     let mut resubscribed = None;
     while got.len() < 8 || resubscribed.is_none() {
-        match tokio::time::timeout(WAIT, events.next()).await.expect("recovered in time") {
+        match tokio::time::timeout(WAIT, events.next())
+            .await
+            .expect("recovered in time")
+        {
             Some(Event::Message(m)) => got.push(m.id),
             Some(Event::Resubscribed { recovered, .. }) => resubscribed = Some(recovered),
             Some(_) => {}
@@ -210,6 +282,10 @@ async fn client_library_recovers_every_message_through_a_network_blip() {
             break;
         }
     }
-    assert_eq!(got, (1..=9).collect::<Vec<u64>>(), "every message exactly once, in order");
+    assert_eq!(
+        got,
+        (1..=9).collect::<Vec<u64>>(),
+        "every message exactly once, in order"
+    );
     client.close().await;
 }

@@ -33,16 +33,19 @@ impl TestServer {
     }
 
     pub fn start_with(shards: usize, config: &str) -> TestServer {
-        let data = std::env::temp_dir().join(format!(
-            "rb-test-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
+        let data =
+            std::env::temp_dir().join(format!("rb-test-{}-{}", std::process::id(), rand_suffix()));
         std::fs::create_dir_all(&data).unwrap();
         let cfg_path = data.join("test.toml");
         std::fs::write(&cfg_path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringbearer"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--shards", &shards.to_string()])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--shards",
+                &shards.to_string(),
+            ])
             .arg("--data")
             .arg(&data)
             .arg("--config")
@@ -68,7 +71,11 @@ impl TestServer {
     }
 
     pub fn secret(&self) -> Vec<u8> {
-        std::fs::read_to_string(self.data.join("dev-secret")).unwrap().trim().as_bytes().to_vec()
+        std::fs::read_to_string(self.data.join("dev-secret"))
+            .unwrap()
+            .trim()
+            .as_bytes()
+            .to_vec()
     }
 
     /// A token for `sub` in `org` with `role` and `weddings`, valid for an hour.
@@ -81,7 +88,12 @@ impl TestServer {
     }
 
     pub fn token_claims(&self, claims: Value) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&self.secret())).unwrap()
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(&self.secret()),
+        )
+        .unwrap()
     }
 
     pub fn url(&self) -> String {
@@ -125,11 +137,17 @@ fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed) * 1_000_003
-        + std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64
 }
 
 pub fn now_s() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A raw WebSocket client: every frame is visible.
@@ -148,19 +166,33 @@ pub enum Ended {
 }
 
 impl Raw {
-    pub async fn connect(url: &str, token: &str) -> Result<Raw, tokio_tungstenite::tungstenite::Error> {
+    pub async fn connect(
+        url: &str,
+        token: &str,
+    ) -> Result<Raw, tokio_tungstenite::tungstenite::Error> {
         let mut req = url.into_client_request().unwrap();
-        req.headers_mut().insert("Authorization", format!("Bearer {token}").parse().unwrap());
+        req.headers_mut()
+            .insert("Authorization", format!("Bearer {token}").parse().unwrap());
         let (ws, _) = tokio_tungstenite::connect_async(req).await?;
-        Ok(Raw { ws, next_ref: 0, backlog: Default::default() })
+        Ok(Raw {
+            ws,
+            next_ref: 0,
+            backlog: Default::default(),
+        })
     }
 
     pub async fn send(&mut self, v: Value) {
-        self.ws.send(Message::Text(v.to_string().into())).await.unwrap();
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .unwrap();
     }
 
     pub async fn send_text(&mut self, s: &str) {
-        self.ws.send(Message::Text(s.to_owned().into())).await.unwrap();
+        self.ws
+            .send(Message::Text(s.to_owned().into()))
+            .await
+            .unwrap();
     }
 
     /// The next JSON frame (from the backlog first), within `WAIT`.
@@ -214,7 +246,10 @@ impl Raw {
     pub async fn messages(&mut self, channel: &str, n: usize) -> Vec<Value> {
         let mut out = Vec::new();
         while out.len() < n {
-            out.push(self.wait_for(|v| v["op"] == "message" && v["channel"] == channel).await);
+            out.push(
+                self.wait_for(|v| v["op"] == "message" && v["channel"] == channel)
+                    .await,
+            );
         }
         out
     }
@@ -228,19 +263,28 @@ impl Raw {
     }
 
     pub async fn subscribe(&mut self, channel: &str) -> Value {
-        self.request(json!({"op": "subscribe", "channel": channel})).await
+        self.request(json!({"op": "subscribe", "channel": channel}))
+            .await
     }
 
     pub async fn publish(&mut self, channel: &str, payload: Value) -> Value {
-        self.request(json!({"op": "publish", "channel": channel, "type": "general", "payload": payload})).await
+        self.request(
+            json!({"op": "publish", "channel": channel, "type": "general", "payload": payload}),
+        )
+        .await
     }
 
     /// Reads until the connection ends; returns how (close code or EOF), within `WAIT`.
     pub async fn ended(&mut self) -> Ended {
         loop {
-            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("connection did not end") {
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("connection did not end")
+            {
                 None | Some(Err(_)) => return Ended::Eof,
-                Some(Ok(Message::Close(f))) => return Ended::Close(f.map(|f: CloseFrame| u16::from(f.code))),
+                Some(Ok(Message::Close(f))) => {
+                    return Ended::Close(f.map(|f: CloseFrame| u16::from(f.code)))
+                }
                 Some(Ok(_)) => continue,
             }
         }
@@ -285,7 +329,8 @@ impl RawTcp {
     /// Connects (with `rcvbuf` bytes of receive buffer if given) and upgrades.
     pub fn upgrade(addr: SocketAddr, path: &str, token: &str, rcvbuf: Option<usize>) -> RawTcp {
         use std::io::{Read, Write};
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         if let Some(n) = rcvbuf {
             sock.set_recv_buffer_size(n).unwrap();
         }
@@ -339,8 +384,13 @@ impl RawTcp {
             if self.buf.len() >= 2 {
                 let op = self.buf[0] & 0x0f;
                 let (len, hdr) = match self.buf[1] & 0x7f {
-                    126 if self.buf.len() >= 4 => (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4),
-                    127 if self.buf.len() >= 10 => (u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize, 10),
+                    126 if self.buf.len() >= 4 => {
+                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+                    }
+                    127 if self.buf.len() >= 10 => (
+                        u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize,
+                        10,
+                    ),
                     126 | 127 => (usize::MAX, 0),
                     n => (n as usize, 2),
                 };
