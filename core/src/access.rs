@@ -210,7 +210,7 @@ pub fn check(ch: &ChannelAccess, claims: &Claims, action: Action) -> Result<(), 
     }
     if ch.kind == ChannelType::Private
         && claims.sub != ch.creator
-        && !ch.members.iter().any(|m| *m == claims.sub)
+        && !ch.members.contains(&claims.sub)
     {
         return Err(Refusal::new(
             ErrorCode::Forbidden,

@@ -234,7 +234,7 @@ mod tests {
     fn refuses_injection_and_malformed_names() {
         let long_id = format!("wedding:main:{}", "a".repeat(65));
         let long_name = format!("collaboration:{}:{}", "e".repeat(32), "i".repeat(64));
-        assert!(long_name.len() > 0);
+        assert!(!long_name.is_empty());
         for bad in [
             "",
             "wedding",

@@ -136,6 +136,21 @@ mod tests {
         assert!(c.configured_secret().is_err());
     }
 
+    /// The complete example in docs/operations.md parses and equals the defaults, so the
+    /// documentation cannot drift from the code.
+    #[test]
+    fn documented_example_is_the_defaults() {
+        let doc = include_str!("../../docs/operations.md");
+        let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + doc[start..].find("```").expect("closed block");
+        let cfg: Config = toml::from_str(&doc[start..end]).expect("the documented example parses");
+        let d = Config::default();
+        assert_eq!(cfg.data_dir, d.data_dir);
+        assert_eq!(cfg.io, d.io);
+        assert_eq!(cfg.limits, d.limits);
+        cfg.io_config().unwrap();
+    }
+
     #[test]
     fn dev_secret_is_created_once() {
         let dir = std::env::temp_dir().join(format!("rb-secret-{}", std::process::id()));
