@@ -92,6 +92,10 @@ impl Conn {
         self.claims.borrow().sub.clone()
     }
 
+    pub fn is_user(&self, user: &str) -> bool {
+        self.claims.borrow().sub == user
+    }
+
     pub fn is_open(&self) -> bool {
         self.closing.borrow().is_none()
     }
@@ -716,7 +720,7 @@ fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
     };
     let owner = owner as u32;
     if ctx.router.backlog(owner) >= cfg.mesh_backlog_max {
-        if let ShardMsg::Subscribe { .. } = msg {
+        if matches!(msg, ShardMsg::Subscribe { .. }) {
             conn.pending_subscribes
                 .set(conn.pending_subscribes.get().saturating_sub(1));
         }

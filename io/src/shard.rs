@@ -81,6 +81,11 @@ pub enum ShardMsg {
         channel: ChannelName,
         frames: Vec<Bytes>,
     },
+    /// A refused subscribe: the error reply, and the pending count released.
+    SubscribeRefused {
+        to: ConnRef,
+        bytes: Bytes,
+    },
     Unsubscribed {
         to: ConnRef,
         channel: ChannelName,
@@ -355,6 +360,13 @@ impl Shard {
                     c.send_control(bytes);
                 }
             }
+            ShardMsg::SubscribeRefused { to, bytes } => {
+                if let Some(c) = self.conns.get(&to.conn) {
+                    c.pending_subscribes
+                        .set(c.pending_subscribes.get().saturating_sub(1));
+                    c.send_control(bytes);
+                }
+            }
             ShardMsg::Subscribed {
                 to,
                 channel,
@@ -507,11 +519,15 @@ impl Shard {
         req: SubscribeReq,
         now: u64,
     ) {
+        let refuse = |out: &mut Out, e: &Refusal| {
+            let bytes = protocol::reply_error(r#ref, e).into();
+            out.push((from.shard, ShardMsg::SubscribeRefused { to: from, bytes }));
+        };
         let Some(ch) = self.owned.get_mut(req.channel.as_str()) else {
-            return reply_err(out, from, r#ref, &Self::not_found(&req.channel));
+            return refuse(out, &Self::not_found(&req.channel));
         };
         if let Err(e) = access::check(&ch.meta.access, claims, Action::Read) {
-            return reply_err(out, from, r#ref, &e);
+            return refuse(out, &e);
         }
         let resume = ResumeFrom {
             last_seen_id: req.last_seen_id,
@@ -520,7 +536,7 @@ impl Shard {
         };
         let o = match ch.subscribe(from, &claims.sub, claims.role, resume, now) {
             Ok(o) => o,
-            Err(e) => return reply_err(out, from, r#ref, &e),
+            Err(e) => return refuse(out, &e),
         };
         // The reply carries as many recovered messages as fit in one frame of
         // `max_request_bytes`; the rest follow as `message` frames, in order.
@@ -703,7 +719,7 @@ impl Shard {
         let h = channel_hash(f.channel.as_str());
         let target = f.target_user();
         for s in subs {
-            if target.is_some_and(|t| t != s.conn.user()) {
+            if target.is_some_and(|t| !s.conn.is_user(t)) {
                 continue;
             }
             s.conn.send_message(prio, h, bytes.clone());
@@ -819,5 +835,40 @@ mod tests {
             except: Some(mine),
         });
         assert_eq!(conn.outbox.borrow().len(), 2, "the sender itself: skipped");
+    }
+
+    /// Regression: a refused subscribe releases its place in the per-connection count.
+    #[test]
+    fn refused_subscribes_release_the_pending_count() {
+        let cfg = Rc::new(IoConfig::default());
+        let mut shard = Shard::new(0, 1, cfg.clone(), 0);
+        let me = ConnRef { shard: 0, conn: 1 };
+        let conn = Rc::new(Conn::new(1, me, claims("u"), &cfg));
+        shard.conns.insert(1, conn.clone());
+        for _ in 0..3 {
+            conn.pending_subscribes
+                .set(conn.pending_subscribes.get() + 1);
+            let req = SubscribeReq {
+                channel: ChannelName::parse("venue:hall:nope").unwrap(),
+                last_seen_id: None,
+                epoch: None,
+                include_history: false,
+            };
+            let out = shard.handle(ShardMsg::Subscribe {
+                from: me,
+                r#ref: None,
+                claims: claims("u"),
+                req,
+            });
+            for (_, m) in out {
+                shard.handle(m);
+            }
+        }
+        assert_eq!(conn.pending_subscribes.get(), 0);
+        assert_eq!(
+            conn.outbox.borrow().len(),
+            3,
+            "three WS_CHANNEL_NOT_FOUND replies"
+        );
     }
 }
