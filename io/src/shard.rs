@@ -150,6 +150,28 @@ fn reply_err(out: &mut Out, to: ConnRef, r#ref: Option<&str>, e: &Refusal) {
     ));
 }
 
+/// Sends `bytes` to every shard in `shards` for its local subscribers of `channel`
+/// (presence diffs, typing), skipping `except`.
+fn broadcast(
+    out: &mut Out,
+    shards: Vec<u32>,
+    channel: &ChannelName,
+    bytes: Vec<u8>,
+    except: Option<ConnRef>,
+) {
+    let bytes = Bytes::from(bytes);
+    for s in shards {
+        out.push((
+            s,
+            ShardMsg::Broadcast {
+                channel: channel.clone(),
+                bytes: bytes.clone(),
+                except,
+            },
+        ));
+    }
+}
+
 fn reply_ok(out: &mut Out, to: ConnRef, r#ref: Option<&str>) {
     if let Some(r) = r#ref {
         out.push((
@@ -222,17 +244,13 @@ impl Shard {
                 };
                 if let Some(diff) = ch.unsubscribe(from) {
                     if !diff.is_empty() {
-                        let bytes: Bytes = protocol::presence_diff(channel.as_str(), &diff).into();
-                        for s in ch.shards() {
-                            out.push((
-                                s,
-                                ShardMsg::Broadcast {
-                                    channel: channel.clone(),
-                                    bytes: bytes.clone(),
-                                    except: None,
-                                },
-                            ));
-                        }
+                        broadcast(
+                            &mut out,
+                            ch.shards(),
+                            &channel,
+                            protocol::presence_diff(channel.as_str(), &diff),
+                            None,
+                        );
                     }
                 }
                 let bytes = protocol::reply_unsubscribed(r#ref.as_deref(), channel.as_str()).into();
@@ -281,17 +299,13 @@ impl Shard {
                         ),
                     ),
                     Some(diff) => {
-                        let bytes: Bytes = protocol::presence_diff(channel.as_str(), &diff).into();
-                        for s in ch.shards() {
-                            out.push((
-                                s,
-                                ShardMsg::Broadcast {
-                                    channel: channel.clone(),
-                                    bytes: bytes.clone(),
-                                    except: None,
-                                },
-                            ));
-                        }
+                        broadcast(
+                            &mut out,
+                            ch.shards(),
+                            &channel,
+                            protocol::presence_diff(channel.as_str(), &diff),
+                            None,
+                        );
                         reply_ok(&mut out, from, r#ref.as_deref());
                     }
                 }
@@ -319,17 +333,13 @@ impl Shard {
                     );
                     return out;
                 }
-                let bytes: Bytes = protocol::typing(channel.as_str(), &user, role).into();
-                for s in ch.shards() {
-                    out.push((
-                        s,
-                        ShardMsg::Broadcast {
-                            channel: channel.clone(),
-                            bytes: bytes.clone(),
-                            except: Some(from),
-                        },
-                    ));
-                }
+                broadcast(
+                    &mut out,
+                    ch.shards(),
+                    &channel,
+                    protocol::typing(channel.as_str(), &user, role),
+                    Some(from),
+                );
                 reply_ok(&mut out, from, r#ref.as_deref());
             }
             ShardMsg::Disconnect { conn, channels } => {
@@ -341,17 +351,13 @@ impl Shard {
                         if diff.is_empty() {
                             continue;
                         }
-                        let bytes: Bytes = protocol::presence_diff(channel.as_str(), &diff).into();
-                        for s in ch.shards() {
-                            out.push((
-                                s,
-                                ShardMsg::Broadcast {
-                                    channel: channel.clone(),
-                                    bytes: bytes.clone(),
-                                    except: None,
-                                },
-                            ));
-                        }
+                        broadcast(
+                            &mut out,
+                            ch.shards(),
+                            &channel,
+                            protocol::presence_diff(channel.as_str(), &diff),
+                            None,
+                        );
                     }
                 }
             }
@@ -569,17 +575,13 @@ impl Shard {
         frames.push(Bytes::from(reply));
         frames.extend(rest);
         if !o.join.is_empty() {
-            let bytes: Bytes = protocol::presence_diff(req.channel.as_str(), &o.join).into();
-            for s in ch.shards() {
-                out.push((
-                    s,
-                    ShardMsg::Broadcast {
-                        channel: req.channel.clone(),
-                        bytes: bytes.clone(),
-                        except: Some(from),
-                    },
-                ));
-            }
+            broadcast(
+                out,
+                ch.shards(),
+                &req.channel,
+                protocol::presence_diff(req.channel.as_str(), &o.join),
+                Some(from),
+            );
         }
         out.push((
             from.shard,
