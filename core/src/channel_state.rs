@@ -89,6 +89,8 @@ pub struct ChannelState<F> {
     per_shard: Vec<u32>,
     presence: Presence,
     idem: Idempotency,
+    /// The highest id known stored; subscribers never see past it.
+    durable_id: u64,
 }
 
 impl<F: Clone> ChannelState<F> {
@@ -105,6 +107,7 @@ impl<F: Clone> ChannelState<F> {
                 limits.idempotency_window_ms,
                 limits.idempotency_max_keys_per_channel,
             ),
+            durable_id: 0,
         }
     }
 
@@ -170,7 +173,7 @@ impl<F: Clone> ChannelState<F> {
         };
         let (recovered, messages) = match position {
             Some(p) => {
-                let r = self.window.resume(p, now_ms);
+                let r = self.window.resume(p, self.durable_id, now_ms);
                 (
                     r.recovered && epoch_ok,
                     r.entries.into_iter().map(|e| e.item.clone()).collect(),
@@ -179,7 +182,7 @@ impl<F: Clone> ChannelState<F> {
             None if !epoch_ok => (
                 false,
                 self.window
-                    .resume(0, now_ms)
+                    .resume(0, self.durable_id, now_ms)
                     .entries
                     .into_iter()
                     .map(|e| e.item.clone())
@@ -188,7 +191,7 @@ impl<F: Clone> ChannelState<F> {
             None if from.include_history => (
                 true,
                 self.window
-                    .resume(0, now_ms)
+                    .resume(0, self.durable_id, now_ms)
                     .entries
                     .into_iter()
                     .map(|e| e.item.clone())
@@ -198,8 +201,9 @@ impl<F: Clone> ChannelState<F> {
         };
         let mut join = PresenceDiff::default();
         if !repeat {
-            // A new member starts at the current end: it is owed nothing published before.
-            let last = self.window.last_id();
+            // A new member starts at the current durable end: it is owed nothing stored
+            // before; anything still being stored reaches it live.
+            let last = self.durable_id;
             let m = self.members.entry(user.to_owned()).or_insert(Member {
                 cursor: position.unwrap_or(last).min(last),
                 online: 0,
@@ -252,7 +256,7 @@ impl<F: Clone> ChannelState<F> {
 
     /// Cumulative ack: the cursor only moves forward and never past the last id.
     pub fn ack(&mut self, user: &str, id: u64) -> bool {
-        let last = self.window.last_id();
+        let last = self.durable_id;
         match self.members.get_mut(user) {
             Some(m) => {
                 m.cursor = m.cursor.max(id.min(last));
@@ -280,8 +284,9 @@ impl<F: Clone> ChannelState<F> {
         self.window.next_id()
     }
 
-    /// Appends a message built for `next_id()` and says where it goes. The caller sends the
-    /// frame to `shards`; each shard delivers to its local subscribers (filtering
+    /// Appends a message built for `next_id()` and says where it goes, durable at once (the
+    /// `memory` policy, or a caller that made it durable before calling). The caller sends
+    /// the frame to `shards`; each shard delivers to its local subscribers (filtering
     /// `target_user`).
     pub fn publish(
         &mut self,
@@ -291,11 +296,51 @@ impl<F: Clone> ChannelState<F> {
         idempotency_key: Option<&str>,
         now_ms: u64,
     ) -> PublishOutcome {
+        let id = self.append(frame, ts_ms, idempotency_key, now_ms);
+        self.mark_durable(id);
+        self.outcome(id, target_user)
+    }
+
+    /// Appends a message built for `next_id()` that is not durable yet: it takes its id and
+    /// its idempotency key, but no subscriber sees it (live, resumed or acked) until
+    /// [`mark_durable`](Self::mark_durable) — or it is undone by
+    /// [`rollback_to_durable`](Self::rollback_to_durable). SPEC §2.5: nothing is
+    /// acknowledged or delivered before it is stored.
+    pub fn append(
+        &mut self,
+        frame: F,
+        ts_ms: u64,
+        idempotency_key: Option<&str>,
+        now_ms: u64,
+    ) -> u64 {
         let id = self.window.next_id();
         self.window.push(id, ts_ms, frame, now_ms);
         if let Some(k) = idempotency_key {
             self.idem.put(k, id, now_ms);
         }
+        id
+    }
+
+    /// Everything up to `id` is stored.
+    pub fn mark_durable(&mut self, id: u64) {
+        debug_assert!(id <= self.window.last_id());
+        self.durable_id = self.durable_id.max(id);
+    }
+
+    pub fn durable_id(&self) -> u64 {
+        self.durable_id
+    }
+
+    /// The store failed: forget every message after the last durable one, ids included, so
+    /// the next publish reuses them and no id is ever seen that was not stored.
+    pub fn rollback_to_durable(&mut self) -> usize {
+        let dropped = self.window.truncate_after(self.durable_id);
+        self.idem.forget_ids_after(self.durable_id);
+        dropped
+    }
+
+    /// Who a durable message `id` goes to now.
+    pub fn outcome(&self, id: u64, target_user: Option<&str>) -> PublishOutcome {
         let (delivered, queued, shards) = match target_user {
             None => (
                 self.online.len(),
@@ -366,6 +411,11 @@ impl Idempotency {
     fn get(&mut self, key: &str, now_ms: u64) -> Option<u64> {
         self.expire(now_ms);
         self.map.get(key).map(|(id, _)| *id)
+    }
+
+    /// Forgets keys of messages that were rolled back.
+    fn forget_ids_after(&mut self, id: u64) {
+        self.map.retain(|_, (mid, _)| *mid <= id);
     }
 
     fn put(&mut self, key: &str, id: u64, now_ms: u64) {
@@ -561,6 +611,38 @@ mod tests {
         s.ack("a", 99);
         assert_eq!(s.cursor("a"), Some(2));
         assert!(!s.ack("nobody", 1));
+    }
+
+    #[test]
+    fn nothing_is_seen_before_it_is_durable_and_rollback_reuses_ids() {
+        let mut s = state(10);
+        s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0)
+            .unwrap();
+        let id1 = s.append(1, 0, Some("k1"), 0);
+        assert_eq!(id1, 1);
+        // Not durable: a resubscriber gets nothing, an ack cannot reach it.
+        s.disconnect(A0);
+        let from = ResumeFrom {
+            last_seen_id: Some(0),
+            ..Default::default()
+        };
+        let r = s.subscribe(A0, "a", Role::Couple, from.clone(), 0).unwrap();
+        assert!(r.recovered && r.messages.is_empty());
+        s.ack("a", 1);
+        assert_eq!(s.cursor("a"), Some(0));
+        s.mark_durable(1);
+        s.disconnect(A0);
+        let r = s.subscribe(A0, "a", Role::Couple, from.clone(), 0).unwrap();
+        assert_eq!(r.messages, vec![1]);
+        // Two more appended, then the store fails: both are forgotten, ids and keys too.
+        s.append(2, 0, Some("k2"), 0);
+        s.append(3, 0, None, 0);
+        assert_eq!(s.rollback_to_durable(), 2);
+        assert_eq!(s.next_id(), 2);
+        assert_eq!(s.idempotent_id("k2", 0), None);
+        assert_eq!(s.idempotent_id("k1", 0), Some(1));
+        let o = s.publish(2, 0, None, None, 0);
+        assert_eq!((o.id, s.durable_id()), (2, 2));
     }
 
     #[test]

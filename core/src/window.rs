@@ -97,11 +97,16 @@ impl<T> Window<T> {
         }
     }
 
-    /// What follows position `after` (the last id the subscriber has).
-    pub fn resume(&self, after: u64, now_ms: u64) -> Resume<'_, T> {
+    /// What follows position `after` (the last id the subscriber has), among the messages
+    /// up to `upto` (the last stored id: later ones are still being stored and arrive live).
+    pub fn resume(&self, after: u64, upto: u64, now_ms: u64) -> Resume<'_, T> {
         let cutoff = now_ms.saturating_sub(self.max_age_ms);
-        let live = self.entries.iter().filter(move |e| e.ts_ms >= cutoff);
-        if after > self.last_id {
+        let upto = upto.min(self.last_id);
+        let live = self
+            .entries
+            .iter()
+            .filter(move |e| e.ts_ms >= cutoff && e.id <= upto);
+        if after > upto {
             // A position from the future: ids of an earlier life of the channel.
             return Resume {
                 recovered: false,
@@ -127,6 +132,18 @@ impl<T> Window<T> {
         }
     }
 
+    /// Drops every message after `id` and restarts numbering there (a failed store).
+    /// Returns how many were dropped.
+    pub fn truncate_after(&mut self, id: u64) -> usize {
+        let mut n = 0;
+        while self.entries.back().is_some_and(|e| e.id > id) {
+            self.entries.pop_back();
+            n += 1;
+        }
+        self.last_id = self.last_id.min(id);
+        n
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Entry<T>> {
         self.entries.iter()
     }
@@ -148,18 +165,18 @@ mod tests {
             w.push(id, 100, id, 100);
         }
         assert_eq!(w.first_id(), Some(3));
-        let r = w.resume(2, 100);
+        let r = w.resume(2, 5, 100);
         assert!(r.recovered);
         assert_eq!(ids(&r), vec![3, 4, 5]);
-        let r = w.resume(4, 100);
+        let r = w.resume(4, 5, 100);
         assert!(r.recovered);
         assert_eq!(ids(&r), vec![5]);
-        let r = w.resume(5, 100);
+        let r = w.resume(5, 5, 100);
         assert!(r.recovered && r.entries.is_empty());
-        let r = w.resume(1, 100);
+        let r = w.resume(1, 5, 100);
         assert!(!r.recovered);
         assert_eq!(ids(&r), vec![3, 4, 5]);
-        let r = w.resume(9, 100);
+        let r = w.resume(9, 5, 100);
         assert!(!r.recovered);
     }
 
@@ -171,21 +188,40 @@ mod tests {
         w.push(3, 1200, (), 1200);
         // At 1200 the cutoff is 200: message 1 is gone.
         assert_eq!(w.first_id(), Some(2));
-        assert!(w.resume(1, 1200).recovered);
-        assert!(!w.resume(0, 1200).recovered);
+        assert!(w.resume(1, 3, 1200).recovered);
+        assert!(!w.resume(0, 3, 1200).recovered);
         // Later, without a push, age still applies at resume time.
-        let r = w.resume(1, 1600);
+        let r = w.resume(1, 3, 1600);
         assert!(!r.recovered);
         assert_eq!(ids(&r), vec![3]);
         // Everything expired: a subscriber who had it all is still recovered.
-        assert!(w.resume(3, 10_000).recovered);
-        assert!(!w.resume(2, 10_000).recovered);
+        assert!(w.resume(3, 3, 10_000).recovered);
+        assert!(!w.resume(2, 3, 10_000).recovered);
+    }
+
+    #[test]
+    fn resume_stops_at_the_stored_end_and_truncation_restarts_ids() {
+        let mut w = Window::new(10, 1000);
+        for id in 1..=5 {
+            w.push(id, 0, id, 0);
+        }
+        let r = w.resume(1, 3, 0);
+        assert!(r.recovered);
+        assert_eq!(ids(&r), vec![2, 3]);
+        assert!(
+            !w.resume(4, 3, 0).recovered,
+            "a position past the stored end is not ours"
+        );
+        assert_eq!(w.truncate_after(3), 2);
+        assert_eq!(w.next_id(), 4);
+        w.push(4, 0, 40, 0);
+        assert_eq!(w.iter().last().unwrap().item, 40);
     }
 
     #[test]
     fn empty_window_recovers_position_zero() {
         let w: Window<()> = Window::new(5, 10);
-        assert!(w.resume(0, 0).recovered);
+        assert!(w.resume(0, 0, 0).recovered);
         assert_eq!(w.next_id(), 1);
     }
 
@@ -194,7 +230,7 @@ mod tests {
         fn resume_never_gaps(n in 0u64..60, cap in 1usize..20, after in 0u64..70) {
             let mut w = Window::new(cap, u64::MAX);
             for id in 1..=n { w.push(id, 0, id, 0); }
-            let r = w.resume(after, 0);
+            let r = w.resume(after, n, 0);
             let got = ids(&r);
             // Always ascending and contiguous.
             for p in got.windows(2) { prop_assert_eq!(p[1], p[0] + 1); }

@@ -9,6 +9,7 @@ pub mod auth;
 mod config;
 pub mod conn;
 pub mod http;
+pub mod journal;
 mod notify;
 pub mod outbox;
 mod router;

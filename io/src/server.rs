@@ -4,6 +4,7 @@
 
 use crate::auth::TokenVerifier;
 use crate::conn::{self, close_code};
+use crate::journal::JournalFactory;
 use crate::router::Router;
 use crate::shard::{Shard, ShardCtx, ShardMsg};
 use crate::IoConfig;
@@ -76,9 +77,15 @@ fn bind_socket(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
     Ok(s)
 }
 
-/// Binds the listeners and starts the shards. Returns once every listener is bound, so
-/// `local_addr` is connectable.
-pub fn start(cfg: IoConfig, verifier: TokenVerifier) -> io::Result<ServerHandle> {
+/// Binds the listeners and starts the shards. Returns once every shard is ready (its
+/// journal open, the mesh joined), so `local_addr` is connectable; a shard that cannot
+/// start fails the whole start with its reason. `journal` is the store published messages
+/// go to before anyone hears of them; `None` is the `memory` policy.
+pub fn start(
+    cfg: IoConfig,
+    verifier: TokenVerifier,
+    journal: Option<Arc<dyn JournalFactory>>,
+) -> io::Result<ServerHandle> {
     cfg.validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let n = cfg.shard_count();
@@ -108,6 +115,8 @@ pub fn start(cfg: IoConfig, verifier: TokenVerifier) -> io::Result<ServerHandle>
         PoolPlacement::Unbound(n)
     };
     let shared2 = shared.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let ready_tx = Arc::new(Mutex::new(ready_tx));
     let threads = LocalExecutorPoolBuilder::new(placement)
         .name("rb-shard")
         .io_memory(cfg.io_memory_bytes)
@@ -116,15 +125,30 @@ pub fn start(cfg: IoConfig, verifier: TokenVerifier) -> io::Result<ServerHandle>
             let shared = shared2.clone();
             let mesh = mesh.clone();
             let sockets = sockets.clone();
-            async move { run_shard(cfg, shared, mesh, sockets, boot).await }
+            let journal = journal.clone();
+            let ready = ready_tx.lock().clone();
+            async move { run_shard(cfg, shared, mesh, sockets, boot, journal, ready).await }
         })
         .map_err(|e| io::Error::other(format!("starting shards: {e}")))?;
-    Ok(ServerHandle {
+    let mut handle = ServerHandle {
         local_addr,
         shards: n,
         shared,
         threads: Some(threads),
-    })
+    };
+    for _ in 0..n {
+        let r = ready_rx
+            .recv()
+            .unwrap_or_else(|_| Err("a shard ended before it was ready".into()));
+        if let Err(e) = r {
+            handle.shutdown();
+            if let Some(t) = handle.threads.take() {
+                let _ = t.join_all();
+            }
+            return Err(io::Error::other(e));
+        }
+    }
+    Ok(handle)
 }
 
 async fn run_shard(
@@ -133,17 +157,32 @@ async fn run_shard(
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
     sockets: Arc<Mutex<Vec<Option<Socket>>>>,
     boot: u64,
+    journal: Option<Arc<dyn JournalFactory>>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let n = cfg.shard_count();
     let (senders, mut receivers) = mesh.join().await.expect("mesh join");
     let me = senders.peer_id();
+    let journal = match journal {
+        None => None,
+        Some(f) => match f.open(me as u32).await {
+            Ok(j) => Some(j),
+            Err(e) => {
+                let _ = ready.send(Err(format!("shard {me}: opening its journal: {e}")));
+                return;
+            }
+        },
+    };
     let socket = sockets.lock()[me].take().expect("one listener per shard");
     // SAFETY: the fd is a bound, listening TCP socket that we own and hand over whole.
     let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
     let cfg = Rc::new(cfg);
     let router = Rc::new(Router::new(senders, n));
+    let mut shard = Shard::new(me as u32, n, cfg.clone(), boot);
+    shard.journal = journal;
+    let commit_ready = shard.commit_ready.clone();
     let ctx = Rc::new(ShardCtx {
-        state: RefCell::new(Shard::new(me as u32, n, cfg.clone(), boot)),
+        state: RefCell::new(shard),
         router: router.clone(),
         cfg: cfg.clone(),
         shared: shared.clone(),
@@ -178,7 +217,9 @@ async fn run_shard(
         .detach();
     }
     glommio::spawn_local(heartbeat(ctx.clone())).detach();
+    glommio::spawn_local(commit_pump(ctx.clone(), commit_ready)).detach();
     tracing::debug!(shard = me, "shard running");
+    let _ = ready.send(Ok(()));
 
     let accept = async {
         loop {
@@ -212,6 +253,23 @@ async fn run_shard(
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     tracing::debug!(shard = me, "shard stopped");
+}
+
+/// Waits for the journal to store what is pending, then lets the shard deliver and answer
+/// it, in log order. One `durable` wait covers every publish appended before it (group
+/// commit); publishes appended meanwhile go in the next round.
+async fn commit_pump(ctx: Rc<ShardCtx>, ready: Rc<crate::notify::Notify>) {
+    loop {
+        ready.wait().await;
+        loop {
+            let Some((journal, upto)) = ctx.state.borrow().pending_upto() else {
+                break;
+            };
+            let result = journal.durable(upto).await;
+            let out = ctx.state.borrow_mut().complete_pending(upto, result);
+            ctx.route_all(out);
+        }
+    }
 }
 
 /// Pings every connection each interval; closes those silent for two intervals (SPEC §3)

@@ -6,6 +6,8 @@
 //! caller routes them after the borrow ends, so handlers never re-enter each other.
 
 use crate::conn::Conn;
+use crate::journal::{Journal, JournalError};
+use crate::notify::Notify;
 use crate::router::Router;
 use crate::IoConfig;
 use bytes::Bytes;
@@ -17,6 +19,7 @@ use ringbearer_core::message::{access_frame, render_message_json, FrameBytes, Me
 use ringbearer_core::protocol::{self, CreateReq, PublishReq, SubscribeReq};
 use ringbearer_core::{ChannelName, Claims, Permissions, Priority, Role};
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -119,6 +122,14 @@ pub struct Shard {
     /// Channels this shard owns.
     owned: HashMap<String, ChannelState<Arc<FrameBytes>>>,
     next_channel: u64,
+    /// Where published messages are stored first; `None` is the `memory` policy.
+    pub journal: Option<Rc<dyn Journal>>,
+    /// Publishes appended to the journal, in position order, awaiting durability.
+    pending: VecDeque<Pending>,
+    /// The journal position of the newest append.
+    last_pos: u64,
+    /// Wakes the commit pump.
+    pub commit_ready: Rc<Notify>,
 }
 
 pub type Out = Vec<(u32, ShardMsg)>;
@@ -172,6 +183,54 @@ fn broadcast(
     }
 }
 
+/// Sends a durable message to each subscribing shard and answers the publisher.
+fn deliver_and_reply(
+    out: &mut Out,
+    channel: &ChannelName,
+    o: &ringbearer_core::channel_state::PublishOutcome,
+    frame: &Arc<FrameBytes>,
+    to: ConnRef,
+    r#ref: Option<&str>,
+) {
+    for s in &o.shards {
+        out.push((
+            *s,
+            ShardMsg::Deliver {
+                frame: frame.clone(),
+            },
+        ));
+    }
+    let reply = protocol::reply_published(r#ref, channel.as_str(), o.id, o.delivered, o.queued);
+    out.push((
+        to.shard,
+        ShardMsg::Reply {
+            to,
+            bytes: reply.into(),
+        },
+    ));
+}
+
+fn journal_refusal(e: &JournalError) -> Refusal {
+    match e {
+        JournalError::Backpressure(m) => {
+            Refusal::new(ErrorCode::Overloaded, format!("not stored, retry: {m}"))
+        }
+        JournalError::Failed(m) => Refusal::new(ErrorCode::Internal, format!("not stored: {m}")),
+    }
+}
+
+/// A publish appended to the journal and waiting to be durable.
+struct Pending {
+    pos: u64,
+    channel: ChannelName,
+    id: u64,
+    target: Option<String>,
+    to: ConnRef,
+    r#ref: Option<String>,
+    /// `None` for an idempotent repeat of a message still being stored.
+    frame: Option<Arc<FrameBytes>>,
+}
+
 fn reply_ok(out: &mut Out, to: ConnRef, r#ref: Option<&str>) {
     if let Some(r) = r#ref {
         out.push((
@@ -196,7 +255,17 @@ impl Shard {
             local: HashMap::new(),
             owned: HashMap::new(),
             next_channel: 1,
+            journal: None,
+            pending: VecDeque::new(),
+            last_pos: 0,
+            commit_ready: Rc::new(Notify::default()),
         }
+    }
+
+    /// The newest pending position, if any publish awaits durability.
+    pub fn pending_upto(&self) -> Option<(Rc<dyn Journal>, u64)> {
+        let j = self.journal.clone()?;
+        self.pending.back().map(|p| (j, p.pos))
     }
 
     pub fn owned_channels(&self) -> usize {
@@ -623,19 +692,34 @@ impl Shard {
         }
         if let Some(k) = &req.idempotency_key {
             if let Some(id) = ch.idempotent_id(k, now) {
-                let bytes = protocol::reply_published(r#ref, req.channel.as_str(), id, 0, 0);
-                out.push((
-                    from.shard,
-                    ShardMsg::Reply {
+                if id <= ch.durable_id() {
+                    let bytes = protocol::reply_published(r#ref, req.channel.as_str(), id, 0, 0);
+                    out.push((
+                        from.shard,
+                        ShardMsg::Reply {
+                            to: from,
+                            bytes: bytes.into(),
+                        },
+                    ));
+                } else {
+                    // The first publish is still being stored: answer when it is.
+                    self.pending.push_back(Pending {
+                        pos: self.last_pos,
+                        channel: req.channel,
+                        id,
+                        target: None,
                         to: from,
-                        bytes: bytes.into(),
-                    },
-                ));
+                        r#ref: r#ref.map(str::to_owned),
+                        frame: None,
+                    });
+                    self.commit_ready.notify();
+                }
                 return;
             }
         }
+        let id = ch.next_id();
         let frame = MessageFrame {
-            id: ch.next_id(),
+            id,
             ts_ms: now,
             channel: req.channel.as_str().to_owned(),
             msg_type: req.msg_type,
@@ -649,30 +733,103 @@ impl Shard {
             idempotency_key: req.idempotency_key,
         };
         let bytes = Arc::new(frame.encode());
-        let o = ch.publish(
-            bytes.clone(),
-            now,
-            frame.target_user_id.as_deref(),
-            frame.idempotency_key.as_deref(),
-            now,
-        );
-        for s in &o.shards {
-            out.push((
-                *s,
-                ShardMsg::Deliver {
-                    frame: bytes.clone(),
-                },
-            ));
+        let Some(journal) = &self.journal else {
+            // `memory` policy: durable on append.
+            let o = ch.publish(
+                bytes.clone(),
+                now,
+                frame.target_user_id.as_deref(),
+                frame.idempotency_key.as_deref(),
+                now,
+            );
+            return deliver_and_reply(out, &req.channel, &o, &bytes, from, r#ref);
+        };
+        // Stored first, then heard of (SPEC §2.5): the commit pump answers and delivers
+        // once the journal says the position is durable.
+        let pos = match journal.append(req.channel.as_str(), id, now, &bytes) {
+            Ok(pos) => pos,
+            Err(e) => return reply_err(out, from, r#ref, &journal_refusal(&e)),
+        };
+        self.last_pos = pos;
+        ch.append(bytes.clone(), now, frame.idempotency_key.as_deref(), now);
+        self.pending.push_back(Pending {
+            pos,
+            channel: req.channel,
+            id,
+            target: frame.target_user_id,
+            to: from,
+            r#ref: r#ref.map(str::to_owned),
+            frame: Some(bytes),
+        });
+        self.commit_ready.notify();
+    }
+
+    /// The journal answered for everything up to `upto`: deliver and answer what is now
+    /// stored, in log order; or, on failure, refuse everything waiting and roll the
+    /// channels back so no id that was not stored is ever seen.
+    pub fn complete_pending(&mut self, upto: u64, result: Result<(), JournalError>) -> Out {
+        let mut out = Out::new();
+        match result {
+            Ok(()) => {
+                while self.pending.front().is_some_and(|p| p.pos <= upto) {
+                    let p = self.pending.pop_front().expect("front");
+                    let Some(ch) = self.owned.get_mut(p.channel.as_str()) else {
+                        continue;
+                    };
+                    match &p.frame {
+                        None => {
+                            let bytes = protocol::reply_published(
+                                p.r#ref.as_deref(),
+                                p.channel.as_str(),
+                                p.id,
+                                0,
+                                0,
+                            );
+                            out.push((
+                                p.to.shard,
+                                ShardMsg::Reply {
+                                    to: p.to,
+                                    bytes: bytes.into(),
+                                },
+                            ));
+                        }
+                        Some(frame) => {
+                            ch.mark_durable(p.id);
+                            let o = ch.outcome(p.id, p.target.as_deref());
+                            deliver_and_reply(
+                                &mut out,
+                                &p.channel,
+                                &o,
+                                frame,
+                                p.to,
+                                p.r#ref.as_deref(),
+                            );
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let refusal = journal_refusal(&e);
+                tracing::error!(
+                    shard = self.id,
+                    "journal failed, refusing {} waiting publishes: {e:?}",
+                    self.pending.len()
+                );
+                let mut touched: Vec<ChannelName> = Vec::new();
+                for p in self.pending.drain(..) {
+                    reply_err(&mut out, p.to, p.r#ref.as_deref(), &refusal);
+                    if !touched.contains(&p.channel) {
+                        touched.push(p.channel);
+                    }
+                }
+                for c in touched {
+                    if let Some(ch) = self.owned.get_mut(c.as_str()) {
+                        ch.rollback_to_durable();
+                    }
+                }
+            }
         }
-        let reply =
-            protocol::reply_published(r#ref, req.channel.as_str(), o.id, o.delivered, o.queued);
-        out.push((
-            from.shard,
-            ShardMsg::Reply {
-                to: from,
-                bytes: reply.into(),
-            },
-        ));
+        out
     }
 
     fn on_subscribed(
@@ -872,5 +1029,163 @@ mod tests {
             3,
             "three WS_CHANNEL_NOT_FOUND replies"
         );
+    }
+}
+
+#[cfg(test)]
+mod journal_tests {
+    use super::*;
+    use crate::journal::LocalBoxFuture;
+    use ringbearer_core::protocol::{parse_request, Request};
+    use ringbearer_core::Tier;
+    use std::cell::Cell;
+
+    /// A journal whose positions count appends; `durable` is never awaited here (the tests
+    /// call `complete_pending` themselves, as the commit pump would).
+    #[derive(Default)]
+    struct CountingJournal {
+        appended: Cell<u64>,
+        refuse: Cell<bool>,
+    }
+
+    impl Journal for CountingJournal {
+        fn append(&self, _: &str, _: u64, _: u64, _: &[u8]) -> Result<u64, JournalError> {
+            if self.refuse.get() {
+                return Err(JournalError::Backpressure("test".into()));
+            }
+            self.appended.set(self.appended.get() + 1);
+            Ok(self.appended.get())
+        }
+        fn durable(&self, _: u64) -> LocalBoxFuture<'_, Result<(), JournalError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn claims() -> Arc<Claims> {
+        Arc::new(Claims {
+            sub: "u".into(),
+            org: "o".into(),
+            role: Role::Coordinator,
+            tier: Tier::Free,
+            weddings: vec!["w".into()],
+            exp: u64::MAX,
+            nbf: None,
+        })
+    }
+
+    const ME: ConnRef = ConnRef { shard: 0, conn: 1 };
+
+    fn request(shard: &mut Shard, json: &str) -> Out {
+        let env = parse_request(json, &shard.cfg.limits).unwrap();
+        let msg = match env.req {
+            Request::Create(req) => ShardMsg::Create {
+                from: ME,
+                r#ref: env.r#ref,
+                claims: claims(),
+                req,
+            },
+            Request::Publish(req) => ShardMsg::Publish {
+                from: ME,
+                r#ref: env.r#ref,
+                claims: claims(),
+                req,
+            },
+            Request::Subscribe(req) => ShardMsg::Subscribe {
+                from: ME,
+                r#ref: env.r#ref,
+                claims: claims(),
+                req,
+            },
+            other => panic!("not used here: {other:?}"),
+        };
+        shard.handle(msg)
+    }
+
+    /// The JSON replies in `out`, as text.
+    fn replies(out: &Out) -> Vec<String> {
+        out.iter()
+            .filter_map(|(_, m)| match m {
+                ShardMsg::Reply { bytes, .. } => Some(String::from_utf8(bytes.to_vec()).unwrap()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn delivers(out: &Out) -> usize {
+        out.iter()
+            .filter(|(_, m)| matches!(m, ShardMsg::Deliver { .. }))
+            .count()
+    }
+
+    fn shard_with_journal() -> (Shard, Rc<CountingJournal>) {
+        let cfg = Rc::new(IoConfig::default());
+        let mut shard = Shard::new(0, 1, cfg, 0);
+        let j = Rc::new(CountingJournal::default());
+        shard.journal = Some(j.clone());
+        request(
+            &mut shard,
+            r#"{"op":"create","name":"wedding:main:w","wedding_id":"w"}"#,
+        );
+        let out = request(
+            &mut shard,
+            r#"{"op":"subscribe","channel":"wedding:main:w"}"#,
+        );
+        assert!(out
+            .iter()
+            .any(|(_, m)| matches!(m, ShardMsg::Subscribed { .. })));
+        (shard, j)
+    }
+
+    const PUBLISH: &str = r#"{"op":"publish","ref":"p","channel":"wedding:main:w","type":"general","payload":1,"idempotency_key":"k"}"#;
+
+    #[test]
+    fn nothing_is_answered_or_delivered_before_it_is_durable() {
+        let (mut shard, _) = shard_with_journal();
+        let out = request(&mut shard, PUBLISH);
+        assert!(out.is_empty(), "no reply, no delivery yet");
+        // An idempotent repeat of a message still being stored waits too.
+        assert!(request(&mut shard, PUBLISH).is_empty());
+        let (_, upto) = shard.pending_upto().unwrap();
+        let out = shard.complete_pending(upto, Ok(()));
+        assert_eq!(delivers(&out), 1, "delivered once");
+        let r = replies(&out);
+        assert_eq!(r.len(), 2);
+        assert!(r[0].contains(r#""id":1,"delivered_count":1"#), "{}", r[0]);
+        assert!(
+            r[1].contains(r#""id":1,"delivered_count":0"#),
+            "the repeat: {}",
+            r[1]
+        );
+        assert!(shard.pending_upto().is_none());
+    }
+
+    #[test]
+    fn a_failed_store_refuses_and_reuses_the_ids() {
+        let (mut shard, j) = shard_with_journal();
+        request(&mut shard, PUBLISH);
+        request(
+            &mut shard,
+            r#"{"op":"publish","ref":"q","channel":"wedding:main:w","type":"general","payload":2}"#,
+        );
+        let (_, upto) = shard.pending_upto().unwrap();
+        let out = shard.complete_pending(upto, Err(JournalError::Failed("disk on fire".into())));
+        assert_eq!(delivers(&out), 0);
+        let r = replies(&out);
+        assert_eq!(r.len(), 2);
+        assert!(
+            r.iter()
+                .all(|x| x.contains("WS_INTERNAL") && x.contains(r#""retryable":true"#)),
+            "{r:?}"
+        );
+        // Backpressure at append: refused at once, nothing taken.
+        j.refuse.set(true);
+        let r = replies(&request(&mut shard, PUBLISH));
+        assert!(r[0].contains("WS_OVERLOADED"), "{r:?}");
+        j.refuse.set(false);
+        // The next publish gets id 1 again: ids 1 and 2 were never stored, never seen.
+        request(&mut shard, PUBLISH);
+        let (_, upto) = shard.pending_upto().unwrap();
+        let r = replies(&shard.complete_pending(upto, Ok(())));
+        assert!(r[0].contains(r#""id":1"#), "{r:?}");
     }
 }
