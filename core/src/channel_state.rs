@@ -91,10 +91,13 @@ pub struct ChannelState<F> {
     idem: Idempotency,
     /// The highest id known stored; subscribers never see past it.
     durable_id: u64,
+    /// The channel's publish rate (SPEC §1: 100 a minute).
+    rate: crate::rate::TokenBucket,
 }
 
 impl<F: Clone> ChannelState<F> {
     pub fn new(meta: ChannelMeta, limits: &Limits, shards: usize) -> Self {
+        let created_at_ms = meta.created_at_ms;
         let window = Window::new(limits.max_queued, meta.retention_ms);
         ChannelState {
             meta,
@@ -108,6 +111,11 @@ impl<F: Clone> ChannelState<F> {
                 limits.idempotency_max_keys_per_channel,
             ),
             durable_id: 0,
+            rate: crate::rate::TokenBucket::full(
+                limits.channel_messages_per_min,
+                limits.rate_window_ms,
+                created_at_ms,
+            ),
         }
     }
 
@@ -277,6 +285,26 @@ impl<F: Clone> ChannelState<F> {
     /// A remembered id for `key`, if it was used within the window.
     pub fn idempotent_id(&mut self, key: &str, now_ms: u64) -> Option<u64> {
         self.idem.get(key, now_ms)
+    }
+
+    /// Takes one publish from the channel's rate, or refuses with `WS_RATE_LIMITED` and the
+    /// seconds until the next one would pass.
+    pub fn take_publish(&mut self, limits: &Limits, now_ms: u64) -> Result<(), Refusal> {
+        self.rate
+            .try_take(
+                limits.channel_messages_per_min,
+                limits.rate_window_ms,
+                now_ms,
+            )
+            .map_err(|wait_ms| Refusal {
+                code: ErrorCode::RateLimited,
+                message: format!(
+                    "channel publish rate reached ({} per {} s)",
+                    limits.channel_messages_per_min,
+                    limits.rate_window_ms / 1000
+                ),
+                retry_after: Some(crate::rate::retry_after_secs(wait_ms)),
+            })
     }
 
     /// The id the next publish will get.

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod message;
 pub mod presence;
 pub mod protocol;
+pub mod rate;
 pub mod time;
 pub mod window;
 

@@ -2,7 +2,68 @@
 //! The runtime's own bounds (buffers, queues, timeouts) are in `ringbearer_io::IoConfig`,
 //! which embeds this struct. Both load from the `[limits]`/`[io]` tables of the config file.
 
+use crate::access::Tier;
 use serde::{Deserialize, Serialize};
+
+/// One tier's limits (SPEC §1). Every field must be given when a tier is configured.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierLimits {
+    /// Publishes per user per `rate_window_ms`; the next gets `WS_RATE_LIMITED`.
+    pub messages_per_min: u32,
+    /// Open connections per user; the next upgrade gets HTTP 429 `WS_TIER_LIMIT`.
+    pub connections_per_user: u32,
+    /// Channels an organization may create; the next gets `WS_TIER_LIMIT`.
+    pub channels_per_org: u32,
+    /// Channels a user may be subscribed to at once, over all its connections.
+    pub subscriptions_per_user: u32,
+}
+
+impl TierLimits {
+    const fn new(m: u32, c: u32, ch: u32, s: u32) -> Self {
+        TierLimits {
+            messages_per_min: m,
+            connections_per_user: c,
+            channels_per_org: ch,
+            subscriptions_per_user: s,
+        }
+    }
+}
+
+/// The tier table; tiers left out of the config keep the SPEC §1 defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tiers {
+    pub free: TierLimits,
+    pub starter: TierLimits,
+    pub professional: TierLimits,
+    pub scale: TierLimits,
+    pub enterprise: TierLimits,
+}
+
+impl Default for Tiers {
+    fn default() -> Self {
+        Tiers {
+            free: TierLimits::new(10, 2, 3, 3),
+            starter: TierLimits::new(20, 5, 10, 5),
+            professional: TierLimits::new(100, 20, 50, 20),
+            scale: TierLimits::new(500, 50, 200, 50),
+            enterprise: TierLimits::new(1000, 100, 500, 100),
+        }
+    }
+}
+
+impl Tiers {
+    pub fn get(&self, t: Tier) -> &TierLimits {
+        match t {
+            Tier::Free => &self.free,
+            Tier::Starter => &self.starter,
+            Tier::Professional => &self.professional,
+            Tier::Scale => &self.scale,
+            Tier::Enterprise => &self.enterprise,
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -39,6 +100,13 @@ pub struct Limits {
     pub max_subscriptions_per_connection: usize,
     /// Named members of a private channel.
     pub max_members_per_channel: usize,
+    /// Publishes per channel per `rate_window_ms` (SPEC §1: 100 a minute); the next gets
+    /// `WS_RATE_LIMITED` with `retry_after`.
+    pub channel_messages_per_min: u32,
+    /// The "minute" of every per-minute rate. Bursts up to the full rate are allowed; the
+    /// bucket refills continuously.
+    pub rate_window_ms: u64,
+    pub tiers: Tiers,
 }
 
 impl Default for Limits {
@@ -58,6 +126,9 @@ impl Default for Limits {
             max_channels_per_shard: 100_000,
             max_subscriptions_per_connection: 256,
             max_members_per_channel: 256,
+            channel_messages_per_min: 100,
+            rate_window_ms: 60_000,
+            tiers: Tiers::default(),
         }
     }
 }
@@ -89,6 +160,9 @@ impl Limits {
                 return Err(format!("limits.{name} must be greater than 0"));
             }
         }
+        if self.rate_window_ms == 0 {
+            return Err("limits.rate_window_ms must be greater than 0".into());
+        }
         if self.message_retention_hours == 0 {
             return Err("limits.message_retention_hours must be greater than 0".into());
         }
@@ -116,6 +190,18 @@ mod tests {
         assert_eq!(l.max_queued, 100);
         assert_eq!(l.max_subscribers, 100);
         assert_eq!(l.retention_ms(), 86_400_000);
+        assert_eq!(l.channel_messages_per_min, 100);
+        let t = l.tiers.get(Tier::Starter);
+        assert_eq!(
+            (
+                t.messages_per_min,
+                t.connections_per_user,
+                t.channels_per_org,
+                t.subscriptions_per_user
+            ),
+            (20, 5, 10, 5)
+        );
+        assert_eq!(l.tiers.get(Tier::Enterprise).messages_per_min, 1000);
     }
 
     #[test]

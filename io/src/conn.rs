@@ -51,7 +51,11 @@ pub struct Conn {
     pub outbox: RefCell<Outbox>,
     /// Channels whose `subscribed` reply reached this connection.
     pub channels: RefCell<HashSet<String>>,
-    pub pending_subscribes: Cell<usize>,
+    /// Channels with a subscribe on its way to the owner, each holding a reservation of
+    /// the user's `subscriptions_per_user` until confirmed or refused.
+    reserved: RefCell<HashSet<String>>,
+    cfg: Rc<crate::IoConfig>,
+    policy: Arc<crate::policy::Policy>,
     pub last_seen: Cell<Instant>,
     /// Set once: the close frame to send.
     closing: RefCell<Option<(u16, String)>>,
@@ -66,14 +70,22 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(id: u64, cref: ConnRef, claims: Arc<Claims>, cfg: &crate::IoConfig) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        cref: ConnRef,
+        claims: Arc<Claims>,
+        cfg: &Rc<crate::IoConfig>,
+        policy: Arc<crate::policy::Policy>,
+    ) -> Self {
         Conn {
             id,
             cref,
             claims: RefCell::new(claims),
             outbox: RefCell::new(Outbox::new(cfg.outbox_max_messages, cfg.outbox_max_bytes)),
             channels: RefCell::new(HashSet::new()),
-            pending_subscribes: Cell::new(0),
+            reserved: RefCell::new(HashSet::new()),
+            cfg: cfg.clone(),
+            policy,
             last_seen: Cell::new(Instant::now()),
             closing: RefCell::new(None),
             peer_closed: Cell::new(false),
@@ -90,6 +102,70 @@ impl Conn {
 
     pub fn user(&self) -> String {
         self.claims.borrow().sub.clone()
+    }
+
+    /// Reserves a subscription to `channel` before asking its owner: `Ok(false)` when the
+    /// connection already has (or is getting) it.
+    pub fn reserve(&self, channel: &str) -> Result<bool, Refusal> {
+        if self.channels.borrow().contains(channel) || self.reserved.borrow().contains(channel) {
+            return Ok(false);
+        }
+        let max = self.cfg.limits.max_subscriptions_per_connection;
+        if self.channels.borrow().len() + self.reserved.borrow().len() >= max {
+            return Err(Refusal::new(
+                ErrorCode::SubscriptionFailed,
+                format!("at most {max} subscriptions per connection"),
+            ));
+        }
+        self.policy.reserve_subscription(
+            &self.claims(),
+            &self.cfg.limits,
+            crate::shard::now_ms(),
+        )?;
+        self.reserved.borrow_mut().insert(channel.to_owned());
+        Ok(true)
+    }
+
+    fn release(&self) {
+        self.policy
+            .release_subscription(&self.claims(), &self.cfg.limits, crate::shard::now_ms());
+    }
+
+    /// The owner confirmed: `true` when the channel is new on this connection.
+    pub fn confirm(&self, channel: &str) -> bool {
+        let was_reserved = self.reserved.borrow_mut().remove(channel);
+        let added = self.channels.borrow_mut().insert(channel.to_owned());
+        if was_reserved && !added {
+            self.release();
+        }
+        added
+    }
+
+    /// The owner refused: give the reservation back.
+    pub fn refused(&self, channel: &str) {
+        if self.reserved.borrow_mut().remove(channel) {
+            self.release();
+        }
+    }
+
+    /// Unsubscribed: `true` when it was subscribed here.
+    pub fn unsubscribed(&self, channel: &str) -> bool {
+        let had = self.channels.borrow_mut().remove(channel);
+        if had {
+            self.release();
+        }
+        had
+    }
+
+    /// The connection ended: every subscription and reservation it held is given back.
+    /// Returns the channels it was subscribed to.
+    pub fn release_all(&self) -> Vec<String> {
+        let channels: Vec<String> = self.channels.borrow_mut().drain().collect();
+        let reserved = self.reserved.borrow_mut().drain().count();
+        for _ in 0..channels.len() + reserved {
+            self.release();
+        }
+        channels
     }
 
     pub fn is_user(&self, user: &str) -> bool {
@@ -338,11 +414,22 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
     }
 }
 
-/// Counts a connection against `max_connections` for as long as it lives.
-struct Admission<'a>(&'a std::sync::atomic::AtomicUsize);
+/// Counts a connection against `max_connections` and the user's `connections_per_user`
+/// for as long as it lives.
+struct Admission<'a> {
+    shared: &'a crate::server::Shared,
+    /// The claims it was counted under (`None` for the echo endpoint).
+    user: Option<(Arc<Claims>, &'a ringbearer_core::Limits)>,
+}
+
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some((c, l)) = &self.user {
+            self.shared
+                .policy
+                .close_connection(c, l, crate::shard::now_ms());
+        }
     }
 }
 
@@ -365,7 +452,19 @@ async fn run_ws(
         );
         return respond(&mut stream, &http::error_response(503, &e)).await;
     }
-    let _admission = Admission(&shared.connections);
+    let mut admission = Admission {
+        shared: &shared,
+        user: None,
+    };
+    if !echo {
+        if let Err(e) = shared
+            .policy
+            .open_connection(&claims, &cfg.limits, crate::shard::now_ms())
+        {
+            return respond(&mut stream, &http::error_response(429, &e)).await;
+        }
+        admission.user = Some((claims.clone(), &cfg.limits));
+    }
     if stream
         .write_all(&http::switching_protocols(key, protocol))
         .await
@@ -381,7 +480,7 @@ async fn run_ws(
             shard: st.id,
             conn: id,
         };
-        let conn = Rc::new(Conn::new(id, cref, claims, &cfg));
+        let conn = Rc::new(Conn::new(id, cref, claims, &cfg, shared.policy.clone()));
         st.conns.insert(id, conn.clone());
         conn
     };
@@ -623,22 +722,9 @@ fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
             )
         }
         Request::Subscribe(req) => {
-            let held = conn.channels.borrow().len() + conn.pending_subscribes.get();
-            if !subscribed(&req.channel) && held >= cfg.limits.max_subscriptions_per_connection {
-                return send_refusal(
-                    conn,
-                    r#ref.as_deref(),
-                    &Refusal::new(
-                        ErrorCode::SubscriptionFailed,
-                        format!(
-                            "at most {} subscriptions per connection",
-                            cfg.limits.max_subscriptions_per_connection
-                        ),
-                    ),
-                );
+            if let Err(e) = conn.reserve(req.channel.as_str()) {
+                return send_refusal(conn, r#ref.as_deref(), &e);
             }
-            conn.pending_subscribes
-                .set(conn.pending_subscribes.get() + 1);
             let owner = shard_for(req.channel.as_str(), shards);
             (
                 owner,
@@ -659,6 +745,13 @@ fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
             },
         ),
         Request::Publish(req) => {
+            if let Err(e) =
+                ctx.shared
+                    .policy
+                    .take_message(&conn.claims(), &cfg.limits, crate::shard::now_ms())
+            {
+                return send_refusal(conn, r#ref.as_deref(), &e);
+            }
             let owner = shard_for(req.channel.as_str(), shards);
             (
                 owner,
@@ -720,9 +813,8 @@ fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
     };
     let owner = owner as u32;
     if ctx.router.backlog(owner) >= cfg.mesh_backlog_max {
-        if matches!(msg, ShardMsg::Subscribe { .. }) {
-            conn.pending_subscribes
-                .set(conn.pending_subscribes.get().saturating_sub(1));
+        if let ShardMsg::Subscribe { req, .. } = &msg {
+            conn.refused(req.channel.as_str());
         }
         let e = Refusal::new(
             ErrorCode::Overloaded,

@@ -12,6 +12,7 @@ pub mod http;
 pub mod journal;
 mod notify;
 pub mod outbox;
+pub mod policy;
 mod router;
 pub mod server;
 pub mod shard;

@@ -29,6 +29,8 @@ pub struct Shared {
     /// Open WebSocket connections, server-wide (for `max_connections`).
     pub connections: AtomicUsize,
     pub shutdown: AtomicBool,
+    /// Tier accounting across shards.
+    pub policy: Arc<crate::policy::Policy>,
 }
 
 /// A running server. Dropping it does not stop it: call [`ServerHandle::shutdown`] and
@@ -103,6 +105,7 @@ pub fn start(
         verifier,
         connections: AtomicUsize::new(0),
         shutdown: AtomicBool::new(false),
+        policy: Arc::default(),
     });
     let boot = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -180,6 +183,7 @@ async fn run_shard(
     let router = Rc::new(Router::new(senders, n));
     let mut shard = Shard::new(me as u32, n, cfg.clone(), boot);
     shard.journal = journal;
+    shard.policy = shared.policy.clone();
     let commit_ready = shard.commit_ready.clone();
     let ctx = Rc::new(ShardCtx {
         state: RefCell::new(shard),

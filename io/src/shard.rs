@@ -84,9 +84,10 @@ pub enum ShardMsg {
         channel: ChannelName,
         frames: Vec<Bytes>,
     },
-    /// A refused subscribe: the error reply, and the pending count released.
+    /// A refused subscribe: the error reply; the reservation is given back.
     SubscribeRefused {
         to: ConnRef,
+        channel: ChannelName,
         bytes: Bytes,
     },
     Unsubscribed {
@@ -130,6 +131,8 @@ pub struct Shard {
     last_pos: u64,
     /// Wakes the commit pump.
     pub commit_ready: Rc<Notify>,
+    /// Tier accounting shared by every shard (channels per organization).
+    pub policy: Arc<crate::policy::Policy>,
 }
 
 pub type Out = Vec<(u32, ShardMsg)>;
@@ -259,6 +262,7 @@ impl Shard {
             pending: VecDeque::new(),
             last_pos: 0,
             commit_ready: Rc::new(Notify::default()),
+            policy: Arc::default(),
         }
     }
 
@@ -435,10 +439,9 @@ impl Shard {
                     c.send_control(bytes);
                 }
             }
-            ShardMsg::SubscribeRefused { to, bytes } => {
+            ShardMsg::SubscribeRefused { to, channel, bytes } => {
                 if let Some(c) = self.conns.get(&to.conn) {
-                    c.pending_subscribes
-                        .set(c.pending_subscribes.get().saturating_sub(1));
+                    c.refused(channel.as_str());
                     c.send_control(bytes);
                 }
             }
@@ -451,7 +454,7 @@ impl Shard {
             }
             ShardMsg::Unsubscribed { to, channel, bytes } => {
                 if let Some(c) = self.conns.get(&to.conn).cloned() {
-                    if c.channels.borrow_mut().remove(channel.as_str()) {
+                    if c.unsubscribed(channel.as_str()) {
                         self.remove_local(channel.as_str(), to.conn);
                         c.outbox
                             .borrow_mut()
@@ -541,6 +544,10 @@ impl Shard {
                 ),
             );
         }
+        // Last check before creating: a reservation is never taken for a refused create.
+        if let Err(e) = self.policy.reserve_channel(claims, limits) {
+            return reply_err(out, from, r#ref, &e);
+        }
         let n = self.next_channel;
         self.next_channel += 1;
         let meta = ChannelMeta {
@@ -596,7 +603,15 @@ impl Shard {
     ) {
         let refuse = |out: &mut Out, e: &Refusal| {
             let bytes = protocol::reply_error(r#ref, e).into();
-            out.push((from.shard, ShardMsg::SubscribeRefused { to: from, bytes }));
+            let channel = req.channel.clone();
+            out.push((
+                from.shard,
+                ShardMsg::SubscribeRefused {
+                    to: from,
+                    channel,
+                    bytes,
+                },
+            ));
         };
         let Some(ch) = self.owned.get_mut(req.channel.as_str()) else {
             return refuse(out, &Self::not_found(&req.channel));
@@ -716,6 +731,9 @@ impl Shard {
                 }
                 return;
             }
+        }
+        if let Err(e) = ch.take_publish(&self.cfg.limits, now) {
+            return reply_err(out, from, r#ref, &e);
         }
         let id = ch.next_id();
         let frame = MessageFrame {
@@ -851,9 +869,7 @@ impl Shard {
             ));
             return;
         };
-        c.pending_subscribes
-            .set(c.pending_subscribes.get().saturating_sub(1));
-        if c.channels.borrow_mut().insert(channel.as_str().to_owned()) {
+        if c.confirm(channel.as_str()) {
             self.local
                 .entry(channel.as_str().to_owned())
                 .or_default()
@@ -897,7 +913,7 @@ impl Shard {
     /// A connection ended: forget it here and tell the owners of its channels.
     pub fn forget_conn(&mut self, conn: &Conn) -> Out {
         self.conns.remove(&conn.id);
-        let channels: Vec<String> = conn.channels.borrow_mut().drain().collect();
+        let channels = conn.release_all();
         let mut by_owner: HashMap<u32, Vec<ChannelName>> = HashMap::new();
         for c in channels {
             self.remove_local(&c, conn.id);
@@ -967,7 +983,7 @@ mod tests {
         let cfg = Rc::new(IoConfig::default());
         let mut shard = Shard::new(1, 2, cfg.clone(), 0);
         let mine = ConnRef { shard: 1, conn: 1 };
-        let conn = Rc::new(Conn::new(1, mine, claims("u"), &cfg));
+        let conn = Rc::new(Conn::new(1, mine, claims("u"), &cfg, Arc::default()));
         shard.conns.insert(1, conn.clone());
         let ch = ChannelName::parse("venue:hall:v1").unwrap();
         let owner = ringbearer_core::shard_for(ch.as_str(), 2) as u32;
@@ -996,19 +1012,21 @@ mod tests {
         assert_eq!(conn.outbox.borrow().len(), 2, "the sender itself: skipped");
     }
 
-    /// Regression: a refused subscribe releases its place in the per-connection count.
+    /// Regression: a refused subscribe gives its reservation back (free tier: 3
+    /// subscriptions per user; five refusals in a row must not use them up).
     #[test]
-    fn refused_subscribes_release_the_pending_count() {
+    fn refused_subscribes_give_their_reservation_back() {
         let cfg = Rc::new(IoConfig::default());
         let mut shard = Shard::new(0, 1, cfg.clone(), 0);
         let me = ConnRef { shard: 0, conn: 1 };
-        let conn = Rc::new(Conn::new(1, me, claims("u"), &cfg));
+        let policy = Arc::new(crate::policy::Policy::default());
+        let conn = Rc::new(Conn::new(1, me, claims("u"), &cfg, policy));
         shard.conns.insert(1, conn.clone());
-        for _ in 0..3 {
-            conn.pending_subscribes
-                .set(conn.pending_subscribes.get() + 1);
+        for i in 0..5 {
+            let channel = ChannelName::parse(&format!("venue:hall:nope-{i}")).unwrap();
+            assert!(conn.reserve(channel.as_str()).unwrap());
             let req = SubscribeReq {
-                channel: ChannelName::parse("venue:hall:nope").unwrap(),
+                channel,
                 last_seen_id: None,
                 epoch: None,
                 include_history: false,
@@ -1023,11 +1041,20 @@ mod tests {
                 shard.handle(m);
             }
         }
-        assert_eq!(conn.pending_subscribes.get(), 0);
         assert_eq!(
             conn.outbox.borrow().len(),
-            3,
-            "three WS_CHANNEL_NOT_FOUND replies"
+            5,
+            "five WS_CHANNEL_NOT_FOUND replies"
+        );
+        for i in 0..3 {
+            assert!(
+                conn.reserve(&format!("venue:hall:ok-{i}")).unwrap(),
+                "reservation {i} available"
+            );
+        }
+        assert_eq!(
+            conn.reserve("venue:hall:ok-3").unwrap_err().code,
+            ErrorCode::TierLimit
         );
     }
 }

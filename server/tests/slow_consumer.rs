@@ -16,7 +16,7 @@ const PAYLOAD_BYTES: usize = 32 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_cut_off_without_stalling_others_and_resumes() {
     let server = TestServer::start(
-        "[io]\noutbox_max_bytes = 1048576\nwrite_timeout_ms = 500\n[limits]\nmax_frame_bytes = 262144\nmax_queued = 500\n",
+        "[io]\noutbox_max_bytes = 1048576\nwrite_timeout_ms = 500\n[limits]\nmax_frame_bytes = 262144\nmax_queued = 500\nchannel_messages_per_min = 10000\n[limits.tiers.professional]\nmessages_per_min = 10000\nconnections_per_user = 20\nchannels_per_org = 50\nsubscriptions_per_user = 20\n",
     );
     let mut coord = server
         .connect(&server.token("coord", "venue", "coordinator", &["w-7"]))

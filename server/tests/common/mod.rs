@@ -419,3 +419,21 @@ impl RawTcp {
         }
     }
 }
+
+impl TestServer {
+    /// A token like [`TestServer::token`] with a chosen tier.
+    pub fn token_tier(
+        &self,
+        sub: &str,
+        org: &str,
+        role: &str,
+        tier: &str,
+        weddings: &[&str],
+    ) -> String {
+        let now = now_s();
+        self.token_claims(json!({
+            "sub": sub, "org": org, "role": role, "tier": tier,
+            "weddings": weddings, "exp": now + 3600, "nbf": now - 1,
+        }))
+    }
+}

@@ -1,0 +1,204 @@
+//! Server-wide tier accounting (SPEC §1): per user, messages per minute, open connections
+//! and subscriptions; per organization, channels. A user's connections land on whichever
+//! shard accepted them, so these counts cannot live on one shard: they sit in a table split
+//! over a few locks, touched by publishes, subscribes and upgrades only — never by the
+//! delivery path. (Per-channel rates and `max_subscribers` are the owner shard's.)
+
+use parking_lot::Mutex;
+use ringbearer_core::error::{ErrorCode, Refusal};
+use ringbearer_core::rate::{retry_after_secs, TokenBucket};
+use ringbearer_core::{Claims, Limits};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+/// Lock stripes of the user table.
+const STRIPES: usize = 16;
+
+#[derive(Debug)]
+struct UserState {
+    messages: TokenBucket,
+    connections: u32,
+    subscriptions: u32,
+}
+
+#[derive(Default)]
+pub struct Policy {
+    users: [Mutex<HashMap<(String, String), UserState>>; STRIPES],
+    channels_per_org: Mutex<HashMap<String, u32>>,
+}
+
+fn key(c: &Claims) -> (String, String) {
+    (c.org.clone(), c.sub.clone())
+}
+
+fn stripe(c: &Claims) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&c.org, &c.sub).hash(&mut h);
+    (h.finish() as usize) % STRIPES
+}
+
+fn tier_limit(what: &str, n: u32) -> Refusal {
+    Refusal::new(
+        ErrorCode::TierLimit,
+        format!("tier limit reached: at most {n} {what}"),
+    )
+}
+
+impl Policy {
+    fn with_user<T>(
+        &self,
+        c: &Claims,
+        l: &Limits,
+        now_ms: u64,
+        f: impl FnOnce(&mut UserState) -> T,
+    ) -> T {
+        let mut map = self.users[stripe(c)].lock();
+        let t = l.tiers.get(c.tier);
+        let st = map.entry(key(c)).or_insert_with(|| UserState {
+            messages: TokenBucket::full(t.messages_per_min, l.rate_window_ms, now_ms),
+            connections: 0,
+            subscriptions: 0,
+        });
+        f(st)
+    }
+
+    /// Forgets a user with nothing open, once its rate bucket has refilled (so closing and
+    /// reopening a connection does not reset a rate limit).
+    fn maybe_forget(&self, c: &Claims, l: &Limits, now_ms: u64) {
+        let mut map = self.users[stripe(c)].lock();
+        let cap = l.tiers.get(c.tier).messages_per_min;
+        if let Some(st) = map.get_mut(&key(c)) {
+            if st.connections == 0 && st.subscriptions == 0 {
+                let mut probe = st.messages.clone();
+                // Full again if `cap` tokens can be taken right now.
+                if (0..cap).all(|_| probe.try_take(cap, l.rate_window_ms, now_ms).is_ok()) {
+                    map.remove(&key(c));
+                }
+            }
+        }
+    }
+
+    /// Counts a new connection, or refuses it (`connections_per_user`).
+    pub fn open_connection(&self, c: &Claims, l: &Limits, now_ms: u64) -> Result<(), Refusal> {
+        let max = l.tiers.get(c.tier).connections_per_user;
+        self.with_user(c, l, now_ms, |st| {
+            if st.connections >= max {
+                return Err(tier_limit("connections per user", max));
+            }
+            st.connections += 1;
+            Ok(())
+        })
+    }
+
+    pub fn close_connection(&self, c: &Claims, l: &Limits, now_ms: u64) {
+        self.with_user(c, l, now_ms, |st| {
+            st.connections = st.connections.saturating_sub(1)
+        });
+        self.maybe_forget(c, l, now_ms);
+    }
+
+    /// Takes one publish from the user's rate (`messages_per_min`).
+    pub fn take_message(&self, c: &Claims, l: &Limits, now_ms: u64) -> Result<(), Refusal> {
+        let cap = l.tiers.get(c.tier).messages_per_min;
+        self.with_user(c, l, now_ms, |st| {
+            st.messages.try_take(cap, l.rate_window_ms, now_ms)
+        })
+        .map_err(|wait_ms| Refusal {
+            code: ErrorCode::RateLimited,
+            message: format!(
+                "message rate reached: {cap} per {} s for this tier",
+                l.rate_window_ms / 1000
+            ),
+            retry_after: Some(retry_after_secs(wait_ms)),
+        })
+    }
+
+    /// Reserves one subscription (`subscriptions_per_user`); release it when the
+    /// subscription ends or is refused.
+    pub fn reserve_subscription(&self, c: &Claims, l: &Limits, now_ms: u64) -> Result<(), Refusal> {
+        let max = l.tiers.get(c.tier).subscriptions_per_user;
+        self.with_user(c, l, now_ms, |st| {
+            if st.subscriptions >= max {
+                return Err(tier_limit("subscriptions per user", max));
+            }
+            st.subscriptions += 1;
+            Ok(())
+        })
+    }
+
+    pub fn release_subscription(&self, c: &Claims, l: &Limits, now_ms: u64) {
+        self.with_user(c, l, now_ms, |st| {
+            st.subscriptions = st.subscriptions.saturating_sub(1)
+        });
+    }
+
+    /// Counts a channel created by `c`'s organization (`channels_per_org` of its tier).
+    pub fn reserve_channel(&self, c: &Claims, l: &Limits) -> Result<(), Refusal> {
+        let max = l.tiers.get(c.tier).channels_per_org;
+        let mut m = self.channels_per_org.lock();
+        let n = m.entry(c.org.clone()).or_insert(0);
+        if *n >= max {
+            return Err(tier_limit("channels per organization", max));
+        }
+        *n += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringbearer_core::{Role, Tier};
+
+    fn claims(tier: Tier) -> Claims {
+        Claims {
+            sub: "u".into(),
+            org: "o".into(),
+            role: Role::Couple,
+            tier,
+            weddings: vec![],
+            exp: 0,
+            nbf: None,
+        }
+    }
+
+    #[test]
+    fn each_limit_refuses_the_next_one() {
+        let p = Policy::default();
+        let l = Limits::default();
+        let c = claims(Tier::Free);
+        for _ in 0..2 {
+            p.open_connection(&c, &l, 0).unwrap();
+        }
+        assert_eq!(
+            p.open_connection(&c, &l, 0).unwrap_err().code,
+            ErrorCode::TierLimit
+        );
+        for _ in 0..10 {
+            p.take_message(&c, &l, 0).unwrap();
+        }
+        let e = p.take_message(&c, &l, 0).unwrap_err();
+        assert_eq!((e.code, e.retry_after), (ErrorCode::RateLimited, Some(6)));
+        for _ in 0..3 {
+            p.reserve_subscription(&c, &l, 0).unwrap();
+        }
+        assert_eq!(
+            p.reserve_subscription(&c, &l, 0).unwrap_err().code,
+            ErrorCode::TierLimit
+        );
+        p.release_subscription(&c, &l, 0);
+        p.reserve_subscription(&c, &l, 0).unwrap();
+        for _ in 0..3 {
+            p.reserve_channel(&c, &l).unwrap();
+        }
+        assert_eq!(
+            p.reserve_channel(&c, &l).unwrap_err().code,
+            ErrorCode::TierLimit
+        );
+        // Reconnecting does not reset the rate.
+        p.close_connection(&c, &l, 1);
+        p.close_connection(&c, &l, 1);
+        p.open_connection(&c, &l, 1).unwrap();
+        assert!(p.take_message(&c, &l, 1).is_err());
+    }
+}
