@@ -169,7 +169,7 @@ pub enum Action {
 }
 
 /// What the access rule needs to know about a channel.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelAccess {
     pub org: String,
     pub wedding_id: Option<String>,

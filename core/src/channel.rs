@@ -108,6 +108,20 @@ impl ChannelName {
     }
 }
 
+impl Serialize for ChannelName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// Deserializing validates, like `parse`: a stored name is never trusted blindly.
+impl<'de> Deserialize<'de> for ChannelName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ChannelName::parse(&s).map_err(|e| serde::de::Error::custom(e.message))
+    }
+}
+
 impl fmt::Debug for ChannelName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.0, f)

@@ -1,13 +1,15 @@
-//! The owner shard's durability hook (SPEC §2.5): where a published message is stored
-//! before anyone hears of it. `io` defines the trait; `server/` plugs in the write-ahead log
-//! from `ringbearer-persist` (the two crates do not depend on each other). With no journal
-//! (`memory` policy) a message is durable as soon as the owner appends it.
+//! The owner shard's durability hooks (SPEC §2.5): where a published message — and a
+//! created channel — is stored before anyone hears of it, and where subscriptions and
+//! cursors are mirrored. `io` defines the traits; `server/` plugs in the write-ahead log and
+//! the registry from `ringbearer-persist` (the two crates do not depend on each other). With
+//! no journal (`memory` policy) everything is durable as soon as the owner has it.
 //!
 //! The contract the shard relies on: `append` assigns positions in call order and never
 //! awaits; `durable(pos)` resolves once everything appended up to `pos` is stored, and many
-//! waiters share one sync (group commit); after a failure, every later call fails too (a
+//! waiters share one sync (group commit); after a failure every later call fails too (a
 //! poisoned log is never retried).
 
+use ringbearer_core::channel_state::ChannelMeta;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -19,20 +21,60 @@ pub enum JournalError {
     /// Too much is waiting to be stored; retry later (`WS_OVERLOADED`).
     Backpressure(String),
     /// Storing failed (I/O error, full disk, poisoned log); nothing new is accepted
-    /// (`WS_INTERNAL`, retryable: another node or a repaired disk may take it).
+    /// (`WS_INTERNAL`, retryable: a repaired disk or another node may take it).
     Failed(String),
+}
+
+/// What a shard logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry<'a> {
+    /// A channel was created: its `ChannelMeta` as JSON. Logged before the `created` reply,
+    /// so a restart rebuilds every channel that was ever answered for.
+    Channel { meta_json: &'a [u8] },
+    /// A published message: its rkyv `MessageFrame`.
+    Message { id: u64, frame: &'a [u8] },
 }
 
 /// One shard's log. Not `Send`: it lives on its shard's executor.
 pub trait Journal {
-    /// Queues a message frame; returns the position to wait for.
-    fn append(&self, channel: &str, id: u64, ts_ms: u64, frame: &[u8])
-        -> Result<u64, JournalError>;
+    /// Queues an entry for `channel`; returns the position to wait for.
+    fn append(&self, channel: &str, ts_ms: u64, entry: Entry<'_>) -> Result<u64, JournalError>;
     /// Resolves once everything appended up to `pos` is stored under the policy.
     fn durable(&self, pos: u64) -> LocalBoxFuture<'_, Result<(), JournalError>>;
 }
 
-/// Opens each shard's journal on that shard's executor.
+/// A stored message, as recovered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoredMessage {
+    pub id: u64,
+    pub ts_ms: u64,
+    /// The rkyv `MessageFrame` bytes as logged.
+    pub frame: Vec<u8>,
+}
+
+/// A channel as recovered: metadata, kept messages (ascending, contiguous ids) and members.
+#[derive(Clone, Debug)]
+pub struct RestoredChannel {
+    pub meta: ChannelMeta,
+    pub messages: Vec<RestoredMessage>,
+    /// `(user_id, cursor)`.
+    pub members: Vec<(String, u64)>,
+}
+
+/// A shard's opened journal and the channels it owned before.
+pub type Opened = (Rc<dyn Journal>, Vec<RestoredChannel>);
+
+/// Opens each shard's journal on that shard's executor, with what the shard owned before.
 pub trait JournalFactory: Send + Sync {
-    fn open(&self, shard: u32) -> LocalBoxFuture<'static, Result<Rc<dyn Journal>, String>>;
+    fn open(&self, shard: u32) -> LocalBoxFuture<'static, Result<Opened, String>>;
+}
+
+/// Where channels, subscriptions and cursors are mirrored (the registry). Calls never
+/// block and never fail the request: the implementation queues and batches them. A cursor
+/// that lags after a crash only means a message is sent again (SPEC §2.3, at-least-once).
+pub trait Catalog: Send + Sync {
+    fn channel_created(&self, meta: &ChannelMeta);
+    fn subscribed(&self, channel: &str, user: &str, cursor: u64);
+    fn unsubscribed(&self, channel: &str, user: &str);
+    fn acked(&self, channel: &str, user: &str, cursor: u64);
 }

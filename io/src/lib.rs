@@ -19,4 +19,4 @@ pub mod shard;
 
 pub use auth::TokenVerifier;
 pub use config::IoConfig;
-pub use server::{start, ServerHandle};
+pub use server::{start, ServerHandle, Store};

@@ -145,6 +145,28 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// Gives back a channel reservation whose create was refused or never stored.
+    pub fn release_channel(&self, c: &Claims) {
+        self.release_channel_of(&c.org);
+    }
+
+    pub fn release_channel_of(&self, org: &str) {
+        if let Some(n) = self.channels_per_org.lock().get_mut(org) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Counts a channel recovered at start (no limit applies to what already exists).
+    pub fn count_restored_channel(&self, org: &str) {
+        *self
+            .channels_per_org
+            .lock()
+            .entry(org.to_owned())
+            .or_insert(0) += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

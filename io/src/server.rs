@@ -4,7 +4,14 @@
 
 use crate::auth::TokenVerifier;
 use crate::conn::{self, close_code};
-use crate::journal::JournalFactory;
+use crate::journal::{Catalog, JournalFactory};
+
+/// Where a server stores what it must not lose; the default keeps everything in memory.
+#[derive(Clone, Default)]
+pub struct Store {
+    pub journal: Option<Arc<dyn JournalFactory>>,
+    pub catalog: Option<Arc<dyn Catalog>>,
+}
 use crate::router::Router;
 use crate::shard::{Shard, ShardCtx, ShardMsg};
 use crate::IoConfig;
@@ -82,12 +89,9 @@ fn bind_socket(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
 /// Binds the listeners and starts the shards. Returns once every shard is ready (its
 /// journal open, the mesh joined), so `local_addr` is connectable; a shard that cannot
 /// start fails the whole start with its reason. `journal` is the store published messages
-/// go to before anyone hears of them; `None` is the `memory` policy.
-pub fn start(
-    cfg: IoConfig,
-    verifier: TokenVerifier,
-    journal: Option<Arc<dyn JournalFactory>>,
-) -> io::Result<ServerHandle> {
+/// go to before anyone hears of them (`None` is the `memory` policy); `catalog` mirrors
+/// channels, subscriptions and cursors.
+pub fn start(cfg: IoConfig, verifier: TokenVerifier, store: Store) -> io::Result<ServerHandle> {
     cfg.validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let n = cfg.shard_count();
@@ -128,9 +132,9 @@ pub fn start(
             let shared = shared2.clone();
             let mesh = mesh.clone();
             let sockets = sockets.clone();
-            let journal = journal.clone();
+            let store = store.clone();
             let ready = ready_tx.lock().clone();
-            async move { run_shard(cfg, shared, mesh, sockets, boot, journal, ready).await }
+            async move { run_shard(cfg, shared, mesh, sockets, boot, store, ready).await }
         })
         .map_err(|e| io::Error::other(format!("starting shards: {e}")))?;
     let mut handle = ServerHandle {
@@ -160,9 +164,10 @@ async fn run_shard(
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
     sockets: Arc<Mutex<Vec<Option<Socket>>>>,
     boot: u64,
-    journal: Option<Arc<dyn JournalFactory>>,
+    store: Store,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
+    let Store { journal, catalog } = store;
     let n = cfg.shard_count();
     let (senders, mut receivers) = mesh.join().await.expect("mesh join");
     let me = senders.peer_id();
@@ -182,7 +187,13 @@ async fn run_shard(
     let cfg = Rc::new(cfg);
     let router = Rc::new(Router::new(senders, n));
     let mut shard = Shard::new(me as u32, n, cfg.clone(), boot);
-    shard.journal = journal;
+    if let Some((j, restored)) = journal {
+        let n = restored.len();
+        shard.restore(restored, crate::shard::now_ms());
+        tracing::info!(shard = me, channels = n, "restored");
+        shard.journal = Some(j);
+    }
+    shard.catalog = catalog;
     shard.policy = shared.policy.clone();
     let commit_ready = shard.commit_ready.clone();
     let ctx = Rc::new(ShardCtx {

@@ -6,7 +6,7 @@
 //! caller routes them after the borrow ends, so handlers never re-enter each other.
 
 use crate::conn::Conn;
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Catalog, Entry, Journal, JournalError, RestoredChannel};
 use crate::notify::Notify;
 use crate::router::Router;
 use crate::IoConfig;
@@ -133,6 +133,10 @@ pub struct Shard {
     pub commit_ready: Rc<Notify>,
     /// Tier accounting shared by every shard (channels per organization).
     pub policy: Arc<crate::policy::Policy>,
+    /// Where subscriptions and cursors are mirrored; `None` keeps them in memory only.
+    pub catalog: Option<Arc<dyn Catalog>>,
+    /// Channels whose creation is logged but not yet stored.
+    creating: hashbrown::HashSet<String>,
 }
 
 pub type Out = Vec<(u32, ShardMsg)>;
@@ -222,16 +226,26 @@ fn journal_refusal(e: &JournalError) -> Refusal {
     }
 }
 
-/// A publish appended to the journal and waiting to be durable.
+/// A request whose answer waits for the journal.
 struct Pending {
     pos: u64,
     channel: ChannelName,
-    id: u64,
-    target: Option<String>,
     to: ConnRef,
     r#ref: Option<String>,
-    /// `None` for an idempotent repeat of a message still being stored.
-    frame: Option<Arc<FrameBytes>>,
+    kind: PendingKind,
+}
+
+enum PendingKind {
+    /// A published message: delivered and answered once stored.
+    Message {
+        id: u64,
+        target: Option<String>,
+        frame: Arc<FrameBytes>,
+    },
+    /// An idempotent repeat of a message still being stored.
+    Repeat { id: u64 },
+    /// A created channel (or a re-create of one still being stored).
+    Created { reply: Bytes },
 }
 
 fn reply_ok(out: &mut Out, to: ConnRef, r#ref: Option<&str>) {
@@ -263,6 +277,32 @@ impl Shard {
             last_pos: 0,
             commit_ready: Rc::new(Notify::default()),
             policy: Arc::default(),
+            catalog: None,
+            creating: hashbrown::HashSet::new(),
+        }
+    }
+
+    /// Rebuilds the channels this shard owned before a restart (before it serves anyone).
+    pub fn restore(&mut self, channels: Vec<RestoredChannel>, now_ms: u64) {
+        for rc in channels {
+            let name = rc.meta.name.as_str().to_owned();
+            if ringbearer_core::shard_for(&name, self.shards) as u32 != self.id {
+                // The server refuses to start with another shard count than the data was
+                // written with, so this is a bug, not an operator mistake.
+                tracing::error!(shard = self.id, channel = %name, "restored channel is not ours; skipped");
+                continue;
+            }
+            let mut limits = self.cfg.limits.clone();
+            limits.message_retention_hours = (rc.meta.retention_ms / 3_600_000).max(1);
+            self.policy.count_restored_channel(&rc.meta.access.org);
+            let messages = rc.messages.into_iter().map(|m| {
+                let mut f = FrameBytes::with_capacity(m.frame.len());
+                f.extend_from_slice(&m.frame);
+                (m.id, m.ts_ms, Arc::new(f))
+            });
+            let st =
+                ChannelState::restore(rc.meta, &limits, self.shards, messages, rc.members, now_ms);
+            self.owned.insert(name, st);
         }
     }
 
@@ -315,7 +355,13 @@ impl Shard {
                     reply_err(&mut out, from, r#ref.as_deref(), &Self::not_found(&channel));
                     return out;
                 };
+                let user = ch.online_user(from);
                 if let Some(diff) = ch.unsubscribe(from) {
+                    if let (Some(c), Some(u)) = (&self.catalog, &user) {
+                        if ch.cursor(u).is_none() {
+                            c.unsubscribed(channel.as_str(), u);
+                        }
+                    }
                     if !diff.is_empty() {
                         broadcast(
                             &mut out,
@@ -345,7 +391,14 @@ impl Shard {
             } => match self.owned.get_mut(channel.as_str()) {
                 None => reply_err(&mut out, from, r#ref.as_deref(), &Self::not_found(&channel)),
                 Some(ch) => {
+                    let before = ch.cursor(&user);
                     ch.ack(&user, id);
+                    let after = ch.cursor(&user);
+                    if let (Some(c), Some(cur)) = (&self.catalog, after) {
+                        if after != before {
+                            c.acked(channel.as_str(), &user, cur);
+                        }
+                    }
                     reply_ok(&mut out, from, r#ref.as_deref());
                 }
             },
@@ -496,6 +549,21 @@ impl Shard {
         if let Some(ch) = self.owned.get(name) {
             // SPEC §4: creating a name that exists returns it to a caller with access.
             match access::check(&ch.meta.access, claims, Action::Read) {
+                Ok(()) if self.creating.contains(name) => {
+                    // Still being stored: answer when it is.
+                    let reply =
+                        protocol::reply_created(r#ref, &ch.meta.id, name, ch.meta.created_at_ms);
+                    self.pending.push_back(Pending {
+                        pos: self.last_pos,
+                        channel: req.name.clone(),
+                        to: from,
+                        r#ref: r#ref.map(str::to_owned),
+                        kind: PendingKind::Created {
+                            reply: reply.into(),
+                        },
+                    });
+                    self.commit_ready.notify();
+                }
                 Ok(()) => {
                     let bytes =
                         protocol::reply_created(r#ref, &ch.meta.id, name, ch.meta.created_at_ms);
@@ -576,20 +644,39 @@ impl Shard {
             created_at_ms: now,
             epoch: format!("{:x}-{:x}-{:x}", self.boot & 0xffff_ffff, self.id, n),
         };
-        let bytes = protocol::reply_created(r#ref, &meta.id, name, now);
+        let bytes: Bytes = protocol::reply_created(r#ref, &meta.id, name, now).into();
+        if let Some(journal) = &self.journal {
+            // Logged before it is answered for, so a restart rebuilds it.
+            let json = serde_json::to_vec(&meta).expect("ChannelMeta serializes");
+            let pos = match journal.append(name, now, Entry::Channel { meta_json: &json }) {
+                Ok(pos) => pos,
+                Err(e) => {
+                    self.policy.release_channel(claims);
+                    return reply_err(out, from, r#ref, &journal_refusal(&e));
+                }
+            };
+            self.last_pos = pos;
+            self.creating.insert(name.to_owned());
+            self.pending.push_back(Pending {
+                pos,
+                channel: req.name.clone(),
+                to: from,
+                r#ref: r#ref.map(str::to_owned),
+                kind: PendingKind::Created { reply: bytes },
+            });
+            self.commit_ready.notify();
+        } else {
+            if let Some(c) = &self.catalog {
+                c.channel_created(&meta);
+            }
+            out.push((from.shard, ShardMsg::Reply { to: from, bytes }));
+        }
         let mut channel_limits = limits.clone();
         channel_limits.message_retention_hours = meta.retention_ms / 3_600_000;
         self.owned.insert(
             name.to_owned(),
             ChannelState::new(meta, &channel_limits, self.shards),
         );
-        out.push((
-            from.shard,
-            ShardMsg::Reply {
-                to: from,
-                bytes: bytes.into(),
-            },
-        ));
     }
 
     fn on_subscribe(
@@ -628,6 +715,13 @@ impl Shard {
             Ok(o) => o,
             Err(e) => return refuse(out, &e),
         };
+        if let (Some(c), false) = (&self.catalog, o.join.is_empty()) {
+            c.subscribed(
+                req.channel.as_str(),
+                &claims.sub,
+                ch.cursor(&claims.sub).unwrap_or(0),
+            );
+        }
         // The reply carries as many recovered messages as fit in one frame of
         // `max_request_bytes`; the rest follow as `message` frames, in order.
         let budget = self.cfg.limits.max_request_bytes;
@@ -721,11 +815,9 @@ impl Shard {
                     self.pending.push_back(Pending {
                         pos: self.last_pos,
                         channel: req.channel,
-                        id,
-                        target: None,
                         to: from,
                         r#ref: r#ref.map(str::to_owned),
-                        frame: None,
+                        kind: PendingKind::Repeat { id },
                     });
                     self.commit_ready.notify();
                 }
@@ -764,7 +856,11 @@ impl Shard {
         };
         // Stored first, then heard of (SPEC §2.5): the commit pump answers and delivers
         // once the journal says the position is durable.
-        let pos = match journal.append(req.channel.as_str(), id, now, &bytes) {
+        let pos = match journal.append(
+            req.channel.as_str(),
+            now,
+            Entry::Message { id, frame: &bytes },
+        ) {
             Ok(pos) => pos,
             Err(e) => return reply_err(out, from, r#ref, &journal_refusal(&e)),
         };
@@ -773,11 +869,13 @@ impl Shard {
         self.pending.push_back(Pending {
             pos,
             channel: req.channel,
-            id,
-            target: frame.target_user_id,
             to: from,
             r#ref: r#ref.map(str::to_owned),
-            frame: Some(bytes),
+            kind: PendingKind::Message {
+                id,
+                target: frame.target_user_id,
+                frame: bytes,
+            },
         });
         self.commit_ready.notify();
     }
@@ -794,12 +892,12 @@ impl Shard {
                     let Some(ch) = self.owned.get_mut(p.channel.as_str()) else {
                         continue;
                     };
-                    match &p.frame {
-                        None => {
+                    match p.kind {
+                        PendingKind::Repeat { id } => {
                             let bytes = protocol::reply_published(
                                 p.r#ref.as_deref(),
                                 p.channel.as_str(),
-                                p.id,
+                                id,
                                 0,
                                 0,
                             );
@@ -811,17 +909,31 @@ impl Shard {
                                 },
                             ));
                         }
-                        Some(frame) => {
-                            ch.mark_durable(p.id);
-                            let o = ch.outcome(p.id, p.target.as_deref());
+                        PendingKind::Message { id, target, frame } => {
+                            ch.mark_durable(id);
+                            let o = ch.outcome(id, target.as_deref());
                             deliver_and_reply(
                                 &mut out,
                                 &p.channel,
                                 &o,
-                                frame,
+                                &frame,
                                 p.to,
                                 p.r#ref.as_deref(),
                             );
+                        }
+                        PendingKind::Created { reply } => {
+                            if self.creating.remove(p.channel.as_str()) {
+                                if let Some(c) = &self.catalog {
+                                    c.channel_created(&ch.meta);
+                                }
+                            }
+                            out.push((
+                                p.to.shard,
+                                ShardMsg::Reply {
+                                    to: p.to,
+                                    bytes: reply,
+                                },
+                            ));
                         }
                     }
                 }
@@ -830,7 +942,7 @@ impl Shard {
                 let refusal = journal_refusal(&e);
                 tracing::error!(
                     shard = self.id,
-                    "journal failed, refusing {} waiting publishes: {e:?}",
+                    "journal failed, refusing {} waiting requests: {e:?}",
                     self.pending.len()
                 );
                 let mut touched: Vec<ChannelName> = Vec::new();
@@ -841,7 +953,12 @@ impl Shard {
                     }
                 }
                 for c in touched {
-                    if let Some(ch) = self.owned.get_mut(c.as_str()) {
+                    if self.creating.remove(c.as_str()) {
+                        // Never stored: the channel never existed.
+                        if let Some(ch) = self.owned.remove(c.as_str()) {
+                            self.policy.release_channel_of(&ch.meta.access.org);
+                        }
+                    } else if let Some(ch) = self.owned.get_mut(c.as_str()) {
                         ch.rollback_to_durable();
                     }
                 }
@@ -1076,7 +1193,7 @@ mod journal_tests {
     }
 
     impl Journal for CountingJournal {
-        fn append(&self, _: &str, _: u64, _: u64, _: &[u8]) -> Result<u64, JournalError> {
+        fn append(&self, _: &str, _: u64, _: Entry<'_>) -> Result<u64, JournalError> {
             if self.refuse.get() {
                 return Err(JournalError::Backpressure("test".into()));
             }
@@ -1149,10 +1266,15 @@ mod journal_tests {
         let mut shard = Shard::new(0, 1, cfg, 0);
         let j = Rc::new(CountingJournal::default());
         shard.journal = Some(j.clone());
-        request(
+        // A create is answered only once stored.
+        let out = request(
             &mut shard,
             r#"{"op":"create","name":"wedding:main:w","wedding_id":"w"}"#,
         );
+        assert!(out.is_empty());
+        let (_, upto) = shard.pending_upto().unwrap();
+        let r = replies(&shard.complete_pending(upto, Ok(())));
+        assert!(r[0].contains(r#""op":"created""#), "{r:?}");
         let out = request(
             &mut shard,
             r#"{"op":"subscribe","channel":"wedding:main:w"}"#,
@@ -1161,6 +1283,21 @@ mod journal_tests {
             .iter()
             .any(|(_, m)| matches!(m, ShardMsg::Subscribed { .. })));
         (shard, j)
+    }
+
+    #[test]
+    fn a_channel_whose_creation_was_not_stored_never_existed() {
+        let cfg = Rc::new(IoConfig::default());
+        let mut shard = Shard::new(0, 1, cfg, 0);
+        shard.journal = Some(Rc::new(CountingJournal::default()));
+        request(
+            &mut shard,
+            r#"{"op":"create","ref":"c","name":"wedding:gone:w","wedding_id":"w"}"#,
+        );
+        let (_, upto) = shard.pending_upto().unwrap();
+        let r = replies(&shard.complete_pending(upto, Err(JournalError::Failed("x".into()))));
+        assert!(r[0].contains("WS_INTERNAL"), "{r:?}");
+        assert_eq!(shard.owned_channels(), 0);
     }
 
     const PUBLISH: &str = r#"{"op":"publish","ref":"p","channel":"wedding:main:w","type":"general","payload":1,"idempotency_key":"k"}"#;

@@ -203,7 +203,8 @@ fn serve(
         }
     };
     let verifier = ringbearer_io::TokenVerifier::hs256(&secret, io.token_leeway_secs);
-    let handle = ringbearer_io::start(io.clone(), verifier, None).context("starting the server")?;
+    let handle = ringbearer_io::start(io.clone(), verifier, ringbearer_io::Store::default())
+        .context("starting the server")?;
     let addr = handle.local_addr;
     println!(
         "ringbearer {} listening on {addr} ({} shards)",
