@@ -327,6 +327,14 @@ impl<F: Clone> ChannelState<F> {
         self.presence.update(&conn.public_id(), meta)
     }
 
+    /// Remembers an idempotency key of a stored message (recovery: the keys travel inside
+    /// the message frames); keys older than the window are forgotten as usual.
+    pub fn remember_idempotency(&mut self, key: &str, id: u64, ts_ms: u64, now_ms: u64) {
+        if now_ms.saturating_sub(ts_ms) < self.idem.window_ms {
+            self.idem.put(key, id, ts_ms);
+        }
+    }
+
     /// A remembered id for `key`, if it was used within the window.
     pub fn idempotent_id(&mut self, key: &str, now_ms: u64) -> Option<u64> {
         self.idem.get(key, now_ms)

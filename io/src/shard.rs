@@ -295,13 +295,30 @@ impl Shard {
             let mut limits = self.cfg.limits.clone();
             limits.message_retention_hours = (rc.meta.retention_ms / 3_600_000).max(1);
             self.policy.count_restored_channel(&rc.meta.access.org);
-            let messages = rc.messages.into_iter().map(|m| {
-                let mut f = FrameBytes::with_capacity(m.frame.len());
-                f.extend_from_slice(&m.frame);
-                (m.id, m.ts_ms, Arc::new(f))
-            });
-            let st =
+            let messages: Vec<(u64, u64, Arc<FrameBytes>)> = rc
+                .messages
+                .into_iter()
+                .map(|m| {
+                    let mut f = FrameBytes::with_capacity(m.frame.len());
+                    f.extend_from_slice(&m.frame);
+                    (m.id, m.ts_ms, Arc::new(f))
+                })
+                .collect();
+            // Idempotency keys travel inside the frames: a publish retried after a crash
+            // still gets its first id (SPEC §2.4).
+            let keys: Vec<(String, u64, u64)> = messages
+                .iter()
+                .filter_map(|(id, ts, f)| {
+                    let a = access_frame(f).ok()?;
+                    let k = a.idempotency_key.as_ref()?;
+                    Some((k.as_str().to_owned(), *id, *ts))
+                })
+                .collect();
+            let mut st =
                 ChannelState::restore(rc.meta, &limits, self.shards, messages, rc.members, now_ms);
+            for (k, id, ts) in keys {
+                st.remember_idempotency(&k, id, ts, now_ms);
+            }
             self.owned.insert(name, st);
         }
     }
@@ -1351,5 +1368,72 @@ mod journal_tests {
         let (_, upto) = shard.pending_upto().unwrap();
         let r = replies(&shard.complete_pending(upto, Ok(())));
         assert!(r[0].contains(r#""id":1"#), "{r:?}");
+    }
+
+    #[test]
+    fn restore_continues_ids_and_idempotency_keys() {
+        use crate::journal::{RestoredChannel, RestoredMessage};
+        use ringbearer_core::channel_state::ChannelMeta;
+        let cfg = Rc::new(IoConfig::default());
+        let mut shard = Shard::new(0, 1, cfg, 0);
+        let name = ChannelName::parse("wedding:main:w").unwrap();
+        let meta = ChannelMeta {
+            id: "ch_1".into(),
+            name: name.clone(),
+            access: ChannelAccess {
+                org: "o".into(),
+                wedding_id: Some("w".into()),
+                kind: ringbearer_core::ChannelType::Shared,
+                permissions: Permissions::default_for(ringbearer_core::ChannelType::Shared),
+                creator: "u".into(),
+                members: vec![],
+            },
+            max_subscribers: 100,
+            retention_ms: 3_600_000,
+            created_at_ms: now_ms(),
+            epoch: "e".into(),
+        };
+        let frame = |id: u64, key: Option<&str>| RestoredMessage {
+            id,
+            ts_ms: now_ms(),
+            frame: MessageFrame {
+                id,
+                ts_ms: now_ms(),
+                channel: name.as_str().into(),
+                msg_type: "general".into(),
+                event: None,
+                priority: 1,
+                payload: "1".into(),
+                sender_user_id: "u".into(),
+                sender_role: Role::Coordinator.code(),
+                target_user_id: None,
+                wedding_context: None,
+                idempotency_key: key.map(Into::into),
+            }
+            .encode()
+            .to_vec(),
+        };
+        shard.restore(
+            vec![RestoredChannel {
+                meta,
+                messages: vec![frame(7, None), frame(8, Some("cake"))],
+                members: vec![("bob".into(), 7)],
+            }],
+            now_ms(),
+        );
+        let r = replies(&request(
+            &mut shard,
+            r#"{"op":"publish","channel":"wedding:main:w","type":"general","payload":2,"idempotency_key":"cake"}"#,
+        ));
+        assert!(
+            r[0].contains(r#""id":8,"delivered_count":0"#),
+            "the key survived: {r:?}"
+        );
+        let r = replies(&request(
+            &mut shard,
+            r#"{"op":"publish","channel":"wedding:main:w","type":"general","payload":3}"#,
+        ));
+        assert!(r[0].contains(r#""id":9"#), "ids continue: {r:?}");
+        assert_eq!(shard.owned["wedding:main:w"].cursor("bob"), Some(7));
     }
 }
