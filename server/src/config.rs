@@ -24,6 +24,7 @@ pub struct Config {
     /// registry with the durability issue).
     pub data_dir: PathBuf,
     pub auth: AuthConfig,
+    pub storage: crate::store::StorageConfig,
     pub io: IoConfig,
     pub limits: Limits,
 }
@@ -33,6 +34,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./data"),
             auth: AuthConfig::default(),
+            storage: crate::store::StorageConfig::default(),
             io: IoConfig::default(),
             limits: Limits::default(),
         }
@@ -147,6 +149,7 @@ mod tests {
         let d = Config::default();
         assert_eq!(cfg.data_dir, d.data_dir);
         assert_eq!(cfg.io, d.io);
+        assert_eq!(cfg.storage, d.storage);
         assert_eq!(cfg.limits, d.limits);
         cfg.io_config().unwrap();
     }

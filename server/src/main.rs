@@ -3,6 +3,7 @@
 //! accepts.
 
 mod config;
+mod store;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -203,8 +204,9 @@ fn serve(
         }
     };
     let verifier = ringbearer_io::TokenVerifier::hs256(&secret, io.token_leeway_secs);
-    let handle = ringbearer_io::start(io.clone(), verifier, ringbearer_io::Store::default())
-        .context("starting the server")?;
+    let opened = store::open(&cfg.data_dir, &cfg.storage, io.shard_count())?;
+    let handle =
+        ringbearer_io::start(io.clone(), verifier, opened.store).context("starting the server")?;
     let addr = handle.local_addr;
     println!(
         "ringbearer {} listening on {addr} ({} shards)",
@@ -212,6 +214,11 @@ fn serve(
         handle.shards
     );
     println!("  WebSocket: ws://{addr}/ws");
+    println!(
+        "  storage: {} in {}",
+        cfg.storage.durability,
+        cfg.data_dir.display()
+    );
     if io.echo_endpoint {
         println!("  echo (conformance): ws://{addr}/echo");
     }
@@ -237,6 +244,12 @@ fn serve(
     }
     handle.shutdown();
     handle.join();
+    // Every shard has stopped: write out what the registry still has queued.
+    if let Some(r) = opened.registry {
+        if let Err(e) = r.close() {
+            tracing::error!("closing the registry: {e}");
+        }
+    }
     println!("ringbearer stopped");
     Ok(())
 }

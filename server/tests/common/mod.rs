@@ -24,6 +24,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub data: PathBuf,
     child: Child,
+    shards: usize,
 }
 
 impl TestServer {
@@ -36,8 +37,25 @@ impl TestServer {
         let data =
             std::env::temp_dir().join(format!("rb-test-{}-{}", std::process::id(), rand_suffix()));
         std::fs::create_dir_all(&data).unwrap();
-        let cfg_path = data.join("test.toml");
-        std::fs::write(&cfg_path, config).unwrap();
+        std::fs::write(data.join("test.toml"), config).unwrap();
+        let (child, addr) = Self::spawn(&data, shards);
+        TestServer {
+            addr,
+            data,
+            child,
+            shards,
+        }
+    }
+
+    /// Starts a server (2 shards) whose data directory is `data` (created; removed on drop).
+    pub fn start_in(data: &std::path::Path, config: &str) -> TestServer {
+        std::fs::create_dir_all(data).unwrap();
+        std::fs::write(data.join("test.toml"), config).unwrap();
+        let (child, addr) = Self::spawn(data, 2);
+        TestServer { addr, data: data.to_owned(), child, shards: 2 }
+    }
+
+    fn spawn(data: &std::path::Path, shards: usize) -> (Child, SocketAddr) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringbearer"))
             .args([
                 "serve",
@@ -47,9 +65,9 @@ impl TestServer {
                 &shards.to_string(),
             ])
             .arg("--data")
-            .arg(&data)
+            .arg(data)
             .arg("--config")
-            .arg(&cfg_path)
+            .arg(data.join("test.toml"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -67,7 +85,17 @@ impl TestServer {
             .unwrap();
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        TestServer { addr, data, child }
+        (child, addr)
+    }
+
+    /// Kills the server with SIGKILL (no chance to flush anything) and starts it again on
+    /// the same data directory; the address changes.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, addr) = Self::spawn(&self.data, self.shards);
+        self.child = child;
+        self.addr = addr;
     }
 
     pub fn secret(&self) -> Vec<u8> {

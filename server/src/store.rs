@@ -1,0 +1,329 @@
+//! Wires `ringbearer-persist` into `ringbearer-io`'s hooks: each shard's write-ahead log is
+//! its [`Journal`] (publishes and channel creations are stored before anyone hears of them)
+//! and the SQLite registry is the [`Catalog`] (channels mirrored for queries; subscriptions
+//! and cursors written off the executors). At start, each shard's log is replayed into its
+//! channels, and members come back from the registry.
+//!
+//! Log record convention: `id = 0` holds a channel's `ChannelMeta` as JSON (written when
+//! the channel is created); `id ≥ 1` is a message's rkyv frame.
+
+use anyhow::{bail, Context, Result};
+use ringbearer_core::channel_state::ChannelMeta;
+use ringbearer_io::journal::{
+    Catalog, Entry, Journal, JournalError, JournalFactory, LocalBoxFuture, Opened, RestoredChannel,
+    RestoredMessage,
+};
+use ringbearer_persist::registry::{CursorAck, Registry, RegistryConfig, SubscriptionRecord};
+use ringbearer_persist::{Durability, Lsn, Record, Wal, WalConfig, WalError};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// `[storage]` in the config file.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `fsync` (default: a publish is answered after its record is fdatasynced), `batch`
+    /// (answered at once, synced within `batch_interval_ms`: a crash may lose that window)
+    /// or `memory` (nothing on disk; a restart starts empty).
+    pub durability: String,
+    /// Write-ahead log segment size; reclaim works in whole segments.
+    pub segment_bytes: u64,
+    /// `batch` policy: records are synced at least this often.
+    pub batch_interval_ms: u64,
+    /// Most bytes one group commit writes.
+    pub max_batch_bytes: usize,
+    /// Bytes queued but not yet synced, per shard, before publishes get `WS_OVERLOADED`.
+    pub max_unsynced_bytes: usize,
+    /// Registry jobs waiting for its thread before writes are dropped (and logged).
+    pub registry_queue_capacity: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            durability: "fsync".into(),
+            segment_bytes: WalConfig::DEFAULT_SEGMENT_BYTES,
+            batch_interval_ms: WalConfig::DEFAULT_BATCH_INTERVAL_MS,
+            max_batch_bytes: WalConfig::DEFAULT_MAX_BATCH_BYTES,
+            max_unsynced_bytes: WalConfig::DEFAULT_MAX_UNSYNCED_BYTES,
+            registry_queue_capacity: RegistryConfig::default().queue_capacity,
+        }
+    }
+}
+
+impl StorageConfig {
+    pub fn durability(&self) -> Result<Durability> {
+        Durability::parse(&self.durability).with_context(|| {
+            format!(
+                "invalid config: storage.durability must be fsync, batch or memory, not `{}`",
+                self.durability
+            )
+        })
+    }
+
+    fn wal_config(&self, dir: PathBuf) -> Result<WalConfig> {
+        let cfg = WalConfig {
+            dir,
+            segment_bytes: self.segment_bytes,
+            durability: self.durability()?,
+            batch_interval_ms: self.batch_interval_ms,
+            max_batch_bytes: self.max_batch_bytes,
+            max_unsynced_bytes: self.max_unsynced_bytes,
+        };
+        cfg.validate()
+            .map_err(|e| anyhow::anyhow!("invalid config: storage: {e}"))?;
+        Ok(cfg)
+    }
+}
+
+/// Name of the file recording the shard count the log was written with.
+const SHARDS_FILE: &str = "SHARDS";
+
+/// The opened stores: what the shards use, and the registry to close (drain) at shutdown.
+pub struct Stores {
+    pub store: ringbearer_io::Store,
+    pub registry: Option<Registry>,
+}
+
+/// Opens the stores under `data_dir` for `shards` shards. `memory` opens nothing.
+pub fn open(data_dir: &Path, cfg: &StorageConfig, shards: usize) -> Result<Stores> {
+    if cfg.durability()? == Durability::Memory {
+        return Ok(Stores {
+            store: ringbearer_io::Store::default(),
+            registry: None,
+        });
+    }
+    let wal_dir = data_dir.join("wal");
+    std::fs::create_dir_all(&wal_dir).with_context(|| format!("creating {}", wal_dir.display()))?;
+    // Channels live in the log of the shard that owns them (a hash of the name, modulo the
+    // shard count): the count must stay what the data was written with.
+    let marker = wal_dir.join(SHARDS_FILE);
+    match std::fs::read_to_string(&marker) {
+        Ok(s) => {
+            let was: usize = s
+                .trim()
+                .parse()
+                .with_context(|| format!("reading {}", marker.display()))?;
+            if was != shards {
+                bail!(
+                    "{} was written with {was} shards; start with --shards {was} (changing the shard count of existing data is not supported yet)",
+                    data_dir.display()
+                );
+            }
+        }
+        Err(_) => std::fs::write(&marker, format!("{shards}\n"))
+            .with_context(|| format!("writing {}", marker.display()))?,
+    }
+    for s in 0..shards {
+        cfg.wal_config(wal_dir.join(format!("shard-{s}")))?;
+    }
+    let registry = Registry::open(
+        &data_dir.join("registry.sqlite3"),
+        RegistryConfig {
+            queue_capacity: cfg.registry_queue_capacity,
+            ..RegistryConfig::default()
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("opening the registry: {e}"))?;
+    let factory = Arc::new(WalFactory {
+        wal_dir,
+        cfg: cfg.clone(),
+        registry: registry.clone(),
+    });
+    Ok(Stores {
+        store: ringbearer_io::Store {
+            journal: Some(factory),
+            catalog: Some(Arc::new(RegistryCatalog {
+                registry: registry.clone(),
+            })),
+        },
+        registry: Some(registry),
+    })
+}
+
+struct WalFactory {
+    wal_dir: PathBuf,
+    cfg: StorageConfig,
+    registry: Registry,
+}
+
+impl JournalFactory for WalFactory {
+    fn open(&self, shard: u32) -> LocalBoxFuture<'static, Result<Opened, String>> {
+        let cfg = self
+            .cfg
+            .wal_config(self.wal_dir.join(format!("shard-{shard}")));
+        let registry = self.registry.clone();
+        Box::pin(async move {
+            let cfg = cfg.map_err(|e| e.to_string())?;
+            let (wal, recovery) = Wal::open(cfg)
+                .await
+                .map_err(|e| format!("write-ahead log: {e}"))?;
+            let report = &recovery.report;
+            tracing::info!(
+                shard,
+                segments = report.segments_scanned,
+                records = report.records,
+                direct_io = report.direct_io,
+                "write-ahead log recovered"
+            );
+            if let Some(cut) = &report.tail_cut {
+                tracing::warn!(shard, "cut a torn or corrupt tail: {cut:?}");
+            }
+            let mut channels: BTreeMap<String, (Option<ChannelMeta>, Vec<RestoredMessage>)> =
+                BTreeMap::new();
+            for r in recovery.records {
+                let entry = channels.entry(r.channel.clone()).or_default();
+                if r.id == 0 {
+                    match serde_json::from_slice::<ChannelMeta>(&r.body) {
+                        Ok(meta) => entry.0 = Some(meta),
+                        Err(e) => {
+                            tracing::error!(shard, channel = %r.channel, "unreadable channel record skipped: {e}")
+                        }
+                    }
+                } else {
+                    entry.1.push(RestoredMessage {
+                        id: r.id,
+                        ts_ms: r.ts_ms,
+                        frame: r.body,
+                    });
+                }
+            }
+            let members = match registry.load_all_subscriptions().await {
+                Ok(l) => {
+                    for w in &l.warnings {
+                        tracing::warn!(shard, "registry row skipped: {w:?}");
+                    }
+                    l.rows
+                }
+                Err(e) => return Err(format!("registry: loading subscriptions: {e}")),
+            };
+            let mut by_channel: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+            for m in members {
+                by_channel
+                    .entry(m.channel)
+                    .or_default()
+                    .push((m.user_id, m.cursor));
+            }
+            let mut restored = Vec::new();
+            for (name, (meta, mut messages)) in channels {
+                let Some(meta) = meta else {
+                    tracing::error!(shard, channel = %name, "messages without a channel record skipped");
+                    continue;
+                };
+                messages.sort_by_key(|m| m.id);
+                messages.dedup_by_key(|m| m.id);
+                // Keep the contiguous run that ends at the newest id: a gap would break the
+                // window's "ids are contiguous" rule (it cannot happen with one writer per log,
+                // but recovery does not trust it).
+                if let Some(gap) = messages.windows(2).rposition(|w| w[1].id != w[0].id + 1) {
+                    tracing::error!(shard, channel = %name, "gap in stored ids; keeping the run after it");
+                    messages.drain(..=gap);
+                }
+                let members = by_channel.remove(&name).unwrap_or_default();
+                restored.push(RestoredChannel {
+                    meta,
+                    messages,
+                    members,
+                });
+            }
+            Ok((Rc::new(WalJournal { wal }) as Rc<dyn Journal>, restored))
+        })
+    }
+}
+
+struct WalJournal {
+    wal: Wal,
+}
+
+fn journal_error(e: WalError) -> JournalError {
+    match e {
+        WalError::Backpressure { .. } => JournalError::Backpressure(e.to_string()),
+        other => JournalError::Failed(other.to_string()),
+    }
+}
+
+impl Journal for WalJournal {
+    fn append(&self, channel: &str, ts_ms: u64, entry: Entry<'_>) -> Result<u64, JournalError> {
+        let (id, body) = match entry {
+            Entry::Channel { meta_json } => (0, meta_json),
+            Entry::Message { id, frame } => (id, frame),
+        };
+        self.wal
+            .append(&Record {
+                channel,
+                id,
+                ts_ms,
+                body,
+            })
+            .map(|l| l.0)
+            .map_err(journal_error)
+    }
+
+    fn durable(&self, pos: u64) -> LocalBoxFuture<'_, Result<(), JournalError>> {
+        Box::pin(async move { self.wal.durable(Lsn(pos)).await.map_err(journal_error) })
+    }
+}
+
+/// The registry as the shards' catalog. Writes are queued on the registry's thread and not
+/// awaited (a `Reply` still runs when dropped); a refused write is logged, and only means a
+/// cursor or a subscription lags, which at-least-once delivery allows.
+struct RegistryCatalog {
+    registry: Registry,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Queues a registry write without waiting for it; a refusal at the door (queue full,
+/// registry closed) is logged.
+fn fire<T>(what: &str, mut reply: ringbearer_persist::registry::Reply<T>) {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let mut cx = Context::from_waker(Waker::noop());
+    if let Poll::Ready(Err(e)) = std::pin::Pin::new(&mut reply).poll(&mut cx) {
+        tracing::warn!("registry {what} not written: {e}");
+    }
+}
+
+impl Catalog for RegistryCatalog {
+    fn channel_created(&self, meta: &ChannelMeta) {
+        fire("channel", self.registry.upsert_channel(meta.clone()));
+    }
+
+    fn subscribed(&self, channel: &str, user: &str, cursor: u64) {
+        fire(
+            "subscription",
+            self.registry.upsert_subscription(SubscriptionRecord {
+                channel: channel.to_owned(),
+                user_id: user.to_owned(),
+                cursor,
+                subscribed_at_ms: now_ms(),
+            }),
+        );
+    }
+
+    fn unsubscribed(&self, channel: &str, user: &str) {
+        fire(
+            "unsubscription",
+            self.registry.delete_subscription(channel, user),
+        );
+    }
+
+    fn acked(&self, channel: &str, user: &str, cursor: u64) {
+        fire(
+            "cursor",
+            self.registry.advance_cursors(vec![CursorAck {
+                channel: channel.to_owned(),
+                user_id: user.to_owned(),
+                cursor,
+            }]),
+        );
+    }
+}
