@@ -40,6 +40,15 @@ pub struct ChannelMeta {
     pub epoch: String,
 }
 
+/// What a shard logs about a channel: its metadata and the last id it had assigned. Logged
+/// at creation (`last_id` 0) and again at every retention round, so the log alone can
+/// rebuild the channel — numbering included — after older segments were reclaimed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChannelCheckpoint {
+    pub meta: ChannelMeta,
+    pub last_id: u64,
+}
+
 #[derive(Clone, Debug)]
 struct Member {
     /// Last acknowledged id (SPEC §2.3).
@@ -130,6 +139,7 @@ impl<F: Clone> ChannelState<F> {
     /// members with their cursors. Everything restored is durable; nobody is online.
     pub fn restore(
         meta: ChannelMeta,
+        last_id: u64,
         limits: &Limits,
         shards: usize,
         messages: impl IntoIterator<Item = (u64, u64, F)>,
@@ -138,9 +148,12 @@ impl<F: Clone> ChannelState<F> {
     ) -> Self {
         let mut s = Self::new(meta, limits, shards);
         let mut messages = messages.into_iter().peekable();
-        if let Some((first, _, _)) = messages.peek() {
-            s.window = Window::new(limits.max_queued, s.meta.retention_ms).with_last_id(first - 1);
-        }
+        let start_after = match messages.peek() {
+            Some((first, _, _)) => first - 1,
+            // Every message was reclaimed: numbering continues from the checkpoint.
+            None => last_id,
+        };
+        s.window = Window::new(limits.max_queued, s.meta.retention_ms).with_last_id(start_after);
         for (id, ts, f) in messages {
             s.window.push(id, ts, f, now_ms);
         }
@@ -156,6 +169,16 @@ impl<F: Clone> ChannelState<F> {
             );
         }
         s
+    }
+
+    /// The oldest id still kept after expiring by age at `now_ms` (the next id when none
+    /// is): log records of this channel below it are no longer needed.
+    pub fn first_kept_id(&mut self, now_ms: u64) -> u64 {
+        self.window.expire(now_ms);
+        self.window
+            .first_id()
+            .unwrap_or(self.window.last_id() + 1)
+            .min(self.durable_id + 1)
     }
 
     /// Subscribed users and their cursors (for tools and tests).
@@ -736,7 +759,15 @@ mod tests {
         let json = serde_json::to_string(&meta).unwrap();
         let meta: ChannelMeta = serde_json::from_str(&json).unwrap();
         let msgs = (41..=47).map(|id| (id, 0, id));
-        let mut s = ChannelState::restore(meta, &limits, 2, msgs, vec![("bob".into(), 44)], 0);
+        let mut s = ChannelState::restore(
+            meta.clone(),
+            40,
+            &limits,
+            2,
+            msgs,
+            vec![("bob".into(), 44)],
+            0,
+        );
         assert_eq!((s.last_id(), s.durable_id(), s.next_id()), (47, 47, 48));
         // Bob comes back without a position: his stored cursor drives the resume.
         let r = s
@@ -744,6 +775,9 @@ mod tests {
             .unwrap();
         assert!(r.recovered);
         assert_eq!(r.messages, vec![45, 46, 47]);
+        // All messages reclaimed: numbering continues from the checkpoint's last id.
+        let s2 = ChannelState::<u64>::restore(meta, 47, &limits, 2, std::iter::empty(), vec![], 0);
+        assert_eq!(s2.next_id(), 48);
         // A stored name that is not valid is refused, not trusted.
         let bad = json.replace("wedding:main:w-1", "wedding:main:w-1;DROP");
         assert!(serde_json::from_str::<ChannelMeta>(&bad).is_err());

@@ -55,6 +55,9 @@ pub struct IoConfig {
     pub outbox_max_bytes: usize,
     /// Clock skew tolerated on `exp`/`nbf`.
     pub token_leeway_secs: u64,
+    /// How often each shard runs retention: logs a checkpoint per channel, then deletes the
+    /// oldest log segments whose records are all past `max_queued`/retention.
+    pub reclaim_interval_ms: u64,
     /// Adds `GET /echo` for the Autobahn conformance suite. Off by default.
     pub echo_endpoint: bool,
     /// Loaded from the config file's top-level `[limits]` table, not from `[io]`.
@@ -84,6 +87,7 @@ impl Default for IoConfig {
             outbox_max_messages: 1024,
             outbox_max_bytes: 4 * 1024 * 1024,
             token_leeway_secs: 5,
+            reclaim_interval_ms: 60_000,
             echo_endpoint: false,
             limits: Limits::default(),
         }
@@ -124,6 +128,7 @@ impl IoConfig {
             ("io.heartbeat_interval_ms", self.heartbeat_interval_ms),
             ("io.handshake_timeout_ms", self.handshake_timeout_ms),
             ("io.write_timeout_ms", self.write_timeout_ms),
+            ("io.reclaim_interval_ms", self.reclaim_interval_ms),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be greater than 0"));

@@ -28,12 +28,16 @@ pub enum JournalError {
 /// What a shard logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entry<'a> {
-    /// A channel was created: its `ChannelMeta` as JSON. Logged before the `created` reply,
-    /// so a restart rebuilds every channel that was ever answered for.
+    /// A channel's `ChannelCheckpoint` (metadata and last id) as JSON: logged before the
+    /// `created` reply, and again at every retention round, so a restart rebuilds every
+    /// channel that was ever answered for even after older segments were reclaimed.
     Channel { meta_json: &'a [u8] },
     /// A published message: its rkyv `MessageFrame`.
     Message { id: u64, frame: &'a [u8] },
 }
+
+/// `is_live(channel, highest id of that channel in a segment, newest ts in the segment)`.
+pub type IsLive = Box<dyn Fn(&str, u64, u64) -> bool>;
 
 /// One shard's log. Not `Send`: it lives on its shard's executor.
 pub trait Journal {
@@ -41,6 +45,12 @@ pub trait Journal {
     fn append(&self, channel: &str, ts_ms: u64, entry: Entry<'_>) -> Result<u64, JournalError>;
     /// Resolves once everything appended up to `pos` is stored under the policy.
     fn durable(&self, pos: u64) -> LocalBoxFuture<'_, Result<(), JournalError>>;
+    /// Segment files on disk (retention runs only when there is more than one).
+    fn segments(&self) -> usize;
+    /// Deletes whole segments, oldest first, while every record in them is dead:
+    /// `is_live(channel, highest id of that channel in the segment, newest ts)` false for
+    /// every channel in it. Returns the segments removed.
+    fn reclaim(&self, is_live: IsLive) -> LocalBoxFuture<'_, Result<usize, JournalError>>;
 }
 
 /// A stored message, as recovered.
@@ -56,6 +66,9 @@ pub struct RestoredMessage {
 #[derive(Clone, Debug)]
 pub struct RestoredChannel {
     pub meta: ChannelMeta,
+    /// The last id from the newest checkpoint: numbering continues from here when every
+    /// message of the channel was reclaimed.
+    pub last_id: u64,
     pub messages: Vec<RestoredMessage>,
     /// `(user_id, cursor)`.
     pub members: Vec<(String, u64)>,

@@ -233,6 +233,7 @@ async fn run_shard(
     }
     glommio::spawn_local(heartbeat(ctx.clone())).detach();
     glommio::spawn_local(commit_pump(ctx.clone(), commit_ready)).detach();
+    glommio::spawn_local(retention(ctx.clone())).detach();
     tracing::debug!(shard = me, "shard running");
     let _ = ready.send(Ok(()));
 
@@ -283,6 +284,66 @@ async fn commit_pump(ctx: Rc<ShardCtx>, ready: Rc<crate::notify::Notify>) {
             let result = journal.durable(upto).await;
             let out = ctx.state.borrow_mut().complete_pending(upto, result);
             ctx.route_all(out);
+        }
+    }
+}
+
+/// Retention (SPEC §2.2: the newest `max_queued` messages, not older than the retention):
+/// every `reclaim_interval_ms`, when the log has more than one segment, log a checkpoint
+/// of every channel (metadata and last id), wait until it is stored, then delete the
+/// oldest segments holding only dead records — messages below their channel's first kept
+/// id, and checkpoints older than this round's. Channels unknown to the snapshot (created
+/// meanwhile) count as live, and so does anything logged during this round.
+async fn retention(ctx: Rc<ShardCtx>) {
+    let interval = Duration::from_millis(ctx.cfg.reclaim_interval_ms);
+    loop {
+        glommio::timer::sleep(interval).await;
+        let Some(journal) = ctx.state.borrow().journal.clone() else {
+            return;
+        };
+        if journal.segments() <= 1 {
+            continue;
+        }
+        let round_ms = crate::shard::now_ms();
+        let crate::shard::RetentionRound {
+            checkpoints,
+            first_kept,
+        } = ctx.state.borrow_mut().retention_snapshot(round_ms);
+        let mut last = None;
+        for (name, json) in &checkpoints {
+            match journal.append(
+                name,
+                round_ms,
+                crate::journal::Entry::Channel { meta_json: json },
+            ) {
+                Ok(pos) => last = Some(pos),
+                Err(e) => {
+                    tracing::warn!("retention: checkpoint not logged ({e:?}); skipping this round");
+                    last = None;
+                    break;
+                }
+            }
+        }
+        if !checkpoints.is_empty() {
+            let Some(pos) = last else { continue };
+            if let Err(e) = journal.durable(pos).await {
+                tracing::warn!("retention: checkpoint not stored ({e:?}); skipping this round");
+                continue;
+            }
+        }
+        // IMPORTANT: `max_ts >= round_ms` keeps any segment holding something of this round
+        // for the channel — its new checkpoint above all, which may have landed in a
+        // segment that was then rotated out next to the channel's dead messages.
+        let is_live = Box::new(move |channel: &str, max_id: u64, max_ts: u64| {
+            match first_kept.get(channel) {
+                None => true,
+                Some(&first) => max_id >= first || max_ts >= round_ms,
+            }
+        });
+        match journal.reclaim(is_live).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(segments = n, "retention: reclaimed log segments"),
+            Err(e) => tracing::warn!("retention: reclaim failed: {e:?}"),
         }
     }
 }

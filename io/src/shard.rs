@@ -226,6 +226,14 @@ fn journal_refusal(e: &JournalError) -> Refusal {
     }
 }
 
+/// One retention round's inputs (see `Shard::retention_snapshot`).
+pub struct RetentionRound {
+    /// `(channel, ChannelCheckpoint JSON)` to log before reclaiming.
+    pub checkpoints: Vec<(String, Vec<u8>)>,
+    /// Per channel, the oldest id still kept.
+    pub first_kept: HashMap<String, u64>,
+}
+
 /// A request whose answer waits for the journal.
 struct Pending {
     pos: u64,
@@ -314,12 +322,42 @@ impl Shard {
                     Some((k.as_str().to_owned(), *id, *ts))
                 })
                 .collect();
-            let mut st =
-                ChannelState::restore(rc.meta, &limits, self.shards, messages, rc.members, now_ms);
+            let mut st = ChannelState::restore(
+                rc.meta,
+                rc.last_id,
+                &limits,
+                self.shards,
+                messages,
+                rc.members,
+                now_ms,
+            );
             for (k, id, ts) in keys {
                 st.remember_idempotency(&k, id, ts, now_ms);
             }
             self.owned.insert(name, st);
+        }
+    }
+
+    /// One retention round's inputs: a checkpoint record per owned channel (to log before
+    /// reclaiming) and, per channel, the oldest id still kept. Records below it — and
+    /// checkpoints older than this round's (`ts < now_ms`) — are dead.
+    pub fn retention_snapshot(&mut self, now_ms: u64) -> RetentionRound {
+        let mut checkpoints = Vec::with_capacity(self.owned.len());
+        let mut first_kept = HashMap::with_capacity(self.owned.len());
+        for (name, ch) in self.owned.iter_mut() {
+            if self.creating.contains(name) {
+                continue;
+            }
+            let cp = ringbearer_core::channel_state::ChannelCheckpoint {
+                meta: ch.meta.clone(),
+                last_id: ch.durable_id(),
+            };
+            checkpoints.push((name.clone(), serde_json::to_vec(&cp).expect("serializes")));
+            first_kept.insert(name.clone(), ch.first_kept_id(now_ms));
+        }
+        RetentionRound {
+            checkpoints,
+            first_kept,
         }
     }
 
@@ -664,7 +702,11 @@ impl Shard {
         let bytes: Bytes = protocol::reply_created(r#ref, &meta.id, name, now).into();
         if let Some(journal) = &self.journal {
             // Logged before it is answered for, so a restart rebuilds it.
-            let json = serde_json::to_vec(&meta).expect("ChannelMeta serializes");
+            let checkpoint = ringbearer_core::channel_state::ChannelCheckpoint {
+                meta: meta.clone(),
+                last_id: 0,
+            };
+            let json = serde_json::to_vec(&checkpoint).expect("ChannelCheckpoint serializes");
             let pos = match journal.append(name, now, Entry::Channel { meta_json: &json }) {
                 Ok(pos) => pos,
                 Err(e) => {
@@ -1220,6 +1262,15 @@ mod journal_tests {
         fn durable(&self, _: u64) -> LocalBoxFuture<'_, Result<(), JournalError>> {
             Box::pin(async { Ok(()) })
         }
+        fn segments(&self) -> usize {
+            1
+        }
+        fn reclaim(
+            &self,
+            _: crate::journal::IsLive,
+        ) -> LocalBoxFuture<'_, Result<usize, JournalError>> {
+            Box::pin(async { Ok(0) })
+        }
     }
 
     fn claims() -> Arc<Claims> {
@@ -1416,6 +1467,7 @@ mod journal_tests {
         shard.restore(
             vec![RestoredChannel {
                 meta,
+                last_id: 8,
                 messages: vec![frame(7, None), frame(8, Some("cake"))],
                 members: vec![("bob".into(), 7)],
             }],

@@ -4,11 +4,12 @@
 //! and cursors written off the executors). At start, each shard's log is replayed into its
 //! channels, and members come back from the registry.
 //!
-//! Log record convention: `id = 0` holds a channel's `ChannelMeta` as JSON (written when
-//! the channel is created); `id ≥ 1` is a message's rkyv frame.
+//! Log record convention: `id = 0` holds a channel's `ChannelCheckpoint` (metadata and
+//! last id) as JSON, written when the channel is created and at every retention round (the
+//! newest wins); `id ≥ 1` is a message's rkyv frame.
 
 use anyhow::{bail, Context, Result};
-use ringbearer_core::channel_state::ChannelMeta;
+use ringbearer_core::channel_state::{ChannelCheckpoint, ChannelMeta};
 use ringbearer_io::journal::{
     Catalog, Entry, Journal, JournalError, JournalFactory, LocalBoxFuture, Opened, RestoredChannel,
     RestoredMessage,
@@ -172,13 +173,14 @@ impl JournalFactory for WalFactory {
             if let Some(cut) = &report.tail_cut {
                 tracing::warn!(shard, "cut a torn or corrupt tail: {cut:?}");
             }
-            let mut channels: BTreeMap<String, (Option<ChannelMeta>, Vec<RestoredMessage>)> =
+            let mut channels: BTreeMap<String, (Option<ChannelCheckpoint>, Vec<RestoredMessage>)> =
                 BTreeMap::new();
             for r in recovery.records {
                 let entry = channels.entry(r.channel.clone()).or_default();
                 if r.id == 0 {
-                    match serde_json::from_slice::<ChannelMeta>(&r.body) {
-                        Ok(meta) => entry.0 = Some(meta),
+                    // Checkpoints come in log order: the newest wins.
+                    match serde_json::from_slice::<ChannelCheckpoint>(&r.body) {
+                        Ok(cp) => entry.0 = Some(cp),
                         Err(e) => {
                             tracing::error!(shard, channel = %r.channel, "unreadable channel record skipped: {e}")
                         }
@@ -208,8 +210,8 @@ impl JournalFactory for WalFactory {
                     .push((m.user_id, m.cursor));
             }
             let mut restored = Vec::new();
-            for (name, (meta, mut messages)) in channels {
-                let Some(meta) = meta else {
+            for (name, (checkpoint, mut messages)) in channels {
+                let Some(ChannelCheckpoint { meta, last_id }) = checkpoint else {
                     tracing::error!(shard, channel = %name, "messages without a channel record skipped");
                     continue;
                 };
@@ -225,6 +227,7 @@ impl JournalFactory for WalFactory {
                 let members = by_channel.remove(&name).unwrap_or_default();
                 restored.push(RestoredChannel {
                     meta,
+                    last_id,
                     messages,
                     members,
                 });
@@ -264,6 +267,24 @@ impl Journal for WalJournal {
 
     fn durable(&self, pos: u64) -> LocalBoxFuture<'_, Result<(), JournalError>> {
         Box::pin(async move { self.wal.durable(Lsn(pos)).await.map_err(journal_error) })
+    }
+
+    fn segments(&self) -> usize {
+        self.wal.stats().segments
+    }
+
+    fn reclaim(
+        &self,
+        is_live: ringbearer_io::journal::IsLive,
+    ) -> LocalBoxFuture<'_, Result<usize, JournalError>> {
+        Box::pin(async move {
+            let r = self
+                .wal
+                .reclaim(|c, id, ts| is_live(c, id, ts))
+                .await
+                .map_err(journal_error)?;
+            Ok(r.segments_removed)
+        })
     }
 }
 

@@ -22,9 +22,15 @@ impl LoopMount {
         let dir = base;
         std::fs::create_dir_all(&dir).ok()?;
         let ok = |c: &mut Command| c.output().map(|o| o.status.success()).unwrap_or(false);
-        let made = ok(Command::new("dd").args(["if=/dev/zero", "bs=1M", "status=none"]).arg(format!("of={}", image.display())).arg(format!("count={mib}")))
+        let made = ok(Command::new("dd")
+            .args(["if=/dev/zero", "bs=1M", "status=none"])
+            .arg(format!("of={}", image.display()))
+            .arg(format!("count={mib}")))
             && ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image))
-            && ok(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&dir));
+            && ok(Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&image)
+                .arg(&dir));
         if !made {
             let _ = std::fs::remove_file(&image);
             let _ = std::fs::remove_dir(&dir);
@@ -45,7 +51,9 @@ impl Drop for LoopMount {
 #[tokio::test]
 async fn a_full_disk_refuses_publishes_and_loses_nothing() {
     let Some(mount) = LoopMount::new(24) else {
-        eprintln!("SKIPPED: a_full_disk_refuses_publishes_and_loses_nothing needs root and loop devices");
+        eprintln!(
+            "SKIPPED: a_full_disk_refuses_publishes_and_loses_nothing needs root and loop devices"
+        );
         return;
     };
     let mut server = TestServer::start_in(
@@ -71,33 +79,73 @@ async fn a_full_disk_refuses_publishes_and_loses_nothing() {
     let refusal = refusal.expect("24 MiB filled up before 2000 × 60 KiB");
     assert_error(&refusal, "WS_INTERNAL");
     assert_eq!(refusal["retryable"], true);
-    assert!(acked.len() > 10, "some publishes were stored first: {}", acked.len());
+    assert!(
+        acked.len() > 10,
+        "some publishes were stored first: {}",
+        acked.len()
+    );
     // Later publishes keep being refused, never half-accepted.
-    assert_error(&coord.publish(CH, json!({"n": "again"})).await, "WS_INTERNAL");
+    assert_error(
+        &coord.publish(CH, json!({"n": "again"})).await,
+        "WS_INTERNAL",
+    );
     // What was stored is served; live traffic that needs no storage goes on.
-    let mut guest = server.connect(&server.token_tier("g", "x", "photographer", "enterprise", &["w-1"])).await;
-    let r = guest.request(json!({"op": "subscribe", "channel": CH, "include_history": true})).await;
+    let mut guest = server
+        .connect(&server.token_tier("g", "x", "photographer", "enterprise", &["w-1"]))
+        .await;
+    let r = guest
+        .request(json!({"op": "subscribe", "channel": CH, "include_history": true}))
+        .await;
     assert_eq!(r["op"], "subscribed", "{r}");
     let inline = r["messages"].as_array().unwrap().len();
     let rest = guest.messages(CH, acked.len() - inline).await;
-    assert_eq!(rest.last().map(|m| m["id"].clone()).unwrap_or(r["messages"][inline - 1]["id"].clone()), *acked.last().unwrap());
-    assert_eq!(coord.request(json!({"op": "typing", "channel": CH})).await["op"], "error", "not subscribed: a clear refusal");
+    assert_eq!(
+        rest.last()
+            .map(|m| m["id"].clone())
+            .unwrap_or(r["messages"][inline - 1]["id"].clone()),
+        *acked.last().unwrap()
+    );
+    assert_eq!(
+        coord.request(json!({"op": "typing", "channel": CH})).await["op"],
+        "error",
+        "not subscribed: a clear refusal"
+    );
     coord.subscribe(CH).await;
-    assert_eq!(coord.request(json!({"op": "typing", "channel": CH})).await["op"], "ok");
-    assert_eq!(guest.wait_for(|v| v["op"] == "typing").await["user_id"], "coord");
+    assert_eq!(
+        coord.request(json!({"op": "typing", "channel": CH})).await["op"],
+        "ok"
+    );
+    assert_eq!(
+        guest.wait_for(|v| v["op"] == "typing").await["user_id"],
+        "coord"
+    );
     drop((coord, guest));
 
     // Restart on the same (still full) disk: every acknowledged message is there.
     server.kill_and_restart();
-    let mut reader = server.connect(&token).await;
-    let r = reader.request(json!({"op": "subscribe", "channel": CH, "include_history": true})).await;
+    // A reader with no stored position (the coordinator's own subscription, restored with
+    // its cursor at the end, would rightly resume after the last message).
+    let auditor = server.token_tier("auditor", "venue", "coordinator", "enterprise", &["w-1"]);
+    let mut reader = server.connect(&auditor).await;
+    let r = reader
+        .request(json!({"op": "subscribe", "channel": CH, "include_history": true}))
+        .await;
     assert_eq!(r["op"], "subscribed", "{r}");
-    let mut ids: Vec<u64> = r["messages"].as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    let mut ids: Vec<u64> = r["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
     let rest = acked.len().saturating_sub(ids.len());
     for m in reader.messages(CH, rest).await {
         ids.push(m["id"].as_u64().unwrap());
     }
-    assert_eq!(&ids[..acked.len()], &acked[..], "every acknowledged message survived, in order");
+    assert_eq!(
+        &ids[..acked.len()],
+        &acked[..],
+        "every acknowledged message survived, in order"
+    );
     drop(server);
     drop(mount);
 }

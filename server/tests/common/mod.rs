@@ -52,7 +52,12 @@ impl TestServer {
         std::fs::create_dir_all(data).unwrap();
         std::fs::write(data.join("test.toml"), config).unwrap();
         let (child, addr) = Self::spawn(data, 2);
-        TestServer { addr, data: data.to_owned(), child, shards: 2 }
+        TestServer {
+            addr,
+            data: data.to_owned(),
+            child,
+            shards: 2,
+        }
     }
 
     fn spawn(data: &std::path::Path, shards: usize) -> (Child, SocketAddr) {
