@@ -255,17 +255,10 @@ impl<F: Clone> ChannelState<F> {
                     r.entries.into_iter().map(|e| e.item.clone()).collect(),
                 )
             }
-            None if !epoch_ok => (
-                false,
-                self.window
-                    .resume(0, self.durable_id, now_ms)
-                    .entries
-                    .into_iter()
-                    .map(|e| e.item.clone())
-                    .collect(),
-            ),
-            None if from.include_history => (
-                true,
+            // Another epoch's position (not trusted: recovered false), or history asked
+            // for: everything kept.
+            None if !epoch_ok || from.include_history => (
+                epoch_ok,
                 self.window
                     .resume(0, self.durable_id, now_ms)
                     .entries

@@ -131,12 +131,7 @@ async fn a_full_disk_refuses_publishes_and_loses_nothing() {
         .request(json!({"op": "subscribe", "channel": CH, "include_history": true}))
         .await;
     assert_eq!(r["op"], "subscribed", "{r}");
-    let mut ids: Vec<u64> = r["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_u64().unwrap())
-        .collect();
+    let mut ids: Vec<u64> = message_ids(&r);
     let rest = acked.len().saturating_sub(ids.len());
     for m in reader.messages(CH, rest).await {
         ids.push(m["id"].as_u64().unwrap());

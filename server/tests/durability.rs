@@ -49,12 +49,7 @@ async fn a_killed_server_keeps_what_it_answered_for() {
     let mut dj = server.connect(&vendor_token).await;
     let r = dj.request(json!({"op": "subscribe", "channel": "wedding:timeline:w-1", "last_seen_id": 2, "epoch": epoch})).await;
     assert_eq!(r["recovered"], true, "{r}");
-    let ids: Vec<u64> = r["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_u64().unwrap())
-        .collect();
+    let ids: Vec<u64> = message_ids(&r);
     assert_eq!(ids, vec![3, 4, 5]);
     assert_eq!(r["messages"][2]["payload"]["n"], 5);
     // The idempotency key survived the crash; ids continue.
@@ -296,15 +291,7 @@ async fn a_graceful_restart_keeps_subscriptions_and_cursors() {
     let mut dj = server.connect(&dj_token).await;
     let r = dj.subscribe(CH).await;
     assert_eq!(r["recovered"], true, "{r}");
-    assert_eq!(
-        r["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
-        vec![3]
-    );
+    assert_eq!(message_ids(&r), vec![3]);
     // Carol stays away while more is published than the window keeps (max_queued = 3).
     for n in 4..=7 {
         coord.publish(CH, json!(n)).await;
@@ -315,15 +302,7 @@ async fn a_graceful_restart_keeps_subscriptions_and_cursors() {
         r["recovered"], false,
         "her position fell out of the window: {r}"
     );
-    assert_eq!(
-        r["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
-        vec![5, 6, 7]
-    );
+    assert_eq!(message_ids(&r), vec![5, 6, 7]);
 }
 
 /// Segment files of shard `shard`'s log.
@@ -383,12 +362,7 @@ async fn retention_reclaims_old_segments_and_keeps_every_channel() {
     let r = c
         .request(json!({"op": "subscribe", "channel": busy, "include_history": true}))
         .await;
-    let ids: Vec<u64> = r["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_u64().unwrap())
-        .collect();
+    let ids: Vec<u64> = message_ids(&r);
     assert_eq!(
         ids,
         vec![296, 297, 298, 299, 300],

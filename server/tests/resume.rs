@@ -53,12 +53,7 @@ async fn dropped_connection_resumes_exactly_the_missed_messages() {
         .await;
     assert_eq!(r["op"], "subscribed", "{r}");
     assert_eq!(r["recovered"], true);
-    let ids: Vec<u64> = r["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_u64().unwrap())
-        .collect();
+    let ids: Vec<u64> = message_ids(&r);
     assert_eq!(ids, vec![4, 5, 6]);
     // Live messages follow with no gap and no repeat.
     coord.publish(CH, json!({"n": 7})).await;
@@ -82,15 +77,7 @@ async fn dropped_connection_resumes_exactly_the_missed_messages() {
     let mut v = server.connect(&vendor_token).await;
     let r = v.subscribe(CH).await;
     assert_eq!(r["recovered"], true);
-    assert_eq!(
-        r["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
-        vec![8]
-    );
+    assert_eq!(message_ids(&r), vec![8]);
 
     // Away for longer than the window holds (max_queued = 5): recovered false, the tail.
     drop(v);
@@ -103,12 +90,7 @@ async fn dropped_connection_resumes_exactly_the_missed_messages() {
         .request(json!({"op": "subscribe", "channel": CH, "last_seen_id": 8}))
         .await;
     assert_eq!(r["recovered"], false, "{r}");
-    let ids: Vec<u64> = r["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_u64().unwrap())
-        .collect();
+    let ids: Vec<u64> = message_ids(&r);
     assert_eq!(ids, vec![16, 17, 18, 19, 20]);
 
     // A position from another epoch is not trusted.

@@ -338,6 +338,16 @@ impl Raw {
     }
 }
 
+/// The ids of the `messages` of a `subscribed` reply.
+pub fn message_ids(subscribed: &Value) -> Vec<u64> {
+    subscribed["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no messages in {subscribed}"))
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect()
+}
+
 /// Asserts an error reply with `code`.
 pub fn assert_error(v: &Value, code: &str) {
     assert_eq!(v["op"], "error", "expected {code}, got {v}");
