@@ -24,6 +24,15 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket would be full at `now_ms` (O(1); changes nothing).
+    pub fn is_full(&self, capacity: u32, window_ms: u64, now_ms: u64) -> bool {
+        let full = u64::from(capacity).saturating_mul(window_ms.max(1));
+        let add = now_ms
+            .saturating_sub(self.last_ms)
+            .saturating_mul(u64::from(capacity));
+        self.scaled.saturating_add(add) >= full
+    }
+
     /// Takes one token, or says how many milliseconds until one is available.
     pub fn try_take(&mut self, capacity: u32, window_ms: u64, now_ms: u64) -> Result<(), u64> {
         let window_ms = window_ms.max(1);
@@ -77,6 +86,10 @@ mod tests {
             b.try_take(3, 1000, 1_000_000).unwrap();
         }
         assert!(b.try_take(3, 1000, 1_000_000).is_err());
+        assert!(!b.is_full(3, 1000, 1_000_000));
+        assert!(!b.is_full(3, 1000, 1_000_999));
+        assert!(b.is_full(3, 1000, 1_001_000));
+        assert!(TokenBucket::full(u32::MAX, 60_000, 0).is_full(u32::MAX, 60_000, 0));
     }
 
     proptest! {

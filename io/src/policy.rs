@@ -69,9 +69,9 @@ impl Policy {
         let cap = l.tiers.get(c.tier).messages_per_min;
         if let Some(st) = map.get_mut(&key(c)) {
             if st.connections == 0 && st.subscriptions == 0 {
-                let mut probe = st.messages.clone();
-                // Full again if `cap` tokens can be taken right now.
-                if (0..cap).all(|_| probe.try_take(cap, l.rate_window_ms, now_ms).is_ok()) {
+                // IMPORTANT: O(1). (Probing by taking `cap` tokens spun for seconds under
+                // this shared lock at high tier rates.)
+                if st.messages.is_full(cap, l.rate_window_ms, now_ms) {
                     map.remove(&key(c));
                 }
             }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One short run of every scenario against ringbearer and the baseline (--compare), the
+# figures of perf/REPORT.md. Needs ~12 minutes on a 2-core host. Usage, from the workspace
+# root:  bash perf/run-all.sh [OUT_DIR]   (default perf/results)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-perf/results}
+cargo build --release -p ringbearer -p ringbearer-perf
+P=target/release/ringbearer-perf
+mkdir -p "$OUT"
+run() { echo "+ $P $*"; "$P" "$@" --out "$OUT" >/dev/null || echo "(failed: $*)"; }
+runto() { local d=$1; shift; echo "+ $P $* --out $OUT/$d"; "$P" "$@" --out "$OUT/$d" >/dev/null || echo "(failed: $*)"; }
+run s1 --compare --duration-secs 30
+run s3 --compare --duration-secs 5 --rate 2000,4000,8000,16000,32000
+run s4 --compare
+run s5 --compare
+run s6 --compare --duration-secs 5
+# The same with the write-ahead log out of the way, to split engine and log costs.
+runto memory s6 --duration-secs 5 --durability memory
+run s7 --compare --duration-secs 10 --rate 8000
+# S2 at 2,000 subscribers: 19,900 on one channel does not finish against the current
+# server (presence is O(N²) on subscribe; see REPORT.md).
+run s2 --compare --connections 2000 --duration-secs 5 --rate 10,50,125
