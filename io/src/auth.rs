@@ -8,6 +8,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use ringbearer_core::error::{ErrorCode, Refusal};
 use ringbearer_core::Claims;
 
+/// Longest token accepted (bytes), refused before decoding: room for about 500 short
+/// wedding ids. At upgrade the request head limit (`io.max_handshake_bytes`, 8 KiB) bounds
+/// it as well; raise both together.
+pub const TOKEN_MAX_BYTES: usize = 8192;
+
 #[derive(Clone)]
 pub struct TokenVerifier {
     key: DecodingKey,
@@ -31,7 +36,7 @@ impl TokenVerifier {
 
     pub fn verify(&self, token: &str) -> Result<Claims, Refusal> {
         let unauthorized = |m: String| Refusal::new(ErrorCode::Unauthorized, m);
-        if token.is_empty() || token.len() > 8192 {
+        if token.is_empty() || token.len() > TOKEN_MAX_BYTES {
             return Err(unauthorized("missing or oversized token".into()));
         }
         let data =
