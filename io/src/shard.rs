@@ -199,14 +199,8 @@ fn deliver_and_reply(
     to: ConnRef,
     r#ref: Option<&str>,
 ) {
-    for s in &o.shards {
-        out.push((
-            *s,
-            ShardMsg::Deliver {
-                frame: frame.clone(),
-            },
-        ));
-    }
+    // The answer goes first: routed after the deliveries it would wait behind the fan-out
+    // to every local subscriber (measured: `published` p50 ~13 ms with 2,000 subscribers).
     let reply = protocol::reply_published(r#ref, channel.as_str(), o.id, o.delivered, o.queued);
     out.push((
         to.shard,
@@ -215,6 +209,14 @@ fn deliver_and_reply(
             bytes: reply.into(),
         },
     ));
+    for s in &o.shards {
+        out.push((
+            *s,
+            ShardMsg::Deliver {
+                frame: frame.clone(),
+            },
+        ));
+    }
 }
 
 fn journal_refusal(e: &JournalError) -> Refusal {
