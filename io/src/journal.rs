@@ -47,6 +47,9 @@ pub trait Journal {
     fn durable(&self, pos: u64) -> LocalBoxFuture<'_, Result<(), JournalError>>;
     /// Segment files on disk (retention runs only when there is more than one).
     fn segments(&self) -> usize;
+    /// Writes and syncs everything appended (graceful shutdown, SPEC §5: under `batch`,
+    /// acknowledged records may still be unsynced); later appends fail.
+    fn close(&self) -> LocalBoxFuture<'_, Result<(), JournalError>>;
     /// Deletes whole segments, oldest first, while every record in them is dead:
     /// `is_live(channel, highest id of that channel in the segment, newest ts)` false for
     /// every channel in it. Returns the segments removed.

@@ -268,6 +268,14 @@ async fn run_shard(
     while !ctx.state.borrow().conns.is_empty() && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
+    // SPEC §5: flush the log before going (under `batch`, acknowledged records may still be
+    // waiting for their sync).
+    let journal = ctx.state.borrow().journal.clone();
+    if let Some(j) = journal {
+        if let Err(e) = j.close().await {
+            tracing::error!(shard = me, "closing the log: {e:?}");
+        }
+    }
     tracing::debug!(shard = me, "shard stopped");
 }
 

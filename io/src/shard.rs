@@ -1267,6 +1267,9 @@ mod journal_tests {
         fn segments(&self) -> usize {
             1
         }
+        fn close(&self) -> LocalBoxFuture<'_, Result<(), JournalError>> {
+            Box::pin(async { Ok(()) })
+        }
         fn reclaim(
             &self,
             _: crate::journal::IsLive,

@@ -232,13 +232,26 @@ impl JournalFactory for WalFactory {
                     members,
                 });
             }
-            Ok((Rc::new(WalJournal { wal }) as Rc<dyn Journal>, restored))
+            let journal = WalJournal {
+                wal: std::cell::RefCell::new(Some(Rc::new(wal))),
+            };
+            Ok((Rc::new(journal) as Rc<dyn Journal>, restored))
         })
     }
 }
 
 struct WalJournal {
-    wal: Wal,
+    /// `None` once closed (graceful shutdown).
+    wal: std::cell::RefCell<Option<Rc<Wal>>>,
+}
+
+impl WalJournal {
+    fn wal(&self) -> Result<Rc<Wal>, JournalError> {
+        self.wal
+            .borrow()
+            .clone()
+            .ok_or_else(|| JournalError::Failed("the log is closed (shutting down)".into()))
+    }
 }
 
 fn journal_error(e: WalError) -> JournalError {
@@ -254,7 +267,7 @@ impl Journal for WalJournal {
             Entry::Channel { meta_json } => (0, meta_json),
             Entry::Message { id, frame } => (id, frame),
         };
-        self.wal
+        self.wal()?
             .append(&Record {
                 channel,
                 id,
@@ -266,11 +279,27 @@ impl Journal for WalJournal {
     }
 
     fn durable(&self, pos: u64) -> LocalBoxFuture<'_, Result<(), JournalError>> {
-        Box::pin(async move { self.wal.durable(Lsn(pos)).await.map_err(journal_error) })
+        Box::pin(async move { self.wal()?.durable(Lsn(pos)).await.map_err(journal_error) })
     }
 
     fn segments(&self) -> usize {
-        self.wal.stats().segments
+        self.wal.borrow().as_ref().map_or(0, |w| w.stats().segments)
+    }
+
+    fn close(&self) -> LocalBoxFuture<'_, Result<(), JournalError>> {
+        Box::pin(async move {
+            let Some(wal) = self.wal.borrow_mut().take() else {
+                return Ok(());
+            };
+            // Other holders (a retention round, a commit wait) end with the shard; if one
+            // is still here the log is left to them and to recovery.
+            match Rc::try_unwrap(wal) {
+                Ok(wal) => wal.close().await.map_err(journal_error),
+                Err(_) => Err(JournalError::Failed(
+                    "log still in use at shutdown; recovery will cover it".into(),
+                )),
+            }
+        })
     }
 
     fn reclaim(
@@ -279,7 +308,7 @@ impl Journal for WalJournal {
     ) -> LocalBoxFuture<'_, Result<usize, JournalError>> {
         Box::pin(async move {
             let r = self
-                .wal
+                .wal()?
                 .reclaim(|c, id, ts| is_live(c, id, ts))
                 .await
                 .map_err(journal_error)?;

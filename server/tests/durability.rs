@@ -374,3 +374,28 @@ async fn retention_reclaims_old_segments_and_keeps_every_channel() {
         "ids continue"
     );
 }
+
+/// SPEC §5: a graceful stop flushes the log. Under `batch` a publish is answered before its
+/// record is synced (within `batch_interval_ms`); SIGTERM right after must still keep it.
+#[tokio::test]
+async fn a_graceful_stop_flushes_the_batch_policy_log() {
+    let mut server =
+        TestServer::start("[storage]\ndurability = \"batch\"\nbatch_interval_ms = 60000\n");
+    let token = server.token("coord", "venue", "coordinator", &["w-4"]);
+    let mut c = server.connect(&token).await;
+    c.create("wedding:batch:w-4", Some("w-4")).await;
+    for n in 1..=20 {
+        assert_eq!(c.publish("wedding:batch:w-4", json!(n)).await["id"], n);
+    }
+    drop(c);
+    assert!(server.stop().success());
+    server.kill_and_restart();
+    let reader = server.token("reader", "venue", "coordinator", &["w-4"]);
+    let mut r = server.connect(&reader).await;
+    let s = r
+        .request(
+            json!({"op": "subscribe", "channel": "wedding:batch:w-4", "include_history": true}),
+        )
+        .await;
+    assert_eq!(message_ids(&s), (1..=20).collect::<Vec<u64>>(), "{s}");
+}
