@@ -40,10 +40,12 @@ pub struct IoConfig {
     /// After sending a close frame, how long to keep reading for the client's close
     /// before dropping the socket (RFC 6455 §7.1.1).
     pub close_linger_ms: u64,
-    /// Bytes read from the socket per read call.
+    /// Bytes read from the socket per read call while data keeps coming (an idle
+    /// connection reads into 256 bytes and switches up when a read fills them).
     pub socket_read_bytes: usize,
-    /// tungstenite's read chunk. Its default (128 KiB, allocated on first read) costs
-    /// ~135 KB per connection; 20,000 connections need it small.
+    /// tungstenite's input buffer, allocated whole when the connection opens (its default,
+    /// 128 KiB, costs ~135 KB per connection). It grows per frame when a frame needs more
+    /// and is filled from memory, not the socket, so small costs no syscalls.
     pub ws_read_buffer_bytes: usize,
     /// Most bytes coalesced into one socket write (all frames pending for a connection go
     /// out in one `send(2)` up to this size).
@@ -82,7 +84,7 @@ impl Default for IoConfig {
             write_timeout_ms: 10_000,
             close_linger_ms: 1000,
             socket_read_bytes: 4096,
-            ws_read_buffer_bytes: 4096,
+            ws_read_buffer_bytes: 512,
             write_batch_bytes: 64 * 1024,
             outbox_max_messages: 1024,
             outbox_max_bytes: 4 * 1024 * 1024,

@@ -244,6 +244,11 @@ impl Conn {
     }
 }
 
+/// What an idle connection's reader holds: enough for a typical request frame.
+const SMALL_READ_BYTES: usize = 256;
+/// Buffers larger than this are released once empty instead of kept between uses.
+const RETAINED_BUFFER_BYTES: usize = 4096;
+
 /// The stream tungstenite's state machine reads from and writes into: plain buffers. The
 /// socket I/O is ours.
 #[derive(Default)]
@@ -263,7 +268,11 @@ impl Read for Buffers {
         buf[..n].copy_from_slice(&avail[..n]);
         self.rx_pos += n;
         if self.rx_pos == self.rx.len() {
-            self.rx.clear();
+            if self.rx.capacity() > RETAINED_BUFFER_BYTES {
+                self.rx = Vec::new();
+            } else {
+                self.rx.clear();
+            }
             self.rx_pos = 0;
         }
         Ok(n)
@@ -492,9 +501,18 @@ async fn run_ws(
     let reader = async {
         // Anything already buffered after the head is handled before the first read.
         process(&ctx, &conn, &ws, echo);
-        let mut chunk = vec![0u8; cfg.socket_read_bytes];
+        // An idle connection holds only `small`; a read that fills it switches to a
+        // `socket_read_bytes` buffer until reads come back short again (memory per idle
+        // connection is what 20,000 phones cost; see docs/performance.md S1).
+        let mut small = [0u8; SMALL_READ_BYTES];
+        let mut big: Option<Vec<u8>> = None;
         while conn.is_open() {
-            let n = match rd.read(&mut chunk).await {
+            let buf: &mut [u8] = match &mut big {
+                Some(b) => b,
+                None => &mut small,
+            };
+            let cap = buf.len();
+            let n = match rd.read(buf).await {
                 Ok(0) | Err(_) => {
                     conn.close(close_code::NORMAL, "");
                     break;
@@ -502,8 +520,17 @@ async fn run_ws(
                 Ok(n) => n,
             };
             conn.last_seen.set(Instant::now());
-            ws.borrow_mut().bufs.rx.extend_from_slice(&chunk[..n]);
+            let data = match &big {
+                Some(b) => &b[..n],
+                None => &small[..n],
+            };
+            ws.borrow_mut().bufs.rx.extend_from_slice(data);
             process(&ctx, &conn, &ws, echo);
+            if n == cap && big.is_none() {
+                big = Some(vec![0u8; cfg.socket_read_bytes.max(SMALL_READ_BYTES)]);
+            } else if n < cap && big.is_some() {
+                big = None;
+            }
         }
     };
     let writer = async {
@@ -560,7 +587,8 @@ async fn run_ws(
                     break;
                 }
             }
-            if tx.capacity() > cfg.write_batch_bytes * 2 {
+            // Keep a small write buffer between wake-ups; give a large one back.
+            if tx.capacity() > RETAINED_BUFFER_BYTES {
                 tx = Vec::new();
             }
             if !conn.is_open() {
