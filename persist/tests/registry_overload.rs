@@ -63,7 +63,10 @@ fn a_full_queue_refuses_at_once() {
     // At least CAPACITY were queued before the refusal. (How many more depends on how many
     // the thread took into its group commit before the lock stopped it: scheduling, not a
     // property — so it is not asserted.)
-    assert!(refused_at >= CAPACITY, "refused after only {refused_at} accepted calls");
+    assert!(
+        refused_at >= CAPACITY,
+        "refused after only {refused_at} accepted calls"
+    );
     let e = RegistryError::Overloaded;
     assert!(e.is_retryable());
 
