@@ -20,6 +20,14 @@ pub struct ConnRef {
 }
 
 impl ConnRef {
+    /// Set in the `conn` of a REST call (not a connection): its answers carry detail a
+    /// connection's do not (who a message went to).
+    pub const CALL_BIT: u64 = 1 << 63;
+
+    pub fn is_call(self) -> bool {
+        self.conn & Self::CALL_BIT != 0
+    }
+
     /// The `connection_id` clients see in presence.
     pub fn public_id(self) -> String {
         format!("c-{}-{}", self.shard, self.conn)
@@ -77,6 +85,16 @@ pub struct SubscribeOutcome<F> {
     pub presence: Vec<PresenceEntry>,
     /// Presence join to tell the other subscribers (empty on a repeated subscribe).
     pub join: PresenceDiff,
+}
+
+/// What [`ChannelState::enroll`] did.
+#[derive(Debug)]
+pub struct Enrolled<F> {
+    /// The user was not subscribed before.
+    pub new: bool,
+    pub cursor: u64,
+    pub recovered: bool,
+    pub messages: Vec<F>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -467,9 +485,95 @@ impl<F: Clone> ChannelState<F> {
         }
     }
 
+    /// Who a durable message goes to, by user: those with a subscribed connection now, and
+    /// those it is queued for (the REST door's `delivery_guarantees`).
+    pub fn recipients(&self, target_user: Option<&str>) -> (Vec<String>, Vec<String>) {
+        let mut online = Vec::new();
+        let mut queued = Vec::new();
+        for (u, m) in &self.members {
+            if target_user.is_some_and(|t| t != u) {
+                continue;
+            }
+            if m.online > 0 {
+                online.push(u.clone());
+            } else {
+                queued.push(u.clone());
+            }
+        }
+        online.sort_unstable();
+        queued.sort_unstable();
+        (online, queued)
+    }
+
     /// Kept messages (for tools and tests).
     pub fn kept(&self) -> impl Iterator<Item = (u64, &F)> {
         self.window.iter().map(|e| (e.id, &e.item))
+    }
+
+    /// Subscribes `user` without a connection (the REST door, SPEC §4): the subscription
+    /// and its cursor exist, so messages queue for the user until one of its connections
+    /// resubscribes. No presence: nobody is connected. Returns whether the stored position
+    /// was recovered, the kept messages after it that `from` asks for, and the cursor.
+    /// Access has been checked by the caller.
+    pub fn enroll(
+        &mut self,
+        user: &str,
+        from: ResumeFrom<'_>,
+        now_ms: u64,
+    ) -> Result<Enrolled<F>, Refusal> {
+        let new = !self.members.contains_key(user);
+        if new && self.members.len() >= self.meta.max_subscribers {
+            return Err(Refusal::new(
+                ErrorCode::ChannelFull,
+                format!(
+                    "channel has reached max_subscribers ({})",
+                    self.meta.max_subscribers
+                ),
+            ));
+        }
+        let last = self.durable_id;
+        let m = self.members.entry(user.to_owned()).or_insert(Member {
+            cursor: last,
+            online: 0,
+        });
+        let cursor = m.cursor;
+        let (recovered, messages) = if from.include_history {
+            let r = self.window.resume(0, last, now_ms);
+            (
+                r.recovered,
+                r.entries.into_iter().map(|e| e.item.clone()).collect(),
+            )
+        } else {
+            (true, Vec::new())
+        };
+        Ok(Enrolled {
+            new,
+            cursor,
+            recovered,
+            messages,
+        })
+    }
+
+    /// Ends `user`'s subscription and forgets its cursor and queue position (the REST
+    /// door's unsubscribe). Connections of the user that are subscribed stay so until they
+    /// unsubscribe or go; a later subscribe starts a new subscription at the current end.
+    pub fn withdraw(&mut self, user: &str) -> bool {
+        self.members.remove(user).is_some()
+    }
+
+    /// When something last happened on the channel: its newest kept message, or creation.
+    pub fn last_activity_ms(&self) -> u64 {
+        self.window
+            .iter()
+            .filter(|e| e.id <= self.durable_id)
+            .last()
+            .map(|e| e.ts_ms)
+            .unwrap_or(self.meta.created_at_ms)
+    }
+
+    /// Distinct users with a connection subscribed now.
+    pub fn active_users(&self) -> usize {
+        self.members.values().filter(|m| m.online > 0).count()
     }
 }
 

@@ -58,6 +58,11 @@ impl ErrorCode {
         }
     }
 
+    /// The code named `s` (`"WS_RATE_LIMITED"` → `RateLimited`).
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.iter().copied().find(|c| c.as_str() == s)
+    }
+
     /// Whether repeating the same request later can succeed without changing it.
     pub fn retryable(self) -> bool {
         matches!(
@@ -127,6 +132,7 @@ mod tests {
         for c in ErrorCode::ALL {
             assert!(c.as_str().starts_with("WS_"));
             assert!(seen.insert(c.as_str()));
+            assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
         }
         assert!(ErrorCode::Overloaded.retryable());
         assert!(!ErrorCode::BadRequest.retryable());

@@ -60,6 +60,19 @@ pub struct IoConfig {
     /// How often each shard runs retention: logs a checkpoint per channel, then deletes the
     /// oldest log segments whose records are all past `max_queued`/retention.
     pub reclaim_interval_ms: u64,
+    /// Largest REST request body. A broadcast carries one payload (`limits.max_payload_bytes`,
+    /// 64 KiB) plus its envelope; larger bodies get 413 without being read.
+    pub max_http_body_bytes: usize,
+    /// A kept-alive REST connection with no request for this long is closed.
+    pub http_idle_timeout_ms: u64,
+    /// Requests served on one REST connection before it is closed (clients reconnect).
+    pub http_max_requests_per_connection: usize,
+    /// How long a REST call waits for the channel's owner shard before answering 503
+    /// `WS_OVERLOADED` (under `fsync` this includes the group commit).
+    pub rest_call_timeout_ms: u64,
+    /// Health's moving window: messages/s and latency are measured over this span (sampled
+    /// once a second).
+    pub health_window_ms: u64,
     /// Adds `GET /echo` for the Autobahn conformance suite. Off by default.
     pub echo_endpoint: bool,
     /// Loaded from the config file's top-level `[limits]` table, not from `[io]`.
@@ -90,6 +103,11 @@ impl Default for IoConfig {
             outbox_max_bytes: 4 * 1024 * 1024,
             token_leeway_secs: 5,
             reclaim_interval_ms: 60_000,
+            max_http_body_bytes: 128 * 1024,
+            http_idle_timeout_ms: 30_000,
+            http_max_requests_per_connection: 1000,
+            rest_call_timeout_ms: 10_000,
+            health_window_ms: 10_000,
             echo_endpoint: false,
             limits: Limits::default(),
         }
@@ -120,6 +138,11 @@ impl IoConfig {
             ("io.write_batch_bytes", self.write_batch_bytes),
             ("io.outbox_max_messages", self.outbox_max_messages),
             ("io.outbox_max_bytes", self.outbox_max_bytes),
+            ("io.max_http_body_bytes", self.max_http_body_bytes),
+            (
+                "io.http_max_requests_per_connection",
+                self.http_max_requests_per_connection,
+            ),
         ];
         for (name, v) in positive {
             if v == 0 {
@@ -131,6 +154,9 @@ impl IoConfig {
             ("io.handshake_timeout_ms", self.handshake_timeout_ms),
             ("io.write_timeout_ms", self.write_timeout_ms),
             ("io.reclaim_interval_ms", self.reclaim_interval_ms),
+            ("io.http_idle_timeout_ms", self.http_idle_timeout_ms),
+            ("io.rest_call_timeout_ms", self.rest_call_timeout_ms),
+            ("io.health_window_ms", self.health_window_ms),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be greater than 0"));

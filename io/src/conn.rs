@@ -234,6 +234,11 @@ impl Conn {
         if f(&mut self.outbox.borrow_mut()).is_err() {
             // SPEC §2.6: past a bounded backlog the consumer is disconnected; its
             // subscriptions stay, so resuming recovers what it missed.
+            if self.is_open() {
+                crate::metrics::with(|m| {
+                    m.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+                });
+            }
             self.close(
                 close_code::SLOW_CONSUMER,
                 "slow consumer: outgoing backlog over its bound",
@@ -414,11 +419,9 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
             run_ws(ctx, stream, &key, None, claims, leftover, true).await
         }
         _ => {
-            let e = Refusal::new(
-                ErrorCode::BadRequest,
-                format!("no endpoint at {}", head.path.escape_default()),
-            );
-            respond(&mut stream, &http::error_response(404, &e)).await
+            // Everything else is the REST door (SPEC §4), kept alive between requests.
+            let peer = stream.peer_addr().ok();
+            crate::api::serve_http(ctx, &mut stream, head, leftover, peer).await
         }
     }
 }
@@ -435,6 +438,8 @@ impl Drop for Admission<'_> {
     fn drop(&mut self) {
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
         if let Some((c, l)) = &self.user {
+            let g = crate::metrics::RoleGroup::of(c.role);
+            crate::metrics::with(|m| m.supplier_delta(g, false));
             self.shared
                 .policy
                 .close_connection(c, l, crate::shard::now_ms());
@@ -473,6 +478,11 @@ async fn run_ws(
             return respond(&mut stream, &http::error_response(429, &e)).await;
         }
         admission.user = Some((claims.clone(), &cfg.limits));
+        let g = crate::metrics::RoleGroup::of(claims.role);
+        crate::metrics::with(|m| {
+            m.connections_opened.fetch_add(1, Ordering::Relaxed);
+            m.supplier_delta(g, true);
+        });
     }
     if stream
         .write_all(&http::switching_protocols(key, protocol))
@@ -692,6 +702,7 @@ fn process(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, ws: &RefCell<Ws>, echo: bool) {
 }
 
 fn send_refusal(conn: &Conn, r#ref: Option<&str>, e: &Refusal) {
+    crate::metrics::with(|m| m.refused(e.code));
     conn.send_control(protocol::reply_error(r#ref, e).into());
 }
 

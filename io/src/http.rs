@@ -17,6 +17,15 @@ pub struct RequestHead {
     pub authorization: Option<String>,
     pub protocols: Option<String>,
     pub origin: Option<String>,
+    /// `Content-Length`, when given (conflicting values are refused while parsing).
+    pub content_length: Option<usize>,
+    pub content_type: Option<String>,
+    /// `Transfer-Encoding` other than `identity` (chunked bodies are refused: 411).
+    pub chunked: bool,
+    /// Whether the client lets the connection stay open after the response (HTTP/1.1
+    /// unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`).
+    pub keep_alive: bool,
+    pub api_key: Option<String>,
 }
 
 /// Most headers one request may carry.
@@ -41,25 +50,48 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
         Some((p, q)) => (p, Some(q.to_owned())),
         None => (target, None),
     };
+    let http11 = req.version == Some(1);
     let mut head = RequestHead {
         method: req.method.unwrap_or("").to_owned(),
         path: path.to_owned(),
         query,
+        keep_alive: http11,
         ..RequestHead::default()
     };
+    let bad = |m: &str| Err(Refusal::new(ErrorCode::BadRequest, m));
     for h in req.headers.iter() {
         let Ok(v) = std::str::from_utf8(h.value) else {
             continue;
         };
         let name = h.name;
-        if name.eq_ignore_ascii_case("upgrade") {
+        if name.eq_ignore_ascii_case("content-length") {
+            let Ok(n) = v.trim().parse::<usize>() else {
+                return bad("malformed Content-Length");
+            };
+            if head.content_length.is_some_and(|m| m != n) {
+                return bad("conflicting Content-Length headers");
+            }
+            head.content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("content-type") {
+            head.content_type = Some(v.trim().to_owned());
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            head.chunked |= !v.trim().eq_ignore_ascii_case("identity");
+        } else if name.eq_ignore_ascii_case("x-api-key") {
+            head.api_key = Some(v.trim().to_owned());
+        } else if name.eq_ignore_ascii_case("upgrade") {
             head.upgrade_websocket = v
                 .split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("websocket"));
         } else if name.eq_ignore_ascii_case("connection") {
-            head.connection_upgrade = v
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+            for t in v.split(',').map(str::trim) {
+                if t.eq_ignore_ascii_case("upgrade") {
+                    head.connection_upgrade = true;
+                } else if t.eq_ignore_ascii_case("close") {
+                    head.keep_alive = false;
+                } else if t.eq_ignore_ascii_case("keep-alive") {
+                    head.keep_alive = true;
+                }
+            }
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             head.ws_key = Some(v.trim().to_owned());
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
@@ -118,9 +150,12 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        406 => "Not Acceptable",
         408 => "Request Timeout",
         409 => "Conflict",
+        411 => "Length Required",
         413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -142,8 +177,45 @@ pub fn json_response(status: u16, body: &[u8], extra_headers: &str) -> Vec<u8> {
     r
 }
 
+/// A response with any body, for the REST door: `keep_alive` says whether the connection
+/// stays open after it.
+pub fn response(
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    keep_alive: bool,
+    extra_headers: &str,
+) -> Vec<u8> {
+    let mut r = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {}\r\nCache-Control: no-store\r\n{extra_headers}\r\n",
+        reason(status),
+        body.len(),
+        if keep_alive { "keep-alive" } else { "close" },
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// The SPEC §4 REST failure body for a refusal (`retryAfter` in seconds, when known).
+pub fn error_body(e: &Refusal, context: Option<serde_json::Value>) -> Vec<u8> {
+    let mut err = serde_json::json!({
+        "code": e.code.as_str(),
+        "message": e.message,
+        "retryable": e.code.retryable(),
+    });
+    if let Some(s) = e.retry_after {
+        err["retryAfter"] = s.into();
+    }
+    if let Some(c) = context {
+        err["context"] = c;
+    }
+    serde_json::to_vec(&serde_json::json!({"success": false, "error": err})).expect("serializable")
+}
+
 /// The REST error shape of SPEC §4 for a refusal, with the status that fits its code.
 pub fn error_response(status: u16, e: &Refusal) -> Vec<u8> {
+    crate::metrics::with(|m| m.refused(e.code));
     let mut err = serde_json::json!({
         "code": e.code.as_str(),
         "message": e.message,
@@ -154,12 +226,12 @@ pub fn error_response(status: u16, e: &Refusal) -> Vec<u8> {
     }
     let body = serde_json::to_vec(&serde_json::json!({"success": false, "error": err}))
         .expect("serializable");
-    let extra = if status == 426 {
-        "Upgrade: websocket\r\n"
-    } else {
-        ""
+    let extra = match (status, e.retry_after) {
+        (426, _) => "Upgrade: websocket\r\n".to_owned(),
+        (_, Some(secs)) => format!("Retry-After: {secs}\r\n"),
+        _ => String::new(),
     };
-    json_response(status, &body, extra)
+    json_response(status, &body, &extra)
 }
 
 #[cfg(test)]

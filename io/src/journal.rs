@@ -93,4 +93,19 @@ pub trait Catalog: Send + Sync {
     fn subscribed(&self, channel: &str, user: &str, cursor: u64);
     fn unsubscribed(&self, channel: &str, user: &str);
     fn acked(&self, channel: &str, user: &str, cursor: u64);
+    /// Records an audit event (SPEC §5). Like the rest, queued and never failing the
+    /// request; the default drops it (no registry).
+    fn audit(&self, _event: AuditEvent) {}
+}
+
+/// One audit event (SPEC §5): who did what, to which channel, when.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEvent {
+    pub at_ms: u64,
+    pub actor_user_id: String,
+    pub actor_org: String,
+    /// `create`, `subscribe`, `unsubscribe`, `denied` or `admin`.
+    pub action: &'static str,
+    pub channel: Option<String>,
+    pub detail: serde_json::Value,
 }

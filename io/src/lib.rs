@@ -5,11 +5,13 @@
 //! It does not persist anything (that is `ringbearer-persist`, composed by `server/`) and
 //! holds no domain rules of its own: those are `ringbearer-core`'s.
 
+pub mod api;
 pub mod auth;
 mod config;
 pub mod conn;
 pub mod http;
 pub mod journal;
+pub mod metrics;
 mod notify;
 pub mod outbox;
 pub mod policy;
@@ -17,6 +19,7 @@ mod router;
 pub mod server;
 pub mod shard;
 
+pub use api::{Api, HttpHandler, HttpRequest, HttpResponse};
 pub use auth::TokenVerifier;
 pub use config::IoConfig;
-pub use server::{start, ServerHandle, Store};
+pub use server::{start, start_with, ServerHandle, Store};

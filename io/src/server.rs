@@ -38,6 +38,13 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Tier accounting across shards.
     pub policy: Arc<crate::policy::Policy>,
+    /// Counters, one block per shard (`metrics.rs`).
+    pub metrics: Arc<[crate::metrics::ShardMetrics]>,
+    /// Totals sampled once a second over `health_window_ms`, oldest first.
+    pub samples: Mutex<std::collections::VecDeque<(Instant, crate::metrics::Totals)>>,
+    pub started: Instant,
+    /// The REST routes (`None`: only `/ws` is served).
+    pub http: Option<Arc<dyn crate::api::HttpHandler>>,
 }
 
 /// A running server. Dropping it does not stop it: call [`ServerHandle::shutdown`] and
@@ -92,6 +99,16 @@ fn bind_socket(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
 /// go to before anyone hears of them (`None` is the `memory` policy); `catalog` mirrors
 /// channels, subscriptions and cursors.
 pub fn start(cfg: IoConfig, verifier: TokenVerifier, store: Store) -> io::Result<ServerHandle> {
+    start_with(cfg, verifier, store, None)
+}
+
+/// [`start`] with REST routes for every path other than `/ws` (and `/echo`).
+pub fn start_with(
+    cfg: IoConfig,
+    verifier: TokenVerifier,
+    store: Store,
+    http: Option<Arc<dyn crate::api::HttpHandler>>,
+) -> io::Result<ServerHandle> {
     cfg.validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let n = cfg.shard_count();
@@ -110,6 +127,12 @@ pub fn start(cfg: IoConfig, verifier: TokenVerifier, store: Store) -> io::Result
         connections: AtomicUsize::new(0),
         shutdown: AtomicBool::new(false),
         policy: Arc::default(),
+        metrics: (0..n)
+            .map(|_| crate::metrics::ShardMetrics::default())
+            .collect(),
+        samples: Mutex::new(std::collections::VecDeque::new()),
+        started: Instant::now(),
+        http,
     });
     let boot = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -186,6 +209,7 @@ async fn run_shard(
     let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
     let cfg = Rc::new(cfg);
     let router = Rc::new(Router::new(senders, n));
+    crate::metrics::install(shared.metrics.clone(), me);
     let mut shard = Shard::new(me as u32, n, cfg.clone(), boot);
     if let Some((j, restored)) = journal {
         let n = restored.len();
@@ -234,6 +258,9 @@ async fn run_shard(
     glommio::spawn_local(heartbeat(ctx.clone())).detach();
     glommio::spawn_local(commit_pump(ctx.clone(), commit_ready)).detach();
     glommio::spawn_local(retention(ctx.clone())).detach();
+    if me == 0 {
+        glommio::spawn_local(sample_totals(ctx.clone())).detach();
+    }
     tracing::debug!(shard = me, "shard running");
     let _ = ready.send(Ok(()));
 
@@ -358,6 +385,27 @@ async fn retention(ctx: Rc<ShardCtx>) {
 
 /// Pings every connection each interval; closes those silent for two intervals (SPEC §3)
 /// and those whose token has expired.
+/// Keeps `Shared::samples`: one snapshot of the totals a second, spanning
+/// `health_window_ms` (health's messages/s and latency are differences across it).
+async fn sample_totals(ctx: Rc<ShardCtx>) {
+    let keep = Duration::from_millis(ctx.cfg.health_window_ms);
+    loop {
+        let now = Instant::now();
+        let t = crate::metrics::Totals::sum(&ctx.shared.metrics);
+        {
+            let mut s = ctx.shared.samples.lock();
+            s.push_back((now, t));
+            while s
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > keep)
+            {
+                s.pop_front();
+            }
+        }
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 async fn heartbeat(ctx: Rc<ShardCtx>) {
     let interval = Duration::from_millis(ctx.cfg.heartbeat_interval_ms);
     let leeway = ctx.cfg.token_leeway_secs;
@@ -368,6 +416,11 @@ async fn heartbeat(ctx: Rc<ShardCtx>) {
         let conns: Vec<_> = ctx.state.borrow().conns.values().cloned().collect();
         for c in conns {
             if now.duration_since(c.last_seen.get()) > interval * 2 {
+                if c.is_open() {
+                    crate::metrics::with(|m| {
+                        m.heartbeat_closes.fetch_add(1, Ordering::Relaxed);
+                    });
+                }
                 c.close(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout");
             } else if c.claims().exp.saturating_add(leeway) < now_s {
                 c.close(close_code::POLICY, "token expired");

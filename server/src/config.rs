@@ -27,6 +27,7 @@ pub struct Config {
     pub storage: crate::store::StorageConfig,
     pub io: IoConfig,
     pub limits: Limits,
+    pub rest: crate::rest::RestConfig,
 }
 
 impl Default for Config {
@@ -37,6 +38,7 @@ impl Default for Config {
             storage: crate::store::StorageConfig::default(),
             io: IoConfig::default(),
             limits: Limits::default(),
+            rest: crate::rest::RestConfig::default(),
         }
     }
 }
@@ -151,6 +153,7 @@ mod tests {
         assert_eq!(cfg.io, d.io);
         assert_eq!(cfg.storage, d.storage);
         assert_eq!(cfg.limits, d.limits);
+        assert_eq!(cfg.rest, d.rest);
         cfg.io_config().unwrap();
     }
 

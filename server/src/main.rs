@@ -2,7 +2,10 @@
 //! loopback development run), `token` mints a JWT that `serve` on the same data directory
 //! accepts.
 
+use std::sync::Arc;
+
 mod config;
+mod rest;
 mod store;
 
 use anyhow::{bail, Context, Result};
@@ -205,8 +208,13 @@ fn serve(
     };
     let verifier = ringbearer_io::TokenVerifier::hs256(&secret, io.token_leeway_secs);
     let opened = store::open(&cfg.data_dir, &cfg.storage, io.shard_count())?;
+    let routes = rest::Routes(Arc::new(rest::Rest::new(
+        cfg.rest.clone(),
+        opened.registry.clone(),
+    )?));
     let handle =
-        ringbearer_io::start(io.clone(), verifier, opened.store).context("starting the server")?;
+        ringbearer_io::start_with(io.clone(), verifier, opened.store, Some(Arc::new(routes)))
+            .context("starting the server")?;
     let addr = handle.local_addr;
     println!(
         "ringbearer {} listening on {addr} ({} shards)",

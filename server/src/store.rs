@@ -376,4 +376,23 @@ impl Catalog for RegistryCatalog {
             }]),
         );
     }
+
+    fn audit(&self, e: ringbearer_io::journal::AuditEvent) {
+        let Some(action) = ringbearer_persist::registry::AuditAction::parse(e.action) else {
+            tracing::error!(action = e.action, "unknown audit action; not recorded");
+            return;
+        };
+        fire(
+            "audit",
+            self.registry
+                .audit(ringbearer_persist::registry::AuditEntry {
+                    at_ms: e.at_ms,
+                    actor_user_id: e.actor_user_id,
+                    actor_org: e.actor_org,
+                    action,
+                    channel: e.channel,
+                    detail: e.detail,
+                }),
+        );
+    }
 }

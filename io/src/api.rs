@@ -1,0 +1,470 @@
+//! The REST door (SPEC §4): plain HTTP/1.1 requests on the shared port, kept alive between
+//! requests, with bounded bodies and idle time. Routing and the JSON shapes belong to the
+//! binary (`server/src/rest.rs` implements [`HttpHandler`]); this module reads requests,
+//! writes responses, and gives the handler an [`Api`]: the same owner-shard operations the
+//! WebSocket ops use (one implementation of each rule, two doors). A REST call travels to
+//! the channel's owner as the same [`ShardMsg`] a connection would send, from a call id on
+//! this shard instead of a connection, and its answer comes back as the same JSON reply.
+//!
+//! It does not route paths, check API keys or render the REST shapes.
+
+use crate::http::{self, RequestHead};
+use crate::journal::LocalBoxFuture;
+use crate::metrics::{ShardMetrics, Totals};
+use crate::shard::{CallSlot, ShardCtx, ShardMsg};
+use bytes::Bytes;
+use futures_lite::future;
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use ringbearer_core::channel_state::ConnRef;
+use ringbearer_core::error::{ErrorCode, Refusal};
+use ringbearer_core::protocol::{CreateReq, PublishReq, SubscribeReq};
+use ringbearer_core::{shard_for, ChannelName, Claims};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One REST request, head and whole body.
+pub struct HttpRequest {
+    pub head: RequestHead,
+    pub body: Vec<u8>,
+    pub peer: Option<SocketAddr>,
+}
+
+/// What the handler answers.
+pub struct HttpResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    /// Extra header lines, each ending in `\r\n`.
+    pub headers: String,
+}
+
+impl HttpResponse {
+    pub fn json(status: u16, body: Vec<u8>) -> Self {
+        HttpResponse {
+            status,
+            content_type: "application/json",
+            body,
+            headers: String::new(),
+        }
+    }
+
+    /// The SPEC §4 failure shape with the status that fits the code (and `Retry-After`).
+    pub fn refusal(e: &Refusal) -> Self {
+        Self::refusal_with(e.code.http_status(), e)
+    }
+
+    pub fn refusal_with(status: u16, e: &Refusal) -> Self {
+        crate::metrics::with(|m| m.refused(e.code));
+        let mut r = Self::json(status, http::error_body(e, None));
+        if let Some(s) = e.retry_after {
+            r.headers = format!("Retry-After: {s}\r\n");
+        }
+        r
+    }
+}
+
+/// The REST routes, provided by the binary. Called on the shard that accepted the
+/// connection; the future runs there.
+pub trait HttpHandler: Send + Sync {
+    fn handle(&self, api: Api, req: HttpRequest) -> LocalBoxFuture<'static, HttpResponse>;
+}
+
+/// Server-wide figures at one instant, for health and metrics.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub totals: Totals,
+    /// Open WebSocket connections.
+    pub connections: usize,
+    pub max_connections: usize,
+    pub shards: usize,
+    pub uptime_secs: u64,
+    /// The oldest sample still in the health window and how long ago it was taken.
+    pub window: Option<(Totals, f64)>,
+}
+
+/// What a REST handler may do: the owner-shard operations, token checks, live figures.
+#[derive(Clone)]
+pub struct Api {
+    ctx: Rc<ShardCtx>,
+}
+
+fn parse_reply(b: &[u8]) -> Result<serde_json::Value, Refusal> {
+    let v: serde_json::Value = serde_json::from_slice(b)
+        .map_err(|e| Refusal::new(ErrorCode::Internal, format!("unreadable reply: {e}")))?;
+    if v["op"] == "error" {
+        let code = v["code"]
+            .as_str()
+            .and_then(ErrorCode::parse)
+            .unwrap_or(ErrorCode::Internal);
+        let mut r = Refusal::new(code, v["message"].as_str().unwrap_or(""));
+        r.retry_after = v["retry_after"].as_u64();
+        return Err(r);
+    }
+    Ok(v)
+}
+
+impl Api {
+    pub(crate) fn new(ctx: Rc<ShardCtx>) -> Self {
+        Api { ctx }
+    }
+
+    pub fn config(&self) -> &crate::IoConfig {
+        &self.ctx.cfg
+    }
+
+    pub fn verify_token(&self, token: &str) -> Result<Claims, Refusal> {
+        self.ctx.shared.verifier.verify(token)
+    }
+
+    pub fn shared(&self) -> &Arc<crate::server::Shared> {
+        &self.ctx.shared
+    }
+
+    /// Sends one message per shard in `owners` from a fresh call id and waits for as many
+    /// replies (bounded by `rest_call_timeout_ms`).
+    async fn call(
+        &self,
+        owners: &[u32],
+        make: impl Fn(ConnRef) -> ShardMsg,
+    ) -> Result<Vec<Bytes>, Refusal> {
+        let cfg = &self.ctx.cfg;
+        for o in owners {
+            if self.ctx.router.backlog(*o) >= cfg.mesh_backlog_max {
+                return Err(Refusal::new(
+                    ErrorCode::Overloaded,
+                    "the channel's shard is saturated; retry",
+                ));
+            }
+        }
+        let slot = Rc::new(CallSlot::default());
+        slot.expect.set(owners.len());
+        let from = {
+            let mut st = self.ctx.state.borrow_mut();
+            let id = st.next_conn | ConnRef::CALL_BIT;
+            st.next_conn += 1;
+            st.calls.insert(id, slot.clone());
+            ConnRef {
+                shard: st.id,
+                conn: id,
+            }
+        };
+        for o in owners {
+            self.ctx.router.route(*o, make(from));
+        }
+        let timeout = Duration::from_millis(cfg.rest_call_timeout_ms);
+        let answered = future::or(
+            async {
+                slot.done.wait().await;
+                true
+            },
+            async {
+                glommio::timer::sleep(timeout).await;
+                false
+            },
+        )
+        .await;
+        self.ctx.state.borrow_mut().calls.remove(&from.conn);
+        if !answered {
+            return Err(Refusal::new(
+                ErrorCode::Overloaded,
+                "the channel's shard did not answer in time (rest_call_timeout_ms); retry, with an idempotency_key for publishes",
+            ));
+        }
+        Ok(slot.replies.take())
+    }
+
+    async fn call_one(
+        &self,
+        channel: &str,
+        make: impl Fn(ConnRef) -> ShardMsg,
+    ) -> Result<serde_json::Value, Refusal> {
+        let owner = shard_for(channel, self.ctx.state.borrow().shards) as u32;
+        let replies = self.call(&[owner], make).await?;
+        parse_reply(replies.first().map(|b| &b[..]).unwrap_or(b"null"))
+    }
+
+    /// The `create` op (answers the `created` reply).
+    pub async fn create(
+        &self,
+        claims: Arc<Claims>,
+        req: CreateReq,
+    ) -> Result<serde_json::Value, Refusal> {
+        let name = req.name.as_str().to_owned();
+        self.call_one(&name, |from| ShardMsg::Create {
+            from,
+            r#ref: None,
+            claims: claims.clone(),
+            req: req.clone(),
+        })
+        .await
+    }
+
+    /// The channel a `channel_id` names (the id carries its owner shard).
+    pub async fn resolve(&self, id: &str) -> Result<ChannelName, Refusal> {
+        let not_found = || {
+            Refusal::new(
+                ErrorCode::ChannelNotFound,
+                format!("no channel has id {}", id.escape_default()),
+            )
+        };
+        // `ch_` + 12 hex digits of boot + 2 of shard + 6 of sequence (see `Shard::on_create`).
+        let shard = id
+            .strip_prefix("ch_")
+            .filter(|r| r.len() == 20 && r.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|r| u32::from_str_radix(&r[12..14], 16).ok())
+            .ok_or_else(not_found)?;
+        if shard as usize >= self.ctx.state.borrow().shards {
+            return Err(not_found());
+        }
+        let id = id.to_owned();
+        let replies = self
+            .call(&[shard], |from| ShardMsg::Resolve {
+                from,
+                id: id.clone(),
+            })
+            .await?;
+        let v = parse_reply(replies.first().map(|b| &b[..]).unwrap_or(b"null"))?;
+        v["channel"]
+            .as_str()
+            .and_then(|n| ChannelName::parse(n).ok())
+            .ok_or_else(not_found)
+    }
+
+    /// Subscribes `user` without a connection (answers `enrolled`).
+    pub async fn enroll(
+        &self,
+        claims: Arc<Claims>,
+        user: String,
+        req: SubscribeReq,
+    ) -> Result<serde_json::Value, Refusal> {
+        let name = req.channel.as_str().to_owned();
+        self.call_one(&name, |from| ShardMsg::Enroll {
+            from,
+            claims: claims.clone(),
+            user: user.clone(),
+            req: req.clone(),
+        })
+        .await
+    }
+
+    /// The `publish` op (answers `published`).
+    pub async fn publish(
+        &self,
+        claims: Arc<Claims>,
+        req: PublishReq,
+    ) -> Result<serde_json::Value, Refusal> {
+        let name = req.channel.as_str().to_owned();
+        self.call_one(&name, |from| ShardMsg::Publish {
+            from,
+            r#ref: None,
+            claims: claims.clone(),
+            req: req.clone(),
+        })
+        .await
+    }
+
+    /// Ends `user`'s subscription (answers `withdrawn`).
+    pub async fn withdraw(
+        &self,
+        claims: Arc<Claims>,
+        user: String,
+        channel: ChannelName,
+    ) -> Result<serde_json::Value, Refusal> {
+        let name = channel.as_str().to_owned();
+        self.call_one(&name, |from| ShardMsg::Withdraw {
+            from,
+            claims: claims.clone(),
+            user: user.clone(),
+            channel: channel.clone(),
+        })
+        .await
+    }
+
+    /// Every channel `user` is subscribed to, from every shard.
+    pub async fn list(&self, user: String) -> Result<Vec<serde_json::Value>, Refusal> {
+        let shards: Vec<u32> = (0..self.ctx.state.borrow().shards as u32).collect();
+        let replies = self
+            .call(&shards, |from| ShardMsg::ListFor {
+                from,
+                user: user.clone(),
+            })
+            .await?;
+        let mut all = Vec::new();
+        for r in replies {
+            if let serde_json::Value::Array(v) = parse_reply(&r)?["channels"].take() {
+                all.extend(v);
+            }
+        }
+        Ok(all)
+    }
+
+    /// Live figures, summed over shards.
+    pub fn snapshot(&self) -> Snapshot {
+        let shared = &self.ctx.shared;
+        let window = shared.samples.lock().front().map(|(at, t)| {
+            let secs = at.elapsed().as_secs_f64();
+            (t.clone(), secs)
+        });
+        Snapshot {
+            totals: Totals::sum(&shared.metrics),
+            connections: shared.connections.load(Ordering::Relaxed),
+            max_connections: self.ctx.cfg.max_connections,
+            shards: shared.metrics.len(),
+            uptime_secs: shared.started.elapsed().as_secs(),
+            window,
+        }
+    }
+
+    /// This shard's counters (for the handler's own figures).
+    pub fn with_metrics(&self, f: impl FnOnce(&ShardMetrics)) {
+        crate::metrics::with(f)
+    }
+}
+
+/// Reads until `buf` holds a whole request head (the rest stays in `buf`); `Ok(None)` when
+/// the peer closed or went idle before sending anything.
+async fn next_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    max_head: usize,
+    idle: Duration,
+) -> Result<Option<RequestHead>, (u16, Refusal)> {
+    loop {
+        match http::parse_head(buf) {
+            Ok(Some((head, used))) => {
+                buf.drain(..used);
+                return Ok(Some(head));
+            }
+            Ok(None) if buf.len() >= max_head => {
+                return Err((
+                    431,
+                    Refusal::new(ErrorCode::BadRequest, "request head too large"),
+                ))
+            }
+            Ok(None) => {}
+            Err(e) => return Err((400, e)),
+        }
+        if !read_more(stream, buf, idle).await {
+            return Ok(None);
+        }
+    }
+}
+
+/// One read into `buf`, bounded by `idle`; `false` on EOF, error or timeout.
+async fn read_more<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    idle: Duration,
+) -> bool {
+    let mut chunk = [0u8; 4096];
+    let n = future::or(
+        async { stream.read(&mut chunk).await.unwrap_or(0) },
+        async {
+            glommio::timer::sleep(idle).await;
+            0
+        },
+    )
+    .await;
+    buf.extend_from_slice(&chunk[..n]);
+    n > 0
+}
+
+async fn send<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> bool {
+    stream.write_all(bytes).await.is_ok() && stream.flush().await.is_ok()
+}
+
+/// Serves REST requests on one connection until it closes, goes idle or asks to close.
+/// `head` is the first request's, already read; `buf` holds what followed it.
+pub(crate) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: Rc<ShardCtx>,
+    stream: &mut S,
+    first: RequestHead,
+    mut buf: Vec<u8>,
+    peer: Option<SocketAddr>,
+) {
+    let cfg = ctx.cfg.clone();
+    let idle = Duration::from_millis(cfg.http_idle_timeout_ms);
+    let body_time = Duration::from_millis(cfg.handshake_timeout_ms);
+    let mut head = first;
+    let mut served = 0usize;
+    loop {
+        served += 1;
+        crate::metrics::with(|m| {
+            m.http_requests.fetch_add(1, Ordering::Relaxed);
+        });
+        let refuse = |status: u16, e: Refusal| http::error_response(status, &e);
+        if head.chunked {
+            let e = Refusal::new(
+                ErrorCode::BadRequest,
+                "chunked request bodies are not accepted; send Content-Length",
+            );
+            send(stream, &refuse(411, e)).await;
+            return;
+        }
+        let len = head.content_length.unwrap_or(0);
+        if len > cfg.max_http_body_bytes {
+            let e = Refusal::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "request body of {len} bytes is over max_http_body_bytes ({})",
+                    cfg.max_http_body_bytes
+                ),
+            );
+            // The body is not read: the connection closes after the answer.
+            send(stream, &refuse(413, e)).await;
+            return;
+        }
+        while buf.len() < len {
+            if !read_more(stream, &mut buf, body_time).await {
+                let e = Refusal::new(ErrorCode::BadRequest, "request body incomplete");
+                send(stream, &refuse(408, e)).await;
+                return;
+            }
+        }
+        let body: Vec<u8> = buf.drain(..len).collect();
+        let keep = head.keep_alive && served < cfg.http_max_requests_per_connection;
+        let handler = ctx.shared.http.clone();
+        let resp = match (&handler, head.path.as_str()) {
+            (_, "/ws") | (_, "/echo") => HttpResponse::refusal_with(
+                400,
+                &Refusal::new(
+                    ErrorCode::BadRequest,
+                    "a WebSocket upgrade must be the first request on its connection",
+                ),
+            ),
+            (Some(h), _) => {
+                let req = HttpRequest { head, body, peer };
+                h.handle(Api::new(ctx.clone()), req).await
+            }
+            (None, path) => HttpResponse::refusal_with(
+                404,
+                &Refusal::new(
+                    ErrorCode::BadRequest,
+                    format!("no endpoint at {}", path.escape_default()),
+                ),
+            ),
+        };
+        let bytes = http::response(
+            resp.status,
+            resp.content_type,
+            &resp.body,
+            keep,
+            &resp.headers,
+        );
+        if !send(stream, &bytes).await || !keep {
+            let _ = stream.close().await;
+            return;
+        }
+        head = match next_head(stream, &mut buf, cfg.max_handshake_bytes, idle).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err((status, e)) => {
+                send(stream, &refuse(status, e)).await;
+                return;
+            }
+        };
+    }
+}

@@ -1,0 +1,994 @@
+//! The REST API of SPEC §4 (for backends, tools and the admin page): routes, auth (bearer
+//! JWT or a configured API key for the `service` role), the `{"success", "data" | "error"}`
+//! shapes, health, Prometheus metrics and the audit query.
+//!
+//! Every channel operation goes through `ringbearer_io::Api` to the channel's owner shard
+//! as the same request a WebSocket op sends, and its rules (names, access, limits, sizes)
+//! are checked there by the same code: this file only translates shapes. Bodies are
+//! turned into the WebSocket request JSON and parsed by `ringbearer_core::protocol`.
+//!
+//! It does not read sockets (that is `ringbearer_io::api`).
+
+use ringbearer_core::error::{ErrorCode, Refusal};
+use ringbearer_core::protocol::{parse_request, Request, SubscribeReq};
+use ringbearer_core::{ChannelName, Claims, Role, Tier};
+use ringbearer_io::metrics::{LatencyWindow, Totals, LATENCY_BUCKETS_US};
+use ringbearer_io::{Api, HttpHandler, HttpRequest, HttpResponse};
+use ringbearer_persist::registry::{AuditQuery, EventDate, Registry, WeddingRecord};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// `[rest]` in the config file.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestConfig {
+    /// Keys for backends (`service` role), each bound to one organization.
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// Whether `GET /api/websocket/health` and `/metrics` need a token or key. Off: load
+    /// balancers and Prometheus scrape them without one (they show counts, never
+    /// content); put the port behind your firewall or turn this on.
+    pub observability_requires_auth: bool,
+    /// Largest `limit` of one audit query.
+    pub audit_query_max: u32,
+    /// Longest `description` accepted on create.
+    pub max_description_bytes: usize,
+    pub health: HealthConfig,
+}
+
+impl Default for RestConfig {
+    fn default() -> Self {
+        RestConfig {
+            api_keys: Vec::new(),
+            observability_requires_auth: false,
+            audit_query_max: 1000,
+            max_description_bytes: 1024,
+            health: HealthConfig::default(),
+        }
+    }
+}
+
+/// One API key. The key is secret: prefer `key_file`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Who the key is (audit records name it as `service:<name>`).
+    pub name: String,
+    pub organization_id: String,
+    pub key: Option<String>,
+    pub key_file: Option<PathBuf>,
+    /// The tier whose limits the key's requests count against.
+    #[serde(default = "enterprise")]
+    pub tier: String,
+}
+
+fn enterprise() -> String {
+    "enterprise".into()
+}
+
+/// `[rest.health]`: the thresholds that make health `degraded` or `overloaded`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// p99 delivery latency over the health window above this: `degraded`.
+    pub degraded_p99_ms: f64,
+    /// ... above this: `overloaded`.
+    pub overloaded_p99_ms: f64,
+    /// Connections as a share of `max_connections` (percent) above this: `degraded`.
+    pub degraded_connections_percent: f64,
+    /// ... above this: `overloaded`.
+    pub overloaded_connections_percent: f64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            degraded_p99_ms: 100.0,
+            overloaded_p99_ms: 1000.0,
+            degraded_connections_percent: 80.0,
+            overloaded_connections_percent: 95.0,
+        }
+    }
+}
+
+/// Shortest accepted API key, in bytes.
+pub const API_KEY_MIN_BYTES: usize = 24;
+
+impl RestConfig {
+    /// Checks the section and reads key files; errors name the field.
+    pub fn keys(&self) -> anyhow::Result<Vec<(Vec<u8>, Claims)>> {
+        let mut out = Vec::new();
+        for (i, k) in self.api_keys.iter().enumerate() {
+            let field = format!("rest.api_keys[{i}]");
+            let key = match (&k.key, &k.key_file) {
+                (Some(s), None) => s.clone(),
+                (None, Some(f)) => std::fs::read_to_string(f)
+                    .map_err(|e| anyhow::anyhow!("{field}.key_file {}: {e}", f.display()))?
+                    .trim_end()
+                    .to_owned(),
+                _ => anyhow::bail!("invalid config: {field} needs one of key or key_file"),
+            };
+            if key.len() < API_KEY_MIN_BYTES {
+                anyhow::bail!(
+                    "invalid config: {field}.key must be at least {API_KEY_MIN_BYTES} bytes"
+                );
+            }
+            let tier = Tier::parse(&k.tier).ok_or_else(|| {
+                anyhow::anyhow!("invalid config: {field}.tier `{}` is not a tier", k.tier)
+            })?;
+            let claims = Claims {
+                sub: format!("service:{}", k.name),
+                org: k.organization_id.clone(),
+                role: Role::Service,
+                tier,
+                weddings: vec!["*".into()],
+                exp: u64::MAX,
+                nbf: None,
+            };
+            claims
+                .validate()
+                .map_err(|e| anyhow::anyhow!("invalid config: {field}: {}", e.message))?;
+            out.push((key.into_bytes(), claims));
+        }
+        let h = &self.health;
+        if !(h.degraded_p99_ms > 0.0 && h.degraded_p99_ms <= h.overloaded_p99_ms) {
+            anyhow::bail!(
+                "invalid config: rest.health.degraded_p99_ms must be > 0 and <= overloaded_p99_ms"
+            );
+        }
+        if !(h.degraded_connections_percent > 0.0
+            && h.degraded_connections_percent <= h.overloaded_connections_percent
+            && h.overloaded_connections_percent <= 100.0)
+        {
+            anyhow::bail!("invalid config: rest.health.degraded_connections_percent must be > 0 and <= overloaded_connections_percent <= 100");
+        }
+        if self.audit_query_max == 0 {
+            anyhow::bail!("invalid config: rest.audit_query_max must be greater than 0");
+        }
+        Ok(out)
+    }
+}
+
+/// The routes, shared by every shard.
+pub struct Rest {
+    keys: Vec<(Vec<u8>, Arc<Claims>)>,
+    registry: Option<Registry>,
+    cfg: RestConfig,
+}
+
+impl Rest {
+    pub fn new(cfg: RestConfig, registry: Option<Registry>) -> anyhow::Result<Rest> {
+        let keys = cfg
+            .keys()?
+            .into_iter()
+            .map(|(k, c)| (k, Arc::new(c)))
+            .collect();
+        Ok(Rest {
+            keys,
+            registry,
+            cfg,
+        })
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a key matched.
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn ok(data: Value) -> HttpResponse {
+    HttpResponse::json(
+        200,
+        serde_json::to_vec(&json!({"success": true, "data": data})).expect("json"),
+    )
+}
+
+fn bad(m: impl Into<String>) -> Refusal {
+    Refusal::new(ErrorCode::BadRequest, m)
+}
+
+fn now_ms() -> u64 {
+    ringbearer_io::shard::now_ms()
+}
+
+type Reply = Result<Value, Refusal>;
+
+impl Rest {
+    /// The caller: a configured API key (`X-API-Key`, or as the bearer) or a JWT.
+    fn caller(&self, api: &Api, req: &HttpRequest) -> Result<Arc<Claims>, Refusal> {
+        let bearer = req
+            .head
+            .authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer ").map(str::trim));
+        if let Some(k) = req.head.api_key.as_deref().or(bearer) {
+            if let Some((_, c)) = self
+                .keys
+                .iter()
+                .find(|(key, _)| same_key(key, k.as_bytes()))
+            {
+                return Ok(c.clone());
+            }
+            if req.head.api_key.is_some() {
+                return Err(Refusal::new(ErrorCode::Unauthorized, "unknown API key"));
+            }
+        }
+        match bearer {
+            Some(t) => api.verify_token(t).map(Arc::new),
+            None => Err(Refusal::new(
+                ErrorCode::Unauthorized,
+                "no credentials: send Authorization: Bearer <token or API key> or X-API-Key",
+            )),
+        }
+    }
+
+    async fn route(&self, api: Api, req: HttpRequest) -> HttpResponse {
+        const ROUTES: [(&str, &str); 9] = [
+            ("POST", "/api/websocket/channels/create"),
+            ("POST", "/api/websocket/channels/subscribe"),
+            ("POST", "/api/websocket/channels/broadcast"),
+            ("POST", "/api/websocket/channels/unsubscribe"),
+            ("POST", "/api/websocket/weddings"),
+            ("GET", "/api/websocket/channels/list"),
+            ("GET", "/api/websocket/health"),
+            ("GET", "/api/websocket/metrics"),
+            ("GET", "/api/websocket/audit"),
+        ];
+        let path = req.head.path.trim_end_matches('/');
+        let Some((method, path)) = ROUTES.iter().find(|(_, p)| *p == path).copied() else {
+            return HttpResponse::refusal_with(
+                404,
+                &bad(format!(
+                    "no endpoint at {}; see docs/operations.md",
+                    req.head.path.escape_default()
+                )),
+            );
+        };
+        if req.head.method != method {
+            let mut r = HttpResponse::refusal_with(
+                405,
+                &bad(format!("{path} takes {method}, not {}", req.head.method)),
+            );
+            r.headers = format!("Allow: {method}\r\n");
+            return r;
+        }
+        let open = !self.cfg.observability_requires_auth;
+        match path {
+            "/api/websocket/health" if open => return ok(self.health(&api)),
+            "/api/websocket/metrics" if open => return self.metrics(&api),
+            _ => {}
+        }
+        if method == "POST" {
+            let ct = req.head.content_type.as_deref().unwrap_or("");
+            let mime = ct.split(';').next().unwrap_or("").trim();
+            if !mime.eq_ignore_ascii_case("application/json") {
+                return HttpResponse::refusal_with(
+                    415,
+                    &bad(format!(
+                        "Content-Type must be application/json, not `{}`",
+                        ct.escape_default()
+                    )),
+                );
+            }
+        }
+        let claims = match self.caller(&api, &req) {
+            Ok(c) => c,
+            Err(e) => return HttpResponse::refusal(&e),
+        };
+        let result = match path {
+            "/api/websocket/health" => Ok(self.health(&api)),
+            "/api/websocket/metrics" => return self.metrics(&api),
+            "/api/websocket/channels/list" => self.list(&api, &claims, &req).await,
+            "/api/websocket/audit" => self.audit(&claims, &req).await,
+            _ => match body_object(&req) {
+                Err(e) => Err(e),
+                Ok(body) => match path {
+                    "/api/websocket/channels/create" => self.create(&api, &claims, body).await,
+                    "/api/websocket/channels/subscribe" => {
+                        self.subscribe(&api, &claims, body).await
+                    }
+                    "/api/websocket/channels/broadcast" => {
+                        self.broadcast(&api, &claims, body).await
+                    }
+                    "/api/websocket/channels/unsubscribe" => {
+                        self.unsubscribe(&api, &claims, body).await
+                    }
+                    "/api/websocket/weddings" => self.wedding(&claims, body).await,
+                    _ => unreachable!("every POST route is matched"),
+                },
+            },
+        };
+        match result {
+            Ok(data) => ok(data),
+            Err(e) => HttpResponse::refusal(&e),
+        }
+    }
+
+    async fn create(&self, api: &Api, claims: &Arc<Claims>, mut body: Map<String, Value>) -> Reply {
+        if let Some(org) = body.remove("organization_id") {
+            if org.as_str() != Some(claims.org.as_str()) {
+                return Err(Refusal::new(
+                    ErrorCode::Forbidden,
+                    "organization_id must be the caller's organization",
+                ));
+            }
+        }
+        if let Some(d) = body.remove("description") {
+            match d.as_str() {
+                Some(s) if s.len() <= self.cfg.max_description_bytes => {}
+                _ => {
+                    return Err(bad(format!(
+                        "`description` must be a string of at most {} bytes",
+                        self.cfg.max_description_bytes
+                    )))
+                }
+            }
+        }
+        let req = ws_request(
+            api,
+            "create",
+            body,
+            &[
+                "name",
+                "type",
+                "wedding_id",
+                "permissions",
+                "members",
+                "max_subscribers",
+                "message_retention_hours",
+            ],
+        )?;
+        let Request::Create(req) = req else {
+            unreachable!("op create parses to Create")
+        };
+        let wedding = req.wedding_id.clone();
+        let v = api.create(claims.clone(), req).await?;
+        let mut data = json!({
+            "channel_id": v["channel_id"],
+            "channel_name": v["channel_name"],
+            "created_at": v["created_at"],
+        });
+        if let Some(w) = wedding {
+            data["wedding_context"] = self.wedding_context(&w).await;
+        }
+        Ok(data)
+    }
+
+    /// `{wedding_id, event_date, is_wedding_day}` as far as the registry knows the wedding.
+    async fn wedding_context(&self, wedding_id: &str) -> Value {
+        let rec = match &self.registry {
+            Some(r) => r.get_wedding(wedding_id).await.ok().flatten(),
+            None => None,
+        };
+        match rec {
+            Some(w) => json!({
+                "wedding_id": w.wedding_id,
+                "event_date": w.event_date.to_string(),
+                "is_wedding_day": is_wedding_day(&w),
+            }),
+            None => json!({"wedding_id": wedding_id, "event_date": null, "is_wedding_day": false}),
+        }
+    }
+
+    /// The channel named by `channel_name` or `channel_id`.
+    async fn channel(
+        &self,
+        api: &Api,
+        body: &mut Map<String, Value>,
+    ) -> Result<ChannelName, Refusal> {
+        let name = body.remove("channel_name");
+        let id = body.remove("channel_id");
+        match (name, id) {
+            (Some(Value::String(n)), None) => ChannelName::parse(&n),
+            (None, Some(Value::String(id))) => api.resolve(&id).await,
+            (Some(_), Some(_)) => Err(bad("give channel_name or channel_id, not both")),
+            (None, None) => Err(bad("needs `channel_name` or `channel_id`")),
+            _ => Err(bad("`channel_name` and `channel_id` are strings")),
+        }
+    }
+
+    /// Whose subscription: the caller's own, or (for `service`) `user_id`'s.
+    fn subject(claims: &Claims, body: &mut Map<String, Value>) -> Result<String, Refusal> {
+        match body.remove("user_id") {
+            None => Ok(claims.sub.clone()),
+            Some(Value::String(u)) if u == claims.sub => Ok(u),
+            Some(Value::String(u)) if claims.role == Role::Service => {
+                if u.is_empty() || u.len() > ringbearer_core::access::CLAIM_ID_MAX_BYTES {
+                    return Err(bad("`user_id` must be 1 to 128 bytes"));
+                }
+                Ok(u)
+            }
+            Some(Value::String(_)) => Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "only a service (API key) may act for another user_id",
+            )),
+            Some(_) => Err(bad("`user_id` is a string")),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        api: &Api,
+        claims: &Arc<Claims>,
+        mut body: Map<String, Value>,
+    ) -> Reply {
+        let channel = self.channel(api, &mut body).await?;
+        let user = Self::subject(claims, &mut body)?;
+        let include_history = match body.remove("include_history") {
+            None => false,
+            Some(Value::Bool(b)) => b,
+            Some(_) => return Err(bad("`include_history` is a boolean")),
+        };
+        no_more_fields(&body)?;
+        let req = SubscribeReq {
+            channel: channel.clone(),
+            last_seen_id: None,
+            epoch: None,
+            include_history,
+        };
+        let mut v = api.enroll(claims.clone(), user.clone(), req).await?;
+        let mut data = json!({
+            "subscription_id": format!("{}/{}", v["channel_id"].as_str().unwrap_or(""), user),
+            "channel_id": v["channel_id"],
+            "channel_name": channel.as_str(),
+            "user_id": user,
+            "subscribed_at": ringbearer_core::time::rfc3339_ms(now_ms()),
+            "cursor": v["cursor"],
+        });
+        if include_history {
+            data["historical_messages"] = v["messages"].take();
+            data["recovered"] = v["recovered"].take();
+        }
+        Ok(data)
+    }
+
+    async fn broadcast(
+        &self,
+        api: &Api,
+        claims: &Arc<Claims>,
+        mut body: Map<String, Value>,
+    ) -> Reply {
+        let channel = self.channel(api, &mut body).await?;
+        let content = body
+            .remove("content")
+            .ok_or_else(|| bad("broadcast needs `content`"))?;
+        body.insert("payload".into(), content);
+        body.insert("channel".into(), Value::String(channel.as_str().into()));
+        let req = ws_request(
+            api,
+            "publish",
+            body,
+            &[
+                "channel",
+                "type",
+                "priority",
+                "event",
+                "payload",
+                "wedding_context",
+                "target_user_id",
+                "idempotency_key",
+            ],
+        )?;
+        let Request::Publish(req) = req else {
+            unreachable!("op publish parses to Publish")
+        };
+        let v = api.publish(claims.clone(), req).await?;
+        Ok(json!({
+            "message_id": v["id"],
+            "channel_name": channel.as_str(),
+            "delivered_count": v["delivered_count"],
+            "queued_count": v["queued_count"],
+            "delivery_guarantees": {
+                "immediate_delivery": v.get("immediate").cloned().unwrap_or(json!([])),
+                "queued_delivery": v.get("queued").cloned().unwrap_or(json!([])),
+                "failed_delivery": [],
+            },
+        }))
+    }
+
+    async fn unsubscribe(
+        &self,
+        api: &Api,
+        claims: &Arc<Claims>,
+        mut body: Map<String, Value>,
+    ) -> Reply {
+        let channel = self.channel(api, &mut body).await?;
+        let user = Self::subject(claims, &mut body)?;
+        match body.remove("cleanup_queues") {
+            None | Some(Value::Bool(_)) => {}
+            Some(_) => return Err(bad("`cleanup_queues` is a boolean")),
+        }
+        no_more_fields(&body)?;
+        let v = api
+            .withdraw(claims.clone(), user.clone(), channel.clone())
+            .await?;
+        // The queue is a position in the channel's shared log (not a copy per user), so
+        // ending the subscription frees the position and cursor whether or not
+        // `cleanup_queues` is set.
+        let cleaned: Vec<&str> = if v["removed"] == true {
+            vec!["subscription", "cursor", "queue_position"]
+        } else {
+            vec![]
+        };
+        Ok(json!({
+            "channel_name": channel.as_str(),
+            "user_id": user,
+            "unsubscribed_at": ringbearer_core::time::rfc3339_ms(now_ms()),
+            "cleaned_resources": cleaned,
+        }))
+    }
+
+    async fn wedding(&self, claims: &Arc<Claims>, mut body: Map<String, Value>) -> Reply {
+        if !matches!(claims.role, Role::Admin | Role::Service) {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "registering a wedding needs the admin or service role",
+            ));
+        }
+        let field = |body: &mut Map<String, Value>, k: &str| match body.remove(k) {
+            Some(Value::String(s)) => Ok(Some(s)),
+            None => Ok(None),
+            Some(_) => Err(bad(format!("`{k}` is a string"))),
+        };
+        let id = field(&mut body, "wedding_id")?.ok_or_else(|| bad("needs `wedding_id`"))?;
+        let org = field(&mut body, "organization_id")?.unwrap_or_else(|| claims.org.clone());
+        let date = field(&mut body, "event_date")?.ok_or_else(|| bad("needs `event_date`"))?;
+        let tz = field(&mut body, "time_zone")?.ok_or_else(|| bad("needs `time_zone`"))?;
+        no_more_fields(&body)?;
+        if org != claims.org {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "organization_id must be the caller's organization",
+            ));
+        }
+        if id.is_empty() || id.len() > ringbearer_core::access::CLAIM_ID_MAX_BYTES {
+            return Err(bad("`wedding_id` must be 1 to 128 bytes"));
+        }
+        let invalid = |m: &str| Refusal::new(ErrorCode::InvalidWeddingContext, m);
+        let event_date =
+            EventDate::parse(&date).ok_or_else(|| invalid("`event_date` must be YYYY-MM-DD"))?;
+        if !ringbearer_persist::registry::is_time_zone_name(&tz) {
+            return Err(invalid(
+                "`time_zone` must be an IANA name such as Europe/London",
+            ));
+        }
+        let Some(registry) = &self.registry else {
+            return Err(Refusal::new(
+                ErrorCode::Internal,
+                "weddings need the registry (storage durability other than memory)",
+            ));
+        };
+        if let Some(existing) = registry.get_wedding(&id).await.map_err(internal)? {
+            if existing.organization_id != claims.org {
+                return Err(Refusal::new(
+                    ErrorCode::WeddingIsolationViolation,
+                    "that wedding belongs to another organization",
+                ));
+            }
+        }
+        let rec = WeddingRecord {
+            wedding_id: id.clone(),
+            organization_id: org,
+            event_date,
+            time_zone: tz,
+            updated_at_ms: now_ms(),
+        };
+        registry
+            .upsert_wedding(rec.clone())
+            .await
+            .map_err(internal)?;
+        let is_day = is_wedding_day(&rec);
+        self.audit_admin(
+            claims,
+            "wedding_upsert",
+            json!({"wedding_id": id, "event_date": date}),
+        );
+        Ok(json!({
+            "wedding_id": rec.wedding_id,
+            "organization_id": rec.organization_id,
+            "event_date": rec.event_date.to_string(),
+            "time_zone": rec.time_zone,
+            "is_wedding_day": is_day,
+        }))
+    }
+
+    fn audit_admin(&self, claims: &Claims, what: &str, mut detail: Value) {
+        if let Some(r) = &self.registry {
+            detail["action"] = what.into();
+            drop(r.audit(ringbearer_persist::registry::AuditEntry {
+                at_ms: now_ms(),
+                actor_user_id: claims.sub.clone(),
+                actor_org: claims.org.clone(),
+                action: ringbearer_persist::registry::AuditAction::Admin,
+                channel: None,
+                detail,
+            }));
+        }
+    }
+
+    async fn list(&self, api: &Api, claims: &Arc<Claims>, req: &HttpRequest) -> Reply {
+        let q = query(req);
+        let mut body = Map::new();
+        if let Some(u) = q.iter().find(|(k, _)| k == "user_id") {
+            body.insert("user_id".into(), Value::String(u.1.clone()));
+        }
+        let user = Self::subject(claims, &mut body)?;
+        let mut channels = api.list(user.clone()).await?;
+        channels.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        Ok(json!({"user_id": user, "channels": channels}))
+    }
+
+    async fn audit(&self, claims: &Arc<Claims>, req: &HttpRequest) -> Reply {
+        if !matches!(claims.role, Role::Admin | Role::Service) {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "the audit log needs the admin or service role",
+            ));
+        }
+        let Some(registry) = &self.registry else {
+            return Err(Refusal::new(
+                ErrorCode::Internal,
+                "the audit log needs the registry (storage durability other than memory)",
+            ));
+        };
+        let mut q = AuditQuery {
+            limit: 100.min(self.cfg.audit_query_max),
+            ..AuditQuery::default()
+        };
+        let num = |k: &str, v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| bad(format!("`{k}` must be unix milliseconds")))
+        };
+        for (k, v) in query(req) {
+            match k.as_str() {
+                "channel" => q.channel = Some(v),
+                "user_id" => q.actor_user_id = Some(v),
+                "from" => q.from_ms = Some(num("from", &v)?),
+                "to" => q.to_ms = Some(num("to", &v)?),
+                "limit" => {
+                    let n = num("limit", &v)?;
+                    if n == 0 || n > u64::from(self.cfg.audit_query_max) {
+                        return Err(bad(format!(
+                            "`limit` must be 1 to {} (rest.audit_query_max)",
+                            self.cfg.audit_query_max
+                        )));
+                    }
+                    q.limit = n as u32;
+                }
+                other => {
+                    return Err(bad(format!(
+                        "unknown filter `{}`; use channel, user_id, from, to, limit",
+                        other.escape_default()
+                    )))
+                }
+            }
+        }
+        let rows = registry.query_audit(q).await.map_err(internal)?;
+        // An organization sees what its own people and services did (tenant boundary).
+        let records: Vec<Value> = rows
+            .rows
+            .into_iter()
+            .filter(|r| r.entry.actor_org == claims.org)
+            .map(|r| {
+                json!({
+                    "id": r.id,
+                    "at": ringbearer_core::time::rfc3339_ms(r.entry.at_ms),
+                    "at_ms": r.entry.at_ms,
+                    "actor_user_id": r.entry.actor_user_id,
+                    "actor_org": r.entry.actor_org,
+                    "action": r.entry.action.as_str(),
+                    "channel": r.entry.channel,
+                    "detail": r.entry.detail,
+                })
+            })
+            .collect();
+        Ok(json!({"records": records}))
+    }
+
+    fn health(&self, api: &Api) -> Value {
+        let s = api.snapshot();
+        let h = &self.cfg.health;
+        let (rate, lat) = match &s.window {
+            Some((older, secs)) if *secs > 0.0 => (
+                s.totals.published.saturating_sub(older.published) as f64 / secs,
+                LatencyWindow::between(older, &s.totals),
+            ),
+            _ => (0.0, LatencyWindow::default()),
+        };
+        let conn_pct = 100.0 * s.connections as f64 / s.max_connections.max(1) as f64;
+        let mut alerts = Vec::new();
+        let mut level = 0;
+        let mut raise = |l: usize, m: String| {
+            level = level.max(l);
+            alerts
+                .push(json!({"level": if l >= 2 { "critical" } else { "warning" }, "message": m}));
+        };
+        if lat.p99_ms > h.overloaded_p99_ms {
+            raise(
+                2,
+                format!(
+                    "p99 delivery latency {} ms is over {} ms",
+                    lat.p99_ms, h.overloaded_p99_ms
+                ),
+            );
+        } else if lat.p99_ms > h.degraded_p99_ms {
+            raise(
+                1,
+                format!(
+                    "p99 delivery latency {} ms is over {} ms",
+                    lat.p99_ms, h.degraded_p99_ms
+                ),
+            );
+        }
+        if conn_pct > h.overloaded_connections_percent {
+            raise(
+                2,
+                format!("connections at {conn_pct:.0}% of max_connections"),
+            );
+        } else if conn_pct > h.degraded_connections_percent {
+            raise(
+                1,
+                format!("connections at {conn_pct:.0}% of max_connections"),
+            );
+        }
+        if s.totals.storage_failures > 0 {
+            raise(
+                1,
+                format!(
+                    "storage failed {} time(s): publishes on the affected shard are refused; see the logs",
+                    s.totals.storage_failures
+                ),
+            );
+        }
+        let status = ["healthy", "degraded", "overloaded"][level];
+        // 100 at rest, falling with the nearer of the two limits.
+        let pressure = (conn_pct / h.overloaded_connections_percent)
+            .max(lat.p99_ms / h.overloaded_p99_ms)
+            .clamp(0.0, 1.0);
+        let score = ((1.0 - pressure) * 100.0).round();
+        let sup = s.totals.suppliers;
+        let round2 = |x: f64| (x * 100.0).round() / 100.0;
+        json!({
+            "status": status,
+            "metrics": {
+                "active_connections": s.connections,
+                "total_channels": s.totals.channels,
+                "messages_per_second": round2(rate),
+                "average_latency_ms": round2(lat.average_ms),
+                "p99_latency_ms": lat.p99_ms,
+                "system_health_score": score,
+                "wedding_day_mode": false,
+                "total_messages": s.totals.published,
+                "total_deliveries": s.totals.deliveries,
+                "uptime_seconds": s.uptime_secs,
+            },
+            "wedding_analytics": {
+                "active_weddings_today": 0,
+                "supplier_activity": {
+                    "photographers": sup[0],
+                    "venues": sup[1],
+                    "catering": sup[2],
+                    "others": sup[3],
+                },
+            },
+            "alerts": alerts,
+        })
+    }
+
+    fn metrics(&self, api: &Api) -> HttpResponse {
+        let s = api.snapshot();
+        let mut body = String::with_capacity(4096);
+        render_prometheus(
+            &mut body,
+            &s.totals,
+            s.connections,
+            s.max_connections,
+            s.uptime_secs,
+        );
+        HttpResponse {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: body.into_bytes(),
+            headers: String::new(),
+        }
+    }
+}
+
+/// Prometheus text exposition (format 0.0.4) of the totals.
+pub fn render_prometheus(
+    out: &mut String,
+    t: &Totals,
+    connections: usize,
+    max_connections: usize,
+    uptime_secs: u64,
+) {
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    metric(
+        "ringbearer_connections",
+        "gauge",
+        "Open WebSocket connections.",
+        connections as u64,
+    );
+    metric(
+        "ringbearer_max_connections",
+        "gauge",
+        "The connection capacity now.",
+        max_connections as u64,
+    );
+    metric(
+        "ringbearer_channels",
+        "gauge",
+        "Channels owned by the shards.",
+        t.channels,
+    );
+    metric(
+        "ringbearer_messages_published_total",
+        "counter",
+        "Messages stored and announced.",
+        t.published,
+    );
+    metric(
+        "ringbearer_deliveries_total",
+        "counter",
+        "Message frames queued to subscriber connections.",
+        t.deliveries,
+    );
+    metric(
+        "ringbearer_connections_opened_total",
+        "counter",
+        "WebSocket connections accepted.",
+        t.connections_opened,
+    );
+    metric(
+        "ringbearer_slow_consumer_closes_total",
+        "counter",
+        "Connections closed for an outgoing backlog over its bound (4001).",
+        t.slow_consumer_closes,
+    );
+    metric(
+        "ringbearer_heartbeat_closes_total",
+        "counter",
+        "Connections closed after two silent heartbeat intervals (4000).",
+        t.heartbeat_closes,
+    );
+    metric(
+        "ringbearer_http_requests_total",
+        "counter",
+        "REST requests served.",
+        t.http_requests,
+    );
+    metric(
+        "ringbearer_storage_failures_total",
+        "counter",
+        "Journal writes or syncs that failed.",
+        t.storage_failures,
+    );
+    metric(
+        "ringbearer_uptime_seconds",
+        "gauge",
+        "Seconds since start.",
+        uptime_secs,
+    );
+    let _ = writeln!(out, "# HELP ringbearer_refusals_total Refusals sent, by error code.\n# TYPE ringbearer_refusals_total counter");
+    for (code, n) in &t.refusals {
+        let _ = writeln!(
+            out,
+            "ringbearer_refusals_total{{code=\"{}\"}} {n}",
+            code.as_str()
+        );
+    }
+    let _ = writeln!(out, "# HELP ringbearer_delivery_latency_seconds Publish to queued-for-subscribers, per message and receiving shard.\n# TYPE ringbearer_delivery_latency_seconds histogram");
+    let mut cum = 0;
+    for (i, b) in LATENCY_BUCKETS_US.iter().enumerate() {
+        cum += t.latency_buckets[i];
+        let _ = writeln!(
+            out,
+            "ringbearer_delivery_latency_seconds_bucket{{le=\"{}\"}} {cum}",
+            *b as f64 / 1e6
+        );
+    }
+    cum += t.latency_buckets[LATENCY_BUCKETS_US.len()];
+    let _ = writeln!(
+        out,
+        "ringbearer_delivery_latency_seconds_bucket{{le=\"+Inf\"}} {cum}"
+    );
+    let _ = writeln!(
+        out,
+        "ringbearer_delivery_latency_seconds_sum {}",
+        t.latency_sum_us as f64 / 1e6
+    );
+    let _ = writeln!(out, "ringbearer_delivery_latency_seconds_count {cum}");
+    let _ = writeln!(out, "# HELP ringbearer_connected_suppliers Connected users by supplier group.\n# TYPE ringbearer_connected_suppliers gauge");
+    for (i, g) in ["photographers", "venues", "catering", "others"]
+        .iter()
+        .enumerate()
+    {
+        let _ = writeln!(
+            out,
+            "ringbearer_connected_suppliers{{group=\"{g}\"}} {}",
+            t.suppliers[i]
+        );
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Refusal {
+    Refusal::new(ErrorCode::Internal, format!("registry: {e}"))
+}
+
+/// Whether the wedding is today in its time zone. Until the time-zone database is wired
+/// in, "today" is the UTC date.
+fn is_wedding_day(w: &WeddingRecord) -> bool {
+    let days = (now_ms() / 86_400_000) as i64;
+    let (y, m, d) = ringbearer_core::time::civil_from_days(days);
+    w.event_date.year() as i64 == y
+        && w.event_date.month() as u32 == m
+        && w.event_date.day() as u32 == d
+}
+
+/// The request's JSON object body (SPEC §4: JSON in, JSON out).
+fn body_object(req: &HttpRequest) -> Result<Map<String, Value>, Refusal> {
+    match serde_json::from_slice::<Value>(&req.body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(bad("the body must be a JSON object")),
+        Err(e) => Err(bad(format!("malformed JSON body: {e}"))),
+    }
+}
+
+fn no_more_fields(body: &Map<String, Value>) -> Result<(), Refusal> {
+    match body.keys().next() {
+        None => Ok(()),
+        Some(k) => Err(bad(format!("unknown field `{}`", k.escape_default()))),
+    }
+}
+
+/// Builds the WebSocket request for `op` from `body` (only `allowed` fields) and parses it
+/// with the WebSocket door's parser: one set of validation rules for both doors.
+fn ws_request(
+    api: &Api,
+    op: &str,
+    mut body: Map<String, Value>,
+    allowed: &[&str],
+) -> Result<Request, Refusal> {
+    if let Some(k) = body.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(bad(format!("unknown field `{}`", k.escape_default())));
+    }
+    body.insert("op".into(), Value::String(op.into()));
+    let text = serde_json::to_string(&body).expect("json");
+    parse_request(&text, &api.config().limits)
+        .map(|e| e.req)
+        .map_err(|e| e.refusal)
+}
+
+/// The query string's pairs, percent-decoded.
+fn query(req: &HttpRequest) -> Vec<(String, String)> {
+    req.head
+        .query
+        .as_deref()
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The routes as the io layer holds them: the future owns its `Arc`.
+pub struct Routes(pub Arc<Rest>);
+
+impl HttpHandler for Routes {
+    fn handle(
+        &self,
+        api: Api,
+        req: HttpRequest,
+    ) -> ringbearer_io::journal::LocalBoxFuture<'static, HttpResponse> {
+        let rest = self.0.clone();
+        Box::pin(async move { rest.route(api, req).await })
+    }
+}
