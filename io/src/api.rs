@@ -427,8 +427,9 @@ pub(crate) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
         let body: Vec<u8> = buf.drain(..len).collect();
         let keep = head.keep_alive && served < cfg.http_max_requests_per_connection;
         let handler = ctx.shared.http.clone();
+        let upgrade_path = head.path == "/ws" || (head.path == "/echo" && cfg.echo_endpoint);
         let resp = match (&handler, head.path.as_str()) {
-            (_, "/ws") | (_, "/echo") => HttpResponse::refusal_with(
+            _ if upgrade_path => HttpResponse::refusal_with(
                 400,
                 &Refusal::new(
                     ErrorCode::BadRequest,

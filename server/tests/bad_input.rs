@@ -285,7 +285,7 @@ async fn bad_http_gets_a_clear_status() {
     };
     let r = ask(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n".to_vec());
     assert!(r.starts_with("HTTP/1.1 426"), "{r}");
-    let r = ask(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n".to_vec());
+    let r = ask(b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec());
     assert!(r.starts_with("HTTP/1.1 404"), "{r}");
     assert!(r.contains("WS_BAD_REQUEST"), "{r}");
     let r = ask(b"\x16\x03\x01\x02\x00 binary garbage\r\n\r\n".to_vec());
@@ -304,7 +304,7 @@ async fn bad_http_gets_a_clear_status() {
         "{r}"
     );
     // The echo endpoint is off by default.
-    let r = ask(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n".to_vec());
+    let r = ask(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec());
     assert!(r.starts_with("HTTP/1.1 404"), "{r}");
     // Still serving.
     let mut c = server.connect(&server.token("u", "o", "couple", &[])).await;
