@@ -96,8 +96,14 @@ impl TestServer {
     /// Kills the server with SIGKILL (no chance to flush anything) and starts it again on
     /// the same data directory; the address changes.
     pub fn kill_and_restart(&mut self) {
+        self.kill_and_restart_with(|| {});
+    }
+
+    /// Like `kill_and_restart`, running `between` after the kill and before the start.
+    pub fn kill_and_restart_with(&mut self, between: impl FnOnce()) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        between();
         let (child, addr) = Self::spawn(&self.data, self.shards);
         self.child = child;
         self.addr = addr;
