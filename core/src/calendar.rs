@@ -113,8 +113,7 @@ pub fn parse_date(s: &str) -> Result<Date, Refusal> {
     let shape = b.len() == 10
         && b[4] == b'-'
         && b[7] == b'-'
-        && b
-            .iter()
+        && b.iter()
             .enumerate()
             .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
     if !shape {
@@ -175,8 +174,14 @@ mod tests {
 
     #[test]
     fn dates_are_strict() {
-        assert_eq!(parse_date("2026-06-13").unwrap(), Date::constant(2026, 6, 13));
-        assert_eq!(parse_date("2028-02-29").unwrap(), Date::constant(2028, 2, 29));
+        assert_eq!(
+            parse_date("2026-06-13").unwrap(),
+            Date::constant(2026, 6, 13)
+        );
+        assert_eq!(
+            parse_date("2028-02-29").unwrap(),
+            Date::constant(2028, 2, 29)
+        );
         for bad in [
             "2027-02-29",
             "2026-04-31",
@@ -206,7 +211,13 @@ mod tests {
         ] {
             assert_eq!(Zone::parse(ok).unwrap().name(), ok);
         }
-        for bad in ["", "Mars/Olympus", "Europe/London\0", "../../etc/passwd", &"A".repeat(65)] {
+        for bad in [
+            "",
+            "Mars/Olympus",
+            "Europe/London\0",
+            "../../etc/passwd",
+            &"A".repeat(65),
+        ] {
             let e = Zone::parse(bad).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidWeddingContext);
             assert!(e.message.contains("time_zone"), "{}", e.message);
@@ -219,9 +230,13 @@ mod tests {
         let london = Zone::parse("Europe/London").unwrap();
         let kiri = Zone::parse("Pacific/Kiritimati").unwrap(); // UTC+14
         let la = Zone::parse("America/Los_Angeles").unwrap(); // UTC-7 in June
-        // 23:30 UTC on the 12th is 00:30 on the 13th in London (BST, UTC+1).
+                                                              // 23:30 UTC on the 12th is 00:30 on the 13th in London (BST, UTC+1).
         assert!(is_wedding_day(june13, &london, ms("2026-06-12T23:30:00Z")));
-        assert!(!is_wedding_day(june13, &Zone::utc(), ms("2026-06-12T23:30:00Z")));
+        assert!(!is_wedding_day(
+            june13,
+            &Zone::utc(),
+            ms("2026-06-12T23:30:00Z")
+        ));
         // 10:30 UTC on the 13th is already the 14th in Kiritimati.
         assert!(!is_wedding_day(june13, &kiri, ms("2026-06-13T10:30:00Z")));
         assert!(is_wedding_day(

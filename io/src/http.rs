@@ -154,12 +154,15 @@ pub fn error_response(status: u16, e: &Refusal) -> Vec<u8> {
     }
     let body = serde_json::to_vec(&serde_json::json!({"success": false, "error": err}))
         .expect("serializable");
-    let extra = if status == 426 {
-        "Upgrade: websocket\r\n"
+    let mut extra = if status == 426 {
+        "Upgrade: websocket\r\n".to_owned()
     } else {
-        ""
+        String::new()
     };
-    json_response(status, &body, extra)
+    if let Some(s) = e.retry_after {
+        extra.push_str(&format!("Retry-After: {s}\r\n"));
+    }
+    json_response(status, &body, &extra)
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ pub mod policy;
 mod router;
 pub mod server;
 pub mod shard;
+pub mod weddings;
 
 pub use auth::TokenVerifier;
-pub use config::IoConfig;
+pub use config::{ClockConfig, IoConfig, SaturdayConfig};
 pub use server::{start, ServerHandle, Store};
