@@ -377,18 +377,28 @@ impl<F: Clone> ChannelState<F> {
     /// Takes one publish from the channel's rate, or refuses with `WS_RATE_LIMITED` and the
     /// seconds until the next one would pass.
     pub fn take_publish(&mut self, limits: &Limits, now_ms: u64) -> Result<(), Refusal> {
+        self.take_publish_scaled(limits, 1, now_ms)
+    }
+
+    /// [`Self::take_publish`] at `multiplier` × `channel_messages_per_min` (a wedding day,
+    /// SPEC §1). The capacity applies at once; the bucket is the same.
+    pub fn take_publish_scaled(
+        &mut self,
+        limits: &Limits,
+        multiplier: u32,
+        now_ms: u64,
+    ) -> Result<(), Refusal> {
+        let cap = limits
+            .channel_messages_per_min
+            .saturating_mul(multiplier.max(1));
         self.rate
-            .try_take(
-                limits.channel_messages_per_min,
-                limits.rate_window_ms,
-                now_ms,
-            )
+            .try_take(cap, limits.rate_window_ms, now_ms)
             .map_err(|wait_ms| Refusal {
                 code: ErrorCode::RateLimited,
                 message: format!(
-                    "channel publish rate reached ({} per {} s)",
-                    limits.channel_messages_per_min,
-                    limits.rate_window_ms / 1000
+                    "channel publish rate reached ({cap} per {} s{})",
+                    limits.rate_window_ms / 1000,
+                    if multiplier > 1 { ", wedding day" } else { "" }
                 ),
                 retry_after: Some(crate::rate::retry_after_secs(wait_ms)),
             })

@@ -6,6 +6,7 @@
 //! arguments, so every rule is tested deterministically (STYLE.md, after quinn-proto).
 
 pub mod access;
+pub mod calendar;
 pub mod channel;
 pub mod channel_state;
 pub mod error;

@@ -106,6 +106,14 @@ pub struct Limits {
     /// The "minute" of every per-minute rate. Bursts up to the full rate are allowed; the
     /// bucket refills continuously.
     pub rate_window_ms: u64,
+    /// On a wedding's day (its `event_date` in its time zone), its channels get this many
+    /// times the per-channel publish rate, and publishes to them this many times the user's
+    /// `messages_per_min` (SPEC §1 "Wedding day": 3×).
+    pub wedding_day_rate_multiplier: u32,
+    /// The abuse ceiling of `critical` publishes on a wedding-day channel, per user per
+    /// `rate_window_ms`: they skip the user and channel rates (SPEC §1) but not this; the
+    /// next gets `WS_RATE_LIMITED` with `retry_after`.
+    pub critical_messages_per_min: u32,
     pub tiers: Tiers,
 }
 
@@ -128,6 +136,8 @@ impl Default for Limits {
             max_members_per_channel: 256,
             channel_messages_per_min: 100,
             rate_window_ms: 60_000,
+            wedding_day_rate_multiplier: 3,
+            critical_messages_per_min: 60,
             tiers: Tiers::default(),
         }
     }
@@ -160,6 +170,12 @@ impl Limits {
                 return Err(format!("limits.{name} must be greater than 0"));
             }
         }
+        if self.wedding_day_rate_multiplier == 0 {
+            return Err("limits.wedding_day_rate_multiplier must be at least 1".into());
+        }
+        if self.critical_messages_per_min == 0 {
+            return Err("limits.critical_messages_per_min must be greater than 0".into());
+        }
         if self.rate_window_ms == 0 {
             return Err("limits.rate_window_ms must be greater than 0".into());
         }
@@ -191,6 +207,7 @@ mod tests {
         assert_eq!(l.max_subscribers, 100);
         assert_eq!(l.retention_ms(), 86_400_000);
         assert_eq!(l.channel_messages_per_min, 100);
+        assert_eq!(l.wedding_day_rate_multiplier, 3);
         let t = l.tiers.get(Tier::Starter);
         assert_eq!(
             (

@@ -516,6 +516,15 @@ pub fn reply_pong(r#ref: Option<&str>) -> Vec<u8> {
     out
 }
 
+/// `{"op":"token_expiring","expires_at":<unix secs>}`: the connection's token expires soon;
+/// send a fresh one with `op: token` or be closed with 4002 (SPEC §4 Tokens).
+pub fn token_expiring(expires_at: u64) -> Vec<u8> {
+    let mut out = open("token_expiring", None);
+    field_num(&mut out, "expires_at", expires_at);
+    out.push(b'}');
+    out
+}
+
 pub fn reply_ok(r#ref: &str) -> Vec<u8> {
     let mut out = open("ok", Some(r#ref));
     out.push(b'}');

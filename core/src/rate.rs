@@ -9,28 +9,35 @@
 /// A bucket of `capacity` tokens per `window_ms`. Tokens are counted in units of
 /// 1/`window_ms` of a token, so refilling is `elapsed_ms × capacity` — exact integer
 /// arithmetic with no rounding lost between calls.
+///
+/// The bucket stores what has been *used* (drained continuously), not what is left, so the
+/// capacity can change between calls and takes effect at once: a channel whose wedding day
+/// starts gets its 3× capacity immediately (SPEC §1), not after a refill.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenBucket {
-    scaled: u64,
+    used: u64,
     last_ms: u64,
 }
 
 impl TokenBucket {
-    /// A full bucket.
-    pub fn full(capacity: u32, window_ms: u64, now_ms: u64) -> Self {
+    /// A full bucket (nothing used).
+    pub fn full(_capacity: u32, _window_ms: u64, now_ms: u64) -> Self {
         TokenBucket {
-            scaled: u64::from(capacity).saturating_mul(window_ms),
+            used: 0,
             last_ms: now_ms,
         }
     }
 
-    /// Whether the bucket would be full at `now_ms` (O(1); changes nothing).
-    pub fn is_full(&self, capacity: u32, window_ms: u64, now_ms: u64) -> bool {
-        let full = u64::from(capacity).saturating_mul(window_ms.max(1));
+    fn drained(&self, capacity: u32, now_ms: u64) -> u64 {
         let add = now_ms
             .saturating_sub(self.last_ms)
             .saturating_mul(u64::from(capacity));
-        self.scaled.saturating_add(add) >= full
+        self.used.saturating_sub(add)
+    }
+
+    /// Whether the bucket would be full at `now_ms` (O(1); changes nothing).
+    pub fn is_full(&self, capacity: u32, _window_ms: u64, now_ms: u64) -> bool {
+        self.drained(capacity, now_ms) == 0
     }
 
     /// Takes one token, or says how many milliseconds until one is available.
@@ -42,17 +49,16 @@ impl TokenBucket {
         let cap = u64::from(capacity);
         let full = cap.saturating_mul(window_ms);
         if now_ms > self.last_ms {
-            let add = (now_ms - self.last_ms).saturating_mul(cap);
-            self.scaled = self.scaled.saturating_add(add).min(full);
+            self.used = self.drained(capacity, now_ms);
             self.last_ms = now_ms;
         }
-        self.scaled = self.scaled.min(full);
         // One token is `window_ms` units.
-        if self.scaled >= window_ms {
-            self.scaled -= window_ms;
+        let need = self.used.saturating_add(window_ms);
+        if need <= full {
+            self.used = need;
             return Ok(());
         }
-        Err((window_ms - self.scaled).div_ceil(cap).max(1))
+        Err((need - full).div_ceil(cap).max(1))
     }
 }
 
@@ -90,6 +96,22 @@ mod tests {
         assert!(!b.is_full(3, 1000, 1_000_999));
         assert!(b.is_full(3, 1000, 1_001_000));
         assert!(TokenBucket::full(u32::MAX, 60_000, 0).is_full(u32::MAX, 60_000, 0));
+    }
+
+    #[test]
+    fn a_larger_capacity_applies_at_once() {
+        let mut b = TokenBucket::full(2, 60_000, 0);
+        for _ in 0..2 {
+            b.try_take(2, 60_000, 0).unwrap();
+        }
+        assert!(b.try_take(2, 60_000, 0).is_err());
+        // Tripled (a wedding day): four more pass at once, then the seventh waits.
+        for _ in 0..4 {
+            b.try_take(6, 60_000, 0).unwrap();
+        }
+        assert_eq!(b.try_take(6, 60_000, 0).unwrap_err(), 10_000);
+        // Back to 2: over capacity until the excess drains.
+        assert_eq!(b.try_take(2, 60_000, 0).unwrap_err(), 150_000);
     }
 
     proptest! {

@@ -311,7 +311,7 @@ impl Api {
         Snapshot {
             totals: Totals::sum(&shared.metrics),
             connections: shared.connections.load(Ordering::Relaxed),
-            max_connections: self.ctx.cfg.max_connections,
+            max_connections: shared.max_connections(shared.calendar_now_ms()),
             shards: shared.metrics.len(),
             uptime_secs: shared.started.elapsed().as_secs(),
             window,

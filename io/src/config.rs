@@ -2,6 +2,8 @@
 //! the reason beside it; `validate()` says how they relate and names the offending field.
 //! The protocol/domain bounds live in `ringbearer_core::Limits`, embedded here as `limits`.
 
+use crate::weddings::{CalendarClock, SaturdayMode, SaturdaySetting};
+use ringbearer_core::calendar::{self, Zone};
 use ringbearer_core::Limits;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -31,6 +33,9 @@ pub struct IoConfig {
     pub mesh_backlog_max: usize,
     /// WebSocket ping interval (SPEC §3: 30 s); two silent intervals close the connection.
     pub heartbeat_interval_ms: u64,
+    /// The ping interval on a wedding day (SPEC §1: 10 s): for connections whose token
+    /// reaches a wedding that is today, and for every connection in Saturday mode.
+    pub wedding_day_heartbeat_interval_ms: u64,
     /// Time allowed from TCP accept to a complete upgrade request.
     pub handshake_timeout_ms: u64,
     /// Largest HTTP request head (request line + headers).
@@ -57,6 +62,15 @@ pub struct IoConfig {
     pub outbox_max_bytes: usize,
     /// Clock skew tolerated on `exp`/`nbf`.
     pub token_leeway_secs: u64,
+    /// How long before its token's `exp` a connection is told `token_expiring` (once per
+    /// token); at `exp` + `token_leeway_secs` it is closed with 4002 unless refreshed.
+    pub token_expiry_warning_secs: u64,
+    /// Weddings kept in the server's table (registered through the REST API or loaded from
+    /// the registry); a new one past it is refused with `WS_OVERLOADED`.
+    pub max_weddings: usize,
+    /// `Retry-After` (seconds) of the HTTP 503 `WS_OVERLOADED` given to an upgrade over
+    /// `max_connections`.
+    pub overloaded_retry_after_secs: u64,
     /// How often each shard runs retention: logs a checkpoint per channel, then deletes the
     /// oldest log segments whose records are all past `max_queued`/retention.
     pub reclaim_interval_ms: u64,
@@ -78,6 +92,94 @@ pub struct IoConfig {
     /// Loaded from the config file's top-level `[limits]` table, not from `[io]`.
     #[serde(skip)]
     pub limits: Limits,
+    /// Loaded from the config file's top-level `[saturday]` table.
+    #[serde(skip)]
+    pub saturday: SaturdayConfig,
+    /// Loaded from the config file's top-level `[clock]` table.
+    #[serde(skip)]
+    pub clock: ClockConfig,
+}
+
+/// `[saturday]`: the server-wide wedding-day mode (SPEC §1 "Saturday mode"). While it is
+/// active, every connection's heartbeat is `io.wedding_day_heartbeat_interval_ms` and
+/// `io.max_connections` is multiplied by `capacity_multiplier`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SaturdayConfig {
+    /// `auto` (on the `days`, in `time_zone`), `on` (forced) or `off` (forced).
+    pub mode: SaturdaySetting,
+    /// Weekday names (`saturday`, `sunday`, `friday`, …).
+    pub days: Vec<String>,
+    /// IANA zone the `days` are counted in.
+    pub time_zone: String,
+    /// `max_connections` multiplier while active (SPEC §1: 10,000 → 20,000).
+    pub capacity_multiplier: u32,
+}
+
+impl Default for SaturdayConfig {
+    fn default() -> Self {
+        SaturdayConfig {
+            mode: SaturdaySetting::Auto,
+            days: vec!["saturday".into()],
+            time_zone: "UTC".into(),
+            capacity_multiplier: 2,
+        }
+    }
+}
+
+impl SaturdayConfig {
+    /// The resolved mode, or the offending field.
+    pub fn resolve(&self) -> Result<SaturdayMode, String> {
+        let mut days = Vec::new();
+        for d in &self.days {
+            days.push(calendar::parse_weekday(d).ok_or_else(|| {
+                format!(
+                    "saturday.days: `{}` is not a weekday name",
+                    d.escape_default()
+                )
+            })?);
+        }
+        if days.is_empty() && self.mode == SaturdaySetting::Auto {
+            return Err("saturday.days must name at least one day when mode is auto".into());
+        }
+        let zone = Zone::parse(&self.time_zone).map_err(|e| format!("saturday.{}", e.message))?;
+        if self.capacity_multiplier == 0 {
+            return Err("saturday.capacity_multiplier must be at least 1".into());
+        }
+        Ok(SaturdayMode {
+            setting: self.mode,
+            days,
+            zone,
+            capacity_multiplier: self.capacity_multiplier,
+        })
+    }
+}
+
+/// `[clock]`: FOR TESTS AND REHEARSALS ONLY. With `start` set, the calendar (which day it
+/// is, for wedding days and Saturday mode) starts at that instant when the server starts and
+/// advances in real time. Rate windows, heartbeats and token expiry keep the real clock.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClockConfig {
+    /// RFC 3339 instant, e.g. `2026-06-13T10:00:00Z`. Unset: the real date.
+    pub start: Option<String>,
+}
+
+impl ClockConfig {
+    /// The calendar clock, reading `start` at `real_now_ms`.
+    pub fn resolve(&self, real_now_ms: u64) -> Result<CalendarClock, String> {
+        match &self.start {
+            None => Ok(CalendarClock::real()),
+            Some(s) => calendar::parse_instant_ms(s)
+                .map(|start| CalendarClock::starting_at(start, real_now_ms))
+                .ok_or_else(|| {
+                    format!(
+                        "clock.start `{}` must be an RFC 3339 instant like 2026-06-13T10:00:00Z",
+                        s.escape_default()
+                    )
+                }),
+        }
+    }
 }
 
 impl Default for IoConfig {
@@ -92,6 +194,7 @@ impl Default for IoConfig {
             mesh_capacity: 1024,
             mesh_backlog_max: 65_536,
             heartbeat_interval_ms: 30_000,
+            wedding_day_heartbeat_interval_ms: 10_000,
             handshake_timeout_ms: 10_000,
             max_handshake_bytes: 8 * 1024,
             write_timeout_ms: 10_000,
@@ -102,6 +205,9 @@ impl Default for IoConfig {
             outbox_max_messages: 1024,
             outbox_max_bytes: 4 * 1024 * 1024,
             token_leeway_secs: 5,
+            token_expiry_warning_secs: 60,
+            max_weddings: 100_000,
+            overloaded_retry_after_secs: 5,
             reclaim_interval_ms: 60_000,
             max_http_body_bytes: 128 * 1024,
             http_idle_timeout_ms: 30_000,
@@ -110,6 +216,8 @@ impl Default for IoConfig {
             health_window_ms: 10_000,
             echo_endpoint: false,
             limits: Limits::default(),
+            saturday: SaturdayConfig::default(),
+            clock: ClockConfig::default(),
         }
     }
 }
@@ -143,6 +251,7 @@ impl IoConfig {
                 "io.http_max_requests_per_connection",
                 self.http_max_requests_per_connection,
             ),
+            ("io.max_weddings", self.max_weddings),
         ];
         for (name, v) in positive {
             if v == 0 {
@@ -151,6 +260,14 @@ impl IoConfig {
         }
         for (name, v) in [
             ("io.heartbeat_interval_ms", self.heartbeat_interval_ms),
+            (
+                "io.wedding_day_heartbeat_interval_ms",
+                self.wedding_day_heartbeat_interval_ms,
+            ),
+            (
+                "io.overloaded_retry_after_secs",
+                self.overloaded_retry_after_secs,
+            ),
             ("io.handshake_timeout_ms", self.handshake_timeout_ms),
             ("io.write_timeout_ms", self.write_timeout_ms),
             ("io.reclaim_interval_ms", self.reclaim_interval_ms),
@@ -173,6 +290,8 @@ impl IoConfig {
                 "io.mesh_capacity must be at least 64 (shallow mesh queues deadlock)".into(),
             );
         }
+        self.saturday.resolve()?;
+        self.clock.resolve(0)?;
         if self.outbox_max_bytes < self.limits.max_frame_bytes {
             return Err("io.outbox_max_bytes must be at least limits.max_frame_bytes".into());
         }
@@ -192,5 +311,42 @@ mod tests {
             ..IoConfig::default()
         };
         assert!(c.validate().unwrap_err().contains("mesh_capacity"));
+        for (sat, field) in [
+            (
+                SaturdayConfig {
+                    days: vec!["caturday".into()],
+                    ..SaturdayConfig::default()
+                },
+                "saturday.days",
+            ),
+            (
+                SaturdayConfig {
+                    time_zone: "Nowhere/Town".into(),
+                    ..SaturdayConfig::default()
+                },
+                "saturday.time_zone",
+            ),
+            (
+                SaturdayConfig {
+                    capacity_multiplier: 0,
+                    ..SaturdayConfig::default()
+                },
+                "saturday.capacity_multiplier",
+            ),
+        ] {
+            let c = IoConfig {
+                saturday: sat,
+                ..IoConfig::default()
+            };
+            let e = c.validate().unwrap_err();
+            assert!(e.contains(field), "{e}");
+        }
+        let c = IoConfig {
+            clock: ClockConfig {
+                start: Some("next saturday".into()),
+            },
+            ..IoConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("clock.start"));
     }
 }

@@ -42,6 +42,8 @@ pub mod close_code {
     pub const INTERNAL: u16 = 1011;
     pub const HEARTBEAT_TIMEOUT: u16 = 4000;
     pub const SLOW_CONSUMER: u16 = 4001;
+    /// The token expired and no fresh one came (`op: token`); reconnect with a new token.
+    pub const TOKEN_EXPIRED: u16 = 4002;
 }
 
 pub struct Conn {
@@ -57,6 +59,12 @@ pub struct Conn {
     cfg: Rc<crate::IoConfig>,
     policy: Arc<crate::policy::Policy>,
     pub last_seen: Cell<Instant>,
+    /// When the last heartbeat ping was queued (the connection's start before the first).
+    last_ping: Cell<Instant>,
+    /// Pings sent since the peer was last heard from.
+    unanswered_pings: Cell<u8>,
+    /// `token_expiring` was sent for the current token.
+    expiry_warned: Cell<bool>,
     /// Set once: the close frame to send.
     closing: RefCell<Option<(u16, String)>>,
     /// The peer sent a close frame (tungstenite queues the reply itself).
@@ -87,6 +95,9 @@ impl Conn {
             cfg: cfg.clone(),
             policy,
             last_seen: Cell::new(Instant::now()),
+            last_ping: Cell::new(Instant::now()),
+            unanswered_pings: Cell::new(0),
+            expiry_warned: Cell::new(false),
             closing: RefCell::new(None),
             peer_closed: Cell::new(false),
             write_failed: Cell::new(false),
@@ -189,6 +200,58 @@ impl Conn {
     pub fn ping(&self) {
         self.ping_due.set(true);
         self.wake_writer.notify();
+    }
+
+    /// One heartbeat round at `now` with this connection's `interval` (SPEC §3): pings when
+    /// one is due; closes with 4000 once two pings went unanswered and the peer has been
+    /// silent for two intervals. (Counting unanswered pings, not only silence, keeps a
+    /// connection whose interval just shrank — a wedding day began — from being closed for
+    /// the longer silence the old interval allowed.)
+    pub fn heartbeat(&self, now: Instant, interval: Duration) {
+        if self.last_seen.get() > self.last_ping.get() {
+            self.unanswered_pings.set(0);
+        }
+        if self.unanswered_pings.get() >= 2
+            && now.duration_since(self.last_seen.get()) > interval * 2
+        {
+            if self.is_open() {
+                crate::metrics::with(|m| {
+                    m.heartbeat_closes.fetch_add(1, Ordering::Relaxed);
+                });
+            }
+            self.close(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+        } else if now.duration_since(self.last_ping.get()) >= interval {
+            self.unanswered_pings
+                .set(self.unanswered_pings.get().saturating_add(1));
+            self.last_ping.set(now);
+            self.ping();
+        }
+    }
+
+    /// Token expiry at `now_s` (SPEC §4 Tokens): tells the client `token_expiring` once,
+    /// `warning_secs` before `exp`; past `exp` + `leeway_secs` sends `WS_UNAUTHORIZED` and
+    /// closes with 4002. Returns whether the connection stays open.
+    pub fn check_token_expiry(
+        &self,
+        claims: &Claims,
+        now_s: u64,
+        leeway_secs: u64,
+        warning_secs: u64,
+    ) -> bool {
+        if now_s > claims.exp.saturating_add(leeway_secs) {
+            let e = Refusal::new(
+                ErrorCode::Unauthorized,
+                "token expired; reconnect with a fresh token",
+            );
+            self.send_control(protocol::reply_error(None, &e).into());
+            self.close(close_code::TOKEN_EXPIRED, "token expired");
+            return false;
+        }
+        if !self.expiry_warned.get() && now_s.saturating_add(warning_secs) >= claims.exp {
+            self.expiry_warned.set(true);
+            self.send_control(protocol::token_expiring(claims.exp).into());
+        }
+        true
     }
 
     pub fn send_control(&self, data: Bytes) {
@@ -458,12 +521,15 @@ async fn run_ws(
 ) {
     let cfg = ctx.cfg.clone();
     let shared = ctx.shared.clone();
-    if shared.connections.fetch_add(1, Ordering::Relaxed) >= cfg.max_connections {
+    // SPEC §1 Saturday mode: the cap doubles while it is on.
+    let max = shared.max_connections(shared.calendar_now_ms());
+    if shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
         shared.connections.fetch_sub(1, Ordering::Relaxed);
-        let e = Refusal::new(
-            ErrorCode::Overloaded,
-            "server at max_connections; retry later",
-        );
+        let e = Refusal {
+            code: ErrorCode::Overloaded,
+            message: format!("server at capacity ({max} connections); retry later"),
+            retry_after: Some(cfg.overloaded_retry_after_secs),
+        };
         return respond(&mut stream, &http::error_response(503, &e)).await;
     }
     let mut admission = Admission {
@@ -740,6 +806,8 @@ fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
                         );
                     }
                     *conn.claims.borrow_mut() = Arc::new(c);
+                    // A fresh token gets its own warning before it expires.
+                    conn.expiry_warned.set(false);
                     if let Some(r) = &r#ref {
                         conn.send_control(protocol::reply_ok(r).into());
                     }
@@ -784,13 +852,8 @@ fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
             },
         ),
         Request::Publish(req) => {
-            if let Err(e) =
-                ctx.shared
-                    .policy
-                    .take_message(&conn.claims(), &cfg.limits, crate::shard::now_ms())
-            {
-                return send_refusal(conn, r#ref.as_deref(), &e);
-            }
+            // The user's rate is taken by the owner, which knows whether the channel's
+            // wedding is today (SPEC §1: 3× and `critical`).
             let owner = shard_for(req.channel.as_str(), shards);
             (
                 owner,

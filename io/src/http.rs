@@ -226,11 +226,14 @@ pub fn error_response(status: u16, e: &Refusal) -> Vec<u8> {
     }
     let body = serde_json::to_vec(&serde_json::json!({"success": false, "error": err}))
         .expect("serializable");
-    let extra = match (status, e.retry_after) {
-        (426, _) => "Upgrade: websocket\r\n".to_owned(),
-        (_, Some(secs)) => format!("Retry-After: {secs}\r\n"),
-        _ => String::new(),
+    let mut extra = if status == 426 {
+        "Upgrade: websocket\r\n".to_owned()
+    } else {
+        String::new()
     };
+    if let Some(s) = e.retry_after {
+        extra.push_str(&format!("Retry-After: {s}\r\n"));
+    }
     json_response(status, &body, &extra)
 }
 

@@ -93,6 +93,9 @@ pub trait Catalog: Send + Sync {
     fn subscribed(&self, channel: &str, user: &str, cursor: u64);
     fn unsubscribed(&self, channel: &str, user: &str);
     fn acked(&self, channel: &str, user: &str, cursor: u64);
+    /// A wedding was registered or changed (`POST /api/websocket/weddings`, after
+    /// `Shared::weddings.upsert` accepted it).
+    fn wedding_upserted(&self, w: &crate::weddings::Wedding);
     /// Records an audit event (SPEC §5). Like the rest, queued and never failing the
     /// request; the default drops it (no registry).
     fn audit(&self, _event: AuditEvent) {}

@@ -18,8 +18,9 @@ pub mod policy;
 mod router;
 pub mod server;
 pub mod shard;
+pub mod weddings;
 
 pub use api::{Api, HttpHandler, HttpRequest, HttpResponse};
 pub use auth::TokenVerifier;
-pub use config::IoConfig;
+pub use config::{ClockConfig, IoConfig, SaturdayConfig};
 pub use server::{start, start_with, ServerHandle, Store};

@@ -17,6 +17,8 @@ const STRIPES: usize = 16;
 #[derive(Debug)]
 struct UserState {
     messages: TokenBucket,
+    /// `critical` publishes on wedding-day channels (the abuse ceiling).
+    critical: TokenBucket,
     connections: u32,
     subscriptions: u32,
 }
@@ -56,6 +58,7 @@ impl Policy {
         let t = l.tiers.get(c.tier);
         let st = map.entry(key(c)).or_insert_with(|| UserState {
             messages: TokenBucket::full(t.messages_per_min, l.rate_window_ms, now_ms),
+            critical: TokenBucket::full(l.critical_messages_per_min, l.rate_window_ms, now_ms),
             connections: 0,
             subscriptions: 0,
         });
@@ -71,7 +74,11 @@ impl Policy {
             if st.connections == 0 && st.subscriptions == 0 {
                 // IMPORTANT: O(1). (Probing by taking `cap` tokens spun for seconds under
                 // this shared lock at high tier rates.)
-                if st.messages.is_full(cap, l.rate_window_ms, now_ms) {
+                if st.messages.is_full(cap, l.rate_window_ms, now_ms)
+                    && st
+                        .critical
+                        .is_full(l.critical_messages_per_min, l.rate_window_ms, now_ms)
+                {
                     map.remove(&key(c));
                 }
             }
@@ -99,14 +106,53 @@ impl Policy {
 
     /// Takes one publish from the user's rate (`messages_per_min`).
     pub fn take_message(&self, c: &Claims, l: &Limits, now_ms: u64) -> Result<(), Refusal> {
-        let cap = l.tiers.get(c.tier).messages_per_min;
+        self.take_message_scaled(c, l, 1, now_ms)
+    }
+
+    /// Takes one publish at `multiplier` × the user's `messages_per_min` (a wedding-day
+    /// channel: `wedding_day_rate_multiplier`, SPEC §1). One bucket per user: the larger
+    /// capacity applies to publishes to wedding-day channels only.
+    pub fn take_message_scaled(
+        &self,
+        c: &Claims,
+        l: &Limits,
+        multiplier: u32,
+        now_ms: u64,
+    ) -> Result<(), Refusal> {
+        let cap = l
+            .tiers
+            .get(c.tier)
+            .messages_per_min
+            .saturating_mul(multiplier.max(1));
         self.with_user(c, l, now_ms, |st| {
             st.messages.try_take(cap, l.rate_window_ms, now_ms)
         })
         .map_err(|wait_ms| Refusal {
             code: ErrorCode::RateLimited,
             message: format!(
-                "message rate reached: {cap} per {} s for this tier",
+                "message rate reached: {cap} per {} s for this tier{}",
+                l.rate_window_ms / 1000,
+                if multiplier > 1 {
+                    " on a wedding day"
+                } else {
+                    ""
+                }
+            ),
+            retry_after: Some(retry_after_secs(wait_ms)),
+        })
+    }
+
+    /// Takes one `critical` publish on a wedding-day channel: it skips the user and channel
+    /// rates (SPEC §1) but not this abuse ceiling (`critical_messages_per_min`).
+    pub fn take_critical(&self, c: &Claims, l: &Limits, now_ms: u64) -> Result<(), Refusal> {
+        let cap = l.critical_messages_per_min;
+        self.with_user(c, l, now_ms, |st| {
+            st.critical.try_take(cap, l.rate_window_ms, now_ms)
+        })
+        .map_err(|wait_ms| Refusal {
+            code: ErrorCode::RateLimited,
+            message: format!(
+                "critical message ceiling reached: {cap} per {} s",
                 l.rate_window_ms / 1000
             ),
             retry_after: Some(retry_after_secs(wait_ms)),
@@ -217,6 +263,16 @@ mod tests {
             p.reserve_channel(&c, &l).unwrap_err().code,
             ErrorCode::TierLimit
         );
+        // A wedding day triples the rate; `critical` has its own ceiling.
+        for _ in 0..20 {
+            p.take_message_scaled(&c, &l, 3, 0).unwrap();
+        }
+        assert!(p.take_message_scaled(&c, &l, 3, 0).is_err());
+        for _ in 0..60 {
+            p.take_critical(&c, &l, 0).unwrap();
+        }
+        let e = p.take_critical(&c, &l, 0).unwrap_err();
+        assert_eq!((e.code, e.retry_after), (ErrorCode::RateLimited, Some(1)));
         // Reconnecting does not reset the rate.
         p.close_connection(&c, &l, 1);
         p.close_connection(&c, &l, 1);

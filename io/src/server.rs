@@ -11,9 +11,12 @@ use crate::journal::{Catalog, JournalFactory};
 pub struct Store {
     pub journal: Option<Arc<dyn JournalFactory>>,
     pub catalog: Option<Arc<dyn Catalog>>,
+    /// The weddings stored before this start (the registry's), loaded into the table.
+    pub weddings: Vec<crate::weddings::Wedding>,
 }
 use crate::router::Router;
 use crate::shard::{Shard, ShardCtx, ShardMsg};
+use crate::weddings::{CalendarClock, SaturdayMode, Weddings};
 use crate::IoConfig;
 use futures_lite::future;
 use glommio::channels::channel_mesh::MeshBuilder;
@@ -45,6 +48,43 @@ pub struct Shared {
     pub started: Instant,
     /// The REST routes (`None`: only `/ws` is served).
     pub http: Option<Arc<dyn crate::api::HttpHandler>>,
+    /// Registered weddings (SPEC §1); persist an upsert through the `Catalog`.
+    pub weddings: Weddings,
+    /// The clock of calendar decisions (wedding day, Saturday mode); see `[clock]`.
+    pub clock: CalendarClock,
+    /// Saturday mode as configured.
+    pub saturday: SaturdayMode,
+    /// `io.max_connections` outside Saturday mode.
+    pub base_max_connections: usize,
+}
+
+impl Shared {
+    /// Calendar now (Unix ms): the wall clock unless `[clock] start` shifted it.
+    pub fn calendar_now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Whether Saturday mode is on at calendar time `now_ms`.
+    pub fn saturday_mode(&self, now_ms: u64) -> bool {
+        self.saturday.is_active(now_ms)
+    }
+
+    /// SPEC §4 health `wedding_day_mode`: Saturday mode is on, or some wedding is today
+    /// (calendar time `now_ms`, e.g. [`Shared::calendar_now_ms`]).
+    pub fn wedding_day_mode(&self, now_ms: u64) -> bool {
+        self.saturday_mode(now_ms) || self.active_weddings_today(now_ms) > 0
+    }
+
+    /// SPEC §4 health `wedding_analytics.active_weddings_today`.
+    pub fn active_weddings_today(&self, now_ms: u64) -> usize {
+        self.weddings.active_today(now_ms)
+    }
+
+    /// The connection cap at calendar time `now_ms` (doubled in Saturday mode).
+    pub fn max_connections(&self, now_ms: u64) -> usize {
+        self.saturday
+            .max_connections(self.base_max_connections, now_ms)
+    }
 }
 
 /// A running server. Dropping it does not stop it: call [`ServerHandle::shutdown`] and
@@ -106,11 +146,27 @@ pub fn start(cfg: IoConfig, verifier: TokenVerifier, store: Store) -> io::Result
 pub fn start_with(
     cfg: IoConfig,
     verifier: TokenVerifier,
-    store: Store,
+    mut store: Store,
     http: Option<Arc<dyn crate::api::HttpHandler>>,
 ) -> io::Result<ServerHandle> {
     cfg.validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let saturday = cfg.saturday.resolve().map_err(invalid)?;
+    let clock = cfg.clock.resolve(crate::shard::now_ms()).map_err(invalid)?;
+    if cfg.clock.start.is_some() {
+        tracing::warn!(
+            calendar_now = %ringbearer_core::time::rfc3339_ms(clock.now_ms()),
+            "[clock] start is set: the calendar is shifted (tests and rehearsals only)"
+        );
+    }
+    let weddings = Weddings::with_capacity(cfg.max_weddings);
+    for w in std::mem::take(&mut store.weddings) {
+        let id = w.id.clone();
+        if let Err(e) = weddings.upsert(w) {
+            tracing::warn!(wedding = %id, "stored wedding not loaded: {e}");
+        }
+    }
     let n = cfg.shard_count();
     let first = bind_socket(cfg.listen, cfg.listen_backlog)?;
     let local_addr = first
@@ -133,6 +189,10 @@ pub fn start_with(
         samples: Mutex::new(std::collections::VecDeque::new()),
         started: Instant::now(),
         http,
+        weddings,
+        clock,
+        saturday,
+        base_max_connections: cfg.max_connections,
     });
     let boot = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -190,7 +250,9 @@ async fn run_shard(
     store: Store,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
-    let Store { journal, catalog } = store;
+    let Store {
+        journal, catalog, ..
+    } = store;
     let n = cfg.shard_count();
     let (senders, mut receivers) = mesh.join().await.expect("mesh join");
     let me = senders.peer_id();
@@ -219,6 +281,8 @@ async fn run_shard(
     }
     shard.catalog = catalog;
     shard.policy = shared.policy.clone();
+    shard.weddings = shared.weddings.clone();
+    shard.clock = shared.clock;
     let commit_ready = shard.commit_ready.clone();
     let ctx = Rc::new(ShardCtx {
         state: RefCell::new(shard),
@@ -383,8 +447,6 @@ async fn retention(ctx: Rc<ShardCtx>) {
     }
 }
 
-/// Pings every connection each interval; closes those silent for two intervals (SPEC §3)
-/// and those whose token has expired.
 /// Keeps `Shared::samples`: one snapshot of the totals a second, spanning
 /// `health_window_ms` (health's messages/s and latency are differences across it).
 async fn sample_totals(ctx: Rc<ShardCtx>) {
@@ -406,27 +468,42 @@ async fn sample_totals(ctx: Rc<ShardCtx>) {
     }
 }
 
+/// One sweep per shard, every second at most (never a timer per connection: 20,000 of
+/// them on a Saturday). Each round, for every connection:
+/// - token expiry (SPEC §4 Tokens): `token_expiry_warning_secs` before `exp` it is told
+///   `token_expiring` once per token; past `exp` + `token_leeway_secs` it gets
+///   `WS_UNAUTHORIZED` and close 4002, unless a `token` refresh came first;
+/// - heartbeats (SPEC §3, §1): a ping every `heartbeat_interval_ms`, or every
+///   `wedding_day_heartbeat_interval_ms` when Saturday mode is on or its token reaches a
+///   wedding that is today; two unanswered pings and two silent intervals close it with 4000.
 async fn heartbeat(ctx: Rc<ShardCtx>) {
-    let interval = Duration::from_millis(ctx.cfg.heartbeat_interval_ms);
+    let slow = Duration::from_millis(ctx.cfg.heartbeat_interval_ms);
+    let fast = Duration::from_millis(ctx.cfg.wedding_day_heartbeat_interval_ms);
+    let round = Duration::from_secs(1).min(slow).min(fast);
     let leeway = ctx.cfg.token_leeway_secs;
+    let warning = ctx.cfg.token_expiry_warning_secs;
     loop {
-        glommio::timer::sleep(interval).await;
+        glommio::timer::sleep(round).await;
         let now = Instant::now();
         let now_s = crate::shard::now_ms() / 1000;
+        let calendar_now = ctx.shared.calendar_now_ms();
+        let all_fast = ctx.shared.saturday_mode(calendar_now);
+        let today = if all_fast {
+            None
+        } else {
+            ctx.shared.weddings.today(calendar_now)
+        };
         let conns: Vec<_> = ctx.state.borrow().conns.values().cloned().collect();
         for c in conns {
-            if now.duration_since(c.last_seen.get()) > interval * 2 {
-                if c.is_open() {
-                    crate::metrics::with(|m| {
-                        m.heartbeat_closes.fetch_add(1, Ordering::Relaxed);
-                    });
-                }
-                c.close(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout");
-            } else if c.claims().exp.saturating_add(leeway) < now_s {
-                c.close(close_code::POLICY, "token expired");
-            } else {
-                c.ping();
+            if !c.is_open() {
+                continue;
             }
+            let claims = c.claims();
+            if !c.check_token_expiry(&claims, now_s, leeway, warning) {
+                continue;
+            }
+            let wedding_day = all_fast || today.as_ref().is_some_and(|t| t.reaches(&claims));
+            c.heartbeat(now, if wedding_day { fast } else { slow });
         }
     }
 }

@@ -169,6 +169,10 @@ pub struct Shard {
     pub policy: Arc<crate::policy::Policy>,
     /// Where subscriptions and cursors are mirrored; `None` keeps them in memory only.
     pub catalog: Option<Arc<dyn Catalog>>,
+    /// Registered weddings, shared by every shard (SPEC §1 wedding day).
+    pub weddings: crate::weddings::Weddings,
+    /// The clock of calendar decisions (which day it is).
+    pub clock: crate::weddings::CalendarClock,
     /// Channels whose creation is logged but not yet stored.
     creating: hashbrown::HashSet<String>,
     /// REST calls of this shard waiting for answers, by their connection id.
@@ -407,6 +411,8 @@ impl Shard {
             commit_ready: Rc::new(Notify::default()),
             policy: Arc::default(),
             catalog: None,
+            weddings: Default::default(),
+            clock: Default::default(),
             creating: hashbrown::HashSet::new(),
             calls: HashMap::new(),
         }
@@ -532,6 +538,8 @@ impl Shard {
         serde_json::to_writer(&mut reply, &ch.meta.id).expect("json");
         reply.extend_from_slice(b",\"epoch\":");
         serde_json::to_writer(&mut reply, &ch.meta.epoch).expect("json");
+        reply.extend_from_slice(b",\"wedding_id\":");
+        serde_json::to_writer(&mut reply, &ch.meta.access.wedding_id).expect("json");
         reply.extend_from_slice(
             format!(
                 ",\"new\":{},\"cursor\":{},\"recovered\":{},\"messages\":[",
@@ -1202,7 +1210,29 @@ impl Shard {
                 return;
             }
         }
-        if let Err(e) = ch.take_publish(&self.cfg.limits, now) {
+        // SPEC §1 rates, decided here where the channel's wedding is known: a wedding-day
+        // channel gets `wedding_day_rate_multiplier` × the user and channel rates, and its
+        // `critical` publishes skip both, held only by `critical_messages_per_min`.
+        let limits = &self.cfg.limits;
+        let wedding_day = ch
+            .meta
+            .access
+            .wedding_id
+            .as_deref()
+            .is_some_and(|w| self.weddings.is_wedding_day(w, self.clock.now_ms()));
+        let rated = if wedding_day && req.priority == Priority::Critical {
+            self.policy.take_critical(claims, limits, now)
+        } else {
+            let m = if wedding_day {
+                limits.wedding_day_rate_multiplier
+            } else {
+                1
+            };
+            self.policy
+                .take_message_scaled(claims, limits, m, now)
+                .and_then(|()| ch.take_publish_scaled(limits, m, now))
+        };
+        if let Err(e) = rated {
             return reply_err(out, from, r#ref, &e);
         }
         let id = ch.next_id();

@@ -5,6 +5,7 @@
 use anyhow::{bail, Context, Result};
 use ringbearer_core::Limits;
 use ringbearer_io::IoConfig;
+use ringbearer_io::{ClockConfig, SaturdayConfig};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,10 @@ pub struct Config {
     pub io: IoConfig,
     pub limits: Limits,
     pub rest: crate::rest::RestConfig,
+    /// Saturday mode (SPEC §1).
+    pub saturday: SaturdayConfig,
+    /// The calendar clock: for tests and rehearsals only.
+    pub clock: ClockConfig,
 }
 
 impl Default for Config {
@@ -39,6 +44,8 @@ impl Default for Config {
             io: IoConfig::default(),
             limits: Limits::default(),
             rest: crate::rest::RestConfig::default(),
+            saturday: SaturdayConfig::default(),
+            clock: ClockConfig::default(),
         }
     }
 }
@@ -61,6 +68,8 @@ impl Config {
     pub fn io_config(&self) -> Result<IoConfig> {
         let mut io = self.io.clone();
         io.limits = self.limits.clone();
+        io.saturday = self.saturday.clone();
+        io.clock = self.clock.clone();
         if let Err(e) = io.validate() {
             bail!("invalid config: {e}");
         }
@@ -154,6 +163,8 @@ mod tests {
         assert_eq!(cfg.storage, d.storage);
         assert_eq!(cfg.limits, d.limits);
         assert_eq!(cfg.rest, d.rest);
+        assert_eq!(cfg.saturday, d.saturday);
+        assert_eq!(cfg.clock, d.clock);
         cfg.io_config().unwrap();
     }
 

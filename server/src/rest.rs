@@ -295,7 +295,7 @@ impl Rest {
                     "/api/websocket/channels/unsubscribe" => {
                         self.unsubscribe(&api, &claims, body).await
                     }
-                    "/api/websocket/weddings" => self.wedding(&claims, body).await,
+                    "/api/websocket/weddings" => self.wedding(&api, &claims, body).await,
                     _ => unreachable!("every POST route is matched"),
                 },
             },
@@ -351,22 +351,19 @@ impl Rest {
             "created_at": v["created_at"],
         });
         if let Some(w) = wedding {
-            data["wedding_context"] = self.wedding_context(&w).await;
+            data["wedding_context"] = Self::wedding_context(api, &w);
         }
         Ok(data)
     }
 
-    /// `{wedding_id, event_date, is_wedding_day}` as far as the registry knows the wedding.
-    async fn wedding_context(&self, wedding_id: &str) -> Value {
-        let rec = match &self.registry {
-            Some(r) => r.get_wedding(wedding_id).await.ok().flatten(),
-            None => None,
-        };
-        match rec {
+    /// `{wedding_id, event_date, is_wedding_day}` as far as the weddings table knows it.
+    fn wedding_context(api: &Api, wedding_id: &str) -> Value {
+        let shared = api.shared();
+        match shared.weddings.get(wedding_id) {
             Some(w) => json!({
-                "wedding_id": w.wedding_id,
-                "event_date": w.event_date.to_string(),
-                "is_wedding_day": is_wedding_day(&w),
+                "wedding_id": w.id,
+                "event_date": w.event_date,
+                "is_wedding_day": w.is_wedding_day(shared.calendar_now_ms()),
             }),
             None => json!({"wedding_id": wedding_id, "event_date": null, "is_wedding_day": false}),
         }
@@ -437,6 +434,13 @@ impl Rest {
             "subscribed_at": ringbearer_core::time::rfc3339_ms(now_ms()),
             "cursor": v["cursor"],
         });
+        if let Some(w) = v["wedding_id"].as_str() {
+            let shared = api.shared();
+            data["wedding_day_priority"] = shared
+                .weddings
+                .is_wedding_day(w, shared.calendar_now_ms())
+                .into();
+        }
         if include_history {
             data["historical_messages"] = v["messages"].take();
             data["recovered"] = v["recovered"].take();
@@ -520,7 +524,12 @@ impl Rest {
         }))
     }
 
-    async fn wedding(&self, claims: &Arc<Claims>, mut body: Map<String, Value>) -> Reply {
+    async fn wedding(
+        &self,
+        api: &Api,
+        claims: &Arc<Claims>,
+        mut body: Map<String, Value>,
+    ) -> Reply {
         if !matches!(claims.role, Role::Admin | Role::Service) {
             return Err(Refusal::new(
                 ErrorCode::Forbidden,
@@ -546,50 +555,41 @@ impl Rest {
         if id.is_empty() || id.len() > ringbearer_core::access::CLAIM_ID_MAX_BYTES {
             return Err(bad("`wedding_id` must be 1 to 128 bytes"));
         }
-        let invalid = |m: &str| Refusal::new(ErrorCode::InvalidWeddingContext, m);
-        let event_date =
-            EventDate::parse(&date).ok_or_else(|| invalid("`event_date` must be YYYY-MM-DD"))?;
-        if !ringbearer_persist::registry::is_time_zone_name(&tz) {
-            return Err(invalid(
-                "`time_zone` must be an IANA name such as Europe/London",
-            ));
-        }
-        let Some(registry) = &self.registry else {
-            return Err(Refusal::new(
-                ErrorCode::Internal,
-                "weddings need the registry (storage durability other than memory)",
-            ));
-        };
-        if let Some(existing) = registry.get_wedding(&id).await.map_err(internal)? {
+        let wedding = ringbearer_io::weddings::Wedding::new(&id, &org, &date, &tz)?;
+        let shared = api.shared();
+        if let Some(existing) = shared.weddings.get(&id) {
             if existing.organization_id != claims.org {
                 return Err(Refusal::new(
-                    ErrorCode::WeddingIsolationViolation,
+                    ErrorCode::Forbidden,
                     "that wedding belongs to another organization",
                 ));
             }
         }
-        let rec = WeddingRecord {
-            wedding_id: id.clone(),
-            organization_id: org,
-            event_date,
-            time_zone: tz,
-            updated_at_ms: now_ms(),
-        };
-        registry
-            .upsert_wedding(rec.clone())
-            .await
-            .map_err(internal)?;
-        let is_day = is_wedding_day(&rec);
+        // Stored first (awaited: the answer means it survives a restart), then live.
+        if let Some(registry) = &self.registry {
+            let event_date = EventDate::parse(&wedding.event_date)
+                .ok_or_else(|| bad("`event_date` must be YYYY-MM-DD"))?;
+            let rec = WeddingRecord {
+                wedding_id: wedding.id.clone(),
+                organization_id: wedding.organization_id.clone(),
+                event_date,
+                time_zone: wedding.time_zone.clone(),
+                updated_at_ms: now_ms(),
+            };
+            registry.upsert_wedding(rec).await.map_err(internal)?;
+        }
+        let stored = shared.weddings.upsert(wedding)?;
+        let is_day = stored.is_wedding_day(shared.calendar_now_ms());
         self.audit_admin(
             claims,
             "wedding_upsert",
             json!({"wedding_id": id, "event_date": date}),
         );
         Ok(json!({
-            "wedding_id": rec.wedding_id,
-            "organization_id": rec.organization_id,
-            "event_date": rec.event_date.to_string(),
-            "time_zone": rec.time_zone,
+            "wedding_id": stored.id,
+            "organization_id": stored.organization_id,
+            "event_date": stored.event_date,
+            "time_zone": stored.time_zone,
             "is_wedding_day": is_day,
         }))
     }
@@ -697,6 +697,8 @@ impl Rest {
             ),
             _ => (0.0, LatencyWindow::default()),
         };
+        let shared = api.shared();
+        let calendar_now = shared.calendar_now_ms();
         let conn_pct = 100.0 * s.connections as f64 / s.max_connections.max(1) as f64;
         let mut alerts = Vec::new();
         let mut level = 0;
@@ -759,13 +761,14 @@ impl Rest {
                 "average_latency_ms": round2(lat.average_ms),
                 "p99_latency_ms": lat.p99_ms,
                 "system_health_score": score,
-                "wedding_day_mode": false,
+                "wedding_day_mode": shared.wedding_day_mode(calendar_now),
+                "saturday_mode": shared.saturday_mode(calendar_now),
                 "total_messages": s.totals.published,
                 "total_deliveries": s.totals.deliveries,
                 "uptime_seconds": s.uptime_secs,
             },
             "wedding_analytics": {
-                "active_weddings_today": 0,
+                "active_weddings_today": shared.active_weddings_today(calendar_now),
                 "supplier_activity": {
                     "photographers": sup[0],
                     "venues": sup[1],
@@ -920,16 +923,6 @@ pub fn render_prometheus(
 
 fn internal(e: impl std::fmt::Display) -> Refusal {
     Refusal::new(ErrorCode::Internal, format!("registry: {e}"))
-}
-
-/// Whether the wedding is today in its time zone. Until the time-zone database is wired
-/// in, "today" is the UTC date.
-fn is_wedding_day(w: &WeddingRecord) -> bool {
-    let days = (now_ms() / 86_400_000) as i64;
-    let (y, m, d) = ringbearer_core::time::civil_from_days(days);
-    w.event_date.year() as i64 == y
-        && w.event_date.month() as u32 == m
-        && w.event_date.day() as u32 == d
 }
 
 /// The request's JSON object body (SPEC §4: JSON in, JSON out).

@@ -14,7 +14,10 @@ use ringbearer_io::journal::{
     Catalog, Entry, Journal, JournalError, JournalFactory, LocalBoxFuture, Opened, RestoredChannel,
     RestoredMessage,
 };
-use ringbearer_persist::registry::{CursorAck, Registry, RegistryConfig, SubscriptionRecord};
+use ringbearer_io::weddings::Wedding;
+use ringbearer_persist::registry::{
+    CursorAck, EventDate, Registry, RegistryConfig, SubscriptionRecord, WeddingRecord,
+};
 use ringbearer_persist::{Durability, Lsn, Record, Wal, WalConfig, WalError};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -129,6 +132,7 @@ pub fn open(data_dir: &Path, cfg: &StorageConfig, shards: usize) -> Result<Store
         },
     )
     .map_err(|e| anyhow::anyhow!("opening the registry: {e}"))?;
+    let weddings = load_weddings(&registry)?;
     let factory = Arc::new(WalFactory {
         wal_dir,
         cfg: cfg.clone(),
@@ -140,9 +144,33 @@ pub fn open(data_dir: &Path, cfg: &StorageConfig, shards: usize) -> Result<Store
             catalog: Some(Arc::new(RegistryCatalog {
                 registry: registry.clone(),
             })),
+            weddings,
         },
         registry: Some(registry),
     })
+}
+
+/// Every stored wedding, for the server's table (SPEC §1 wedding day). A row the calendar
+/// cannot use (an unknown time zone after a tz database change) is skipped and logged.
+fn load_weddings(registry: &Registry) -> Result<Vec<Wedding>> {
+    let loaded = futures_lite::future::block_on(registry.list_weddings(None))
+        .map_err(|e| anyhow::anyhow!("registry: loading weddings: {e}"))?;
+    for w in &loaded.warnings {
+        tracing::warn!("registry row skipped: {w:?}");
+    }
+    let mut out = Vec::with_capacity(loaded.rows.len());
+    for r in loaded.rows {
+        match Wedding::new(
+            &r.wedding_id,
+            &r.organization_id,
+            &r.event_date.to_string(),
+            &r.time_zone,
+        ) {
+            Ok(w) => out.push(w),
+            Err(e) => tracing::warn!(wedding = %r.wedding_id, "stored wedding skipped: {e}"),
+        }
+    }
+    Ok(out)
 }
 
 struct WalFactory {
@@ -363,6 +391,24 @@ impl Catalog for RegistryCatalog {
         fire(
             "unsubscription",
             self.registry.delete_subscription(channel, user),
+        );
+    }
+
+    fn wedding_upserted(&self, w: &Wedding) {
+        // `Wedding::new` checked the date; a date the registry cannot hold is logged.
+        let Some(event_date) = EventDate::parse(&w.event_date) else {
+            tracing::warn!(wedding = %w.id, "wedding not stored: unreadable event_date");
+            return;
+        };
+        fire(
+            "wedding",
+            self.registry.upsert_wedding(WeddingRecord {
+                wedding_id: w.id.clone(),
+                organization_id: w.organization_id.clone(),
+                event_date,
+                time_zone: w.time_zone.clone(),
+                updated_at_ms: now_ms(),
+            }),
         );
     }
 

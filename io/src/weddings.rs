@@ -1,0 +1,391 @@
+//! The weddings the server knows (SPEC §1 "Weddings", "Wedding day", "Saturday mode"): a
+//! server-wide, read-mostly table of `{id, organization_id, event_date, time_zone}`, and the
+//! calendar clock every wedding-day and Saturday decision reads.
+//!
+//! The table is shared by every shard (an `Arc` behind a `parking_lot::RwLock`): the owner
+//! shard asks it on each publish whether the channel's wedding is today, the heartbeat sweep
+//! asks once per round which weddings are. Writes come from `POST /api/websocket/weddings`
+//! (and the registry at start); the caller persists them through the `Catalog`. The
+//! calendar rules themselves are pure functions in `ringbearer_core::calendar`.
+//!
+//! The calendar clock is the wall clock, shifted when the config's `[clock] start` is set
+//! (tests and rehearsals only: "it is Saturday 13 June now"). It never drives rate windows,
+//! heartbeats or token expiry, which keep the real clocks.
+
+use parking_lot::RwLock;
+use ringbearer_core::calendar::{self, Weekday, Zone};
+use ringbearer_core::error::{ErrorCode, Refusal};
+use ringbearer_core::Claims;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// One registered wedding, validated: `event_date` is a real `YYYY-MM-DD` day and
+/// `time_zone` a known IANA zone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Wedding {
+    pub id: String,
+    pub organization_id: String,
+    /// `YYYY-MM-DD`, the day in the wedding's own time zone.
+    pub event_date: String,
+    /// IANA name, e.g. `Europe/London`.
+    pub time_zone: String,
+    /// `[start, end)` of the event day in Unix ms (23 or 25 hours across a DST change).
+    day_ms: (u64, u64),
+}
+
+/// Longest `id`/`organization_id` accepted (the protocol's field bound).
+const ID_MAX_BYTES: usize = 128;
+
+fn check_id(field: &str, v: &str) -> Result<(), Refusal> {
+    if v.is_empty() || v.len() > ID_MAX_BYTES || v.chars().any(|c| c.is_control()) {
+        return Err(Refusal::new(
+            ErrorCode::InvalidWeddingContext,
+            format!("{field} must be 1 to {ID_MAX_BYTES} bytes without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+impl Wedding {
+    /// Validates and builds a wedding. Refusals are `WS_INVALID_WEDDING_CONTEXT` and name
+    /// the field (`wedding_id`, `organization_id`, `event_date`, `time_zone`).
+    pub fn new(
+        id: &str,
+        organization_id: &str,
+        event_date: &str,
+        time_zone: &str,
+    ) -> Result<Wedding, Refusal> {
+        check_id("wedding_id", id)?;
+        if id == "*" {
+            return Err(Refusal::new(
+                ErrorCode::InvalidWeddingContext,
+                "wedding_id `*` is reserved for tokens",
+            ));
+        }
+        check_id("organization_id", organization_id)?;
+        let date = calendar::parse_date(event_date)?;
+        let zone = Zone::parse(time_zone)?;
+        Ok(Wedding {
+            id: id.to_owned(),
+            organization_id: organization_id.to_owned(),
+            event_date: event_date.to_owned(),
+            time_zone: zone.name().to_owned(),
+            day_ms: zone.day_span_ms(date),
+        })
+    }
+
+    /// Whether `now_ms` (calendar clock) falls on the event day in the wedding's zone.
+    pub fn is_wedding_day(&self, now_ms: u64) -> bool {
+        calendar::in_span(self.day_ms, now_ms)
+    }
+
+    /// `[start, end)` of the event day, Unix ms.
+    pub fn day_span_ms(&self) -> (u64, u64) {
+        self.day_ms
+    }
+}
+
+/// The weddings table; clones share it.
+#[derive(Clone, Default)]
+pub struct Weddings {
+    inner: Arc<RwLock<HashMap<String, Wedding>>>,
+    /// Most weddings kept (`io.max_weddings`); 0 until set by the server (no bound).
+    max: usize,
+}
+
+/// Which weddings are today, taken once per heartbeat round.
+#[derive(Debug, Default)]
+pub struct Today {
+    ids: HashSet<String>,
+    orgs: HashSet<String>,
+}
+
+impl Today {
+    /// Whether a token reaches a wedding that is today: listed by id, or `*` (org-wide
+    /// roles) with a wedding of its own organization today (the rule of
+    /// `Claims::reaches_wedding`).
+    pub fn reaches(&self, c: &Claims) -> bool {
+        c.weddings.iter().any(|w| {
+            if w == "*" {
+                c.role.is_org_wide() && self.orgs.contains(&c.org)
+            } else {
+                self.ids.contains(w)
+            }
+        })
+    }
+}
+
+impl Weddings {
+    /// An empty table holding at most `max` weddings.
+    pub fn with_capacity(max: usize) -> Weddings {
+        Weddings {
+            inner: Arc::default(),
+            max,
+        }
+    }
+
+    /// Inserts or replaces a wedding; returns it as stored. A wedding keeps its
+    /// organization: re-registering it under another one is `WS_FORBIDDEN`. Past
+    /// `io.max_weddings` a new one is `WS_OVERLOADED`.
+    pub fn upsert(&self, w: Wedding) -> Result<Wedding, Refusal> {
+        let mut map = self.inner.write();
+        match map.get(&w.id) {
+            Some(old) if old.organization_id != w.organization_id => {
+                return Err(Refusal::new(
+                    ErrorCode::Forbidden,
+                    "this wedding is registered to another organization",
+                ));
+            }
+            None if self.max > 0 && map.len() >= self.max => {
+                return Err(Refusal::new(
+                    ErrorCode::Overloaded,
+                    format!("at most {} weddings (io.max_weddings)", self.max),
+                ));
+            }
+            _ => {}
+        }
+        map.insert(w.id.clone(), w.clone());
+        Ok(w)
+    }
+
+    pub fn get(&self, id: &str) -> Option<Wedding> {
+        self.inner.read().get(id).cloned()
+    }
+
+    /// Whether wedding `id` is known and today at `now_ms` (calendar clock).
+    pub fn is_wedding_day(&self, id: &str, now_ms: u64) -> bool {
+        self.inner
+            .read()
+            .get(id)
+            .is_some_and(|w| w.is_wedding_day(now_ms))
+    }
+
+    /// How many weddings are today at `now_ms` (calendar clock).
+    pub fn active_today(&self, now_ms: u64) -> usize {
+        self.inner
+            .read()
+            .values()
+            .filter(|w| w.is_wedding_day(now_ms))
+            .count()
+    }
+
+    /// The weddings that are today, or `None` when there are none (the common case: the
+    /// heartbeat round then looks at no claims).
+    pub fn today(&self, now_ms: u64) -> Option<Today> {
+        let map = self.inner.read();
+        let mut t = Today::default();
+        for w in map.values().filter(|w| w.is_wedding_day(now_ms)) {
+            t.ids.insert(w.id.clone());
+            t.orgs.insert(w.organization_id.clone());
+        }
+        (!t.ids.is_empty()).then_some(t)
+    }
+
+    /// Every wedding, by id.
+    pub fn list(&self) -> Vec<Wedding> {
+        let mut v: Vec<Wedding> = self.inner.read().values().cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The clock of calendar decisions: the wall clock plus a fixed offset (0 unless the
+/// config's `[clock] start` set one). Copy it freely.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CalendarClock {
+    offset_ms: i64,
+}
+
+impl CalendarClock {
+    /// The real wall clock.
+    pub fn real() -> CalendarClock {
+        CalendarClock::default()
+    }
+
+    /// A clock that reads `start_ms` at `real_now_ms` and advances in real time from there.
+    pub fn starting_at(start_ms: u64, real_now_ms: u64) -> CalendarClock {
+        CalendarClock {
+            offset_ms: (start_ms as i128 - real_now_ms as i128)
+                .clamp(i64::MIN as i128, i64::MAX as i128) as i64,
+        }
+    }
+
+    /// Calendar now, Unix ms.
+    pub fn now_ms(&self) -> u64 {
+        self.at(crate::shard::now_ms())
+    }
+
+    /// The calendar time for wall-clock `real_ms`.
+    pub fn at(&self, real_ms: u64) -> u64 {
+        (real_ms as i128 + self.offset_ms as i128).clamp(0, u64::MAX as i128) as u64
+    }
+}
+
+/// `[saturday] mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SaturdaySetting {
+    /// On the configured `days` in the configured `time_zone`.
+    #[default]
+    Auto,
+    /// Forced on (e.g. a big Friday).
+    On,
+    /// Forced off.
+    Off,
+}
+
+/// Saturday mode (SPEC §1), resolved from the config: when it is active, every connection's
+/// heartbeat is `wedding_day_heartbeat_interval_ms` and `max_connections` is multiplied.
+#[derive(Clone, Debug)]
+pub struct SaturdayMode {
+    pub setting: SaturdaySetting,
+    pub days: Vec<Weekday>,
+    pub zone: Zone,
+    pub capacity_multiplier: u32,
+}
+
+impl Default for SaturdayMode {
+    fn default() -> Self {
+        SaturdayMode {
+            setting: SaturdaySetting::Auto,
+            days: vec![Weekday::Saturday],
+            zone: Zone::utc(),
+            capacity_multiplier: 2,
+        }
+    }
+}
+
+impl SaturdayMode {
+    /// Whether Saturday mode is on at calendar time `now_ms`.
+    pub fn is_active(&self, now_ms: u64) -> bool {
+        match self.setting {
+            SaturdaySetting::On => true,
+            SaturdaySetting::Off => false,
+            SaturdaySetting::Auto => calendar::is_mode_day(&self.days, &self.zone, now_ms),
+        }
+    }
+
+    /// `max_connections` at calendar time `now_ms`.
+    pub fn max_connections(&self, base: usize, now_ms: u64) -> usize {
+        if self.is_active(now_ms) {
+            base.saturating_mul(self.capacity_multiplier as usize)
+        } else {
+            base
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringbearer_core::{Role, Tier};
+
+    fn ms(s: &str) -> u64 {
+        calendar::parse_instant_ms(s).unwrap()
+    }
+
+    #[test]
+    fn weddings_are_validated_naming_the_field() {
+        let w = Wedding::new("w-1", "org", "2026-06-13", "Europe/London").unwrap();
+        assert_eq!(w.time_zone, "Europe/London");
+        for (args, field) in [
+            (("w-1", "org", "2026-02-30", "UTC"), "event_date"),
+            (("w-1", "org", "13/06/2026", "UTC"), "event_date"),
+            (("w-1", "org", "2026-06-13", "Mars/Base"), "time_zone"),
+            (("", "org", "2026-06-13", "UTC"), "wedding_id"),
+            (("*", "org", "2026-06-13", "UTC"), "wedding_id"),
+            (("w-1", "", "2026-06-13", "UTC"), "organization_id"),
+        ] {
+            let e = Wedding::new(args.0, args.1, args.2, args.3).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidWeddingContext);
+            assert!(e.message.contains(field), "{field}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn the_table_answers_by_the_weddings_own_day() {
+        let t = Weddings::with_capacity(2);
+        t.upsert(Wedding::new("a", "o1", "2026-06-13", "Europe/London").unwrap())
+            .unwrap();
+        t.upsert(Wedding::new("b", "o2", "2026-06-14", "UTC").unwrap())
+            .unwrap();
+        let now = ms("2026-06-13T10:00:00Z");
+        assert!(t.is_wedding_day("a", now));
+        assert!(!t.is_wedding_day("b", now));
+        assert!(!t.is_wedding_day("nope", now));
+        assert_eq!(t.active_today(now), 1);
+        assert_eq!(t.active_today(ms("2026-06-14T10:00:00Z")), 1);
+        assert_eq!(t.active_today(ms("2026-06-15T10:00:00Z")), 0);
+        assert!(t.today(ms("2026-06-15T10:00:00Z")).is_none());
+        // Moving a wedding's date is an upsert; another organization may not take it.
+        t.upsert(Wedding::new("a", "o1", "2026-06-14", "Europe/London").unwrap())
+            .unwrap();
+        assert!(!t.is_wedding_day("a", now));
+        let e = t
+            .upsert(Wedding::new("a", "evil", "2026-06-14", "UTC").unwrap())
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Forbidden);
+        // Bounded.
+        let e = t
+            .upsert(Wedding::new("c", "o1", "2026-06-14", "UTC").unwrap())
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Overloaded);
+        assert_eq!(
+            t.list().iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+    }
+
+    #[test]
+    fn today_is_reached_by_listed_ids_and_org_wide_stars() {
+        let t = Weddings::default();
+        t.upsert(Wedding::new("a", "o1", "2026-06-13", "UTC").unwrap())
+            .unwrap();
+        let today = t.today(ms("2026-06-13T10:00:00Z")).unwrap();
+        let claims = |role, org: &str, w: &[&str]| Claims {
+            sub: "u".into(),
+            org: org.into(),
+            role,
+            tier: Tier::Free,
+            weddings: w.iter().map(|s| s.to_string()).collect(),
+            exp: 0,
+            nbf: None,
+        };
+        assert!(today.reaches(&claims(Role::Photographer, "x", &["z", "a"])));
+        assert!(!today.reaches(&claims(Role::Photographer, "x", &["z"])));
+        assert!(today.reaches(&claims(Role::Admin, "o1", &["*"])));
+        assert!(!today.reaches(&claims(Role::Admin, "o2", &["*"])));
+    }
+
+    #[test]
+    fn the_calendar_clock_can_start_elsewhere() {
+        let c = CalendarClock::starting_at(ms("2026-06-13T10:00:00Z"), 1_000_000);
+        assert_eq!(c.at(1_000_000), ms("2026-06-13T10:00:00Z"));
+        assert_eq!(c.at(1_060_000), ms("2026-06-13T10:01:00Z"));
+        assert_eq!(CalendarClock::real().at(42), 42);
+        let sat = SaturdayMode::default();
+        assert!(sat.is_active(ms("2026-06-13T10:00:00Z")));
+        assert!(!sat.is_active(ms("2026-06-16T10:00:00Z")));
+        assert_eq!(
+            sat.max_connections(10_000, ms("2026-06-13T10:00:00Z")),
+            20_000
+        );
+        assert_eq!(
+            sat.max_connections(10_000, ms("2026-06-16T10:00:00Z")),
+            10_000
+        );
+        let off = SaturdayMode {
+            setting: SaturdaySetting::Off,
+            ..SaturdayMode::default()
+        };
+        assert!(!off.is_active(ms("2026-06-13T10:00:00Z")));
+    }
+}
