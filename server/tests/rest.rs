@@ -220,6 +220,7 @@ async fn every_endpoint_answers_its_success_shape() {
     .data();
     assert_eq!(sub["channel_id"], channel_id.as_str());
     assert_eq!(sub["user_id"], "u-away");
+    assert_eq!(sub["wedding_day_priority"], true);
     assert!(sub["subscription_id"].as_str().is_some());
     assert!(sub["subscribed_at"].as_str().is_some());
     let mut online = server
@@ -346,6 +347,8 @@ async fn every_endpoint_answers_its_success_shape() {
     let health = get(&server, "/api/websocket/health", &[]).await.data();
     assert_eq!(health["status"], "healthy");
     assert_eq!(health["metrics"]["active_connections"], 1);
+    assert_eq!(health["metrics"]["wedding_day_mode"], true, "{health}");
+    assert_eq!(health["wedding_analytics"]["active_weddings_today"], 1);
     let metrics = get(&server, "/api/websocket/metrics", &[]).await;
     assert_eq!(metrics.status, 200);
     assert!(metrics
