@@ -16,7 +16,9 @@ pub mod policy;
 mod router;
 pub mod server;
 pub mod shard;
+pub mod stream;
+pub mod tls;
 
 pub use auth::TokenVerifier;
-pub use config::IoConfig;
+pub use config::{IoConfig, TlsConfig};
 pub use server::{start, ServerHandle, Store};

@@ -38,6 +38,10 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Tier accounting across shards.
     pub policy: Arc<crate::policy::Policy>,
+    /// Open connections per client address, across shards (`max_connections_per_ip`).
+    pub ips: Arc<crate::policy::IpTable>,
+    /// Set when `[tls]` is configured: every accepted connection speaks TLS.
+    pub tls: Option<futures_rustls::TlsAcceptor>,
 }
 
 /// A running server. Dropping it does not stop it: call [`ServerHandle::shutdown`] and
@@ -94,6 +98,8 @@ fn bind_socket(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
 pub fn start(cfg: IoConfig, verifier: TokenVerifier, store: Store) -> io::Result<ServerHandle> {
     cfg.validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let tls = crate::tls::acceptor(&cfg.tls)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let n = cfg.shard_count();
     let first = bind_socket(cfg.listen, cfg.listen_backlog)?;
     let local_addr = first
@@ -110,6 +116,8 @@ pub fn start(cfg: IoConfig, verifier: TokenVerifier, store: Store) -> io::Result
         connections: AtomicUsize::new(0),
         shutdown: AtomicBool::new(false),
         policy: Arc::default(),
+        ips: Arc::default(),
+        tls,
     });
     let boot = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
