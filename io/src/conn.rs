@@ -360,7 +360,10 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
             // SPEC §4 `wss://`: the TLS handshake counts within `handshake_timeout_ms`.
             // Plaintext, garbage or a stalled handshake has no TLS session to answer in:
             // the socket is just dropped.
-            let tls = future::or(async { Some(acceptor.accept(tcp).await) }, async {
+            // Boxed (~1.3 KB mid-handshake) so it can never set the size of this future,
+            // which every plaintext connection carries too.
+            let handshake = Box::pin(acceptor.accept(tcp));
+            let tls = future::or(async { Some(handshake.await) }, async {
                 glommio::timer::sleep(deadline).await;
                 None
             })
