@@ -124,8 +124,8 @@ async fn plaintext_and_garbage_are_dropped_and_tls_still_works() {
     // A plaintext WebSocket upgrade on the TLS port fails.
     let plain = Raw::connect(&s.url(), &s.token("u", "o", "couple", &[])).await;
     assert!(plain.is_err(), "plaintext upgrade must not succeed");
-    // Garbage, then a client that connects and says nothing, then one that starts a
-    // handshake and disappears: each is dropped, the server keeps serving.
+    // A bogus TLS record, non-TLS bytes, and a client that connects and leaves without a
+    // word: each is dropped, the server keeps serving.
     for bytes in [
         &b"\x16\x03\x01\xff\xff garbage that claims to be a TLS record"[..],
         b"\x00\x01\x02\x03\r\n\r\n",
