@@ -7,6 +7,26 @@ use ringbearer_core::calendar::{self, Zone};
 use ringbearer_core::Limits;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// TLS on the shared port (SPEC §4 `wss://`, `https://`): the config file's top-level
+/// `[tls]` table. Both files set: every listener speaks TLS (one port, like Centrifugo);
+/// neither: plaintext. A file that is missing, unreadable or not valid PEM stops the start
+/// naming the field.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first (`ringbearer dev-cert` writes one for local use).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some() || self.key_file.is_some()
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -89,6 +109,21 @@ pub struct IoConfig {
     pub health_window_ms: u64,
     /// Adds `GET /echo` for the Autobahn conformance suite. Off by default.
     pub echo_endpoint: bool,
+    /// Origins (`scheme://host[:port]`, or `scheme://*.domain` for its subdomains) whose
+    /// browsers may open `/ws`; any other `Origin` gets HTTP 403 `WS_FORBIDDEN` before the
+    /// upgrade. A request without `Origin` (a backend, a mobile app) is always allowed:
+    /// this guards against cross-site WebSocket hijacking by other web pages, not against
+    /// clients that choose their headers. Empty (the default) allows every origin, which
+    /// is right while tokens never travel in cookies; list your app's origins in
+    /// production so a page elsewhere cannot ride a browser's credentials.
+    pub allowed_origins: Vec<String>,
+    /// Open TCP connections per client address, server-wide (IPv6 by /64), counted from
+    /// accept to close (handshakes and HTTP requests too); over it: HTTP 429
+    /// `WS_RATE_LIMITED` with `retry_after`. 1,000 leaves room for a venue's guests behind
+    /// one NAT address while one host cannot take all of `max_connections`. The load
+    /// generator (perf/) opens 19,900 connections from 4 loopback addresses (~5,000
+    /// each), so its server config raises this to 20,000.
+    pub max_connections_per_ip: usize,
     /// Loaded from the config file's top-level `[limits]` table, not from `[io]`.
     #[serde(skip)]
     pub limits: Limits,
@@ -98,6 +133,9 @@ pub struct IoConfig {
     /// Loaded from the config file's top-level `[clock]` table.
     #[serde(skip)]
     pub clock: ClockConfig,
+    /// Loaded from the config file's top-level `[tls]` table, not from `[io]`.
+    #[serde(skip)]
+    pub tls: TlsConfig,
 }
 
 /// `[saturday]`: the server-wide wedding-day mode (SPEC §1 "Saturday mode"). While it is
@@ -215,9 +253,12 @@ impl Default for IoConfig {
             rest_call_timeout_ms: 10_000,
             health_window_ms: 10_000,
             echo_endpoint: false,
+            allowed_origins: Vec::new(),
+            max_connections_per_ip: 1000,
             limits: Limits::default(),
             saturday: SaturdayConfig::default(),
             clock: ClockConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -238,6 +279,7 @@ impl IoConfig {
         self.limits.validate()?;
         let positive = [
             ("io.max_connections", self.max_connections),
+            ("io.max_connections_per_ip", self.max_connections_per_ip),
             ("io.mesh_capacity", self.mesh_capacity),
             ("io.mesh_backlog_max", self.mesh_backlog_max),
             ("io.max_handshake_bytes", self.max_handshake_bytes),
@@ -295,6 +337,13 @@ impl IoConfig {
         if self.outbox_max_bytes < self.limits.max_frame_bytes {
             return Err("io.outbox_max_bytes must be at least limits.max_frame_bytes".into());
         }
+        for o in &self.allowed_origins {
+            crate::http::check_origin_pattern(o)
+                .map_err(|why| format!("io.allowed_origins: `{o}` {why}"))?;
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err("tls.cert_file and tls.key_file must be set together".into());
+        }
         Ok(())
     }
 }
@@ -348,5 +397,18 @@ mod tests {
             ..IoConfig::default()
         };
         assert!(c.validate().unwrap_err().contains("clock.start"));
+        let c = IoConfig {
+            allowed_origins: vec!["https://app.example.com/path".into()],
+            ..IoConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("allowed_origins"));
+        let c = IoConfig {
+            tls: TlsConfig {
+                cert_file: Some("c.pem".into()),
+                key_file: None,
+            },
+            ..IoConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("tls.key_file"));
     }
 }

@@ -13,6 +13,7 @@ use crate::http::{self, RequestHead};
 use crate::notify::Notify;
 use crate::outbox::{encode_frame, Opcode, OutFrame, Outbox};
 use crate::shard::{ShardCtx, ShardMsg};
+use crate::stream::Stream;
 use bytes::Bytes;
 use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
@@ -375,7 +376,7 @@ fn ws_config(cfg: &crate::IoConfig) -> WebSocketConfig {
 /// Reads an HTTP request head, bounded in size; `None` on EOF, oversize or garbage (with
 /// the refusal to send, if any).
 async fn read_head(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     max: usize,
 ) -> Result<(RequestHead, Vec<u8>), Option<(u16, Refusal)>> {
     let mut buf = Vec::with_capacity(1024);
@@ -400,22 +401,54 @@ async fn read_head(
     }
 }
 
-async fn respond(stream: &mut TcpStream, bytes: &[u8]) {
+async fn respond(stream: &mut Stream, bytes: &[u8]) {
     let _ = stream.write_all(bytes).await;
     let _ = stream.flush().await;
     let _ = stream.close().await;
 }
 
-/// Serves one accepted TCP connection to its end.
-pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
+/// Serves one accepted TCP connection to its end: the TLS handshake when `[tls]` is
+/// configured, then one request head (both within `handshake_timeout_ms`).
+pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
     let cfg = ctx.cfg.clone();
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(cfg.write_timeout_ms)));
+    let accepted = Instant::now();
+    let _ = tcp.set_nodelay(true);
+    let _ = tcp.set_write_timeout(Some(Duration::from_millis(cfg.write_timeout_ms)));
+    // Counted from accept to close, so one address cannot hold every handshake slot
+    // either. A refusal is answered once the request head is in (an answer sent before
+    // the client has written its request can be lost to a reset).
+    let peer = tcp.peer_addr().ok();
+    let ip_slot = peer.map(|a| ctx.shared.ips.acquire(a.ip(), cfg.max_connections_per_ip));
     let deadline = Duration::from_millis(cfg.handshake_timeout_ms);
+    let mut stream = match &ctx.shared.tls {
+        None => Stream::Plain(tcp),
+        Some(acceptor) => {
+            // SPEC §4 `wss://`: the TLS handshake counts within `handshake_timeout_ms`.
+            // Plaintext, garbage or a stalled handshake has no TLS session to answer in:
+            // the socket is just dropped.
+            // Boxed (~1.3 KB mid-handshake) so it can never set the size of this future,
+            // which every plaintext connection carries too.
+            let handshake = Box::pin(acceptor.accept(tcp));
+            let tls = future::or(async { Some(handshake.await) }, async {
+                glommio::timer::sleep(deadline).await;
+                None
+            })
+            .await;
+            match tls {
+                Some(Ok(s)) => Stream::Tls(Box::new(s)),
+                Some(Err(e)) => {
+                    tracing::debug!("TLS handshake failed: {e}");
+                    return;
+                }
+                None => return,
+            }
+        }
+    };
+    let remaining = deadline.saturating_sub(accepted.elapsed());
     let head = future::or(
         async { Some(read_head(&mut stream, cfg.max_handshake_bytes).await) },
         async {
-            glommio::timer::sleep(deadline).await;
+            glommio::timer::sleep(remaining).await;
             None
         },
     )
@@ -431,12 +464,26 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
         }
         Some(Ok(h)) => h,
     };
+    let _ip_slot = match ip_slot {
+        Some(Err(e)) => return respond(&mut stream, &http::error_response(429, &e)).await,
+        Some(Ok(slot)) => Some(slot),
+        None => None,
+    };
     match head.path.as_str() {
         "/ws" => {
             let key = match head.check_upgrade() {
                 Ok(k) => k.to_owned(),
                 Err(e) => return respond(&mut stream, &http::error_response(426, &e)).await,
             };
+            // RFC 6455 §10.2: a browser page from an origin not listed is refused before
+            // any WebSocket state exists.
+            if !http::origin_allowed(&cfg.allowed_origins, head.origin.as_deref()) {
+                let e = Refusal::new(
+                    ErrorCode::Forbidden,
+                    "this Origin may not open WebSockets here (io.allowed_origins)",
+                );
+                return respond(&mut stream, &http::error_response(403, &e)).await;
+            }
             let found = find_token(
                 head.authorization.as_deref(),
                 head.query.as_deref(),
@@ -483,7 +530,6 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
         }
         _ => {
             // Everything else is the REST door (SPEC §4), kept alive between requests.
-            let peer = stream.peer_addr().ok();
             crate::api::serve_http(ctx, &mut stream, head, leftover, peer).await
         }
     }
@@ -512,7 +558,7 @@ impl Drop for Admission<'_> {
 
 async fn run_ws(
     ctx: Rc<ShardCtx>,
-    mut stream: TcpStream,
+    mut stream: Stream,
     key: &str,
     protocol: Option<&str>,
     claims: Arc<Claims>,
@@ -554,6 +600,7 @@ async fn run_ws(
         .write_all(&http::switching_protocols(key, protocol))
         .await
         .is_err()
+        || stream.flush().await.is_err()
     {
         return;
     }
@@ -640,6 +687,7 @@ async fn run_ws(
                     tx.extend_from_slice(&payload);
                 }
                 let _ = wr.write_all(&tx).await;
+                let _ = wr.flush().await;
                 let _ = wr.close().await;
                 break;
             }
@@ -653,7 +701,9 @@ async fn run_ws(
                 if tx.is_empty() {
                     break;
                 }
-                if wr.write_all(&tx).await.is_err() {
+                // `flush` pushes out a TLS record rustls held back on a full socket; it
+                // costs nothing on plaintext.
+                if wr.write_all(&tx).await.is_err() || wr.flush().await.is_err() {
                     conn.write_failed.set(true);
                     conn.close(close_code::INTERNAL, "write failed or timed out");
                     break;

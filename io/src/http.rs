@@ -226,15 +226,72 @@ pub fn error_response(status: u16, e: &Refusal) -> Vec<u8> {
     }
     let body = serde_json::to_vec(&serde_json::json!({"success": false, "error": err}))
         .expect("serializable");
-    let mut extra = if status == 426 {
-        "Upgrade: websocket\r\n".to_owned()
-    } else {
-        String::new()
-    };
+    let mut extra = String::new();
+    if status == 426 {
+        extra.push_str("Upgrade: websocket\r\n");
+    }
     if let Some(s) = e.retry_after {
         extra.push_str(&format!("Retry-After: {s}\r\n"));
     }
     json_response(status, &body, &extra)
+}
+
+/// Checks one `io.allowed_origins` entry: `http(s)://host[:port]`, or `http(s)://*.domain`
+/// (any subdomain of `domain`, on the default port unless one is given).
+pub fn check_origin_pattern(p: &str) -> Result<(), &'static str> {
+    let rest = p
+        .strip_prefix("https://")
+        .or_else(|| p.strip_prefix("http://"))
+        .ok_or("must start with http:// or https://")?;
+    if rest.is_empty()
+        || rest.contains(['/', '?', '#', '@'])
+        || rest.chars().any(|c| c.is_whitespace() || !c.is_ascii())
+    {
+        return Err("must be scheme://host[:port], ASCII, with no path");
+    }
+    let host = rest.strip_prefix("*.").unwrap_or(rest);
+    if host.is_empty() || host.contains('*') {
+        return Err("may use `*` only as a leading `*.` label");
+    }
+    Ok(())
+}
+
+/// Whether a browser page at `origin` may open a WebSocket (RFC 6455 §10.2): `true` when
+/// there is no `Origin` header (not a browser), when `allowed` is empty, or when an entry
+/// matches (scheme and host case-insensitively, port exactly).
+pub fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
+    let Some(origin) = origin else {
+        return true;
+    };
+    if allowed.is_empty() {
+        return true;
+    }
+    let origin = origin.trim();
+    allowed.iter().any(|p| origin_matches(p, origin))
+}
+
+fn origin_matches(pattern: &str, origin: &str) -> bool {
+    let (Some((ps, prest)), Some((os, orest))) =
+        (pattern.split_once("://"), origin.split_once("://"))
+    else {
+        return false;
+    };
+    if !ps.eq_ignore_ascii_case(os) {
+        return false;
+    }
+    match prest.strip_prefix("*.") {
+        None => prest.eq_ignore_ascii_case(orest),
+        Some(domain) => {
+            // `label.domain` with a non-empty label: the byte before `domain` is a dot.
+            let Some(cut) = orest.len().checked_sub(domain.len() + 1) else {
+                return false;
+            };
+            cut > 0
+                && orest.is_char_boundary(cut)
+                && orest[cut..].starts_with('.')
+                && orest[cut + 1..].eq_ignore_ascii_case(domain)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -260,6 +317,53 @@ mod tests {
     }
 
     #[test]
+    fn origins_match_exactly_or_by_subdomain() {
+        let allowed = vec![
+            "https://app.example.com".to_string(),
+            "http://localhost:3000".to_string(),
+            "https://*.venue.example".to_string(),
+        ];
+        for ok in [
+            None,
+            Some("https://app.example.com"),
+            Some("HTTPS://App.Example.com"),
+            Some("http://localhost:3000"),
+            Some("https://a.venue.example"),
+            Some("https://a.b.venue.example"),
+        ] {
+            assert!(origin_allowed(&allowed, ok), "{ok:?}");
+        }
+        for bad in [
+            "http://app.example.com",
+            "https://app.example.com:8443",
+            "https://evil.example.com",
+            "https://app.example.com.evil.io",
+            "http://localhost:3001",
+            "https://venue.example",
+            "https://evilvenue.example",
+            "https://a.venue.example:444",
+            "null",
+            "",
+        ] {
+            assert!(!origin_allowed(&allowed, Some(bad)), "{bad}");
+        }
+        assert!(origin_allowed(&[], Some("https://anything.example")));
+        for p in ["https://a.b", "http://*.x.y:8080", "http://[::1]:3000"] {
+            check_origin_pattern(p).unwrap();
+        }
+        for p in [
+            "a.b",
+            "https://",
+            "https://a.b/",
+            "https://*",
+            "https://a.*.b",
+            "ftp://x",
+        ] {
+            assert!(check_origin_pattern(p).is_err(), "{p}");
+        }
+    }
+
+    #[test]
     fn refuses_garbage_and_plain_gets() {
         assert!(parse_head(b"\x00\x01\x02 nonsense\r\n\r\n").is_err());
         let (h, _) = parse_head(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -270,5 +374,10 @@ mod tests {
         let s = String::from_utf8(r).unwrap();
         assert!(s.starts_with("HTTP/1.1 401 Unauthorized\r\n"));
         assert!(s.ends_with(r#"{"error":{"code":"WS_UNAUTHORIZED","message":"no","retryable":false},"success":false}"#));
+        let mut e = Refusal::new(ErrorCode::RateLimited, "slow down");
+        e.retry_after = Some(5);
+        let s = String::from_utf8(error_response(429, &e)).unwrap();
+        assert!(s.contains("\r\nRetry-After: 5\r\n"), "{s}");
+        assert!(s.contains(r#""retryAfter":5"#), "{s}");
     }
 }

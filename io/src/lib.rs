@@ -18,9 +18,11 @@ pub mod policy;
 mod router;
 pub mod server;
 pub mod shard;
+pub mod stream;
+pub mod tls;
 pub mod weddings;
 
 pub use api::{Api, HttpHandler, HttpRequest, HttpResponse};
 pub use auth::TokenVerifier;
-pub use config::{ClockConfig, IoConfig, SaturdayConfig};
+pub use config::{ClockConfig, IoConfig, SaturdayConfig, TlsConfig};
 pub use server::{start, start_with, ServerHandle, Store};

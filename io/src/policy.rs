@@ -3,6 +3,9 @@
 //! shard accepted them, so these counts cannot live on one shard: they sit in a table split
 //! over a few locks, touched by publishes, subscribes and upgrades only — never by the
 //! delivery path. (Per-channel rates and `max_subscribers` are the owner shard's.)
+//!
+//! Also here: open connections per client address ([`IpTable`]), the same kind of table,
+//! touched once at accept and once at close.
 
 use parking_lot::Mutex;
 use ringbearer_core::error::{ErrorCode, Refusal};
@@ -10,6 +13,8 @@ use ringbearer_core::rate::{retry_after_secs, TokenBucket};
 use ringbearer_core::{Claims, Limits};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
 
 /// Lock stripes of the user table.
 const STRIPES: usize = 16;
@@ -213,10 +218,106 @@ impl Policy {
     }
 }
 
+/// How long a client refused by `max_connections_per_ip` is told to wait (seconds): long
+/// enough for one of its connections to end, short enough for a person.
+pub const PER_IP_RETRY_AFTER_SECS: u64 = 5;
+
+/// Open connections per client address, server-wide (`io.max_connections_per_ip`).
+#[derive(Default)]
+pub struct IpTable {
+    stripes: [Mutex<HashMap<IpAddr, u32>>; STRIPES],
+}
+
+/// One counted connection; dropping it gives the slot back.
+pub struct IpSlot {
+    table: Arc<IpTable>,
+    key: IpAddr,
+}
+
+/// The address a limit counts under: IPv4 as is (IPv4-mapped IPv6 too), IPv6 by its /64,
+/// the smallest block one subscriber is usually given.
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+impl IpTable {
+    fn stripe(&self, key: &IpAddr) -> &Mutex<HashMap<IpAddr, u32>> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        &self.stripes[(h.finish() as usize) % STRIPES]
+    }
+
+    /// Counts a connection from `ip`, or refuses it when `max` are open already.
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Result<IpSlot, Refusal> {
+        let key = ip_key(ip);
+        let mut m = self.stripe(&key).lock();
+        let n = m.entry(key).or_insert(0);
+        if *n as usize >= max {
+            return Err(Refusal {
+                code: ErrorCode::RateLimited,
+                message: format!("at most {max} open connections per client address"),
+                retry_after: Some(PER_IP_RETRY_AFTER_SECS),
+            });
+        }
+        *n += 1;
+        Ok(IpSlot {
+            table: self.clone(),
+            key,
+        })
+    }
+
+    /// Open connections counted for `ip` (for tests and metrics).
+    pub fn open(&self, ip: IpAddr) -> u32 {
+        let key = ip_key(ip);
+        self.stripe(&key).lock().get(&key).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut m = self.table.stripe(&self.key).lock();
+        if let Some(n) = m.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ringbearer_core::{Role, Tier};
+
+    #[test]
+    fn per_ip_slots_count_and_release() {
+        let t = Arc::new(IpTable::default());
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let s1 = t.acquire(a, 2).unwrap();
+        let s2 = t.acquire(mapped, 2).unwrap();
+        let e = t.acquire(a, 2).err().unwrap();
+        assert_eq!((e.code, e.retry_after), (ErrorCode::RateLimited, Some(5)));
+        // Another address is counted apart; one IPv6 /64 is one client.
+        let _b = t.acquire("10.0.0.2".parse().unwrap(), 2).unwrap();
+        let _v6 = t.acquire("2001:db8::1".parse().unwrap(), 1).unwrap();
+        assert!(t.acquire("2001:db8::2:3".parse().unwrap(), 1).is_err());
+        assert!(t.acquire("2001:db8:0:1::1".parse().unwrap(), 1).is_ok());
+        drop(s1);
+        let _s3 = t.acquire(a, 2).unwrap();
+        drop(s2);
+        assert_eq!(t.open(a), 1);
+    }
 
     fn claims(tier: Tier) -> Claims {
         Claims {

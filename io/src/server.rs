@@ -56,6 +56,10 @@ pub struct Shared {
     pub saturday: SaturdayMode,
     /// `io.max_connections` outside Saturday mode.
     pub base_max_connections: usize,
+    /// Open connections per client address, across shards (`max_connections_per_ip`).
+    pub ips: Arc<crate::policy::IpTable>,
+    /// Set when `[tls]` is configured: every accepted connection speaks TLS.
+    pub tls: Option<futures_rustls::TlsAcceptor>,
 }
 
 impl Shared {
@@ -167,6 +171,8 @@ pub fn start_with(
             tracing::warn!(wedding = %id, "stored wedding not loaded: {e}");
         }
     }
+    let tls = crate::tls::acceptor(&cfg.tls)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let n = cfg.shard_count();
     let first = bind_socket(cfg.listen, cfg.listen_backlog)?;
     let local_addr = first
@@ -193,6 +199,8 @@ pub fn start_with(
         clock,
         saturday,
         base_max_connections: cfg.max_connections,
+        ips: Arc::default(),
+        tls,
     });
     let boot = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -210,6 +210,10 @@ impl Drop for ServerProc {
 /// on its last close by probing its rate bucket `messages_per_min` times (O(rate) per
 /// close, measured 100 % CPU on both shards for seconds at 1e9). Subscribers use the
 /// `professional` tier (100 a minute) so their closes stay cheap.
+///
+/// `max_connections_per_ip` (default 1,000) is raised to 20,000: clients come from 4
+/// loopback source addresses by default (~5,000 each at 19,900), and `--sources` may name
+/// fewer.
 pub fn server_config(heartbeat_ms: u64, durability: Option<&str>) -> String {
     let storage = durability
         .map(|d| format!("\n[storage]\ndurability = \"{d}\"\n"))
@@ -217,6 +221,7 @@ pub fn server_config(heartbeat_ms: u64, durability: Option<&str>) -> String {
     format!(
         "[io]
 max_connections = 20000
+max_connections_per_ip = 20000
 heartbeat_interval_ms = {heartbeat_ms}
 
 [limits]

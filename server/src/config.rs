@@ -4,8 +4,8 @@
 
 use anyhow::{bail, Context, Result};
 use ringbearer_core::Limits;
-use ringbearer_io::IoConfig;
-use ringbearer_io::{ClockConfig, SaturdayConfig};
+use ringbearer_io::auth::KeyAlg;
+use ringbearer_io::{ClockConfig, IoConfig, SaturdayConfig, TlsConfig, TokenVerifier};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -16,6 +16,29 @@ pub struct AuthConfig {
     pub hs256_secret: Option<String>,
     /// A file holding the HS256 secret (trailing whitespace ignored).
     pub hs256_secret_file: Option<PathBuf>,
+    /// Public keys for RS256/ES256 tokens (`[[auth.public_keys]]`), each pinned to its
+    /// algorithm; `kid` picks among several.
+    pub public_keys: Vec<PublicKeyConfig>,
+}
+
+/// One `[[auth.public_keys]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicKeyConfig {
+    /// `RS256` or `ES256`: the only algorithm this key verifies.
+    pub alg: PublicKeyAlg,
+    /// PEM file: `PUBLIC KEY` (SPKI), or `RSA PUBLIC KEY` for RS256.
+    pub file: PathBuf,
+    /// Matched against the token header's `kid`; keys without one are tried for tokens
+    /// whose `kid` no key names.
+    #[serde(default)]
+    pub kid: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum PublicKeyAlg {
+    RS256,
+    ES256,
 }
 
 #[derive(Debug, Deserialize)]
@@ -33,6 +56,7 @@ pub struct Config {
     pub saturday: SaturdayConfig,
     /// The calendar clock: for tests and rehearsals only.
     pub clock: ClockConfig,
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -46,6 +70,7 @@ impl Default for Config {
             rest: crate::rest::RestConfig::default(),
             saturday: SaturdayConfig::default(),
             clock: ClockConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -70,6 +95,7 @@ impl Config {
         io.limits = self.limits.clone();
         io.saturday = self.saturday.clone();
         io.clock = self.clock.clone();
+        io.tls = self.tls.clone();
         if let Err(e) = io.validate() {
             bail!("invalid config: {e}");
         }
@@ -93,6 +119,34 @@ impl Config {
             bail!("invalid config: auth.hs256_secret must be at least {SECRET_MIN_BYTES} bytes");
         }
         Ok(Some(s.into_bytes()))
+    }
+}
+
+impl Config {
+    /// The token verifier: the HS256 `secret` (configured or the development one) if any,
+    /// and every configured public key. A key file that is missing or holds no key of its
+    /// `alg` stops the start, naming the entry.
+    pub fn verifier(&self, secret: Option<&[u8]>, leeway_secs: u64) -> Result<TokenVerifier> {
+        let mut v = match secret {
+            Some(s) => TokenVerifier::hs256(s, leeway_secs),
+            None => TokenVerifier::public_keys_only(leeway_secs),
+        };
+        for (i, k) in self.auth.public_keys.iter().enumerate() {
+            let pem = std::fs::read(&k.file).with_context(|| {
+                format!("reading auth.public_keys[{i}].file {}", k.file.display())
+            })?;
+            let alg = match k.alg {
+                PublicKeyAlg::RS256 => KeyAlg::Rs256,
+                PublicKeyAlg::ES256 => KeyAlg::Es256,
+            };
+            v.add_public_key(alg, k.kid.clone(), &pem).map_err(|e| {
+                anyhow::anyhow!(
+                    "invalid config: auth.public_keys[{i}] ({}): {e}",
+                    k.file.display()
+                )
+            })?;
+        }
+        Ok(v)
     }
 }
 
@@ -147,6 +201,29 @@ mod tests {
             .contains("heartbeat_interval_ms"));
         let c: Config = toml::from_str("[auth]\nhs256_secret = \"short\"\n").unwrap();
         assert!(c.configured_secret().is_err());
+        let c: Config = toml::from_str("[tls]\ncert_file = \"c.pem\"\n").unwrap();
+        assert!(c
+            .io_config()
+            .unwrap_err()
+            .to_string()
+            .contains("tls.key_file"));
+        let e = toml::from_str::<Config>("[[auth.public_keys]]\nalg = \"HS256\"\nfile = \"k\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("RS256"), "{e}");
+        let c: Config = toml::from_str(
+            "[[auth.public_keys]]\nalg = \"RS256\"\nfile = \"/nonexistent/k.pem\"\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", c.verifier(None, 5).err().unwrap());
+        assert!(e.contains("auth.public_keys[0].file"), "{e}");
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let c: Config = toml::from_str(&format!(
+            "[[auth.public_keys]]\nalg = \"ES256\"\nfile = \"{fixtures}/rs256.pub.pem\"\n"
+        ))
+        .unwrap();
+        let e = format!("{:#}", c.verifier(None, 5).err().unwrap());
+        assert!(e.contains("auth.public_keys[0]"), "{e}");
     }
 
     /// The complete example in docs/operations.md parses and equals the defaults, so the
@@ -165,6 +242,8 @@ mod tests {
         assert_eq!(cfg.rest, d.rest);
         assert_eq!(cfg.saturday, d.saturday);
         assert_eq!(cfg.clock, d.clock);
+        assert_eq!(cfg.tls, d.tls);
+        assert!(cfg.auth.public_keys.is_empty());
         cfg.io_config().unwrap();
     }
 

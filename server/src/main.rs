@@ -1,10 +1,11 @@
 //! `ringbearer`: the one binary. `serve` runs the server (no config file needed for a
 //! loopback development run), `token` mints a JWT that `serve` on the same data directory
-//! accepts.
+//! accepts, `dev-cert` writes a self-signed certificate for local `wss://`.
 
 use std::sync::Arc;
 
 mod config;
+mod dev_cert;
 mod rest;
 mod store;
 
@@ -51,7 +52,20 @@ enum Cmd {
         #[arg(long)]
         echo_endpoint: bool,
     },
-    /// Mint a token (HS256) that `serve` with the same data directory or config accepts.
+    /// Write a self-signed certificate and key (cert.pem, key.pem) for local `wss://`.
+    DevCert {
+        /// Directory to write into (created if missing).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Comma-separated host names and IP addresses the certificate is valid for.
+        #[arg(long, default_value = "localhost,127.0.0.1,::1")]
+        hosts: String,
+        /// Overwrite cert.pem/key.pem if they exist.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Mint a token that `serve` with the same data directory or config accepts: HS256 with
+    /// its secret, or RS256/ES256 with `--key` (a PEM private key).
     Token {
         #[arg(long)]
         config: Option<PathBuf>,
@@ -76,6 +90,15 @@ enum Cmd {
         /// Lifetime: 90s, 30m, 1h, 7d.
         #[arg(long, default_value = "1h")]
         ttl: String,
+        /// PEM private key (PKCS#8; PKCS#1 for RSA) to sign with instead of the HS256 secret.
+        #[arg(long, requires = "alg")]
+        key: Option<PathBuf>,
+        /// RS256 or ES256 (with --key).
+        #[arg(long, requires = "key", value_parser = ["RS256", "ES256"])]
+        alg: Option<String>,
+        /// `kid` header naming the server's key (with --key).
+        #[arg(long, requires = "key")]
+        kid: Option<String>,
     },
 }
 
@@ -104,13 +127,10 @@ fn run() -> Result<()> {
             tier,
             weddings,
             ttl,
+            key,
+            alg,
+            kid,
         } => {
-            let cfg = load(config.as_ref())?;
-            let data_dir = data.unwrap_or(cfg.data_dir.clone());
-            let secret = match cfg.configured_secret()? {
-                Some(s) => s,
-                None => config::dev_secret(&data_dir)?.0,
-            };
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_secs();
@@ -131,14 +151,40 @@ fn run() -> Result<()> {
             claims
                 .validate()
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            let token = jsonwebtoken::encode(
-                &Header::new(Algorithm::HS256),
-                &claims,
-                &EncodingKey::from_secret(&secret),
-            )?;
+            let (header, key) = match (key, alg.as_deref()) {
+                (Some(file), Some(alg)) => {
+                    let pem = std::fs::read(&file)
+                        .with_context(|| format!("reading --key {}", file.display()))?;
+                    let (alg, key) = if alg == "RS256" {
+                        (Algorithm::RS256, EncodingKey::from_rsa_pem(&pem))
+                    } else {
+                        (Algorithm::ES256, EncodingKey::from_ec_pem(&pem))
+                    };
+                    let key = key.with_context(|| {
+                        format!("--key {}: not a {alg:?} private key in PEM", file.display())
+                    })?;
+                    let mut h = Header::new(alg);
+                    h.kid = kid;
+                    (h, key)
+                }
+                _ => {
+                    let cfg = load(config.as_ref())?;
+                    let data_dir = data.unwrap_or(cfg.data_dir.clone());
+                    let secret = match cfg.configured_secret()? {
+                        Some(s) => s,
+                        None => config::dev_secret(&data_dir)?.0,
+                    };
+                    (
+                        Header::new(Algorithm::HS256),
+                        EncodingKey::from_secret(&secret),
+                    )
+                }
+            };
+            let token = jsonwebtoken::encode(&header, &claims, &key)?;
             println!("{token}");
             Ok(())
         }
+        Cmd::DevCert { out, hosts, force } => dev_cert::run(&out, &hosts, force),
     }
 }
 
@@ -193,20 +239,22 @@ fn serve(
     }
     cfg.io.echo_endpoint |= echo_endpoint;
     let io = cfg.io_config()?;
+    // The development secret is for a loopback run with no token key configured at all.
     let (secret, dev) = match cfg.configured_secret()? {
-        Some(s) => (s, None),
+        Some(s) => (Some(s), None),
+        None if !cfg.auth.public_keys.is_empty() => (None, None),
         None => {
             if !io.listen.ip().is_loopback() {
                 bail!(
-                    "refusing to listen on {} without a configured secret: the development secret is for loopback only; set auth.hs256_secret_file in a config file",
+                    "refusing to listen on {} without a configured secret: the development secret is for loopback only; set auth.hs256_secret_file or auth.public_keys in a config file",
                     io.listen
                 );
             }
             let (s, path, created) = config::dev_secret(&cfg.data_dir)?;
-            (s, Some((path, created)))
+            (Some(s), Some((path, created)))
         }
     };
-    let verifier = ringbearer_io::TokenVerifier::hs256(&secret, io.token_leeway_secs);
+    let verifier = cfg.verifier(secret.as_deref(), io.token_leeway_secs)?;
     let opened = store::open(&cfg.data_dir, &cfg.storage, io.shard_count())?;
     let routes = rest::Routes(Arc::new(rest::Rest::new(
         cfg.rest.clone(),
@@ -221,14 +269,15 @@ fn serve(
         env!("CARGO_PKG_VERSION"),
         handle.shards
     );
-    println!("  WebSocket: ws://{addr}/ws");
+    let ws = if io.tls.enabled() { "wss" } else { "ws" };
+    println!("  WebSocket: {ws}://{addr}/ws");
     println!(
         "  storage: {} in {}",
         cfg.storage.durability,
         cfg.data_dir.display()
     );
     if io.echo_endpoint {
-        println!("  echo (conformance): ws://{addr}/echo");
+        println!("  echo (conformance): {ws}://{addr}/echo");
     }
     if let Some((path, created)) = dev {
         println!(

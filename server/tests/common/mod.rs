@@ -189,9 +189,10 @@ pub fn now_s() -> u64 {
         .as_secs()
 }
 
-/// A raw WebSocket client: every frame is visible.
-pub struct Raw {
-    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+/// A raw WebSocket client: every frame is visible. `S` is the byte stream under it (TLS in
+/// `tls.rs`).
+pub struct Raw<S = MaybeTlsStream<TcpStream>> {
+    pub ws: WebSocketStream<S>,
     next_ref: u64,
     /// Frames read while waiting for something else, in arrival order.
     pub backlog: std::collections::VecDeque<Value>,
@@ -213,11 +214,17 @@ impl Raw {
         req.headers_mut()
             .insert("Authorization", format!("Bearer {token}").parse().unwrap());
         let (ws, _) = tokio_tungstenite::connect_async(req).await?;
-        Ok(Raw {
+        Ok(Raw::from_ws(ws))
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Raw<S> {
+    pub fn from_ws(ws: WebSocketStream<S>) -> Self {
+        Raw {
             ws,
             next_ref: 0,
             backlog: Default::default(),
-        })
+        }
     }
 
     pub async fn send(&mut self, v: Value) {
@@ -328,7 +335,9 @@ impl Raw {
             }
         }
     }
+}
 
+impl Raw {
     /// This connection's shard, from its own presence entry on a subscribed channel.
     pub fn shard_of(subscribed: &Value, user: &str) -> u32 {
         let id = subscribed["presence"]
@@ -485,4 +494,19 @@ impl TestServer {
             "weddings": weddings, "exp": now + 3600, "nbf": now - 1,
         }))
     }
+}
+
+/// Runs the real binary with `args` (a subcommand other than `serve`) and returns what it
+/// printed; panics if it fails.
+pub fn cli(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringbearer"))
+        .args(args)
+        .output()
+        .expect("run ringbearer");
+    assert!(
+        out.status.success(),
+        "ringbearer {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
 }
