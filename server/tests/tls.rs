@@ -73,11 +73,14 @@ async fn wss(s: &TestServer, c: &TlsConnector, token: &str) -> Raw<TlsStream<Tcp
     Raw::from_ws(ws)
 }
 
-/// One whole HTTP response over TLS (the server closes after it).
+/// One whole HTTP response over TLS (asked to close after it).
 async fn https_get(s: &TestServer, c: &TlsConnector, path: &str) -> String {
     let mut stream = tls(s, c).await;
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .await
         .unwrap();
     let mut out = Vec::new();
@@ -113,6 +116,10 @@ async fn wss_round_trip_with_a_dev_cert() {
     let r = https_get(&s, &c, "/no-such-path").await;
     assert!(r.starts_with("HTTP/1.1 404"), "{r}");
     assert!(r.contains("WS_BAD_REQUEST"), "{r}");
+    // The REST API over https://, counting what went through wss://.
+    let r = https_get(&s, &c, "/api/websocket/health").await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("\"total_messages\":1"), "{r}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
