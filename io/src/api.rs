@@ -283,12 +283,17 @@ impl Api {
         .await
     }
 
-    /// Every channel `user` is subscribed to, from every shard.
-    pub async fn list(&self, user: String) -> Result<Vec<serde_json::Value>, Refusal> {
+    /// Every channel `user` is subscribed to that `claims` may read, from every shard.
+    pub async fn list(
+        &self,
+        claims: Arc<Claims>,
+        user: String,
+    ) -> Result<Vec<serde_json::Value>, Refusal> {
         let shards: Vec<u32> = (0..self.ctx.state.borrow().shards as u32).collect();
         let replies = self
             .call(&shards, |from| ShardMsg::ListFor {
                 from,
+                claims: claims.clone(),
                 user: user.clone(),
             })
             .await?;

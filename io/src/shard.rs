@@ -123,9 +123,11 @@ pub enum ShardMsg {
         user: String,
         channel: ChannelName,
     },
-    /// The channels `user` is subscribed to on this shard (sent to every shard).
+    /// The channels `user` is subscribed to on this shard that the caller (`claims`) may
+    /// read (sent to every shard).
     ListFor {
         from: ConnRef,
+        claims: Arc<Claims>,
         user: String,
     },
 }
@@ -839,12 +841,16 @@ impl Shard {
                     },
                 ));
             }
-            ShardMsg::ListFor { from, user } => {
+            ShardMsg::ListFor { from, claims, user } => {
                 let mut list = Vec::new();
                 for ch in self.owned.values() {
                     let Some(cursor) = ch.cursor(&user) else {
                         continue;
                     };
+                    // Isolation (SPEC §1): never listed for a caller without access.
+                    if access::check(&ch.meta.access, &claims, Action::Read).is_err() {
+                        continue;
+                    }
                     list.push(serde_json::json!({
                         "name": ch.meta.name.as_str(),
                         "type": ch.meta.access.kind.as_str(),

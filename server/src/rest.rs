@@ -615,7 +615,7 @@ impl Rest {
             body.insert("user_id".into(), Value::String(u.1.clone()));
         }
         let user = Self::subject(claims, &mut body)?;
-        let mut channels = api.list(user.clone()).await?;
+        let mut channels = api.list(claims.clone(), user.clone()).await?;
         channels.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         Ok(json!({"user_id": user, "channels": channels}))
     }

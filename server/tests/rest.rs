@@ -587,6 +587,68 @@ async fn denied_access_is_audited_for_the_callers_organization() {
 }
 
 #[tokio::test]
+async fn another_organizations_service_lists_nothing_of_ours() {
+    let other_key = "other-key-0123456789abcdef012";
+    let server = TestServer::start(&config(&format!(
+        "[[rest.api_keys]]\nname = \"snoop\"\norganization_id = \"org-2\"\nkey = \"{other_key}\"\n"
+    )));
+    post(
+        &server,
+        CREATE,
+        key(),
+        json!({"name": "venue:private-notes:v-1", "type": "private", "members": ["u-1"]}),
+    )
+    .await
+    .data();
+    post(
+        &server,
+        SUBSCRIBE,
+        key(),
+        json!({"channel_name": "venue:private-notes:v-1", "user_id": "u-1"}),
+    )
+    .await
+    .data();
+    let ours = get(&server, &format!("{LIST}?user_id=u-1"), &[key()])
+        .await
+        .data();
+    assert_eq!(ours["channels"].as_array().unwrap().len(), 1, "{ours}");
+    let theirs = get(
+        &server,
+        &format!("{LIST}?user_id=u-1"),
+        &[("X-API-Key", other_key)],
+    )
+    .await
+    .data();
+    assert_eq!(theirs["channels"], json!([]), "{theirs}");
+    // Nor can it subscribe the user, publish, or unsubscribe anyone there.
+    let other = ("X-API-Key", other_key);
+    post(
+        &server,
+        SUBSCRIBE,
+        other,
+        json!({"channel_name": "venue:private-notes:v-1", "user_id": "u-9"}),
+    )
+    .await
+    .refused(403, "WS_FORBIDDEN");
+    post(
+        &server,
+        BROADCAST,
+        other,
+        json!({"channel_name": "venue:private-notes:v-1", "type": "general", "content": 1}),
+    )
+    .await
+    .refused(403, "WS_FORBIDDEN");
+    post(
+        &server,
+        UNSUBSCRIBE,
+        other,
+        json!({"channel_name": "venue:private-notes:v-1", "user_id": "u-1"}),
+    )
+    .await
+    .refused(403, "WS_FORBIDDEN");
+}
+
+#[tokio::test]
 async fn channel_full_at_max_subscribers_on_both_doors() {
     let server = TestServer::start(&config(""));
     post(
