@@ -331,6 +331,16 @@ async fn every_endpoint_answers_its_success_shape() {
         .iter()
         .all(|r| r["actor_user_id"] == "u-coord"));
     assert_eq!(by_coord["records"][0]["action"], "create");
+    // ... and by time: nothing from an hour ahead, everything up to it.
+    let later = (now_s() + 3600) * 1000;
+    let none = get(&server, &format!("{AUDIT}?from={later}"), &[key()])
+        .await
+        .data();
+    assert_eq!(none["records"], json!([]));
+    let upto = get(&server, &format!("{AUDIT}?to={later}&limit=1000"), &[key()])
+        .await
+        .data();
+    assert!(upto["records"].as_array().unwrap().len() >= actions.len());
     let admin = get(
         &server,
         &format!("{AUDIT}?user_id=service:venue-backend"),
