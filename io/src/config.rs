@@ -60,6 +60,10 @@ pub struct IoConfig {
     /// How often each shard runs retention: logs a checkpoint per channel, then deletes the
     /// oldest log segments whose records are all past `max_queued`/retention.
     pub reclaim_interval_ms: u64,
+    /// How often each shard announces presence changes (SPEC §3): joins, leaves and meta
+    /// updates of a channel within one interval go out as one `presence_diff`. Shorter is
+    /// fresher presence; longer is fewer frames on busy channels.
+    pub presence_flush_interval_ms: u64,
     /// Adds `GET /echo` for the Autobahn conformance suite. Off by default.
     pub echo_endpoint: bool,
     /// Loaded from the config file's top-level `[limits]` table, not from `[io]`.
@@ -90,6 +94,7 @@ impl Default for IoConfig {
             outbox_max_bytes: 4 * 1024 * 1024,
             token_leeway_secs: 5,
             reclaim_interval_ms: 60_000,
+            presence_flush_interval_ms: 50,
             echo_endpoint: false,
             limits: Limits::default(),
         }
@@ -131,6 +136,10 @@ impl IoConfig {
             ("io.handshake_timeout_ms", self.handshake_timeout_ms),
             ("io.write_timeout_ms", self.write_timeout_ms),
             ("io.reclaim_interval_ms", self.reclaim_interval_ms),
+            (
+                "io.presence_flush_interval_ms",
+                self.presence_flush_interval_ms,
+            ),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be greater than 0"));

@@ -234,6 +234,7 @@ async fn run_shard(
     glommio::spawn_local(heartbeat(ctx.clone())).detach();
     glommio::spawn_local(commit_pump(ctx.clone(), commit_ready)).detach();
     glommio::spawn_local(retention(ctx.clone())).detach();
+    glommio::spawn_local(presence_flush(ctx.clone())).detach();
     tracing::debug!(shard = me, "shard running");
     let _ = ready.send(Ok(()));
 
@@ -353,6 +354,17 @@ async fn retention(ctx: Rc<ShardCtx>) {
             Ok(n) => tracing::info!(segments = n, "retention: reclaimed log segments"),
             Err(e) => tracing::warn!("retention: reclaim failed: {e:?}"),
         }
+    }
+}
+
+/// Every `presence_flush_interval_ms`, announces the presence changes of this shard's
+/// channels: one coalesced diff per changed channel (SPEC §3; see `core/src/presence.rs`).
+async fn presence_flush(ctx: Rc<ShardCtx>) {
+    let interval = Duration::from_millis(ctx.cfg.presence_flush_interval_ms);
+    loop {
+        glommio::timer::sleep(interval).await;
+        let out = ctx.state.borrow_mut().flush_presence();
+        ctx.route_all(out);
     }
 }
 
