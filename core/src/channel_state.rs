@@ -124,6 +124,8 @@ pub struct ChannelState<F> {
     /// the next flush skips them (it would tell them nothing, and right after a large
     /// resume it would push their backlog past its bound).
     presence_fresh: Vec<ConnRef>,
+    /// When a presence frame last went out (for `presence_count_interval_ms`).
+    presence_sent_ms: u64,
     idem: Idempotency,
     /// The highest id known stored; subscribers never see past it.
     durable_id: u64,
@@ -144,6 +146,7 @@ impl<F: Clone> ChannelState<F> {
             presence: Presence::default(),
             presence_list_max: limits.presence_list_max,
             presence_fresh: Vec::new(),
+            presence_sent_ms: 0,
             idem: Idempotency::new(
                 limits.idempotency_window_ms,
                 limits.idempotency_max_keys_per_channel,
@@ -238,7 +241,8 @@ impl<F: Clone> ChannelState<F> {
         &self.presence
     }
 
-    /// Whether presence changed since the last [`take_presence`](Self::take_presence).
+    /// Whether presence changed since the last [`take_presence`](Self::take_presence)
+    /// (a change of the count alone included, which may be held back).
     pub fn presence_changed(&self) -> bool {
         self.presence.has_changes()
     }
@@ -246,14 +250,23 @@ impl<F: Clone> ChannelState<F> {
     /// Presence changes to announce (SPEC §3), coalesced since the last call: one diff, or
     /// the (cut) state when the diff would carry more than `presence_list_max` entries,
     /// and the connections to skip (their `subscribed` list is already the current state).
-    /// `None` when nothing changed or the changes cancelled out.
-    pub fn take_presence(&mut self) -> Option<(PresenceFlush, Vec<ConnRef>)> {
-        let skip = std::mem::take(&mut self.presence_fresh);
+    /// `None` when nothing changed, the changes cancelled out, or only the count changed
+    /// (joins and leaves past a full window) within `count_interval_ms` of the last frame:
+    /// that waits, and [`presence_changed`](Self::presence_changed) stays true.
+    pub fn take_presence(
+        &mut self,
+        now_ms: u64,
+        count_interval_ms: u64,
+    ) -> Option<(PresenceFlush, Vec<ConnRef>)> {
         if !self.presence.has_changes() {
+            self.presence_fresh.clear();
             return None;
         }
         let max = self.presence_list_max;
-        let diff = self.presence.take_diff(max)?;
+        let total_only = now_ms >= self.presence_sent_ms.saturating_add(count_interval_ms);
+        let diff = self.presence.take_diff(max, total_only)?;
+        self.presence_sent_ms = now_ms;
+        let skip = std::mem::take(&mut self.presence_fresh);
         let flush = if diff.len() > max {
             // Taken right after the diff: nothing is touched, nothing gets marked.
             PresenceFlush::State {
@@ -735,7 +748,7 @@ mod tests {
             .unwrap();
         assert!(r.joined);
         assert_eq!((r.presence.len(), r.presence_total), (1, 1), "sees itself");
-        let Some((PresenceFlush::Diff(d), skip)) = s.take_presence() else {
+        let Some((PresenceFlush::Diff(d), skip)) = s.take_presence(0, 0) else {
             panic!("a join to announce")
         };
         assert_eq!(skip, vec![A0], "its own list is already current");
@@ -744,16 +757,16 @@ mod tests {
             .subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
         assert!(!r.joined, "repeat subscribe joins nothing");
-        assert_eq!(s.take_presence(), None);
+        assert_eq!(s.take_presence(0, 0), None);
         let meta =
             serde_json::value::RawValue::from_string(r#"{"activity":"setup"}"#.into()).unwrap();
         assert!(s.set_presence(A0, meta));
-        let Some((PresenceFlush::Diff(d), _)) = s.take_presence() else {
+        let Some((PresenceFlush::Diff(d), _)) = s.take_presence(0, 0) else {
             panic!("an update to announce")
         };
         assert_eq!(d.joins[0].meta.get(), r#"{"activity":"setup"}"#);
         assert!(s.disconnect(A0));
-        let Some((PresenceFlush::Diff(d), _)) = s.take_presence() else {
+        let Some((PresenceFlush::Diff(d), _)) = s.take_presence(0, 0) else {
             panic!("a leave to announce")
         };
         assert_eq!(d.leaves[0].connection_id, "c-0-1");
@@ -779,12 +792,12 @@ mod tests {
                 .unwrap();
             assert_eq!(r.presence_total as u64, i + 1);
         }
-        let Some((PresenceFlush::Diff(d), skip)) = s.take_presence() else {
+        let Some((PresenceFlush::Diff(d), skip)) = s.take_presence(0, 0) else {
             panic!("one diff for three joins")
         };
         assert_eq!(skip, vec![conn(2)], "only the last one's list is current");
         assert_eq!(d.joins.len(), 3);
-        assert_eq!(s.take_presence(), None, "nothing left to announce");
+        assert_eq!(s.take_presence(0, 0), None, "nothing left to announce");
         for i in 3..10 {
             let user = format!("u{i}");
             let r = s
@@ -795,7 +808,7 @@ mod tests {
             assert_eq!(r.presence[0].connection_id, "c-0-0", "oldest first");
         }
         // Seven joins past a full window: only the total changes.
-        let Some((PresenceFlush::Diff(d), _)) = s.take_presence() else {
+        let Some((PresenceFlush::Diff(d), _)) = s.take_presence(0, 0) else {
             panic!("a diff")
         };
         assert!(d.is_empty());
@@ -804,7 +817,7 @@ mod tests {
         s.disconnect(conn(0));
         s.subscribe(conn(10), "u10", Role::Guest, ResumeFrom::default(), 0)
             .unwrap();
-        let Some((PresenceFlush::Diff(d), _)) = s.take_presence() else {
+        let Some((PresenceFlush::Diff(d), _)) = s.take_presence(0, 0) else {
             panic!("one diff")
         };
         assert_eq!(d.leaves[0].connection_id, "c-0-0");
@@ -816,7 +829,7 @@ mod tests {
             s.set_presence(conn(i), meta);
         }
         s.disconnect(conn(1));
-        match s.take_presence() {
+        match s.take_presence(0, 0) {
             Some((PresenceFlush::State { entries, total }, _)) => {
                 assert_eq!((entries.len(), total), (3, 9));
                 assert_eq!(entries[0].connection_id, "c-0-2");

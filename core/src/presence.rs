@@ -176,9 +176,9 @@ impl Presence {
         out
     }
 
-    /// Whether anything changed since the last flush.
+    /// Whether anything changed since the last flush (`total` included).
     pub fn has_changes(&self) -> bool {
-        !self.touched.is_empty()
+        !self.touched.is_empty() || self.announced_total != self.slots.len()
     }
 
     /// Remembers what was announced about `connection_id` before its first change in this
@@ -254,9 +254,10 @@ impl Presence {
 
     /// The change of the window of `max` since the last call (see the module's table);
     /// afterwards the current window counts as announced. `None` when subscribers need
-    /// not be told anything (no entry changed and neither did `total`).
-    pub fn take_diff(&mut self, max: usize) -> Option<PresenceDiff> {
-        if self.touched.is_empty() {
+    /// not be told anything: no entry changed and neither did `total` — or only `total`
+    /// did and `total_only` is false (then it stays pending for a later call).
+    pub fn take_diff(&mut self, max: usize, total_only: bool) -> Option<PresenceDiff> {
+        if !self.has_changes() {
             return None;
         }
         let mut touched = std::mem::take(&mut self.touched);
@@ -302,9 +303,11 @@ impl Presence {
         }
         // A re-joined connection past the window that was announced has a slot whose flag
         // is still false: nothing to reset. `total` last.
-        let total_changed = diff.total != self.announced_total;
+        if diff.is_empty() && !(total_only && diff.total != self.announced_total) {
+            return None;
+        }
         self.announced_total = diff.total;
-        (total_changed || !diff.is_empty()).then_some(diff)
+        Some(diff)
     }
 }
 
@@ -331,16 +334,16 @@ mod tests {
         let mut p = Presence::default();
         assert!(p.join(entry("u1", "c-0-1")));
         assert!(!p.join(entry("u1", "c-0-1")), "already present");
-        let d = p.take_diff(ALL).unwrap();
+        let d = p.take_diff(ALL, true).unwrap();
         assert_eq!(
             (ids(&d.joins), d.leaves.len(), d.total),
             (vec!["c-0-1"], 0, 1)
         );
-        assert!(p.take_diff(ALL).is_none(), "announced once");
+        assert!(p.take_diff(ALL, true).is_none(), "announced once");
         p.join(PresenceEntry::new("u2".into(), "c-1-1".into(), "couple"));
-        p.take_diff(ALL);
+        p.take_diff(ALL, true);
         assert!(p.update("c-0-1", meta(r#"{"activity":"ceremony"}"#)));
-        let d = p.take_diff(ALL).unwrap();
+        let d = p.take_diff(ALL, true).unwrap();
         assert_eq!(
             d.leaves[0].meta.get(),
             "{}",
@@ -350,7 +353,7 @@ mod tests {
         assert!(!p.update("nope", meta("{}")));
         assert!(p.leave("c-0-1"));
         assert!(!p.leave("c-0-1"));
-        let d = p.take_diff(ALL).unwrap();
+        let d = p.take_diff(ALL, true).unwrap();
         assert_eq!(d.leaves[0].user_id, "u1");
         assert_eq!(d.leaves[0].meta.get(), r#"{"activity":"ceremony"}"#);
         assert_eq!(d.total, 1);
@@ -367,7 +370,7 @@ mod tests {
         for i in 0..500 {
             p.join(entry(&format!("u{i}"), &format!("c-0-{i}")));
         }
-        let d = p.take_diff(ALL).unwrap();
+        let d = p.take_diff(ALL, true).unwrap();
         assert_eq!((d.joins.len(), d.leaves.len(), d.total), (500, 0, 500));
         assert_eq!(d.joins[0].connection_id, "c-0-0");
         assert_eq!(d.joins[499].connection_id, "c-0-499");
@@ -380,16 +383,16 @@ mod tests {
         for i in 0..3 {
             p.join(entry("u", &format!("c-0-{i}")));
         }
-        assert_eq!(p.take_diff(3).unwrap().joins.len(), 3);
+        assert_eq!(p.take_diff(3, true).unwrap().joins.len(), 3);
         for i in 3..100 {
             p.join(entry("u", &format!("c-0-{i}")));
         }
-        let d = p.take_diff(3).unwrap();
+        let d = p.take_diff(3, true).unwrap();
         assert!(d.is_empty());
         assert_eq!(d.total, 100);
         // A leave inside the window lets the next one in.
         p.leave("c-0-1");
-        let d = p.take_diff(3).unwrap();
+        let d = p.take_diff(3, true).unwrap();
         assert_eq!(
             (ids(&d.leaves), ids(&d.joins)),
             (vec!["c-0-1"], vec!["c-0-3"])
@@ -397,24 +400,46 @@ mod tests {
         assert_eq!(d.total, 99);
         // A leave past the window: the total only.
         p.leave("c-0-50");
-        let d = p.take_diff(3).unwrap();
+        let d = p.take_diff(3, true).unwrap();
         assert!(d.is_empty());
         assert_eq!(d.total, 98);
+    }
+
+    #[test]
+    fn a_change_of_total_alone_can_wait() {
+        let mut p = Presence::default();
+        for i in 0..3 {
+            p.join(entry("u", &format!("c-0-{i}")));
+        }
+        p.take_diff(2, false).unwrap();
+        p.join(entry("u", "c-0-9"));
+        assert_eq!(p.take_diff(2, false), None, "past the window: may wait");
+        assert!(p.has_changes(), "still to announce");
+        p.leave("c-0-0");
+        let d = p.take_diff(2, false).unwrap();
+        assert_eq!(
+            (ids(&d.leaves), ids(&d.joins), d.total),
+            (vec!["c-0-0"], vec!["c-0-2"], 3)
+        );
+        p.join(entry("u", "c-0-10"));
+        assert_eq!(p.take_diff(2, false), None);
+        assert_eq!(p.take_diff(2, true).unwrap().total, 4);
+        assert!(!p.has_changes());
     }
 
     #[test]
     fn changes_that_cancel_out_are_not_announced() {
         let mut p = Presence::default();
         p.join(entry("u1", "c-0-1"));
-        p.take_diff(ALL);
+        p.take_diff(ALL, true);
         p.update("c-0-1", meta(r#"{"a":1}"#));
         p.update("c-0-1", meta("{}"));
         assert!(p.has_changes());
-        assert_eq!(p.take_diff(ALL), None);
+        assert_eq!(p.take_diff(ALL, true), None);
         // Joined and left within one interval, handed to nobody: nothing at all.
         p.join(entry("u2", "c-0-2"));
         p.leave("c-0-2");
-        assert_eq!(p.take_diff(ALL), None);
+        assert_eq!(p.take_diff(ALL, true), None);
     }
 
     #[test]
@@ -424,7 +449,7 @@ mod tests {
         assert_eq!(p.snapshot(ALL).len(), 1);
         p.update("c-0-1", meta(r#"{"a":1}"#));
         p.leave("c-0-1");
-        let d = p.take_diff(ALL).unwrap();
+        let d = p.take_diff(ALL, true).unwrap();
         assert!(d.joins.is_empty());
         assert_eq!(ids(&d.leaves), vec!["c-0-1"]);
         assert_eq!(d.total, 0);
@@ -478,7 +503,7 @@ mod tests {
                         clients.push((keyed(p.snapshot(max)), total));
                     }
                     _ => {
-                        if let Some(d) = p.take_diff(max) {
+                        if let Some(d) = p.take_diff(max, next(2) == 0) {
                             // Leaves are not bounded by the window (several entries may be
                             // handed out and leave within one interval): `ChannelState`
                             // sends the state instead when a diff grows past the window.
@@ -491,7 +516,7 @@ mod tests {
                     }
                 }
             }
-            if let Some(d) = p.take_diff(max) {
+            if let Some(d) = p.take_diff(max, true) {
                 for (s, total) in &mut clients {
                     apply(s, &d);
                     *total = d.total;

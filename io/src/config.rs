@@ -64,6 +64,10 @@ pub struct IoConfig {
     /// updates of a channel within one interval go out as one `presence_diff`. Shorter is
     /// fresher presence; longer is fewer frames on busy channels.
     pub presence_flush_interval_ms: u64,
+    /// On a channel past `limits.presence_list_max`, joins and leaves outside the listed
+    /// window change only the count; such a change alone is announced at most this often
+    /// (a change to the list goes out at the next flush and carries the count).
+    pub presence_count_interval_ms: u64,
     /// Adds `GET /echo` for the Autobahn conformance suite. Off by default.
     pub echo_endpoint: bool,
     /// Loaded from the config file's top-level `[limits]` table, not from `[io]`.
@@ -95,6 +99,7 @@ impl Default for IoConfig {
             token_leeway_secs: 5,
             reclaim_interval_ms: 60_000,
             presence_flush_interval_ms: 50,
+            presence_count_interval_ms: 1000,
             echo_endpoint: false,
             limits: Limits::default(),
         }

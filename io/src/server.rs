@@ -363,7 +363,10 @@ async fn presence_flush(ctx: Rc<ShardCtx>) {
     let interval = Duration::from_millis(ctx.cfg.presence_flush_interval_ms);
     loop {
         glommio::timer::sleep(interval).await;
-        let out = ctx.state.borrow_mut().flush_presence();
+        let out = ctx
+            .state
+            .borrow_mut()
+            .flush_presence(crate::shard::now_ms());
         ctx.route_all(out);
     }
 }

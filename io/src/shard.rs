@@ -395,16 +395,22 @@ impl Shard {
     /// channel to each shard with subscribers (SPEC §3). Run every
     /// `presence_flush_interval_ms`; a subscriber joining meanwhile got the current list in
     /// its `subscribed` reply, which was routed before this.
-    pub fn flush_presence(&mut self) -> Out {
+    pub fn flush_presence(&mut self, now_ms: u64) -> Out {
         let mut out = Out::new();
         if self.presence_dirty.is_empty() {
             return out;
         }
+        let count_interval_ms = self.cfg.presence_count_interval_ms;
         for name in std::mem::take(&mut self.presence_dirty) {
             let Some(ch) = self.owned.get_mut(&name) else {
                 continue;
             };
-            let Some((flush, skip)) = ch.take_presence() else {
+            let taken = ch.take_presence(now_ms, count_interval_ms);
+            if ch.presence_changed() {
+                // A change of the count alone, held back: try again next time.
+                self.presence_dirty.insert(name.clone());
+            }
+            let Some((flush, skip)) = taken else {
                 continue;
             };
             let bytes = match flush {
