@@ -311,7 +311,9 @@ async fn read_head(
     max: usize,
 ) -> Result<(RequestHead, Vec<u8>), Option<(u16, Refusal)>> {
     let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
+    // On the heap, like the linger buffer in `run_ws`: an array would stay in every
+    // connection's future after the handshake.
+    let mut chunk = vec![0u8; 1024];
     loop {
         let n = stream.read(&mut chunk).await.map_err(|_| None)?;
         if n == 0 {
@@ -603,7 +605,9 @@ async fn run_ws(
     // reads it (RFC 6455 §7.1.1 has the server wait for the client's close).
     if !conn.peer_closed.get() && !conn.write_failed.get() {
         let linger = Duration::from_millis(cfg.close_linger_ms);
-        let mut sink = [0u8; 4096];
+        // On the heap: an array here would be part of every connection's future for its
+        // whole life (futures are as large as their largest state), ~4 KiB each.
+        let mut sink = vec![0u8; 4096];
         future::or(
             async {
                 while let Ok(n) = rd.read(&mut sink).await {
