@@ -60,6 +60,8 @@ struct Member {
 #[derive(Clone, Debug)]
 struct OnlineSub {
     user: String,
+    /// This connection's entry in the channel's presence.
+    presence: u64,
 }
 
 /// Where a subscriber wants to resume from.
@@ -346,18 +348,17 @@ impl<F: Clone> ChannelState<F> {
                 online: 0,
             });
             m.online += 1;
+            let presence =
+                self.presence
+                    .join(PresenceEntry::new(user.to_owned(), conn, role.as_str()));
             self.online.insert(
                 conn,
                 OnlineSub {
                     user: user.to_owned(),
+                    presence,
                 },
             );
             self.per_shard[conn.shard as usize] += 1;
-            self.presence.join(PresenceEntry::new(
-                user.to_owned(),
-                conn.public_id(),
-                role.as_str(),
-            ));
         }
         if !self.presence_fresh.contains(&conn) {
             self.presence_fresh.push(conn);
@@ -377,7 +378,7 @@ impl<F: Clone> ChannelState<F> {
         if let Some(m) = self.members.get_mut(&sub.user) {
             m.online -= 1;
         }
-        self.presence.leave(&conn.public_id());
+        self.presence.leave(sub.presence);
         self.presence_fresh.clear();
         Some(sub.user)
     }
@@ -415,7 +416,10 @@ impl<F: Clone> ChannelState<F> {
     /// Sets a subscribed connection's presence meta (announced with the next flush);
     /// `false` if it is not subscribed.
     pub fn set_presence(&mut self, conn: ConnRef, meta: Box<serde_json::value::RawValue>) -> bool {
-        let changed = self.presence.update(&conn.public_id(), meta);
+        let changed = self
+            .online
+            .get(&conn)
+            .is_some_and(|s| self.presence.update(s.presence, meta));
         if changed {
             self.presence_fresh.clear();
         }
@@ -752,7 +756,7 @@ mod tests {
             panic!("a join to announce")
         };
         assert_eq!(skip, vec![A0], "its own list is already current");
-        assert_eq!(d.joins[0].connection_id, "c-0-1");
+        assert_eq!(d.joins[0].connection_id(), "c-0-1");
         let r = s
             .subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
@@ -764,12 +768,12 @@ mod tests {
         let Some((PresenceFlush::Diff(d), _)) = s.take_presence(0, 0) else {
             panic!("an update to announce")
         };
-        assert_eq!(d.joins[0].meta.get(), r#"{"activity":"setup"}"#);
+        assert_eq!(d.joins[0].meta_json(), r#"{"activity":"setup"}"#);
         assert!(s.disconnect(A0));
         let Some((PresenceFlush::Diff(d), _)) = s.take_presence(0, 0) else {
             panic!("a leave to announce")
         };
-        assert_eq!(d.leaves[0].connection_id, "c-0-1");
+        assert_eq!(d.leaves[0].connection_id(), "c-0-1");
         assert!(s.presence().is_empty());
         assert!(!s.disconnect(A0));
     }
@@ -805,7 +809,7 @@ mod tests {
                 .unwrap();
             assert_eq!(r.presence.len(), 3, "cut at presence_list_max");
             assert_eq!(r.presence_total as u64, i + 1);
-            assert_eq!(r.presence[0].connection_id, "c-0-0", "oldest first");
+            assert_eq!(r.presence[0].connection_id(), "c-0-0", "oldest first");
         }
         // Seven joins past a full window: only the total changes.
         let Some((PresenceFlush::Diff(d), _)) = s.take_presence(0, 0) else {
@@ -820,8 +824,8 @@ mod tests {
         let Some((PresenceFlush::Diff(d), _)) = s.take_presence(0, 0) else {
             panic!("one diff")
         };
-        assert_eq!(d.leaves[0].connection_id, "c-0-0");
-        assert_eq!(d.joins[0].connection_id, "c-0-3");
+        assert_eq!(d.leaves[0].connection_id(), "c-0-0");
+        assert_eq!(d.joins[0].connection_id(), "c-0-3");
         assert_eq!((d.joins.len(), d.leaves.len(), d.total), (1, 1, 10));
         // Churn inside the window beyond presence_list_max entries: the state instead.
         for i in 1..4 {
@@ -832,7 +836,7 @@ mod tests {
         match s.take_presence(0, 0) {
             Some((PresenceFlush::State { entries, total }, _)) => {
                 assert_eq!((entries.len(), total), (3, 9));
-                assert_eq!(entries[0].connection_id, "c-0-2");
+                assert_eq!(entries[0].connection_id(), "c-0-2");
             }
             other => panic!("expected the state, got {other:?}"),
         }

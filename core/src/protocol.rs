@@ -704,7 +704,11 @@ mod tests {
         assert!(v.get("ref").is_none());
         assert_eq!(v["created_at"], "1970-01-01T00:00:00.000Z");
         let msgs: Vec<&[u8]> = vec![br#"{"op":"message","id":1}"#, br#"{"op":"message","id":2}"#];
-        let p = vec![PresenceEntry::new("u".into(), "c-0-1".into(), "couple")];
+        let p = vec![PresenceEntry::new(
+            "u".into(),
+            crate::channel_state::ConnRef { shard: 0, conn: 1 },
+            "couple",
+        )];
         let v: Value = serde_json::from_slice(&reply_subscribed(
             Some("s"),
             "venue:a:b",
