@@ -225,11 +225,24 @@ impl Session {
                 channel,
                 joins,
                 leaves,
+                total,
             }) => {
                 self.outbox.push_back(Event::PresenceDiff {
                     channel,
                     joins,
                     leaves,
+                    total,
+                });
+            }
+            Ok(Incoming::PresenceState {
+                channel,
+                presence,
+                total,
+            }) => {
+                self.outbox.push_back(Event::PresenceState {
+                    channel,
+                    presence,
+                    total,
                 });
             }
             Ok(Incoming::Typing {

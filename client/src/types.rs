@@ -104,9 +104,13 @@ pub struct Subscribed {
     /// app that consumes [`crate::Events`] should not process these a second time.
     #[serde(default)]
     pub messages: Vec<Message>,
-    /// Who is on the channel now.
+    /// Who is on the channel now: the first `presence_list_max` connections in join
+    /// order (see docs/protocol.md, Presence), this one included.
     #[serde(default)]
     pub presence: Vec<PresenceEntry>,
+    /// How many connections are present (more than `presence.len()` when it was cut).
+    #[serde(default)]
+    pub presence_total: usize,
 }
 
 /// The `publish` request.
@@ -211,12 +215,22 @@ pub struct PresenceEntry {
 pub enum Event {
     /// A message, live or recovered, not seen before on this client.
     Message(Message),
-    /// Presence changed on a channel (an update is a leave of the old entry and a join of
-    /// the new one).
+    /// Presence changed on a channel: remove `leaves`, then add `joins`, keyed by
+    /// `connection_id` (an update is a leave of the old entry and a join of the new one).
+    /// The server coalesces changes, so one diff may carry many; `total` is the count of
+    /// connections present after it.
     PresenceDiff {
         channel: String,
         joins: Vec<PresenceEntry>,
         leaves: Vec<PresenceEntry>,
+        total: usize,
+    },
+    /// The channel's presence list replaced whole (sent instead of a diff that would have
+    /// been longer than the server's `presence_list_max`), with the total count.
+    PresenceState {
+        channel: String,
+        presence: Vec<PresenceEntry>,
+        total: usize,
     },
     /// Someone else on the channel is typing.
     Typing {

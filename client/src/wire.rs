@@ -148,6 +148,12 @@ pub(crate) enum Incoming {
         channel: String,
         joins: Vec<PresenceEntry>,
         leaves: Vec<PresenceEntry>,
+        total: usize,
+    },
+    PresenceState {
+        channel: String,
+        presence: Vec<PresenceEntry>,
+        total: usize,
     },
     Typing {
         channel: String,
@@ -213,6 +219,17 @@ struct PresenceDiffWire {
     joins: Vec<PresenceEntry>,
     #[serde(default)]
     leaves: Vec<PresenceEntry>,
+    #[serde(default)]
+    total: usize,
+}
+
+#[derive(Deserialize)]
+struct PresenceStateWire {
+    channel: String,
+    #[serde(default)]
+    presence: Vec<PresenceEntry>,
+    #[serde(default)]
+    total: usize,
 }
 
 #[derive(Deserialize)]
@@ -253,6 +270,15 @@ pub(crate) fn decode(text: &str) -> Result<Incoming, serde_json::Error> {
                 channel: w.channel,
                 joins: w.joins,
                 leaves: w.leaves,
+                total: w.total,
+            })
+        }
+        "presence_state" => {
+            let w: PresenceStateWire = serde_json::from_str(text)?;
+            Ok(Incoming::PresenceState {
+                channel: w.channel,
+                presence: w.presence,
+                total: w.total,
             })
         }
         "typing" => {
@@ -617,7 +643,7 @@ mod tests {
     #[test]
     fn decodes_subscribed() {
         let f = format!(
-            r#"{{"op":"subscribed","ref":"11","channel":"wedding:main:w-12345","epoch":"9c1e4d2a","recovered":true,"messages":[{}],"presence":[{{"user_id":"u-7","connection_id":"c-1-3","role":"photographer","meta":{{"activity":"ceremony"}}}}]}}"#,
+            r#"{{"op":"subscribed","ref":"11","channel":"wedding:main:w-12345","epoch":"9c1e4d2a","recovered":true,"messages":[{}],"presence":[{{"user_id":"u-7","connection_id":"c-1-3","role":"photographer","meta":{{"activity":"ceremony"}}}}],"presence_total":1}}"#,
             doc_message()
         );
         assert_eq!(
@@ -635,6 +661,7 @@ mod tests {
                         role: "photographer".into(),
                         meta: json!({"activity":"ceremony"}),
                     }],
+                    presence_total: 1,
                 })
             }
         );
@@ -762,11 +789,12 @@ mod tests {
 
     #[test]
     fn decodes_presence_diff_and_typing() {
-        let f = r#"{"op":"presence_diff","channel":"wedding:main:w-12345","joins":[{"user_id":"u-7","connection_id":"c-1-3","role":"photographer","meta":{"activity":"ceremony"}}],"leaves":[]}"#;
+        let f = r#"{"op":"presence_diff","channel":"wedding:main:w-12345","joins":[{"user_id":"u-7","connection_id":"c-1-3","role":"photographer","meta":{"activity":"ceremony"}}],"leaves":[],"total":4}"#;
         let Incoming::PresenceDiff {
             channel,
             joins,
             leaves,
+            total,
         } = decode(f).unwrap()
         else {
             panic!("not a diff")
@@ -775,6 +803,16 @@ mod tests {
         assert_eq!(joins.len(), 1);
         assert_eq!(joins[0].meta, json!({"activity":"ceremony"}));
         assert!(leaves.is_empty());
+        assert_eq!(total, 4);
+
+        let f = r#"{"op":"presence_state","channel":"c:a:b","presence":[{"user_id":"u","connection_id":"c-0-1","role":"guest","meta":{}}],"total":250}"#;
+        let Incoming::PresenceState {
+            presence, total, ..
+        } = decode(f).unwrap()
+        else {
+            panic!("not a state")
+        };
+        assert_eq!((presence.len(), total), (1, 250));
 
         let f =
             r#"{"op":"typing","channel":"wedding:main:w-12345","user_id":"u-3","role":"couple"}"#;
@@ -791,9 +829,9 @@ mod tests {
     #[test]
     fn unknown_op_and_bad_frames() {
         assert_eq!(
-            decode(r#"{"op":"presence_state","channel":"c:a:b"}"#).unwrap(),
+            decode(r#"{"op":"occupancy","channel":"c:a:b"}"#).unwrap(),
             Incoming::Unknown {
-                op: "presence_state".into()
+                op: "occupancy".into()
             }
         );
         assert!(decode("not json").is_err());

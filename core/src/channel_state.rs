@@ -68,6 +68,8 @@ struct Member {
 #[derive(Clone, Debug)]
 struct OnlineSub {
     user: String,
+    /// This connection's entry in the channel's presence.
+    presence: u64,
 }
 
 /// Where a subscriber wants to resume from.
@@ -82,9 +84,28 @@ pub struct ResumeFrom<'a> {
 pub struct SubscribeOutcome<F> {
     pub recovered: bool,
     pub messages: Vec<F>,
+    /// The channel's presence now, at most `presence_list_max` entries in join order.
     pub presence: Vec<PresenceEntry>,
-    /// Presence join to tell the other subscribers (empty on a repeated subscribe).
-    pub join: PresenceDiff,
+    /// How many entries the channel's presence holds (more than `presence.len()` when the
+    /// list was cut at `presence_list_max`).
+    pub presence_total: usize,
+    /// A new subscription of this connection (false on a repeated subscribe). Its presence
+    /// join is announced with the channel's next coalesced diff.
+    pub joined: bool,
+}
+
+/// What the owner sends a channel's subscribers when its presence changed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PresenceFlush {
+    /// The change of the window since the last flush (`presence_diff`).
+    Diff(PresenceDiff),
+    /// The diff would carry more than `presence_list_max` entries (heavy churn inside the
+    /// window): the window itself instead, with the total (`presence_state`). Clients
+    /// replace their list.
+    State {
+        entries: Vec<PresenceEntry>,
+        total: usize,
+    },
 }
 
 /// What [`ChannelState::enroll`] did.
@@ -117,6 +138,14 @@ pub struct ChannelState<F> {
     /// Online subscriptions per shard, indexed by shard.
     per_shard: Vec<u32>,
     presence: Presence,
+    /// Most presence entries in one frame (`Limits::presence_list_max`).
+    presence_list_max: usize,
+    /// Connections handed the current presence in `subscribed` with nothing changed since:
+    /// the next flush skips them (it would tell them nothing, and right after a large
+    /// resume it would push their backlog past its bound).
+    presence_fresh: Vec<ConnRef>,
+    /// When a presence frame last went out (for `presence_count_interval_ms`).
+    presence_sent_ms: u64,
     idem: Idempotency,
     /// The highest id known stored; subscribers never see past it.
     durable_id: u64,
@@ -135,6 +164,9 @@ impl<F: Clone> ChannelState<F> {
             online: HashMap::new(),
             per_shard: vec![0; shards],
             presence: Presence::default(),
+            presence_list_max: limits.presence_list_max,
+            presence_fresh: Vec::new(),
+            presence_sent_ms: 0,
             idem: Idempotency::new(
                 limits.idempotency_window_ms,
                 limits.idempotency_max_keys_per_channel,
@@ -225,8 +257,46 @@ impl<F: Clone> ChannelState<F> {
         self.members.get(user).map(|m| m.cursor)
     }
 
-    pub fn presence(&self) -> &[PresenceEntry] {
-        self.presence.snapshot()
+    pub fn presence(&self) -> &Presence {
+        &self.presence
+    }
+
+    /// Whether presence changed since the last [`take_presence`](Self::take_presence)
+    /// (a change of the count alone included, which may be held back).
+    pub fn presence_changed(&self) -> bool {
+        self.presence.has_changes()
+    }
+
+    /// Presence changes to announce (SPEC §3), coalesced since the last call: one diff, or
+    /// the (cut) state when the diff would carry more than `presence_list_max` entries,
+    /// and the connections to skip (their `subscribed` list is already the current state).
+    /// `None` when nothing changed, the changes cancelled out, or only the count changed
+    /// (joins and leaves past a full window) within `count_interval_ms` of the last frame:
+    /// that waits, and [`presence_changed`](Self::presence_changed) stays true.
+    pub fn take_presence(
+        &mut self,
+        now_ms: u64,
+        count_interval_ms: u64,
+    ) -> Option<(PresenceFlush, Vec<ConnRef>)> {
+        if !self.presence.has_changes() {
+            self.presence_fresh.clear();
+            return None;
+        }
+        let max = self.presence_list_max;
+        let total_only = now_ms >= self.presence_sent_ms.saturating_add(count_interval_ms);
+        let diff = self.presence.take_diff(max, total_only)?;
+        self.presence_sent_ms = now_ms;
+        let skip = std::mem::take(&mut self.presence_fresh);
+        let flush = if diff.len() > max {
+            // Taken right after the diff: nothing is touched, nothing gets marked.
+            PresenceFlush::State {
+                entries: self.presence.snapshot(max),
+                total: diff.total,
+            }
+        } else {
+            PresenceFlush::Diff(diff)
+        };
+        Some((flush, skip))
     }
 
     /// Shards with at least one online subscriber.
@@ -286,8 +356,8 @@ impl<F: Clone> ChannelState<F> {
             ),
             None => (true, Vec::new()),
         };
-        let mut join = PresenceDiff::default();
         if !repeat {
+            self.presence_fresh.clear();
             // A new member starts at the current durable end: it is owed nothing stored
             // before; anything still being stored reaches it live.
             let last = self.durable_id;
@@ -296,49 +366,57 @@ impl<F: Clone> ChannelState<F> {
                 online: 0,
             });
             m.online += 1;
+            let presence =
+                self.presence
+                    .join(PresenceEntry::new(user.to_owned(), conn, role.as_str()));
             self.online.insert(
                 conn,
                 OnlineSub {
                     user: user.to_owned(),
+                    presence,
                 },
             );
             self.per_shard[conn.shard as usize] += 1;
-            join = self.presence.join(PresenceEntry::new(
-                user.to_owned(),
-                conn.public_id(),
-                role.as_str(),
-            ));
+        }
+        if !self.presence_fresh.contains(&conn) {
+            self.presence_fresh.push(conn);
         }
         Ok(SubscribeOutcome {
             recovered,
             messages,
-            presence: self.presence.snapshot().to_vec(),
-            join,
+            presence: self.presence.snapshot(self.presence_list_max),
+            presence_total: self.presence.len(),
+            joined: !repeat,
         })
     }
 
-    fn drop_online(&mut self, conn: ConnRef) -> Option<(String, PresenceDiff)> {
+    fn drop_online(&mut self, conn: ConnRef) -> Option<String> {
         let sub = self.online.remove(&conn)?;
         self.per_shard[conn.shard as usize] -= 1;
         if let Some(m) = self.members.get_mut(&sub.user) {
             m.online -= 1;
         }
-        Some((sub.user, self.presence.leave(&conn.public_id())))
+        self.presence.leave(sub.presence);
+        self.presence_fresh.clear();
+        Some(sub.user)
     }
 
-    /// The connection went away: its user stays subscribed (messages queue for it).
-    pub fn disconnect(&mut self, conn: ConnRef) -> Option<PresenceDiff> {
-        self.drop_online(conn).map(|(_, d)| d)
+    /// The connection went away: its user stays subscribed (messages queue for it). Its
+    /// presence leave goes out with the next flush. `false` if it was not subscribed.
+    pub fn disconnect(&mut self, conn: ConnRef) -> bool {
+        self.drop_online(conn).is_some()
     }
 
     /// The connection unsubscribed: if it was the user's last one on this channel, the
-    /// user's subscription and cursor go too.
-    pub fn unsubscribe(&mut self, conn: ConnRef) -> Option<PresenceDiff> {
-        let (user, diff) = self.drop_online(conn)?;
+    /// user's subscription and cursor go too. `false` if it was not subscribed.
+    pub fn unsubscribe(&mut self, conn: ConnRef) -> bool {
+        let Some(user) = self.drop_online(conn) else {
+            return false;
+        };
         if self.members.get(&user).is_some_and(|m| m.online == 0) {
             self.members.remove(&user);
         }
-        Some(diff)
+        true
     }
 
     /// Cumulative ack: the cursor only moves forward and never past the last id.
@@ -353,12 +431,17 @@ impl<F: Clone> ChannelState<F> {
         }
     }
 
-    pub fn set_presence(
-        &mut self,
-        conn: ConnRef,
-        meta: Box<serde_json::value::RawValue>,
-    ) -> Option<PresenceDiff> {
-        self.presence.update(&conn.public_id(), meta)
+    /// Sets a subscribed connection's presence meta (announced with the next flush);
+    /// `false` if it is not subscribed.
+    pub fn set_presence(&mut self, conn: ConnRef, meta: Box<serde_json::value::RawValue>) -> bool {
+        let changed = self
+            .online
+            .get(&conn)
+            .is_some_and(|s| self.presence.update(s.presence, meta));
+        if changed {
+            self.presence_fresh.clear();
+        }
+        changed
     }
 
     /// Remembers an idempotency key of a stored message (recovery: the keys travel inside
@@ -686,7 +769,7 @@ mod tests {
         assert_eq!((o.id, o.delivered, o.queued), (1, 2, 0));
         assert_eq!(o.shards, vec![0, 1]);
         assert!(s.ack("bob", 1));
-        s.disconnect(B1).unwrap();
+        assert!(s.disconnect(B1));
         let o = publish(&mut s, 2);
         assert_eq!((o.delivered, o.queued, o.shards.clone()), (1, 1, vec![0]));
         publish(&mut s, 3);
@@ -770,7 +853,7 @@ mod tests {
         // Unsubscribing frees it.
         s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
-        s.unsubscribe(A0).unwrap();
+        assert!(s.unsubscribe(A0));
         s.subscribe(B1, "b", Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
     }
@@ -781,19 +864,96 @@ mod tests {
         let r = s
             .subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
-        assert_eq!(r.join.joins.len(), 1);
+        assert!(r.joined);
+        assert_eq!((r.presence.len(), r.presence_total), (1, 1), "sees itself");
+        let Some((PresenceFlush::Diff(d), skip)) = s.take_presence(0, 0) else {
+            panic!("a join to announce")
+        };
+        assert_eq!(skip, vec![A0], "its own list is already current");
+        assert_eq!(d.joins[0].connection_id(), "c-0-1");
         let r = s
             .subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
-        assert!(r.join.is_empty(), "repeat subscribe joins nothing");
+        assert!(!r.joined, "repeat subscribe joins nothing");
+        assert_eq!(s.take_presence(0, 0), None);
         let meta =
             serde_json::value::RawValue::from_string(r#"{"activity":"setup"}"#.into()).unwrap();
-        let d = s.set_presence(A0, meta).unwrap();
-        assert_eq!(d.joins[0].meta.get(), r#"{"activity":"setup"}"#);
-        let d = s.disconnect(A0).unwrap();
-        assert_eq!(d.leaves[0].connection_id, "c-0-1");
+        assert!(s.set_presence(A0, meta));
+        let Some((PresenceFlush::Diff(d), _)) = s.take_presence(0, 0) else {
+            panic!("an update to announce")
+        };
+        assert_eq!(d.joins[0].meta_json(), r#"{"activity":"setup"}"#);
+        assert!(s.disconnect(A0));
+        let Some((PresenceFlush::Diff(d), _)) = s.take_presence(0, 0) else {
+            panic!("a leave to announce")
+        };
+        assert_eq!(d.leaves[0].connection_id(), "c-0-1");
         assert!(s.presence().is_empty());
-        assert!(s.disconnect(A0).is_none());
+        assert!(!s.disconnect(A0));
+    }
+
+    /// Many subscribers joining within one interval cost one diff, and every list a
+    /// subscriber or a flush carries stays within `presence_list_max`, with the total.
+    #[test]
+    fn presence_is_coalesced_and_capped() {
+        let limits = Limits {
+            presence_list_max: 3,
+            ..Limits::default()
+        };
+        let meta = state(100).meta.clone();
+        let mut s = ChannelState::<u64>::new(meta, &limits, 2);
+        let conn = |i: u64| ConnRef { shard: 0, conn: i };
+        for i in 0..3 {
+            let user = format!("u{i}");
+            let r = s
+                .subscribe(conn(i), &user, Role::Guest, ResumeFrom::default(), 0)
+                .unwrap();
+            assert_eq!(r.presence_total as u64, i + 1);
+        }
+        let Some((PresenceFlush::Diff(d), skip)) = s.take_presence(0, 0) else {
+            panic!("one diff for three joins")
+        };
+        assert_eq!(skip, vec![conn(2)], "only the last one's list is current");
+        assert_eq!(d.joins.len(), 3);
+        assert_eq!(s.take_presence(0, 0), None, "nothing left to announce");
+        for i in 3..10 {
+            let user = format!("u{i}");
+            let r = s
+                .subscribe(conn(i), &user, Role::Guest, ResumeFrom::default(), 0)
+                .unwrap();
+            assert_eq!(r.presence.len(), 3, "cut at presence_list_max");
+            assert_eq!(r.presence_total as u64, i + 1);
+            assert_eq!(r.presence[0].connection_id(), "c-0-0", "oldest first");
+        }
+        // Seven joins past a full window: only the total changes.
+        let Some((PresenceFlush::Diff(d), _)) = s.take_presence(0, 0) else {
+            panic!("a diff")
+        };
+        assert!(d.is_empty());
+        assert_eq!(d.total, 10);
+        // A leave inside the window and a join past it: the next in line moves up.
+        s.disconnect(conn(0));
+        s.subscribe(conn(10), "u10", Role::Guest, ResumeFrom::default(), 0)
+            .unwrap();
+        let Some((PresenceFlush::Diff(d), _)) = s.take_presence(0, 0) else {
+            panic!("one diff")
+        };
+        assert_eq!(d.leaves[0].connection_id(), "c-0-0");
+        assert_eq!(d.joins[0].connection_id(), "c-0-3");
+        assert_eq!((d.joins.len(), d.leaves.len(), d.total), (1, 1, 10));
+        // Churn inside the window beyond presence_list_max entries: the state instead.
+        for i in 1..4 {
+            let meta = serde_json::value::RawValue::from_string(format!(r#"{{"n":{i}}}"#)).unwrap();
+            s.set_presence(conn(i), meta);
+        }
+        s.disconnect(conn(1));
+        match s.take_presence(0, 0) {
+            Some((PresenceFlush::State { entries, total }, _)) => {
+                assert_eq!((entries.len(), total), (3, 9));
+                assert_eq!(entries[0].connection_id(), "c-0-2");
+            }
+            other => panic!("expected the state, got {other:?}"),
+        }
     }
 
     #[test]

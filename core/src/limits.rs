@@ -89,6 +89,10 @@ pub struct Limits {
     pub idempotency_max_keys_per_channel: usize,
     /// Largest presence `meta` object.
     pub max_presence_meta_bytes: usize,
+    /// Most presence entries in one frame (SPEC §3): `subscribed` lists the first this many
+    /// connections in join order, with `presence_total`; diffs describe that window. The
+    /// default equals `max_subscribers`, so a default channel always lists everyone.
+    pub presence_list_max: usize,
     /// Largest `ref`, `event`, `idempotency_key`, `target_user_id`.
     pub max_field_bytes: usize,
     /// Largest `wedding_context` object.
@@ -129,6 +133,7 @@ impl Default for Limits {
             idempotency_window_ms: 10 * 60 * 1000,
             idempotency_max_keys_per_channel: 4096,
             max_presence_meta_bytes: 1024,
+            presence_list_max: 100,
             max_field_bytes: 128,
             max_wedding_context_bytes: 1024,
             max_channels_per_shard: 100_000,
@@ -154,6 +159,7 @@ impl Limits {
             ("max_payload_bytes", self.max_payload_bytes),
             ("max_queued", self.max_queued),
             ("max_subscribers", self.max_subscribers),
+            ("presence_list_max", self.presence_list_max),
             ("max_field_bytes", self.max_field_bytes),
             ("max_channels_per_shard", self.max_channels_per_shard),
             (

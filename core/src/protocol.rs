@@ -458,7 +458,9 @@ pub fn reply_created(r#ref: Option<&str>, id: &str, name: &str, created_at_ms: u
     out
 }
 
-/// `messages` are rendered `message` objects (see `message::render_message_json`).
+/// `messages` are rendered `message` objects (see `message::render_message_json`);
+/// `presence` is the channel's presence window (at most `presence_list_max` entries) and
+/// `presence_total` the count of all its entries.
 pub fn reply_subscribed<'m>(
     r#ref: Option<&str>,
     channel: &str,
@@ -466,6 +468,7 @@ pub fn reply_subscribed<'m>(
     recovered: bool,
     messages: impl Iterator<Item = &'m [u8]>,
     presence: &[PresenceEntry],
+    presence_total: usize,
 ) -> Vec<u8> {
     let mut out = open("subscribed", r#ref);
     field_str(&mut out, "channel", channel);
@@ -483,6 +486,7 @@ pub fn reply_subscribed<'m>(
     }
     out.extend_from_slice(b"],\"presence\":");
     serde_json::to_writer(&mut out, presence).expect("Vec write");
+    field_num(&mut out, "presence_total", presence_total as u64);
     out.push(b'}');
     out
 }
@@ -538,6 +542,19 @@ pub fn presence_diff(channel: &str, diff: &PresenceDiff) -> Vec<u8> {
     serde_json::to_writer(&mut out, &diff.joins).expect("Vec write");
     out.extend_from_slice(b",\"leaves\":");
     serde_json::to_writer(&mut out, &diff.leaves).expect("Vec write");
+    field_num(&mut out, "total", diff.total as u64);
+    out.push(b'}');
+    out
+}
+
+/// The channel's presence window, replacing what the client holds (sent instead of a
+/// `presence_diff` that would carry more than `presence_list_max` entries).
+pub fn presence_state(channel: &str, presence: &[PresenceEntry], total: usize) -> Vec<u8> {
+    let mut out = open("presence_state", None);
+    field_str(&mut out, "channel", channel);
+    out.extend_from_slice(b",\"presence\":");
+    serde_json::to_writer(&mut out, presence).expect("Vec write");
+    field_num(&mut out, "total", total as u64);
     out.push(b'}');
     out
 }
@@ -696,7 +713,11 @@ mod tests {
         assert!(v.get("ref").is_none());
         assert_eq!(v["created_at"], "1970-01-01T00:00:00.000Z");
         let msgs: Vec<&[u8]> = vec![br#"{"op":"message","id":1}"#, br#"{"op":"message","id":2}"#];
-        let p = vec![PresenceEntry::new("u".into(), "c-0-1".into(), "couple")];
+        let p = vec![PresenceEntry::new(
+            "u".into(),
+            crate::channel_state::ConnRef { shard: 0, conn: 1 },
+            "couple",
+        )];
         let v: Value = serde_json::from_slice(&reply_subscribed(
             Some("s"),
             "venue:a:b",
@@ -704,10 +725,12 @@ mod tests {
             false,
             msgs.into_iter(),
             &p,
+            7,
         ))
         .unwrap();
         assert_eq!(v["messages"][1]["id"], 2);
         assert_eq!(v["presence"][0]["user_id"], "u");
+        assert_eq!(v["presence_total"], 7);
         assert_eq!(v["recovered"], false);
         let v: Value =
             serde_json::from_slice(&reply_published(None, "venue:a:b", 4, 2, 1)).unwrap();
@@ -724,6 +747,13 @@ mod tests {
         let v: Value =
             serde_json::from_slice(&presence_diff("venue:a:b", &PresenceDiff::default())).unwrap();
         assert_eq!(v["joins"], serde_json::json!([]));
+        assert_eq!(v["total"], 0);
+        let v: Value = serde_json::from_slice(&presence_state("venue:a:b", &p, 3)).unwrap();
+        assert_eq!(
+            (v["op"].as_str(), v["presence"][0]["connection_id"].as_str()),
+            (Some("presence_state"), Some("c-0-1"))
+        );
+        assert_eq!(v["total"], 3);
     }
 
     #[test]

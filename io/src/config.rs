@@ -107,6 +107,14 @@ pub struct IoConfig {
     /// Health's moving window: messages/s and latency are measured over this span (sampled
     /// once a second).
     pub health_window_ms: u64,
+    /// How often each shard announces presence changes (SPEC §3): joins, leaves and meta
+    /// updates of a channel within one interval go out as one `presence_diff`. Shorter is
+    /// fresher presence; longer is fewer frames on busy channels.
+    pub presence_flush_interval_ms: u64,
+    /// On a channel past `limits.presence_list_max`, joins and leaves outside the listed
+    /// window change only the count; such a change alone is announced at most this often
+    /// (a change to the list goes out at the next flush and carries the count).
+    pub presence_count_interval_ms: u64,
     /// Adds `GET /echo` for the Autobahn conformance suite. Off by default.
     pub echo_endpoint: bool,
     /// Origins (`scheme://host[:port]`, or `scheme://*.domain` for its subdomains) whose
@@ -252,6 +260,8 @@ impl Default for IoConfig {
             http_max_requests_per_connection: 1000,
             rest_call_timeout_ms: 10_000,
             health_window_ms: 10_000,
+            presence_flush_interval_ms: 50,
+            presence_count_interval_ms: 1000,
             echo_endpoint: false,
             allowed_origins: Vec::new(),
             max_connections_per_ip: 1000,
@@ -316,6 +326,10 @@ impl IoConfig {
             ("io.http_idle_timeout_ms", self.http_idle_timeout_ms),
             ("io.rest_call_timeout_ms", self.rest_call_timeout_ms),
             ("io.health_window_ms", self.health_window_ms),
+            (
+                "io.presence_flush_interval_ms",
+                self.presence_flush_interval_ms,
+            ),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be greater than 0"));

@@ -143,9 +143,20 @@ impl Conn {
             .release_subscription(&self.claims(), &self.cfg.limits, crate::shard::now_ms());
     }
 
+    /// Takes `channel` out of `reserved`; an emptied set gives its table back (most
+    /// connections hold no reservation most of their life).
+    fn unreserve(&self, channel: &str) -> bool {
+        let mut r = self.reserved.borrow_mut();
+        let was = r.remove(channel);
+        if r.is_empty() {
+            *r = HashSet::new();
+        }
+        was
+    }
+
     /// The owner confirmed: `true` when the channel is new on this connection.
     pub fn confirm(&self, channel: &str) -> bool {
-        let was_reserved = self.reserved.borrow_mut().remove(channel);
+        let was_reserved = self.unreserve(channel);
         let added = self.channels.borrow_mut().insert(channel.to_owned());
         if was_reserved && !added {
             self.release();
@@ -155,7 +166,7 @@ impl Conn {
 
     /// The owner refused: give the reservation back.
     pub fn refused(&self, channel: &str) {
-        if self.reserved.borrow_mut().remove(channel) {
+        if self.unreserve(channel) {
             self.release();
         }
     }
@@ -315,8 +326,11 @@ impl Conn {
 
 /// What an idle connection's reader holds: enough for a typical request frame.
 const SMALL_READ_BYTES: usize = 256;
-/// Buffers larger than this are released once empty instead of kept between uses.
-const RETAINED_BUFFER_BYTES: usize = 4096;
+/// Buffers larger than this are released once empty instead of kept between uses (the
+/// socket write buffer and the input tungstenite reads from). Small enough that an idle connection does
+/// not keep the capacity of its largest reply (a `subscribed` with its presence list),
+/// large enough that one ~450-byte message per wake-up reuses it.
+const RETAINED_BUFFER_BYTES: usize = 512;
 
 /// The stream tungstenite's state machine reads from and writes into: plain buffers. The
 /// socket I/O is ours.
@@ -380,7 +394,9 @@ async fn read_head(
     max: usize,
 ) -> Result<(RequestHead, Vec<u8>), Option<(u16, Refusal)>> {
     let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
+    // On the heap, like the linger buffer in `run_ws`: an array would stay in every
+    // connection's future after the handshake.
+    let mut chunk = vec![0u8; 1024];
     loop {
         let n = stream.read(&mut chunk).await.map_err(|_| None)?;
         if n == 0 {
@@ -729,7 +745,9 @@ async fn run_ws(
     // reads it (RFC 6455 §7.1.1 has the server wait for the client's close).
     if !conn.peer_closed.get() && !conn.write_failed.get() {
         let linger = Duration::from_millis(cfg.close_linger_ms);
-        let mut sink = [0u8; 4096];
+        // On the heap: an array here would be part of every connection's future for its
+        // whole life (futures are as large as their largest state), ~4 KiB each.
+        let mut sink = vec![0u8; 4096];
         future::or(
             async {
                 while let Ok(n) = rd.read(&mut sink).await {

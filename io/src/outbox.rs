@@ -150,7 +150,7 @@ impl Outbox {
     /// (always at least one frame when any is queued).
     pub fn drain_into(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> usize {
         let mut n = 0;
-        for q in self.queues.iter_mut() {
+        for (i, q) in self.queues.iter_mut().enumerate() {
             while let Some(f) = q.front() {
                 if n > 0 && out.len() + header_len(f.data.len()) + f.data.len() > max_bytes {
                     return n;
@@ -160,6 +160,12 @@ impl Outbox {
                 self.bytes -= f.data.len();
                 encode_frame(out, f.opcode, &f.data);
                 n += 1;
+            }
+            if i == CONTROL && q.capacity() > 0 {
+                // Replies are occasional: an emptied reply queue gives its buffer back
+                // (an idle connection otherwise keeps the one its `subscribed` used). The
+                // message queues keep theirs: they are the fan-out's hot path.
+                *q = VecDeque::new();
             }
         }
         n
@@ -238,6 +244,17 @@ mod tests {
             i += 2 + len;
         }
         v
+    }
+
+    /// An idle connection keeps no reply buffer; the message queues keep theirs.
+    #[test]
+    fn an_emptied_reply_queue_gives_its_buffer_back() {
+        let mut o = Outbox::new(100, 1 << 20);
+        o.push_control(msg(0, "subscribed")).unwrap();
+        o.push_message(Priority::Normal, msg(1, "m")).unwrap();
+        assert_eq!(drain(&mut o), vec!["subscribed", "m"]);
+        assert_eq!(o.queues[CONTROL].capacity(), 0);
+        assert!(o.queues[level(Priority::Normal)].capacity() > 0);
     }
 
     #[test]

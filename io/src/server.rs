@@ -333,6 +333,7 @@ async fn run_shard(
     if me == 0 {
         glommio::spawn_local(sample_totals(ctx.clone())).detach();
     }
+    glommio::spawn_local(presence_flush(ctx.clone())).detach();
     tracing::debug!(shard = me, "shard running");
     let _ = ready.send(Ok(()));
 
@@ -452,6 +453,20 @@ async fn retention(ctx: Rc<ShardCtx>) {
             Ok(n) => tracing::info!(segments = n, "retention: reclaimed log segments"),
             Err(e) => tracing::warn!("retention: reclaim failed: {e:?}"),
         }
+    }
+}
+
+/// Every `presence_flush_interval_ms`, announces the presence changes of this shard's
+/// channels: one coalesced diff per changed channel (SPEC §3; see `core/src/presence.rs`).
+async fn presence_flush(ctx: Rc<ShardCtx>) {
+    let interval = Duration::from_millis(ctx.cfg.presence_flush_interval_ms);
+    loop {
+        glommio::timer::sleep(interval).await;
+        let out = ctx
+            .state
+            .borrow_mut()
+            .flush_presence(crate::shard::now_ms());
+        ctx.route_all(out);
     }
 }
 

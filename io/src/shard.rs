@@ -13,7 +13,9 @@ use crate::IoConfig;
 use bytes::Bytes;
 use hashbrown::HashMap;
 use ringbearer_core::access::{self, Action, ChannelAccess};
-use ringbearer_core::channel_state::{ChannelMeta, ChannelState, ConnRef, ResumeFrom};
+use ringbearer_core::channel_state::{
+    ChannelMeta, ChannelState, ConnRef, PresenceFlush, ResumeFrom,
+};
 use ringbearer_core::error::{ErrorCode, Refusal};
 use ringbearer_core::message::{access_frame, render_message_json, FrameBytes, MessageFrame};
 use ringbearer_core::protocol::{self, CreateReq, PublishReq, SubscribeReq};
@@ -101,7 +103,9 @@ pub enum ShardMsg {
     Broadcast {
         channel: ChannelName,
         bytes: Bytes,
-        except: Option<ConnRef>,
+        /// Connections not to send it to (the typist; subscribers whose presence list is
+        /// already current).
+        except: Vec<ConnRef>,
     },
     // the REST door (api.rs) → owner; answered with `Reply` to the call's `from`
     /// Which channel has this `channel_id`? (The id names its owner shard.)
@@ -179,6 +183,9 @@ pub struct Shard {
     creating: hashbrown::HashSet<String>,
     /// REST calls of this shard waiting for answers, by their connection id.
     pub calls: HashMap<u64, Rc<CallSlot>>,
+    /// Owned channels whose presence changed since the last flush (SPEC §3: announced as
+    /// one coalesced diff per channel per `presence_flush_interval_ms`).
+    presence_dirty: hashbrown::HashSet<String>,
 }
 
 pub type Out = Vec<(u32, ShardMsg)>;
@@ -225,7 +232,7 @@ fn broadcast(
     shards: Vec<u32>,
     channel: &ChannelName,
     bytes: Vec<u8>,
-    except: Option<ConnRef>,
+    except: Vec<ConnRef>,
 ) {
     let bytes = Bytes::from(bytes);
     for s in shards {
@@ -234,7 +241,8 @@ fn broadcast(
             ShardMsg::Broadcast {
                 channel: channel.clone(),
                 bytes: bytes.clone(),
-                except,
+                // Each shard needs only its own connections.
+                except: except.iter().copied().filter(|c| c.shard == s).collect(),
             },
         ));
     }
@@ -383,6 +391,14 @@ fn audit_created(catalog: &Option<Arc<dyn Catalog>>, meta: &ChannelMeta) {
     }
 }
 
+/// Notes that `ch`'s presence has changes to announce at the next flush.
+fn mark_presence<F: Clone>(dirty: &mut hashbrown::HashSet<String>, ch: &ChannelState<F>) {
+    let name = ch.meta.name.as_str();
+    if ch.presence_changed() && !dirty.contains(name) {
+        dirty.insert(name.to_owned());
+    }
+}
+
 fn reply_ok(out: &mut Out, to: ConnRef, r#ref: Option<&str>) {
     if let Some(r) = r#ref {
         out.push((
@@ -417,6 +433,7 @@ impl Shard {
             clock: Default::default(),
             creating: hashbrown::HashSet::new(),
             calls: HashMap::new(),
+            presence_dirty: hashbrown::HashSet::new(),
         }
     }
 
@@ -577,6 +594,40 @@ impl Shard {
         );
     }
 
+    /// Announces the presence changes of every owned channel that has some: one
+    /// `presence_diff` (or, past `presence_list_max` entries, one `presence_state`) per
+    /// channel to each shard with subscribers (SPEC §3). Run every
+    /// `presence_flush_interval_ms`; a subscriber joining meanwhile got the current list in
+    /// its `subscribed` reply, which was routed before this.
+    pub fn flush_presence(&mut self, now_ms: u64) -> Out {
+        let mut out = Out::new();
+        if self.presence_dirty.is_empty() {
+            return out;
+        }
+        let count_interval_ms = self.cfg.presence_count_interval_ms;
+        for name in std::mem::take(&mut self.presence_dirty) {
+            let Some(ch) = self.owned.get_mut(&name) else {
+                continue;
+            };
+            let taken = ch.take_presence(now_ms, count_interval_ms);
+            if ch.presence_changed() {
+                // A change of the count alone, held back: try again next time.
+                self.presence_dirty.insert(name.clone());
+            }
+            let Some((flush, skip)) = taken else {
+                continue;
+            };
+            let bytes = match flush {
+                PresenceFlush::Diff(d) => protocol::presence_diff(&name, &d),
+                PresenceFlush::State { entries, total } => {
+                    protocol::presence_state(&name, &entries, total)
+                }
+            };
+            broadcast(&mut out, ch.shards(), &ch.meta.name, bytes, skip);
+        }
+        out
+    }
+
     fn not_found(name: &ChannelName) -> Refusal {
         Refusal::new(
             ErrorCode::ChannelNotFound,
@@ -617,7 +668,7 @@ impl Shard {
                     return out;
                 };
                 let user = ch.online_user(from);
-                if let Some(diff) = ch.unsubscribe(from) {
+                if ch.unsubscribe(from) {
                     if let (Some(c), Some(u)) = (&self.catalog, &user) {
                         if ch.cursor(u).is_none() {
                             c.unsubscribed(channel.as_str(), u);
@@ -631,15 +682,7 @@ impl Shard {
                             detail: serde_json::json!({"connection_id": from.public_id()}),
                         });
                     }
-                    if !diff.is_empty() {
-                        broadcast(
-                            &mut out,
-                            ch.shards(),
-                            &channel,
-                            protocol::presence_diff(channel.as_str(), &diff),
-                            None,
-                        );
-                    }
+                    mark_presence(&mut self.presence_dirty, ch);
                 }
                 let bytes = protocol::reply_unsubscribed(r#ref.as_deref(), channel.as_str()).into();
                 out.push((
@@ -683,8 +726,11 @@ impl Shard {
                 };
                 let meta =
                     serde_json::value::RawValue::from_string(meta).expect("validated at ingress");
-                match ch.set_presence(from, meta) {
-                    None => reply_err(
+                if ch.set_presence(from, meta) {
+                    mark_presence(&mut self.presence_dirty, ch);
+                    reply_ok(&mut out, from, r#ref.as_deref());
+                } else {
+                    reply_err(
                         &mut out,
                         from,
                         r#ref.as_deref(),
@@ -692,17 +738,7 @@ impl Shard {
                             ErrorCode::SubscriptionFailed,
                             "not subscribed to this channel",
                         ),
-                    ),
-                    Some(diff) => {
-                        broadcast(
-                            &mut out,
-                            ch.shards(),
-                            &channel,
-                            protocol::presence_diff(channel.as_str(), &diff),
-                            None,
-                        );
-                        reply_ok(&mut out, from, r#ref.as_deref());
-                    }
+                    );
                 }
             }
             ShardMsg::Typing {
@@ -733,7 +769,7 @@ impl Shard {
                     ch.shards(),
                     &channel,
                     protocol::typing(channel.as_str(), &user, role),
-                    Some(from),
+                    vec![from],
                 );
                 reply_ok(&mut out, from, r#ref.as_deref());
             }
@@ -742,17 +778,8 @@ impl Shard {
                     let Some(ch) = self.owned.get_mut(channel.as_str()) else {
                         continue;
                     };
-                    if let Some(diff) = ch.disconnect(conn) {
-                        if diff.is_empty() {
-                            continue;
-                        }
-                        broadcast(
-                            &mut out,
-                            ch.shards(),
-                            &channel,
-                            protocol::presence_diff(channel.as_str(), &diff),
-                            None,
-                        );
+                    if ch.disconnect(conn) {
+                        mark_presence(&mut self.presence_dirty, ch);
                     }
                 }
             }
@@ -901,7 +928,7 @@ impl Shard {
                 if let Some(subs) = self.local.get(channel.as_str()) {
                     for s in subs {
                         // Connection ids are per shard: compare the whole reference.
-                        if except == Some(s.conn.cref) {
+                        if except.contains(&s.conn.cref) {
                             continue;
                         }
                         s.conn.send_message(Priority::Normal, 0, bytes.clone());
@@ -1099,7 +1126,7 @@ impl Shard {
             Ok(o) => o,
             Err(e) => return refuse(out, &e),
         };
-        if let (Some(c), false) = (&self.catalog, o.join.is_empty()) {
+        if let (Some(c), true) = (&self.catalog, o.joined) {
             c.subscribed(
                 req.channel.as_str(),
                 &claims.sub,
@@ -1139,19 +1166,14 @@ impl Shard {
             o.recovered,
             inline.iter().map(Vec::as_slice),
             &o.presence,
+            o.presence_total,
         );
         let mut frames = Vec::with_capacity(1 + rest.len());
         frames.push(Bytes::from(reply));
         frames.extend(rest);
-        if !o.join.is_empty() {
-            broadcast(
-                out,
-                ch.shards(),
-                &req.channel,
-                protocol::presence_diff(req.channel.as_str(), &o.join),
-                Some(from),
-            );
-        }
+        // The join (and anything the list handed out must be kept up to date on) goes
+        // out with the channel's next presence flush.
+        mark_presence(&mut self.presence_dirty, ch);
         out.push((
             from.shard,
             ShardMsg::Subscribed {
@@ -1557,13 +1579,13 @@ mod tests {
         shard.handle(ShardMsg::Broadcast {
             channel: ch.clone(),
             bytes: Bytes::from_static(b"{}"),
-            except: Some(other_shard_same_id),
+            except: vec![other_shard_same_id],
         });
         assert_eq!(conn.outbox.borrow().len(), 2, "not the sender: delivered");
         shard.handle(ShardMsg::Broadcast {
             channel: ch,
             bytes: Bytes::from_static(b"{}"),
-            except: Some(mine),
+            except: vec![mine],
         });
         assert_eq!(conn.outbox.borrow().len(), 2, "the sender itself: skipped");
     }
