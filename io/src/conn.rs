@@ -517,6 +517,9 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
                 Err(e) => return respond(&mut stream, &http::error_response(401, &e)).await,
             };
             let protocol = found.echo_protocol.map(str::to_owned);
+            // The head's strings (the token among them) are not needed for the
+            // connection's life: free them before it starts (S1 memory per connection).
+            drop(head);
             run_ws(
                 ctx,
                 stream,
@@ -542,6 +545,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
                 exp: u64::MAX,
                 nbf: None,
             });
+            drop(head);
             run_ws(ctx, stream, &key, None, claims, leftover, true).await
         }
         _ => {
