@@ -364,7 +364,8 @@ async fn read_more<S: AsyncRead + Unpin>(
     buf: &mut Vec<u8>,
     idle: Duration,
 ) -> bool {
-    let mut chunk = [0u8; 4096];
+    // On the heap: this future's state is kept while a kept-alive connection idles.
+    let mut chunk = vec![0u8; 4096];
     let n = future::or(
         async { stream.read(&mut chunk).await.unwrap_or(0) },
         async {
