@@ -552,7 +552,14 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
             // Everything else is the REST door (SPEC §4), kept alive between requests.
             // Boxed: a future is as large as its largest state, and every `/ws`
             // connection's `serve` would otherwise carry the REST door's buffers for life.
-            Box::pin(crate::api::serve_http(ctx, &mut stream, head, leftover, peer)).await
+            Box::pin(crate::api::serve_http(
+                ctx,
+                &mut stream,
+                head,
+                leftover,
+                peer,
+            ))
+            .await
         }
     }
 }
