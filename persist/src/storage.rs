@@ -121,7 +121,7 @@ impl DmaStorage {
     async fn open_opts(&self, path: &Path, create: bool) -> io::Result<GlommioSegment> {
         if self.direct.get() {
             if let Some(dir) = path.parent() {
-                prime_iopoll_probe(dir).await?;
+                prime_iopoll_probe(dir, path).await?;
             }
         }
         let mut opts = OpenOptions::new();
@@ -178,14 +178,26 @@ thread_local! {
 /// glommio issue #605; measured on these machines' virtio disk). So before the first DMA
 /// open on a device, this opens a one-block scratch file there, letting the probe see real
 /// data. Blocking calls, once per thread and device.
-async fn prime_iopoll_probe(dir: &Path) -> io::Result<()> {
+///
+/// A full (or read-only) disk cannot take the scratch file. Then an existing `target` of at
+/// least one block serves as the probe itself — it is the DMA file about to be opened — so a
+/// server can restart on a full disk and serve what it stored.
+async fn prime_iopoll_probe(dir: &Path, target: &Path) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let dev = std::fs::metadata(dir)?.dev();
     if PRIMED.with(|p| p.borrow().contains(&dev)) {
         return Ok(());
     }
     let probe = dir.join(PROBE_FILE_NAME);
-    std::fs::write(&probe, vec![0u8; BLOCK_BYTES as usize])?;
+    if let Err(e) = std::fs::write(&probe, vec![0u8; BLOCK_BYTES as usize]) {
+        let _ = std::fs::remove_file(&probe);
+        let target_has_data = std::fs::metadata(target).is_ok_and(|m| m.len() >= BLOCK_BYTES);
+        if !target_has_data {
+            return Err(e);
+        }
+        PRIMED.with(|p| p.borrow_mut().push(dev));
+        return Ok(());
+    }
     let opened = OpenOptions::new().read(true).dma_open(&probe).await;
     let _ = std::fs::remove_file(&probe);
     match opened {
