@@ -58,7 +58,7 @@ impl HttpResponse {
 
     pub fn refusal_with(status: u16, e: &Refusal) -> Self {
         crate::metrics::with(|m| m.refused(e.code));
-        let mut r = Self::json(status, http::error_body(e, None));
+        let mut r = Self::json(status, http::error_body(e));
         if let Some(s) = e.retry_after {
             r.headers = format!("Retry-After: {s}\r\n");
         }

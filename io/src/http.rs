@@ -198,7 +198,7 @@ pub fn response(
 }
 
 /// The SPEC §4 REST failure body for a refusal (`retryAfter` in seconds, when known).
-pub fn error_body(e: &Refusal, context: Option<serde_json::Value>) -> Vec<u8> {
+pub fn error_body(e: &Refusal) -> Vec<u8> {
     let mut err = serde_json::json!({
         "code": e.code.as_str(),
         "message": e.message,
@@ -206,9 +206,6 @@ pub fn error_body(e: &Refusal, context: Option<serde_json::Value>) -> Vec<u8> {
     });
     if let Some(s) = e.retry_after {
         err["retryAfter"] = s.into();
-    }
-    if let Some(c) = context {
-        err["context"] = c;
     }
     serde_json::to_vec(&serde_json::json!({"success": false, "error": err})).expect("serializable")
 }
@@ -216,16 +213,7 @@ pub fn error_body(e: &Refusal, context: Option<serde_json::Value>) -> Vec<u8> {
 /// The REST error shape of SPEC §4 for a refusal, with the status that fits its code.
 pub fn error_response(status: u16, e: &Refusal) -> Vec<u8> {
     crate::metrics::with(|m| m.refused(e.code));
-    let mut err = serde_json::json!({
-        "code": e.code.as_str(),
-        "message": e.message,
-        "retryable": e.code.retryable(),
-    });
-    if let Some(s) = e.retry_after {
-        err["retryAfter"] = s.into();
-    }
-    let body = serde_json::to_vec(&serde_json::json!({"success": false, "error": err}))
-        .expect("serializable");
+    let body = error_body(e);
     let mut extra = String::new();
     if status == 426 {
         extra.push_str("Upgrade: websocket\r\n");

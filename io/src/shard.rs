@@ -399,6 +399,17 @@ fn mark_presence<F: Clone>(dirty: &mut hashbrown::HashSet<String>, ch: &ChannelS
     }
 }
 
+/// Answers a REST call (`api.rs`) with a JSON object.
+fn reply_json(out: &mut Out, to: ConnRef, v: &serde_json::Value) {
+    out.push((
+        to.shard,
+        ShardMsg::Reply {
+            to,
+            bytes: serde_json::to_vec(v).expect("json").into(),
+        },
+    ));
+}
+
 fn reply_ok(out: &mut Out, to: ConnRef, r#ref: Option<&str>) {
     if let Some(r) = r#ref {
         out.push((
@@ -802,13 +813,7 @@ impl Shard {
                 match name {
                     Some(n) => {
                         let v = serde_json::json!({"op": "resolved", "channel": n.as_str()});
-                        out.push((
-                            from.shard,
-                            ShardMsg::Reply {
-                                to: from,
-                                bytes: serde_json::to_vec(&v).expect("json").into(),
-                            },
-                        ));
+                        reply_json(&mut out, from, &v);
                     }
                     None => reply_err(
                         &mut out,
@@ -860,13 +865,7 @@ impl Shard {
                     "channel": channel.as_str(),
                     "removed": removed,
                 });
-                out.push((
-                    from.shard,
-                    ShardMsg::Reply {
-                        to: from,
-                        bytes: serde_json::to_vec(&v).expect("json").into(),
-                    },
-                ));
+                reply_json(&mut out, from, &v);
             }
             ShardMsg::ListFor { from, claims, user } => {
                 let mut list = Vec::new();
@@ -887,13 +886,7 @@ impl Shard {
                     }));
                 }
                 let v = serde_json::json!({"op": "list", "channels": list});
-                out.push((
-                    from.shard,
-                    ShardMsg::Reply {
-                        to: from,
-                        bytes: serde_json::to_vec(&v).expect("json").into(),
-                    },
-                ));
+                reply_json(&mut out, from, &v);
             }
             ShardMsg::SubscribeRefused { to, channel, bytes } => {
                 if let Some(c) = self.conns.get(&to.conn) {

@@ -37,8 +37,8 @@ pub fn run(out: &Path, hosts: &str, force: bool) -> Result<()> {
     );
     let today = days_since_epoch()?;
     let ymd = |days| {
-        let (y, m, d) = civil_from_days(days);
-        rcgen::date_time_ymd(y, m, d)
+        let (y, m, d) = ringbearer_core::time::civil_from_days(days);
+        rcgen::date_time_ymd(y as i32, m as u8, d as u8)
     };
     params.not_before = ymd(today - 1);
     params.not_after = ymd(today + VALID_DAYS);
@@ -99,31 +99,4 @@ fn days_since_epoch() -> Result<i64> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     Ok((secs / 86_400) as i64)
-}
-
-/// The proleptic Gregorian date of a day count (H. Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i32, u8, u8) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    ((if m <= 2 { y + 1 } else { y }) as i32, m, d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::civil_from_days;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-    }
 }

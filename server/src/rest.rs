@@ -413,11 +413,7 @@ impl Rest {
     ) -> Reply {
         let channel = self.channel(api, &mut body).await?;
         let user = Self::subject(claims, &mut body)?;
-        let include_history = match body.remove("include_history") {
-            None => false,
-            Some(Value::Bool(b)) => b,
-            Some(_) => return Err(bad("`include_history` is a boolean")),
-        };
+        let include_history = take_bool(&mut body, "include_history")?.unwrap_or(false);
         no_more_fields(&body)?;
         let req = SubscribeReq {
             channel: channel.clone(),
@@ -500,10 +496,8 @@ impl Rest {
     ) -> Reply {
         let channel = self.channel(api, &mut body).await?;
         let user = Self::subject(claims, &mut body)?;
-        match body.remove("cleanup_queues") {
-            None | Some(Value::Bool(_)) => {}
-            Some(_) => return Err(bad("`cleanup_queues` is a boolean")),
-        }
+        // Checked, not needed: the queue goes with the subscription either way (below).
+        take_bool(&mut body, "cleanup_queues")?;
         no_more_fields(&body)?;
         let v = api
             .withdraw(claims.clone(), user.clone(), channel.clone())
@@ -934,6 +928,15 @@ fn body_object(req: &HttpRequest) -> Result<Map<String, Value>, Refusal> {
     }
 }
 
+/// Takes an optional boolean field out of `body`.
+fn take_bool(body: &mut Map<String, Value>, k: &str) -> Result<Option<bool>, Refusal> {
+    match body.remove(k) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(b)),
+        Some(_) => Err(bad(format!("`{k}` is a boolean"))),
+    }
+}
+
 fn no_more_fields(body: &Map<String, Value>) -> Result<(), Refusal> {
     match body.keys().next() {
         None => Ok(()),
@@ -983,5 +986,64 @@ impl HttpHandler for Routes {
     ) -> ringbearer_io::journal::LocalBoxFuture<'static, HttpResponse> {
         let rest = self.0.clone();
         Box::pin(async move { rest.route(api, req).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_key(toml_key: &str) -> anyhow::Result<Vec<(Vec<u8>, Claims)>> {
+        let cfg: RestConfig = toml::from_str(&format!(
+            "[[api_keys]]\nname = \"b\"\norganization_id = \"org-1\"\n{toml_key}\n"
+        ))?;
+        cfg.keys()
+    }
+
+    #[test]
+    fn bad_keys_and_thresholds_are_refused_naming_the_field() {
+        let (k, c) = with_key("key = \"0123456789abcdef01234567\"")
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            (k.len(), c.role, c.sub.as_str()),
+            (24, Role::Service, "service:b")
+        );
+        for (bad, field) in [
+            ("key = \"short\"", "rest.api_keys[0].key"),
+            ("", "rest.api_keys[0] needs one of key or key_file"),
+            (
+                "key_file = \"/nonexistent/key\"",
+                "rest.api_keys[0].key_file",
+            ),
+            (
+                "key = \"0123456789abcdef01234567\"\ntier = \"gold\"",
+                "rest.api_keys[0].tier",
+            ),
+        ] {
+            let e = with_key(bad).unwrap_err().to_string();
+            assert!(e.contains(field), "{bad}: {e}");
+        }
+        let cfg = RestConfig {
+            health: HealthConfig {
+                degraded_p99_ms: 2000.0,
+                ..HealthConfig::default()
+            },
+            ..RestConfig::default()
+        };
+        assert!(cfg
+            .keys()
+            .unwrap_err()
+            .to_string()
+            .contains("degraded_p99_ms"));
+        let cfg = RestConfig {
+            audit_query_max: 0,
+            ..RestConfig::default()
+        };
+        assert!(cfg
+            .keys()
+            .unwrap_err()
+            .to_string()
+            .contains("audit_query_max"));
     }
 }

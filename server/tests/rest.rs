@@ -456,6 +456,14 @@ async fn every_failure_has_its_shape_and_status() {
         &server,
         CREATE,
         auth,
+        json!({"name": "wedding:main:w-1", "description": "x".repeat(1025)}),
+    )
+    .await
+    .refused(400, "WS_BAD_REQUEST");
+    post(
+        &server,
+        CREATE,
+        auth,
         json!({"name": "wedding:main:w-1;drop"}),
     )
     .await
