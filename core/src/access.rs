@@ -5,6 +5,7 @@
 
 use crate::channel::{ChannelType, Permissions};
 use crate::error::{ErrorCode, Refusal};
+use crate::identity::UserKey;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -151,13 +152,67 @@ impl Claims {
         Ok(())
     }
 
-    /// Whether the token reaches wedding `w`: listed, or `*` for an org-wide role of the
-    /// organization that owns the channel.
+    /// Whether the token reaches wedding `w` on a channel of `channel_org`: listed, or `*`
+    /// for an org-wide role of the organization that owns the channel (never another's).
     pub fn reaches_wedding(&self, wedding: &str, channel_org: &str) -> bool {
-        self.weddings.iter().any(|x| x == wedding)
-            || (self.role.is_org_wide()
-                && self.org == channel_org
-                && self.weddings.iter().any(|x| x == "*"))
+        self.lists_wedding(wedding) || (self.has_star() && self.org == channel_org)
+    }
+
+    /// Whether the token may create a channel of its own organization naming wedding `w`,
+    /// whose owner (SPEC §1: the organization that registered it first or created the first
+    /// channel with it) is `owner`: listed by id, or `*` when the wedding is this
+    /// organization's or nobody's yet. `*` never reaches another organization's wedding.
+    pub fn may_create_in_wedding(&self, wedding: &str, owner: Option<&str>) -> bool {
+        self.lists_wedding(wedding)
+            || (self.has_star() && owner.is_none_or(|o| o == self.org))
+    }
+
+    /// The wedding is listed by id (`*` is not an id).
+    pub fn lists_wedding(&self, wedding: &str) -> bool {
+        wedding != "*" && self.weddings.iter().any(|x| x == wedding)
+    }
+
+    /// `weddings: ["*"]` on an organization-wide role.
+    pub fn has_star(&self) -> bool {
+        self.role.is_org_wide() && self.weddings.iter().any(|x| x == "*")
+    }
+
+    /// Who the token speaks for: (`org`, `sub`).
+    pub fn user_key(&self) -> UserKey {
+        UserKey::new(self.org.clone(), self.sub.clone())
+    }
+
+    pub fn is_user(&self, u: &UserKey) -> bool {
+        u.is(&self.org, &self.sub)
+    }
+}
+
+/// A named member of a private channel: a user id of the channel's own organization
+/// (`"u-1"`), or a user of another organization (`{"org": "o", "user_id": "u-1"}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MemberRef {
+    Local(String),
+    Qualified { org: String, user_id: String },
+}
+
+impl MemberRef {
+    /// Whether `claims` is this member, on a channel of `channel_org`.
+    pub fn matches(&self, claims: &Claims, channel_org: &str) -> bool {
+        match self {
+            MemberRef::Local(sub) => claims.org == channel_org && &claims.sub == sub,
+            MemberRef::Qualified { org, user_id } => &claims.org == org && &claims.sub == user_id,
+        }
+    }
+
+    /// Its ids, for length checks.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        match self {
+            MemberRef::Local(sub) => [Some(sub.as_str()), None],
+            MemberRef::Qualified { org, user_id } => [Some(org.as_str()), Some(user_id.as_str())],
+        }
+        .into_iter()
+        .flatten()
     }
 }
 
@@ -175,8 +230,9 @@ pub struct ChannelAccess {
     pub wedding_id: Option<String>,
     pub kind: ChannelType,
     pub permissions: Permissions,
+    /// The creating user's `sub`; the creator is of the channel's `org`.
     pub creator: String,
-    pub members: Vec<String>,
+    pub members: Vec<MemberRef>,
 }
 
 /// The access rule of SPEC §1, in this order:
@@ -184,7 +240,8 @@ pub struct ChannelAccess {
 ///    (`WS_WEDDING_ISOLATION_VIOLATION`); an org channel needs the same `org`
 ///    (`WS_FORBIDDEN`);
 /// 2. the organization's `admin`/`service` may do anything past the boundary;
-/// 3. private channels: creator or named member (`WS_FORBIDDEN`);
+/// 3. private channels: creator (of the channel's organization) or named member — both
+///    compared as (`org`, `sub`), never `sub` alone (`WS_FORBIDDEN`);
 /// 4. the role must be in the channel's list for the action (`WS_FORBIDDEN`).
 pub fn check(ch: &ChannelAccess, claims: &Claims, action: Action) -> Result<(), Refusal> {
     match &ch.wedding_id {
@@ -209,8 +266,8 @@ pub fn check(ch: &ChannelAccess, claims: &Claims, action: Action) -> Result<(), 
         return Ok(());
     }
     if ch.kind == ChannelType::Private
-        && claims.sub != ch.creator
-        && !ch.members.contains(&claims.sub)
+        && !(claims.org == ch.org && claims.sub == ch.creator)
+        && !ch.members.iter().any(|m| m.matches(claims, &ch.org))
     {
         return Err(Refusal::new(
             ErrorCode::Forbidden,
@@ -259,7 +316,13 @@ mod tests {
             kind,
             permissions: Permissions::default_for(kind),
             creator: "creator".into(),
-            members: vec!["member".into()],
+            members: vec![
+                MemberRef::Local("member".into()),
+                MemberRef::Qualified {
+                    org: "org-c".into(),
+                    user_id: "guest-member".into(),
+                },
+            ],
         }
     }
 
@@ -329,11 +392,51 @@ mod tests {
                 .code,
             ErrorCode::Forbidden
         );
-        let mut member = claims(Role::Couple, "x", &["w-1"]);
+        // Members and the creator are users of the channel's organization (org-a).
+        let mut member = claims(Role::Couple, "org-a", &["w-1"]);
         member.sub = "member".into();
         check(&p, &member, Action::Write).unwrap();
         member.sub = "creator".into();
         check(&p, &member, Action::Read).unwrap();
+    }
+
+    #[test]
+    fn private_membership_is_org_and_sub() {
+        // chan() belongs to org-a; its creator is org-a's "creator".
+        let p = chan(ChannelType::Private, Some("w-1"));
+        let mut c = claims(Role::Couple, "org-b", &["w-1"]);
+        for sub in ["creator", "member"] {
+            c.sub = sub.into();
+            let e = check(&p, &c, Action::Read).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Forbidden, "org-b's {sub}");
+        }
+        c.org = "org-c".into();
+        c.sub = "guest-member".into();
+        check(&p, &c, Action::Read).unwrap();
+        c.org = "org-a".into();
+        assert!(check(&p, &c, Action::Read).is_err());
+        let m: Vec<MemberRef> =
+            serde_json::from_str(r#"["u-1",{"org":"o","user_id":"u-2"}]"#).unwrap();
+        assert_eq!(m[0], MemberRef::Local("u-1".into()));
+        assert_eq!(serde_json::to_string(&m).unwrap(), r#"["u-1",{"org":"o","user_id":"u-2"}]"#);
+    }
+
+    #[test]
+    fn star_never_reaches_another_organizations_wedding() {
+        let admin_b = claims(Role::Admin, "org-b", &["*"]);
+        assert!(admin_b.may_create_in_wedding("w-3", None));
+        assert!(admin_b.may_create_in_wedding("w-3", Some("org-b")));
+        assert!(!admin_b.may_create_in_wedding("w-3", Some("org-a")));
+        assert!(!admin_b.may_create_in_wedding("*", Some("org-a")));
+        // A wedding listed by id reaches it whoever owns it (suppliers of several
+        // businesses work one wedding).
+        let photo = claims(Role::Photographer, "org-b", &["w-3"]);
+        assert!(photo.may_create_in_wedding("w-3", Some("org-a")));
+        // A channel whose wedding is literally "*" is reached by nobody through `*`.
+        let mut ch = chan(ChannelType::Shared, Some("*"));
+        ch.org = "org-a".into();
+        assert!(!admin_b.reaches_wedding("*", "org-a"));
+        assert!(!photo.lists_wedding("*"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use crate::access::{ChannelAccess, Role};
 use crate::channel::ChannelName;
 use crate::error::{ErrorCode, Refusal};
+use crate::identity::{may_see, UserKey};
 use crate::limits::Limits;
 use crate::presence::{Presence, PresenceDiff, PresenceEntry};
 use crate::window::Window;
@@ -67,9 +68,25 @@ struct Member {
 
 #[derive(Clone, Debug)]
 struct OnlineSub {
-    user: String,
+    user: UserKey,
     /// This connection's entry in the channel's presence.
     presence: u64,
+}
+
+/// A kept message and who it is for (`None`: every subscriber).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Kept<F> {
+    frame: F,
+    target: Option<UserKey>,
+}
+
+impl<F> Kept<F> {
+    fn visible_to(&self, viewer: &UserKey) -> bool {
+        may_see(
+            self.target.as_ref().map(|t| (t.org.as_str(), t.sub.as_str())),
+            viewer,
+        )
+    }
 }
 
 /// Where a subscriber wants to resume from.
@@ -132,8 +149,8 @@ pub struct PublishOutcome {
 #[derive(Debug)]
 pub struct ChannelState<F> {
     pub meta: ChannelMeta,
-    window: Window<F>,
-    members: HashMap<String, Member>,
+    window: Window<Kept<F>>,
+    members: HashMap<UserKey, Member>,
     online: HashMap<ConnRef, OnlineSub>,
     /// Online subscriptions per shard, indexed by shard.
     per_shard: Vec<u32>,
@@ -185,27 +202,28 @@ impl<F: Clone> ChannelState<F> {
     }
 
     /// Rebuilds a channel after a restart from what was stored: its messages (ascending,
-    /// contiguous ids; the oldest may be past 1 when older ones were reclaimed) and its
-    /// members with their cursors. Everything restored is durable; nobody is online.
+    /// contiguous ids; the oldest may be past 1 when older ones were reclaimed), each with
+    /// its target, and its members with their cursors. Everything restored is durable;
+    /// nobody is online.
     pub fn restore(
         meta: ChannelMeta,
         last_id: u64,
         limits: &Limits,
         shards: usize,
-        messages: impl IntoIterator<Item = (u64, u64, F)>,
-        members: impl IntoIterator<Item = (String, u64)>,
+        messages: impl IntoIterator<Item = (u64, u64, F, Option<UserKey>)>,
+        members: impl IntoIterator<Item = (UserKey, u64)>,
         now_ms: u64,
     ) -> Self {
         let mut s = Self::new(meta, limits, shards);
         let mut messages = messages.into_iter().peekable();
         let start_after = match messages.peek() {
-            Some((first, _, _)) => first - 1,
+            Some((first, _, _, _)) => first - 1,
             // Every message was reclaimed: numbering continues from the checkpoint.
             None => last_id,
         };
         s.window = Window::new(limits.max_queued, s.meta.retention_ms).with_last_id(start_after);
-        for (id, ts, f) in messages {
-            s.window.push(id, ts, f, now_ms);
+        for (id, ts, frame, target) in messages {
+            s.window.push(id, ts, Kept { frame, target }, now_ms);
         }
         s.durable_id = s.window.last_id();
         let last = s.durable_id;
@@ -232,8 +250,8 @@ impl<F: Clone> ChannelState<F> {
     }
 
     /// Subscribed users and their cursors (for tools and tests).
-    pub fn members(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.members.iter().map(|(u, m)| (u.as_str(), m.cursor))
+    pub fn members(&self) -> impl Iterator<Item = (&UserKey, u64)> {
+        self.members.iter().map(|(u, m)| (u, m.cursor))
     }
 
     pub fn member_count(&self) -> usize {
@@ -245,7 +263,7 @@ impl<F: Clone> ChannelState<F> {
     }
 
     /// The user a connection is subscribed as.
-    pub fn online_user(&self, conn: ConnRef) -> Option<String> {
+    pub fn online_user(&self, conn: ConnRef) -> Option<UserKey> {
         self.online.get(&conn).map(|s| s.user.clone())
     }
 
@@ -253,7 +271,7 @@ impl<F: Clone> ChannelState<F> {
         self.online.contains_key(&conn)
     }
 
-    pub fn cursor(&self, user: &str) -> Option<u64> {
+    pub fn cursor(&self, user: &UserKey) -> Option<u64> {
         self.members.get(user).map(|m| m.cursor)
     }
 
@@ -306,11 +324,12 @@ impl<F: Clone> ChannelState<F> {
             .collect()
     }
 
-    /// Subscribes `conn` for `user`. Access has been checked by the caller.
+    /// Subscribes `conn` for `user`. Access has been checked by the caller; what it is
+    /// handed (resumed, history) is only what `user` may see.
     pub fn subscribe(
         &mut self,
         conn: ConnRef,
-        user: &str,
+        user: &UserKey,
         role: Role,
         from: ResumeFrom<'_>,
         now_ms: u64,
@@ -337,23 +356,14 @@ impl<F: Clone> ChannelState<F> {
         };
         let (recovered, messages) = match position {
             Some(p) => {
-                let r = self.window.resume(p, self.durable_id, now_ms);
-                (
-                    r.recovered && epoch_ok,
-                    r.entries.into_iter().map(|e| e.item.clone()).collect(),
-                )
+                let (r, m) = self.visible_after(p, user, now_ms);
+                (r && epoch_ok, m)
             }
             // Another epoch's position (not trusted: recovered false), or history asked
             // for: everything kept.
-            None if !epoch_ok || from.include_history => (
-                epoch_ok,
-                self.window
-                    .resume(0, self.durable_id, now_ms)
-                    .entries
-                    .into_iter()
-                    .map(|e| e.item.clone())
-                    .collect(),
-            ),
+            None if !epoch_ok || from.include_history => {
+                (epoch_ok, self.visible_after(0, user, now_ms).1)
+            }
             None => (true, Vec::new()),
         };
         if !repeat {
@@ -361,18 +371,21 @@ impl<F: Clone> ChannelState<F> {
             // A new member starts at the current durable end: it is owed nothing stored
             // before; anything still being stored reaches it live.
             let last = self.durable_id;
-            let m = self.members.entry(user.to_owned()).or_insert(Member {
+            let m = self.members.entry(user.clone()).or_insert(Member {
                 cursor: position.unwrap_or(last).min(last),
                 online: 0,
             });
             m.online += 1;
-            let presence =
-                self.presence
-                    .join(PresenceEntry::new(user.to_owned(), conn, role.as_str()));
+            let presence = self.presence.join(PresenceEntry::new(
+                user.sub.clone(),
+                user.org.clone(),
+                conn,
+                role.as_str(),
+            ));
             self.online.insert(
                 conn,
                 OnlineSub {
-                    user: user.to_owned(),
+                    user: user.clone(),
                     presence,
                 },
             );
@@ -390,7 +403,33 @@ impl<F: Clone> ChannelState<F> {
         })
     }
 
-    fn drop_online(&mut self, conn: ConnRef) -> Option<String> {
+    /// Kept, durable messages after `position` that `viewer` may see, and whether every
+    /// message after `position` is still kept (SPEC §2.2). The one read path of resume,
+    /// history and REST history.
+    fn visible_after(&self, position: u64, viewer: &UserKey, now_ms: u64) -> (bool, Vec<F>) {
+        let r = self.window.resume(position, self.durable_id, now_ms);
+        let messages = r
+            .entries
+            .into_iter()
+            .filter(|e| e.item.visible_to(viewer))
+            .map(|e| e.item.frame.clone())
+            .collect();
+        (r.recovered, messages)
+    }
+
+    /// How many kept, durable messages after `user`'s cursor it may see (`unread_count`);
+    /// `None` when it is not subscribed.
+    pub fn unread(&self, user: &UserKey) -> Option<u64> {
+        let cursor = self.members.get(user)?.cursor;
+        let n = self
+            .window
+            .iter()
+            .filter(|e| e.id > cursor && e.id <= self.durable_id && e.item.visible_to(user))
+            .count();
+        Some(n as u64)
+    }
+
+    fn drop_online(&mut self, conn: ConnRef) -> Option<UserKey> {
         let sub = self.online.remove(&conn)?;
         self.per_shard[conn.shard as usize] -= 1;
         if let Some(m) = self.members.get_mut(&sub.user) {
@@ -420,7 +459,7 @@ impl<F: Clone> ChannelState<F> {
     }
 
     /// Cumulative ack: the cursor only moves forward and never past the last id.
-    pub fn ack(&mut self, user: &str, id: u64) -> bool {
+    pub fn ack(&mut self, user: &UserKey, id: u64) -> bool {
         let last = self.durable_id;
         match self.members.get_mut(user) {
             Some(m) => {
@@ -500,11 +539,11 @@ impl<F: Clone> ChannelState<F> {
         &mut self,
         frame: F,
         ts_ms: u64,
-        target_user: Option<&str>,
+        target_user: Option<&UserKey>,
         idempotency_key: Option<&str>,
         now_ms: u64,
     ) -> PublishOutcome {
-        let id = self.append(frame, ts_ms, idempotency_key, now_ms);
+        let id = self.append(frame, ts_ms, target_user, idempotency_key, now_ms);
         self.mark_durable(id);
         self.outcome(id, target_user)
     }
@@ -518,11 +557,13 @@ impl<F: Clone> ChannelState<F> {
         &mut self,
         frame: F,
         ts_ms: u64,
+        target: Option<&UserKey>,
         idempotency_key: Option<&str>,
         now_ms: u64,
     ) -> u64 {
         let id = self.window.next_id();
-        self.window.push(id, ts_ms, frame, now_ms);
+        let target = target.cloned();
+        self.window.push(id, ts_ms, Kept { frame, target }, now_ms);
         if let Some(k) = idempotency_key {
             self.idem.put(k, id, now_ms);
         }
@@ -548,7 +589,7 @@ impl<F: Clone> ChannelState<F> {
     }
 
     /// Who a durable message `id` goes to now.
-    pub fn outcome(&self, id: u64, target_user: Option<&str>) -> PublishOutcome {
+    pub fn outcome(&self, id: u64, target_user: Option<&UserKey>) -> PublishOutcome {
         let (delivered, queued, shards) = match target_user {
             None => (
                 self.online.len(),
@@ -559,12 +600,12 @@ impl<F: Clone> ChannelState<F> {
                 let mut shards: Vec<u32> = self
                     .online
                     .iter()
-                    .filter(|(_, s)| s.user == t)
+                    .filter(|(_, s)| &s.user == t)
                     .map(|(c, _)| c.shard)
                     .collect();
                 shards.sort_unstable();
                 shards.dedup();
-                let delivered = self.online.values().filter(|s| s.user == t).count();
+                let delivered = self.online.values().filter(|s| &s.user == t).count();
                 let queued = usize::from(self.members.get(t).is_some_and(|m| m.online == 0));
                 (delivered, queued, shards)
             }
@@ -580,7 +621,7 @@ impl<F: Clone> ChannelState<F> {
 
     /// Who a durable message goes to, by user: those with a subscribed connection now, and
     /// those it is queued for (the REST door's `delivery_guarantees`).
-    pub fn recipients(&self, target_user: Option<&str>) -> (Vec<String>, Vec<String>) {
+    pub fn recipients(&self, target_user: Option<&UserKey>) -> (Vec<UserKey>, Vec<UserKey>) {
         let mut online = Vec::new();
         let mut queued = Vec::new();
         for (u, m) in &self.members {
@@ -600,7 +641,7 @@ impl<F: Clone> ChannelState<F> {
 
     /// Kept messages (for tools and tests).
     pub fn kept(&self) -> impl Iterator<Item = (u64, &F)> {
-        self.window.iter().map(|e| (e.id, &e.item))
+        self.window.iter().map(|e| (e.id, &e.item.frame))
     }
 
     /// Subscribes `user` without a connection (the REST door, SPEC §4): the subscription
@@ -610,7 +651,7 @@ impl<F: Clone> ChannelState<F> {
     /// Access has been checked by the caller.
     pub fn enroll(
         &mut self,
-        user: &str,
+        user: &UserKey,
         from: ResumeFrom<'_>,
         now_ms: u64,
     ) -> Result<Enrolled<F>, Refusal> {
@@ -625,17 +666,13 @@ impl<F: Clone> ChannelState<F> {
             ));
         }
         let last = self.durable_id;
-        let m = self.members.entry(user.to_owned()).or_insert(Member {
+        let m = self.members.entry(user.clone()).or_insert(Member {
             cursor: last,
             online: 0,
         });
         let cursor = m.cursor;
         let (recovered, messages) = if from.include_history {
-            let r = self.window.resume(0, last, now_ms);
-            (
-                r.recovered,
-                r.entries.into_iter().map(|e| e.item.clone()).collect(),
-            )
+            self.visible_after(0, user, now_ms)
         } else {
             (true, Vec::new())
         };
@@ -650,7 +687,7 @@ impl<F: Clone> ChannelState<F> {
     /// Ends `user`'s subscription and forgets its cursor and queue position (the REST
     /// door's unsubscribe). Connections of the user that are subscribed stay so until they
     /// unsubscribe or go; a later subscribe starts a new subscription at the current end.
-    pub fn withdraw(&mut self, user: &str) -> bool {
+    pub fn withdraw(&mut self, user: &UserKey) -> bool {
         self.members.remove(user).is_some()
     }
 
@@ -753,6 +790,10 @@ mod tests {
     const A1: ConnRef = ConnRef { shard: 1, conn: 2 };
     const B1: ConnRef = ConnRef { shard: 1, conn: 3 };
 
+    fn u(sub: &str) -> UserKey {
+        UserKey::new("o", sub)
+    }
+
     fn publish(s: &mut ChannelState<u64>, now: u64) -> PublishOutcome {
         let id = s.next_id();
         s.publish(id, now, None, None, now)
@@ -761,21 +802,21 @@ mod tests {
     #[test]
     fn offline_members_are_queued_and_resume_from_their_cursor() {
         let mut s = state(10);
-        s.subscribe(A0, "alice", Role::Couple, ResumeFrom::default(), 0)
+        s.subscribe(A0, &u("alice"), Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
-        s.subscribe(B1, "bob", Role::Photographer, ResumeFrom::default(), 0)
+        s.subscribe(B1, &u("bob"), Role::Photographer, ResumeFrom::default(), 0)
             .unwrap();
         let o = publish(&mut s, 1);
         assert_eq!((o.id, o.delivered, o.queued), (1, 2, 0));
         assert_eq!(o.shards, vec![0, 1]);
-        assert!(s.ack("bob", 1));
+        assert!(s.ack(&u("bob"), 1));
         assert!(s.disconnect(B1));
         let o = publish(&mut s, 2);
         assert_eq!((o.delivered, o.queued, o.shards.clone()), (1, 1, vec![0]));
         publish(&mut s, 3);
         // Bob comes back without a position: the stored cursor (1) drives the resume.
         let r = s
-            .subscribe(A1, "bob", Role::Photographer, ResumeFrom::default(), 4)
+            .subscribe(A1, &u("bob"), Role::Photographer, ResumeFrom::default(), 4)
             .unwrap();
         assert!(r.recovered);
         assert_eq!(r.messages, vec![2, 3]);
@@ -785,14 +826,14 @@ mod tests {
             last_seen_id: Some(2),
             ..Default::default()
         };
-        let r = s.subscribe(A1, "bob", Role::Photographer, from, 4).unwrap();
+        let r = s.subscribe(A1, &u("bob"), Role::Photographer, from, 4).unwrap();
         assert_eq!(r.messages, vec![3]);
     }
 
     #[test]
     fn fallen_out_of_the_window_is_not_recovered() {
         let mut s = state(10);
-        s.subscribe(A0, "alice", Role::Couple, ResumeFrom::default(), 0)
+        s.subscribe(A0, &u("alice"), Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
         for t in 0..8 {
             publish(&mut s, t);
@@ -801,7 +842,7 @@ mod tests {
             last_seen_id: Some(1),
             ..Default::default()
         };
-        let r = s.subscribe(B1, "carol", Role::Couple, from, 9).unwrap();
+        let r = s.subscribe(B1, &u("carol"), Role::Couple, from, 9).unwrap();
         assert!(!r.recovered);
         assert_eq!(r.messages, vec![4, 5, 6, 7, 8]);
         // Another epoch's position is not trusted.
@@ -810,7 +851,7 @@ mod tests {
             epoch: Some("old"),
             ..Default::default()
         };
-        let r = s.subscribe(A1, "dave", Role::Couple, from, 9).unwrap();
+        let r = s.subscribe(A1, &u("dave"), Role::Couple, from, 9).unwrap();
         assert!(!r.recovered);
         assert_eq!(r.messages.len(), 5);
     }
@@ -820,41 +861,41 @@ mod tests {
         let mut s = state(10);
         publish(&mut s, 0);
         let r = s
-            .subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 1)
+            .subscribe(A0, &u("a"), Role::Couple, ResumeFrom::default(), 1)
             .unwrap();
         assert!(r.recovered && r.messages.is_empty());
         let from = ResumeFrom {
             include_history: true,
             ..Default::default()
         };
-        let r = s.subscribe(A1, "b", Role::Couple, from, 1).unwrap();
+        let r = s.subscribe(A1, &u("b"), Role::Couple, from, 1).unwrap();
         assert_eq!(r.messages, vec![1]);
         // A new member is owed nothing before it joined.
-        assert_eq!(s.cursor("b"), Some(1));
+        assert_eq!(s.cursor(&u("b")), Some(1));
     }
 
     #[test]
     fn channel_full_counts_users_not_connections() {
         let mut s = state(1);
-        s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0)
+        s.subscribe(A0, &u("a"), Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
-        s.subscribe(A1, "a", Role::Couple, ResumeFrom::default(), 0)
+        s.subscribe(A1, &u("a"), Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
         let e = s
-            .subscribe(B1, "b", Role::Couple, ResumeFrom::default(), 0)
+            .subscribe(B1, &u("b"), Role::Couple, ResumeFrom::default(), 0)
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::ChannelFull);
         // An offline member still holds its place.
         s.disconnect(A0);
         s.disconnect(A1);
         assert!(s
-            .subscribe(B1, "b", Role::Couple, ResumeFrom::default(), 0)
+            .subscribe(B1, &u("b"), Role::Couple, ResumeFrom::default(), 0)
             .is_err());
         // Unsubscribing frees it.
-        s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0)
+        s.subscribe(A0, &u("a"), Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
         assert!(s.unsubscribe(A0));
-        s.subscribe(B1, "b", Role::Couple, ResumeFrom::default(), 0)
+        s.subscribe(B1, &u("b"), Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
     }
 
@@ -862,7 +903,7 @@ mod tests {
     fn presence_follows_connections() {
         let mut s = state(10);
         let r = s
-            .subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0)
+            .subscribe(A0, &u("a"), Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
         assert!(r.joined);
         assert_eq!((r.presence.len(), r.presence_total), (1, 1), "sees itself");
@@ -872,7 +913,7 @@ mod tests {
         assert_eq!(skip, vec![A0], "its own list is already current");
         assert_eq!(d.joins[0].connection_id(), "c-0-1");
         let r = s
-            .subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0)
+            .subscribe(A0, &u("a"), Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
         assert!(!r.joined, "repeat subscribe joins nothing");
         assert_eq!(s.take_presence(0, 0), None);
@@ -906,7 +947,7 @@ mod tests {
         for i in 0..3 {
             let user = format!("u{i}");
             let r = s
-                .subscribe(conn(i), &user, Role::Guest, ResumeFrom::default(), 0)
+                .subscribe(conn(i), &u(&user), Role::Guest, ResumeFrom::default(), 0)
                 .unwrap();
             assert_eq!(r.presence_total as u64, i + 1);
         }
@@ -919,7 +960,7 @@ mod tests {
         for i in 3..10 {
             let user = format!("u{i}");
             let r = s
-                .subscribe(conn(i), &user, Role::Guest, ResumeFrom::default(), 0)
+                .subscribe(conn(i), &u(&user), Role::Guest, ResumeFrom::default(), 0)
                 .unwrap();
             assert_eq!(r.presence.len(), 3, "cut at presence_list_max");
             assert_eq!(r.presence_total as u64, i + 1);
@@ -933,7 +974,7 @@ mod tests {
         assert_eq!(d.total, 10);
         // A leave inside the window and a join past it: the next in line moves up.
         s.disconnect(conn(0));
-        s.subscribe(conn(10), "u10", Role::Guest, ResumeFrom::default(), 0)
+        s.subscribe(conn(10), &u("u10"), Role::Guest, ResumeFrom::default(), 0)
             .unwrap();
         let Some((PresenceFlush::Diff(d), _)) = s.take_presence(0, 0) else {
             panic!("one diff")
@@ -959,37 +1000,104 @@ mod tests {
     #[test]
     fn targeted_and_idempotent_publish() {
         let mut s = state(10);
-        s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0)
+        s.subscribe(A0, &u("a"), Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
-        s.subscribe(B1, "b", Role::Couple, ResumeFrom::default(), 0)
+        s.subscribe(B1, &u("b"), Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
-        let o = s.publish(1, 0, Some("b"), Some("k"), 0);
+        let o = s.publish(1, 0, Some(&u("b")), Some("k"), 0);
         assert_eq!((o.delivered, o.queued, o.shards), (1, 0, vec![1]));
         assert_eq!(s.idempotent_id("k", 1000), Some(1));
         assert_eq!(s.idempotent_id("k", 10 * 60 * 1000 + 1), None);
     }
 
     #[test]
+    fn a_targeted_message_reaches_its_target_alone_by_every_route() {
+        // Two organizations with a user `u-1` each, and org o's `u-2`.
+        let mut s = state(10);
+        let a = UserKey::new("o", "u-1");
+        let b = UserKey::new("other", "u-1");
+        let c = UserKey::new("o", "u-2");
+        for (conn, who) in [(A0, &a), (A1, &b), (B1, &c)] {
+            s.subscribe(conn, who, Role::Couple, ResumeFrom::default(), 0)
+                .unwrap();
+            assert!(s.disconnect(conn));
+        }
+        let o = s.publish(1, 0, Some(&a), None, 0);
+        assert_eq!((o.delivered, o.queued), (0, 1), "counted for its target only");
+        s.publish(2, 0, None, None, 0);
+        let (online, queued) = s.recipients(Some(&a));
+        assert!(online.is_empty() && queued == vec![a.clone()]);
+        // Counts.
+        assert_eq!(s.unread(&a), Some(2));
+        assert_eq!(s.unread(&b), Some(1));
+        assert_eq!(s.unread(&c), Some(1));
+        // Resume from the stored cursor, and history.
+        for (conn, who, want) in [(A0, &a, vec![1, 2]), (A1, &b, vec![2]), (B1, &c, vec![2])] {
+            let r = s
+                .subscribe(conn, who, Role::Couple, ResumeFrom::default(), 0)
+                .unwrap();
+            assert_eq!(r.messages, want, "resume of {who}");
+            s.disconnect(conn);
+            let from = ResumeFrom {
+                include_history: true,
+                ..Default::default()
+            };
+            let fresh = UserKey::new(who.org.clone(), format!("{}-new", who.sub));
+            let r = s.subscribe(conn, &fresh, Role::Couple, from, 0).unwrap();
+            assert_eq!(r.messages, vec![2], "history of {fresh}");
+            s.unsubscribe(conn);
+        }
+        // The REST door's history.
+        let from = ResumeFrom {
+            include_history: true,
+            ..Default::default()
+        };
+        assert_eq!(s.enroll(&b, from.clone(), 0).unwrap().messages, vec![2]);
+        let d = UserKey::new("o", "u-9");
+        assert_eq!(s.enroll(&d, from, 0).unwrap().messages, vec![2]);
+    }
+
+    #[test]
+    fn users_of_two_organizations_never_share_a_cursor() {
+        let mut s = state(10);
+        let a = UserKey::new("o", "u-1");
+        let b = UserKey::new("other", "u-1");
+        s.subscribe(A0, &a, Role::Couple, ResumeFrom::default(), 0)
+            .unwrap();
+        s.subscribe(A1, &b, Role::Couple, ResumeFrom::default(), 0)
+            .unwrap();
+        publish(&mut s, 1);
+        publish(&mut s, 2);
+        assert!(s.ack(&a, 2));
+        assert_eq!(s.cursor(&a), Some(2));
+        assert_eq!(s.cursor(&b), Some(0));
+        assert_eq!(s.member_count(), 2);
+        assert!(s.unsubscribe(A0));
+        assert_eq!(s.cursor(&a), None);
+        assert_eq!(s.cursor(&b), Some(0));
+    }
+
+    #[test]
     fn acks_never_move_backwards_or_past_the_end() {
         let mut s = state(10);
-        s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0)
+        s.subscribe(A0, &u("a"), Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
         publish(&mut s, 0);
         publish(&mut s, 0);
-        s.ack("a", 2);
-        s.ack("a", 1);
-        assert_eq!(s.cursor("a"), Some(2));
-        s.ack("a", 99);
-        assert_eq!(s.cursor("a"), Some(2));
-        assert!(!s.ack("nobody", 1));
+        s.ack(&u("a"), 2);
+        s.ack(&u("a"), 1);
+        assert_eq!(s.cursor(&u("a")), Some(2));
+        s.ack(&u("a"), 99);
+        assert_eq!(s.cursor(&u("a")), Some(2));
+        assert!(!s.ack(&u("nobody"), 1));
     }
 
     #[test]
     fn nothing_is_seen_before_it_is_durable_and_rollback_reuses_ids() {
         let mut s = state(10);
-        s.subscribe(A0, "a", Role::Couple, ResumeFrom::default(), 0)
+        s.subscribe(A0, &u("a"), Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
-        let id1 = s.append(1, 0, Some("k1"), 0);
+        let id1 = s.append(1, 0, None, Some("k1"), 0);
         assert_eq!(id1, 1);
         // Not durable: a resubscriber gets nothing, an ack cannot reach it.
         s.disconnect(A0);
@@ -997,17 +1105,17 @@ mod tests {
             last_seen_id: Some(0),
             ..Default::default()
         };
-        let r = s.subscribe(A0, "a", Role::Couple, from.clone(), 0).unwrap();
+        let r = s.subscribe(A0, &u("a"), Role::Couple, from.clone(), 0).unwrap();
         assert!(r.recovered && r.messages.is_empty());
-        s.ack("a", 1);
-        assert_eq!(s.cursor("a"), Some(0));
+        s.ack(&u("a"), 1);
+        assert_eq!(s.cursor(&u("a")), Some(0));
         s.mark_durable(1);
         s.disconnect(A0);
-        let r = s.subscribe(A0, "a", Role::Couple, from.clone(), 0).unwrap();
+        let r = s.subscribe(A0, &u("a"), Role::Couple, from.clone(), 0).unwrap();
         assert_eq!(r.messages, vec![1]);
         // Two more appended, then the store fails: both are forgotten, ids and keys too.
-        s.append(2, 0, Some("k2"), 0);
-        s.append(3, 0, None, 0);
+        s.append(2, 0, None, Some("k2"), 0);
+        s.append(3, 0, None, None, 0);
         assert_eq!(s.rollback_to_durable(), 2);
         assert_eq!(s.next_id(), 2);
         assert_eq!(s.idempotent_id("k2", 0), None);
@@ -1025,20 +1133,20 @@ mod tests {
         let meta = state(10).meta.clone();
         let json = serde_json::to_string(&meta).unwrap();
         let meta: ChannelMeta = serde_json::from_str(&json).unwrap();
-        let msgs = (41..=47).map(|id| (id, 0, id));
+        let msgs = (41..=47).map(|id| (id, 0, id, None));
         let mut s = ChannelState::restore(
             meta.clone(),
             40,
             &limits,
             2,
             msgs,
-            vec![("bob".into(), 44)],
+            vec![(u("bob"), 44)],
             0,
         );
         assert_eq!((s.last_id(), s.durable_id(), s.next_id()), (47, 47, 48));
         // Bob comes back without a position: his stored cursor drives the resume.
         let r = s
-            .subscribe(A0, "bob", Role::Couple, ResumeFrom::default(), 0)
+            .subscribe(A0, &u("bob"), Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
         assert!(r.recovered);
         assert_eq!(r.messages, vec![45, 46, 47]);

@@ -71,9 +71,14 @@ pub struct MessageFrame {
     /// Raw JSON.
     pub payload: String,
     pub sender_user_id: String,
+    /// The sender's organization: with `sender_user_id`, who sent it (SPEC §1 identity).
+    pub sender_org: String,
     /// `Role::code()`.
     pub sender_role: u8,
     pub target_user_id: Option<String>,
+    /// The organization of `target_user_id` (set whenever it is): a target is one user of
+    /// one organization, never every organization's user with that id.
+    pub target_org: Option<String>,
     /// Raw JSON object.
     pub wedding_context: Option<String>,
     pub idempotency_key: Option<String>,
@@ -101,8 +106,17 @@ impl ArchivedMessageFrame {
     pub fn priority(&self) -> Priority {
         Priority::from_code(self.priority)
     }
-    pub fn target_user(&self) -> Option<&str> {
-        self.target_user_id.as_ref().map(|s| s.as_str())
+    /// The target as (`org`, `sub`), for [`crate::identity::may_see`].
+    pub fn target(&self) -> Option<(&str, &str)> {
+        let sub = self.target_user_id.as_ref()?;
+        let org = self.target_org.as_ref().map(|o| o.as_str()).unwrap_or("");
+        Some((org, sub.as_str()))
+    }
+
+    /// Whether `viewer` (already allowed on the channel) may see this message: the one rule
+    /// of every route (live, resume, history, REST, counts).
+    pub fn visible_to(&self, viewer: &crate::identity::UserKey) -> bool {
+        crate::identity::may_see(self.target(), viewer)
     }
 }
 
@@ -130,6 +144,8 @@ pub fn render_message_json(f: &ArchivedMessageFrame, out: &mut Vec<u8>) {
     out.extend_from_slice(f.payload.as_bytes());
     out.extend_from_slice(b",\"sender\":{\"user_id\":");
     push_json_str(out, f.sender_user_id.as_str());
+    out.extend_from_slice(b",\"org\":");
+    push_json_str(out, f.sender_org.as_str());
     out.extend_from_slice(b",\"role\":\"");
     out.extend_from_slice(
         Role::from_code(f.sender_role)
@@ -142,6 +158,10 @@ pub fn render_message_json(f: &ArchivedMessageFrame, out: &mut Vec<u8>) {
     if let Some(t) = f.target_user_id.as_ref() {
         out.extend_from_slice(b",\"target_user_id\":");
         push_json_str(out, t.as_str());
+        if let Some(o) = f.target_org.as_ref() {
+            out.extend_from_slice(b",\"target_org\":");
+            push_json_str(out, o.as_str());
+        }
     }
     if let Some(w) = f.wedding_context.as_ref() {
         out.extend_from_slice(b",\"wedding_context\":");
@@ -172,8 +192,10 @@ mod tests {
             priority: Priority::High as u8,
             payload: r#"{"at":"21:15","n":[1,2]}"#.into(),
             sender_user_id: "u-1".into(),
+            sender_org: "org-a".into(),
             sender_role: Role::Coordinator.code(),
             target_user_id: None,
+            target_org: None,
             wedding_context: Some(r#"{"wedding_id":"w-1"}"#.into()),
             idempotency_key: Some("k1".into()),
         }

@@ -41,10 +41,11 @@ use std::collections::BTreeMap;
 
 /// One connection's presence. `meta` is a raw JSON object (validated at ingress); `None`
 /// is `{}` (most connections never set one: no allocation for them). Serialized as
-/// `{"user_id", "connection_id", "role", "meta"}`.
+/// `{"user_id", "org", "connection_id", "role", "meta"}`: a user is (`org`, `user_id`).
 #[derive(Clone, Debug)]
 pub struct PresenceEntry {
     pub user_id: String,
+    pub org: String,
     pub conn: ConnRef,
     pub role: &'static str,
     pub meta: Option<Box<serde_json::value::RawValue>>,
@@ -53,6 +54,7 @@ pub struct PresenceEntry {
 impl PartialEq for PresenceEntry {
     fn eq(&self, o: &Self) -> bool {
         self.user_id == o.user_id
+            && self.org == o.org
             && self.conn == o.conn
             && self.role == o.role
             && self.meta_json() == o.meta_json()
@@ -61,9 +63,10 @@ impl PartialEq for PresenceEntry {
 impl Eq for PresenceEntry {}
 
 impl PresenceEntry {
-    pub fn new(user_id: String, conn: ConnRef, role: &'static str) -> Self {
+    pub fn new(user_id: String, org: String, conn: ConnRef, role: &'static str) -> Self {
         PresenceEntry {
             user_id,
+            org,
             conn,
             role,
             meta: None,
@@ -84,8 +87,9 @@ impl PresenceEntry {
 impl Serialize for PresenceEntry {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("PresenceEntry", 4)?;
+        let mut st = s.serialize_struct("PresenceEntry", 5)?;
         st.serialize_field("user_id", &self.user_id)?;
+        st.serialize_field("org", &self.org)?;
         st.serialize_field("connection_id", &self.connection_id())?;
         st.serialize_field("role", self.role)?;
         match &self.meta {
@@ -353,7 +357,7 @@ mod tests {
             }
             let seq = self
                 .p
-                .join(PresenceEntry::new(user.into(), conn(n), "photographer"));
+                .join(PresenceEntry::new(user.into(), "o".into(), conn(n), "photographer"));
             self.seqs.insert(n, seq);
             true
         }
@@ -384,6 +388,7 @@ mod tests {
         assert!(p.take(ALL, true).is_none(), "announced once");
         p.p.join(PresenceEntry::new(
             "u2".into(),
+            "o".into(),
             ConnRef { shard: 1, conn: 1 },
             "couple",
         ));
@@ -406,16 +411,16 @@ mod tests {
         let json = serde_json::to_string(&p.p.snapshot(10)).unwrap();
         assert_eq!(
             json,
-            r#"[{"user_id":"u2","connection_id":"c-1-1","role":"couple","meta":{}}]"#
+            r#"[{"user_id":"u2","org":"o","connection_id":"c-1-1","role":"couple","meta":{}}]"#
         );
         p.update(9, "{}");
         let e = PresenceEntry {
             meta: Some(meta(r#"{"a":[1]}"#)),
-            ..PresenceEntry::new("u".into(), conn(3), "guest")
+            ..PresenceEntry::new("u".into(), "o".into(), conn(3), "guest")
         };
         assert_eq!(
             serde_json::to_string(&e).unwrap(),
-            r#"{"user_id":"u","connection_id":"c-0-3","role":"guest","meta":{"a":[1]}}"#
+            r#"{"user_id":"u","org":"o","connection_id":"c-0-3","role":"guest","meta":{"a":[1]}}"#
         );
     }
 

@@ -6,8 +6,8 @@
 //! JSON, which we want for `payload`; the flat struct also lets an error echo `ref` whenever
 //! the JSON itself is readable.)
 
-use crate::access::Role;
-use crate::channel::{ChannelName, ChannelType, Permissions};
+use crate::access::{MemberRef, Role};
+use crate::channel::{ChannelName, ChannelType, Permissions, Scope};
 use crate::error::{ErrorCode, Refusal};
 use crate::limits::Limits;
 use crate::message::{push_json_str, Priority};
@@ -20,10 +20,21 @@ pub struct CreateReq {
     pub name: ChannelName,
     pub kind: ChannelType,
     pub wedding_id: Option<String>,
+    /// `wedding_context {event_date, time_zone}`: registers the wedding (SPEC §1) when the
+    /// creator's organization owns it or nobody does yet.
+    pub wedding_facts: Option<WeddingFacts>,
     pub permissions: Option<Permissions>,
-    pub members: Vec<String>,
+    pub members: Vec<MemberRef>,
     pub max_subscribers: Option<usize>,
     pub message_retention_hours: Option<u64>,
+}
+
+/// A wedding's calendar facts as a create names them (validated by the owner: a real date,
+/// a known zone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeddingFacts {
+    pub event_date: String,
+    pub time_zone: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +54,8 @@ pub struct PublishReq {
     /// Raw JSON, at most `max_payload_bytes`.
     pub payload: String,
     pub target_user_id: Option<String>,
+    /// The organization of `target_user_id`; the publisher's own when not given.
+    pub target_org: Option<String>,
     pub idempotency_key: Option<String>,
     /// Raw JSON object.
     pub wedding_context: Option<String>,
@@ -110,7 +123,7 @@ struct RawRequest<'a> {
     kind: Option<String>,
     wedding_id: Option<String>,
     permissions: Option<RawPermissions>,
-    members: Option<Vec<String>>,
+    members: Option<Vec<MemberRef>>,
     max_subscribers: Option<usize>,
     message_retention_hours: Option<u64>,
     channel: Option<String>,
@@ -122,6 +135,7 @@ struct RawRequest<'a> {
     #[serde(borrow)]
     payload: Option<&'a RawValue>,
     target_user_id: Option<String>,
+    target_org: Option<String>,
     idempotency_key: Option<String>,
     #[serde(borrow)]
     wedding_context: Option<&'a RawValue>,
@@ -135,6 +149,14 @@ struct RawRequest<'a> {
 struct RefOnly {
     #[serde(rename = "ref")]
     r#ref: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateWeddingContext {
+    wedding_id: Option<String>,
+    event_date: Option<String>,
+    time_zone: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -257,8 +279,8 @@ fn typed(raw: RawRequest<'_>, limits: &Limits) -> Result<Request, Refusal> {
                     limits.max_members_per_channel
                 )));
             }
-            for m in &members {
-                bounded(Some(m.clone()), "members[]", limits)?;
+            for id in members.iter().flat_map(MemberRef::ids) {
+                bounded(Some(id.to_owned()), "members[]", limits)?;
             }
             if let Some(m) = raw.max_subscribers {
                 if m == 0 || m > limits.max_subscribers {
@@ -276,10 +298,61 @@ fn typed(raw: RawRequest<'_>, limits: &Limits) -> Result<Request, Refusal> {
                     )));
                 }
             }
+            let invalid = |m: String| Refusal::new(ErrorCode::InvalidWeddingContext, m);
+            let mut wedding_id = bounded(raw.wedding_id, "wedding_id", limits)?;
+            let mut wedding_facts = None;
+            if let Some(w) = raw.wedding_context {
+                if w.get().len() > limits.max_wedding_context_bytes || !is_object(w) {
+                    return Err(invalid("wedding_context must be a small JSON object".into()));
+                }
+                let c: CreateWeddingContext = serde_json::from_str(w.get())
+                    .map_err(|e| invalid(format!("wedding_context: {e}")))?;
+                match (&wedding_id, bounded(c.wedding_id, "wedding_context.wedding_id", limits)?) {
+                    (Some(a), Some(b)) if *a != b => {
+                        return Err(invalid(
+                            "wedding_context.wedding_id differs from wedding_id".into(),
+                        ))
+                    }
+                    (None, Some(b)) => wedding_id = Some(b),
+                    _ => {}
+                }
+                wedding_facts = match (c.event_date, c.time_zone) {
+                    (None, None) => None,
+                    (Some(event_date), Some(time_zone)) => Some(WeddingFacts {
+                        event_date,
+                        time_zone,
+                    }),
+                    _ => {
+                        return Err(invalid(
+                            "wedding_context needs both event_date and time_zone".into(),
+                        ))
+                    }
+                };
+                if wedding_facts.is_some() && wedding_id.is_none() {
+                    return Err(invalid("wedding_context needs a wedding_id".into()));
+                }
+            }
+            if let Some(w) = &wedding_id {
+                // `*` is a token's word for "every wedding of my organization", never a
+                // wedding: a channel of wedding `*` would be reached by every organization's
+                // `*` (SPEC §1).
+                if w == "*" || w.chars().any(char::is_control) {
+                    return Err(invalid(
+                        "wedding_id must be a wedding's id (not `*`, no control characters)"
+                            .into(),
+                    ));
+                }
+            }
+            if name.scope() == Scope::Wedding && wedding_id.is_none() {
+                return Err(invalid(
+                    "a `wedding:` channel needs its `wedding_id` (SPEC §1)".into(),
+                ));
+            }
             Request::Create(CreateReq {
                 name,
                 kind,
-                wedding_id: bounded(raw.wedding_id, "wedding_id", limits)?,
+                wedding_id,
+                wedding_facts,
                 permissions,
                 members,
                 max_subscribers: raw.max_subscribers,
@@ -342,6 +415,10 @@ fn typed(raw: RawRequest<'_>, limits: &Limits) -> Result<Request, Refusal> {
                 event: bounded(raw.event, "event", limits)?,
                 priority,
                 payload: payload.get().to_owned(),
+                target_org: match (&raw.target_user_id, raw.target_org) {
+                    (None, Some(_)) => return Err(bad("`target_org` needs `target_user_id`")),
+                    (_, o) => bounded(o, "target_org", limits)?,
+                },
                 target_user_id: bounded(raw.target_user_id, "target_user_id", limits)?,
                 idempotency_key: bounded(raw.idempotency_key, "idempotency_key", limits)?,
                 wedding_context,
@@ -498,6 +575,17 @@ pub fn reply_unsubscribed(r#ref: Option<&str>, channel: &str) -> Vec<u8> {
     out
 }
 
+/// An `unsubscribed` the client did not ask for: the server ended the subscription, with
+/// the refusal that ended it (a refreshed token no longer reaching the channel).
+pub fn unsubscribed_because(channel: &str, why: &Refusal) -> Vec<u8> {
+    let mut out = open("unsubscribed", None);
+    field_str(&mut out, "channel", channel);
+    field_str(&mut out, "code", why.code.as_str());
+    field_str(&mut out, "reason", &why.message);
+    out.push(b'}');
+    out
+}
+
 pub fn reply_published(
     r#ref: Option<&str>,
     channel: &str,
@@ -559,10 +647,11 @@ pub fn presence_state(channel: &str, presence: &[PresenceEntry], total: usize) -
     out
 }
 
-pub fn typing(channel: &str, user_id: &str, role: Role) -> Vec<u8> {
+pub fn typing(channel: &str, user_id: &str, org: &str, role: Role) -> Vec<u8> {
     let mut out = open("typing", None);
     field_str(&mut out, "channel", channel);
     field_str(&mut out, "user_id", user_id);
+    field_str(&mut out, "org", org);
     field_str(&mut out, "role", role.as_str());
     out.push(b'}');
     out
@@ -715,6 +804,7 @@ mod tests {
         let msgs: Vec<&[u8]> = vec![br#"{"op":"message","id":1}"#, br#"{"op":"message","id":2}"#];
         let p = vec![PresenceEntry::new(
             "u".into(),
+            "o".into(),
             crate::channel_state::ConnRef { shard: 0, conn: 1 },
             "couple",
         )];
@@ -742,7 +832,7 @@ mod tests {
             ),
             (Some(4), Some(2), Some(1))
         );
-        let v: Value = serde_json::from_slice(&typing("venue:a:b", "u\n", Role::Venue)).unwrap();
+        let v: Value = serde_json::from_slice(&typing("venue:a:b", "u\n", "o", Role::Venue)).unwrap();
         assert_eq!(v["user_id"], "u\n");
         let v: Value =
             serde_json::from_slice(&presence_diff("venue:a:b", &PresenceDiff::default())).unwrap();

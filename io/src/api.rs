@@ -18,7 +18,7 @@ use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use ringbearer_core::channel_state::ConnRef;
 use ringbearer_core::error::{ErrorCode, Refusal};
 use ringbearer_core::protocol::{CreateReq, PublishReq, SubscribeReq};
-use ringbearer_core::{shard_for, ChannelName, Claims};
+use ringbearer_core::{shard_for, ChannelName, Claims, UserKey};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -121,6 +121,11 @@ impl Api {
 
     pub fn shared(&self) -> &Arc<crate::server::Shared> {
         &self.ctx.shared
+    }
+
+    /// Records an audit event through this shard's catalog (the REST door's own refusals).
+    pub fn audit_unauthorized(&self, door: &str, peer: Option<std::net::SocketAddr>, e: &Refusal) {
+        crate::shard::audit_unauthorized(&self.ctx.state.borrow().catalog, door, peer, e);
     }
 
     /// Sends one message per shard in `owners` from a fresh call id and waits for as many
@@ -233,7 +238,8 @@ impl Api {
             .ok_or_else(not_found)
     }
 
-    /// Subscribes `user` without a connection (answers `enrolled`).
+    /// Subscribes `user` — a user id of the caller's own organization, never another's
+    /// (SPEC §1) — without a connection (answers `enrolled`).
     pub async fn enroll(
         &self,
         claims: Arc<Claims>,
@@ -244,7 +250,7 @@ impl Api {
         self.call_one(&name, |from| ShardMsg::Enroll {
             from,
             claims: claims.clone(),
-            user: user.clone(),
+            user: UserKey::new(claims.org.clone(), user.clone()),
             req: req.clone(),
         })
         .await
@@ -266,7 +272,8 @@ impl Api {
         .await
     }
 
-    /// Ends `user`'s subscription (answers `withdrawn`).
+    /// Ends the subscription of `user`, a user id of the caller's own organization
+    /// (answers `withdrawn`).
     pub async fn withdraw(
         &self,
         claims: Arc<Claims>,
@@ -277,13 +284,14 @@ impl Api {
         self.call_one(&name, |from| ShardMsg::Withdraw {
             from,
             claims: claims.clone(),
-            user: user.clone(),
+            user: UserKey::new(claims.org.clone(), user.clone()),
             channel: channel.clone(),
         })
         .await
     }
 
-    /// Every channel `user` is subscribed to that `claims` may read, from every shard.
+    /// Every channel `user` (of the caller's organization) is subscribed to that `claims`
+    /// may read, from every shard.
     pub async fn list(
         &self,
         claims: Arc<Claims>,
@@ -294,7 +302,7 @@ impl Api {
             .call(&shards, |from| ShardMsg::ListFor {
                 from,
                 claims: claims.clone(),
-                user: user.clone(),
+                user: UserKey::new(claims.org.clone(), user.clone()),
             })
             .await?;
         let mut all = Vec::new();

@@ -22,7 +22,7 @@ use hashbrown::HashSet;
 use ringbearer_core::channel_state::ConnRef;
 use ringbearer_core::error::{ErrorCode, Refusal};
 use ringbearer_core::protocol::{self, parse_request, Request};
-use ringbearer_core::{shard_for, Claims, Priority};
+use ringbearer_core::{shard_for, ChannelName, Claims, Priority};
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::rc::Rc;
@@ -112,8 +112,9 @@ impl Conn {
         self.claims.borrow().clone()
     }
 
-    pub fn user(&self) -> String {
-        self.claims.borrow().sub.clone()
+    /// Who the connection speaks for: (`org`, `sub`).
+    pub fn user(&self) -> ringbearer_core::UserKey {
+        self.claims.borrow().user_key()
     }
 
     /// Reserves a subscription to `channel` before asking its owner: `Ok(false)` when the
@@ -191,8 +192,17 @@ impl Conn {
         channels
     }
 
-    pub fn is_user(&self, user: &str) -> bool {
-        self.claims.borrow().sub == user
+    /// Whether the connection is user (`org`, `sub`) (SPEC §1 identity: never `sub` alone).
+    pub fn is_user(&self, org: &str, sub: &str) -> bool {
+        let c = self.claims.borrow();
+        c.org == org && c.sub == sub
+    }
+
+    /// Channels subscribed or being subscribed to (for a token refresh's re-check).
+    pub fn channels_held(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.channels.borrow().iter().cloned().collect();
+        v.extend(self.reserved.borrow().iter().cloned());
+        v
     }
 
     pub fn is_open(&self) -> bool {
@@ -514,7 +524,10 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
             };
             let claims = match ctx.shared.verifier.verify(found.token) {
                 Ok(c) => Arc::new(c),
-                Err(e) => return respond(&mut stream, &http::error_response(401, &e)).await,
+                Err(e) => {
+                    crate::shard::audit_unauthorized(&ctx.state.borrow().catalog, "/ws", peer, &e);
+                    return respond(&mut stream, &http::error_response(401, &e)).await;
+                }
             };
             let protocol = found.echo_protocol.map(str::to_owned);
             // The head's strings (the token among them) are not needed for the
@@ -886,14 +899,43 @@ fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
                             ),
                         );
                     }
-                    *conn.claims.borrow_mut() = Arc::new(c);
+                    let claims = Arc::new(c);
+                    *conn.claims.borrow_mut() = claims.clone();
                     // A fresh token gets its own warning before it expires.
                     conn.expiry_warned.set(false);
                     if let Some(r) = &r#ref {
                         conn.send_control(protocol::reply_ok(r).into());
                     }
+                    crate::shard::audit_token_refresh(&ctx.state.borrow().catalog, &claims, from);
+                    // What the new token no longer allows ends now (SPEC §4): each owner
+                    // re-checks this connection's channels. Sent on the same ordered path as
+                    // subscribes, so one still in flight is re-checked after it lands.
+                    let mut by_owner: std::collections::HashMap<u32, Vec<ChannelName>> =
+                        Default::default();
+                    for c in conn.channels_held() {
+                        if let Ok(name) = ChannelName::parse(&c) {
+                            by_owner
+                                .entry(shard_for(&c, shards) as u32)
+                                .or_default()
+                                .push(name);
+                        }
+                    }
+                    for (owner, channels) in by_owner {
+                        ctx.router.route(
+                            owner,
+                            ShardMsg::Recheck {
+                                conn: from,
+                                claims: claims.clone(),
+                                channels,
+                            },
+                        );
+                    }
                 }
-                Err(e) => send_refusal(conn, r#ref.as_deref(), &e),
+                Err(e) => {
+                    let c = conn.claims();
+                    crate::shard::audit_refused_refresh(&ctx.state.borrow().catalog, &c, from, &e);
+                    send_refusal(conn, r#ref.as_deref(), &e)
+                }
             }
             return;
         }
@@ -987,7 +1029,7 @@ fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
                 ShardMsg::Typing {
                     from,
                     r#ref,
-                    user: c.sub.clone(),
+                    user: c.user_key(),
                     role: c.role,
                     channel,
                 },

@@ -73,8 +73,8 @@ pub struct RestoredChannel {
     /// message of the channel was reclaimed.
     pub last_id: u64,
     pub messages: Vec<RestoredMessage>,
-    /// `(user_id, cursor)`.
-    pub members: Vec<(String, u64)>,
+    /// `((org, user_id), cursor)`.
+    pub members: Vec<(ringbearer_core::UserKey, u64)>,
 }
 
 /// A shard's opened journal and the channels it owned before.
@@ -90,9 +90,9 @@ pub trait JournalFactory: Send + Sync {
 /// that lags after a crash only means a message is sent again (SPEC §2.3, at-least-once).
 pub trait Catalog: Send + Sync {
     fn channel_created(&self, meta: &ChannelMeta);
-    fn subscribed(&self, channel: &str, user: &str, cursor: u64);
-    fn unsubscribed(&self, channel: &str, user: &str);
-    fn acked(&self, channel: &str, user: &str, cursor: u64);
+    fn subscribed(&self, channel: &str, user: &ringbearer_core::UserKey, cursor: u64);
+    fn unsubscribed(&self, channel: &str, user: &ringbearer_core::UserKey);
+    fn acked(&self, channel: &str, user: &ringbearer_core::UserKey, cursor: u64);
     /// A wedding was registered or changed (`POST /api/websocket/weddings`, after
     /// `Shared::weddings.upsert` accepted it).
     fn wedding_upserted(&self, w: &crate::weddings::Wedding);
@@ -107,8 +107,12 @@ pub struct AuditEvent {
     pub at_ms: u64,
     pub actor_user_id: String,
     pub actor_org: String,
-    /// `create`, `subscribe`, `unsubscribe`, `denied` or `admin`.
+    /// `create`, `subscribe`, `unsubscribe`, `denied`, `admin`, `unauthorized` or
+    /// `token_refresh`.
     pub action: &'static str,
     pub channel: Option<String>,
+    /// The organization owning `channel` (or the wedding a refused create named): it sees
+    /// the record too, so the owner of a channel sees every refusal on it (SPEC §1).
+    pub channel_org: Option<String>,
     pub detail: serde_json::Value,
 }

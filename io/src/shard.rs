@@ -19,7 +19,7 @@ use ringbearer_core::channel_state::{
 use ringbearer_core::error::{ErrorCode, Refusal};
 use ringbearer_core::message::{access_frame, render_message_json, FrameBytes, MessageFrame};
 use ringbearer_core::protocol::{self, CreateReq, PublishReq, SubscribeReq};
-use ringbearer_core::{ChannelName, Claims, Permissions, Priority, Role};
+use ringbearer_core::{ChannelName, Claims, Permissions, Priority, Role, UserKey};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -46,6 +46,13 @@ pub enum ShardMsg {
         r#ref: Option<String>,
         channel: ChannelName,
     },
+    /// The connection's token was refreshed: end its subscriptions on these channels that
+    /// the new claims no longer allow (SPEC §4 tokens; an `unsubscribed` with the reason).
+    Recheck {
+        conn: ConnRef,
+        claims: Arc<Claims>,
+        channels: Vec<ChannelName>,
+    },
     Publish {
         from: ConnRef,
         r#ref: Option<String>,
@@ -55,7 +62,7 @@ pub enum ShardMsg {
     Ack {
         from: ConnRef,
         r#ref: Option<String>,
-        user: String,
+        user: UserKey,
         channel: ChannelName,
         id: u64,
     },
@@ -68,7 +75,7 @@ pub enum ShardMsg {
     Typing {
         from: ConnRef,
         r#ref: Option<String>,
-        user: String,
+        user: UserKey,
         role: Role,
         channel: ChannelName,
     },
@@ -113,18 +120,19 @@ pub enum ShardMsg {
         from: ConnRef,
         id: String,
     },
-    /// Subscribe `user` without a connection (`claims` are the caller's).
+    /// Subscribe `user` without a connection (`claims` are the caller's; `user` is of the
+    /// caller's organization).
     Enroll {
         from: ConnRef,
         claims: Arc<Claims>,
-        user: String,
+        user: UserKey,
         req: SubscribeReq,
     },
     /// End `user`'s subscription (`claims` are the caller's).
     Withdraw {
         from: ConnRef,
         claims: Arc<Claims>,
-        user: String,
+        user: UserKey,
         channel: ChannelName,
     },
     /// The channels `user` is subscribed to on this shard that the caller (`claims`) may
@@ -132,7 +140,7 @@ pub enum ShardMsg {
     ListFor {
         from: ConnRef,
         claims: Arc<Claims>,
-        user: String,
+        user: UserKey,
     },
 }
 
@@ -256,7 +264,8 @@ fn deliver_and_reply(
     frame: &Arc<FrameBytes>,
     to: ConnRef,
     r#ref: Option<&str>,
-    recipients: Option<(Vec<String>, Vec<String>)>,
+    recipients: Option<(Vec<UserKey>, Vec<UserKey>)>,
+    channel_org: &str,
 ) {
     // The answer goes first: routed after the deliveries it would wait behind the fan-out
     // to every local subscriber (measured: `published` p50 ~13 ms with 2,000 subscribers).
@@ -267,11 +276,23 @@ fn deliver_and_reply(
     let mut reply = protocol::reply_published(r#ref, channel.as_str(), o.id, o.delivered, o.queued);
     if let Some((online, queued)) = recipients {
         // A REST call: who it went to (SPEC §4 `delivery_guarantees`).
+        // Users of the channel's organization by their id, others as `org/id`.
+        let shown = |v: Vec<UserKey>| -> Vec<String> {
+            v.into_iter()
+                .map(|u| {
+                    if u.org == channel_org {
+                        u.sub
+                    } else {
+                        u.to_string()
+                    }
+                })
+                .collect()
+        };
         reply.pop();
         reply.extend_from_slice(b",\"immediate\":");
-        serde_json::to_writer(&mut reply, &online).expect("json");
+        serde_json::to_writer(&mut reply, &shown(online)).expect("json");
         reply.extend_from_slice(b",\"queued\":");
-        serde_json::to_writer(&mut reply, &queued).expect("json");
+        serde_json::to_writer(&mut reply, &shown(queued)).expect("json");
         reply.push(b'}');
     }
     out.push((
@@ -321,7 +342,7 @@ enum PendingKind {
     /// A published message: delivered and answered once stored.
     Message {
         id: u64,
-        target: Option<String>,
+        target: Option<UserKey>,
         frame: Arc<FrameBytes>,
     },
     /// An idempotent repeat of a message still being stored.
@@ -335,7 +356,7 @@ fn audit(
     catalog: &Option<Arc<dyn Catalog>>,
     claims: &Claims,
     action: &'static str,
-    channel: Option<&str>,
+    channel: Option<(&str, &str)>,
     detail: serde_json::Value,
 ) {
     if let Some(c) = catalog {
@@ -344,33 +365,104 @@ fn audit(
             actor_user_id: claims.sub.clone(),
             actor_org: claims.org.clone(),
             action,
-            channel: channel.map(str::to_owned),
+            channel: channel.map(|(name, _)| name.to_owned()),
+            channel_org: channel.map(|(_, org)| org.to_owned()),
             detail,
         });
     }
 }
 
 /// Audits a refusal of the access rule (SPEC §1: a refused attempt is written to the audit
-/// log); other refusals (limits, bad input) are only counted.
+/// log, where the channel's own organization `owner` sees it); other refusals (limits, bad
+/// input) are only counted.
 fn audit_denied(
     catalog: &Option<Arc<dyn Catalog>>,
     claims: &Claims,
     op: &str,
     channel: &str,
+    owner: Option<&str>,
     e: &Refusal,
 ) {
     if matches!(
         e.code,
         ErrorCode::Forbidden | ErrorCode::WeddingIsolationViolation | ErrorCode::Unauthorized
     ) {
-        audit(
-            catalog,
-            claims,
-            "denied",
-            Some(channel),
-            serde_json::json!({"op": op, "code": e.code.as_str(), "message": e.message}),
-        );
+        if let Some(c) = catalog {
+            c.audit(AuditEvent {
+                at_ms: now_ms(),
+                actor_user_id: claims.sub.clone(),
+                actor_org: claims.org.clone(),
+                action: "denied",
+                channel: Some(channel.to_owned()),
+                channel_org: owner.map(str::to_owned),
+                detail: serde_json::json!({"op": op, "code": e.code.as_str(), "message": e.message}),
+            });
+        }
     }
+}
+
+/// Audits a refused credential (SPEC §5: denied access). The token could not be verified,
+/// so nothing in it is trusted: the record has no actor or organization (an operator reads
+/// it in the registry), with the door, the peer address and the reason.
+pub fn audit_unauthorized(
+    catalog: &Option<Arc<dyn Catalog>>,
+    door: &str,
+    peer: Option<std::net::SocketAddr>,
+    e: &Refusal,
+) {
+    if let Some(c) = catalog {
+        c.audit(AuditEvent {
+            at_ms: now_ms(),
+            actor_user_id: String::new(),
+            actor_org: String::new(),
+            action: "unauthorized",
+            channel: None,
+            channel_org: None,
+            detail: serde_json::json!({
+                "door": door,
+                "address": peer.map(|p| p.to_string()),
+                "code": e.code.as_str(),
+                "message": e.message,
+            }),
+        });
+    }
+}
+
+/// Audits an accepted in-band token refresh (`op: token`).
+pub fn audit_token_refresh(catalog: &Option<Arc<dyn Catalog>>, claims: &Claims, conn: ConnRef) {
+    audit(
+        catalog,
+        claims,
+        "token_refresh",
+        None,
+        serde_json::json!({
+            "connection_id": conn.public_id(),
+            "weddings": claims.weddings,
+            "exp": claims.exp,
+        }),
+    );
+}
+
+/// Audits a refused in-band token refresh, under the connection's current (verified)
+/// identity.
+pub fn audit_refused_refresh(
+    catalog: &Option<Arc<dyn Catalog>>,
+    claims: &Claims,
+    conn: ConnRef,
+    e: &Refusal,
+) {
+    audit(
+        catalog,
+        claims,
+        "denied",
+        None,
+        serde_json::json!({
+            "op": "token",
+            "connection_id": conn.public_id(),
+            "code": e.code.as_str(),
+            "message": e.message,
+        }),
+    );
 }
 
 /// Audits a stored channel creation; the actor is its creator.
@@ -382,6 +474,7 @@ fn audit_created(catalog: &Option<Arc<dyn Catalog>>, meta: &ChannelMeta) {
             actor_org: meta.access.org.clone(),
             action: "create",
             channel: Some(meta.name.as_str().to_owned()),
+            channel_org: Some(meta.access.org.clone()),
             detail: serde_json::json!({
                 "channel_id": meta.id,
                 "type": meta.access.kind.as_str(),
@@ -461,20 +554,28 @@ impl Shard {
             let mut limits = self.cfg.limits.clone();
             limits.message_retention_hours = (rc.meta.retention_ms / 3_600_000).max(1);
             self.policy.count_restored_channel(&rc.meta.access.org);
-            let messages: Vec<(u64, u64, Arc<FrameBytes>)> = rc
+            if let Some(w) = &rc.meta.access.wedding_id {
+                // Ownership of a wedding only named by channels (SPEC §1) is derived again.
+                self.weddings
+                    .claim(w, &rc.meta.access.org, rc.meta.created_at_ms);
+            }
+            let messages: Vec<(u64, u64, Arc<FrameBytes>, Option<UserKey>)> = rc
                 .messages
                 .into_iter()
                 .map(|m| {
                     let mut f = FrameBytes::with_capacity(m.frame.len());
                     f.extend_from_slice(&m.frame);
-                    (m.id, m.ts_ms, Arc::new(f))
+                    let target = access_frame(&f)
+                        .ok()
+                        .and_then(|a| a.target().map(|(o, s)| UserKey::new(o, s)));
+                    (m.id, m.ts_ms, Arc::new(f), target)
                 })
                 .collect();
             // Idempotency keys travel inside the frames: a publish retried after a crash
             // still gets its first id (SPEC §2.4).
             let keys: Vec<(String, u64, u64)> = messages
                 .iter()
-                .filter_map(|(id, ts, f)| {
+                .filter_map(|(id, ts, f, _)| {
                     let a = access_frame(f).ok()?;
                     let k = a.idempotency_key.as_ref()?;
                     Some((k.as_str().to_owned(), *id, *ts))
@@ -536,15 +637,16 @@ impl Shard {
         out: &mut Out,
         from: ConnRef,
         claims: &Claims,
-        user: &str,
+        user: &UserKey,
         req: SubscribeReq,
         now: u64,
     ) {
         let Some(ch) = self.owned.get_mut(req.channel.as_str()) else {
             return reply_err(out, from, None, &Self::not_found(&req.channel));
         };
+        let org = ch.meta.access.org.clone();
         if let Err(e) = access::check(&ch.meta.access, claims, Action::Read) {
-            audit_denied(&self.catalog, claims, "subscribe", req.channel.as_str(), &e);
+            audit_denied(&self.catalog, claims, "subscribe", req.channel.as_str(), Some(&org), &e);
             return reply_err(out, from, None, &e);
         }
         let resume = ResumeFrom {
@@ -588,7 +690,7 @@ impl Shard {
             }
         }
         reply.extend_from_slice(b"]}");
-        let detail = serde_json::json!({"user_id": user, "via": "rest", "new": en.new});
+        let detail = serde_json::json!({"user_id": user.sub, "via": "rest", "new": en.new});
         out.push((
             from.shard,
             ShardMsg::Reply {
@@ -600,7 +702,7 @@ impl Shard {
             &self.catalog,
             claims,
             "subscribe",
-            Some(req.channel.as_str()),
+            Some((req.channel.as_str(), &org)),
             detail,
         );
     }
@@ -684,12 +786,15 @@ impl Shard {
                         if ch.cursor(u).is_none() {
                             c.unsubscribed(channel.as_str(), u);
                         }
+                        // Filed under the user's own organization, and visible to the
+                        // channel's.
                         c.audit(AuditEvent {
                             at_ms: now,
-                            actor_user_id: u.clone(),
-                            actor_org: ch.meta.access.org.clone(),
+                            actor_user_id: u.sub.clone(),
+                            actor_org: u.org.clone(),
                             action: "unsubscribe",
                             channel: Some(channel.as_str().to_owned()),
+                            channel_org: Some(ch.meta.access.org.clone()),
                             detail: serde_json::json!({"connection_id": from.public_id()}),
                         });
                     }
@@ -779,11 +884,16 @@ impl Shard {
                     &mut out,
                     ch.shards(),
                     &channel,
-                    protocol::typing(channel.as_str(), &user, role),
+                    protocol::typing(channel.as_str(), &user.sub, &user.org, role),
                     vec![from],
                 );
                 reply_ok(&mut out, from, r#ref.as_deref());
             }
+            ShardMsg::Recheck {
+                conn,
+                claims,
+                channels,
+            } => self.on_recheck(&mut out, conn, &claims, channels, now),
             ShardMsg::Disconnect { conn, channels } => {
                 for channel in channels {
                     let Some(ch) = self.owned.get_mut(channel.as_str()) else {
@@ -842,8 +952,16 @@ impl Shard {
                     reply_err(&mut out, from, None, &Self::not_found(&channel));
                     return out;
                 };
+                let org = ch.meta.access.org.clone();
                 if let Err(e) = access::check(&ch.meta.access, &claims, Action::Read) {
-                    audit_denied(&self.catalog, &claims, "unsubscribe", channel.as_str(), &e);
+                    audit_denied(
+                        &self.catalog,
+                        &claims,
+                        "unsubscribe",
+                        channel.as_str(),
+                        Some(&org),
+                        &e,
+                    );
                     reply_err(&mut out, from, None, &e);
                     return out;
                 }
@@ -857,8 +975,8 @@ impl Shard {
                     &self.catalog,
                     &claims,
                     "unsubscribe",
-                    Some(channel.as_str()),
-                    serde_json::json!({"user_id": user, "via": "rest", "removed": removed}),
+                    Some((channel.as_str(), &org)),
+                    serde_json::json!({"user_id": user.sub, "via": "rest", "removed": removed}),
                 );
                 let v = serde_json::json!({
                     "op": "withdrawn",
@@ -870,7 +988,7 @@ impl Shard {
             ShardMsg::ListFor { from, claims, user } => {
                 let mut list = Vec::new();
                 for ch in self.owned.values() {
-                    let Some(cursor) = ch.cursor(&user) else {
+                    let Some(unread) = ch.unread(&user) else {
                         continue;
                     };
                     // Isolation (SPEC §1): never listed for a caller without access.
@@ -882,7 +1000,7 @@ impl Shard {
                         "type": ch.meta.access.kind.as_str(),
                         "active_users": ch.active_users(),
                         "last_activity": ringbearer_core::time::rfc3339_ms(ch.last_activity_ms()),
-                        "unread_count": ch.durable_id().saturating_sub(cursor),
+                        "unread_count": unread,
                     }));
                 }
                 let v = serde_json::json!({"op": "list", "channels": list});
@@ -943,8 +1061,20 @@ impl Shard {
     ) {
         let name = req.name.as_str();
         if let Some(ch) = self.owned.get(name) {
-            // SPEC §4: creating a name that exists returns it to a caller with access.
-            match access::check(&ch.meta.access, claims, Action::Read) {
+            // SPEC §4: creating a name that exists returns it to a caller of its own
+            // organization with access. Another organization is told, never silently handed
+            // a channel it does not own (its permissions, its members, its audit).
+            let access = access::check(&ch.meta.access, claims, Action::Read).and_then(|()| {
+                if ch.meta.access.org == claims.org {
+                    Ok(())
+                } else {
+                    Err(Refusal::new(
+                        ErrorCode::Forbidden,
+                        "a channel of that name belongs to another organization; subscribe to it instead",
+                    ))
+                }
+            });
+            match access {
                 Ok(()) if self.creating.contains(name) => {
                     // Still being stored: answer when it is.
                     let reply =
@@ -972,7 +1102,8 @@ impl Shard {
                     ));
                 }
                 Err(e) => {
-                    audit_denied(&self.catalog, claims, "create", name, &e);
+                    let owner = ch.meta.access.org.clone();
+                    audit_denied(&self.catalog, claims, "create", name, Some(&owner), &e);
                     reply_err(out, from, r#ref, &e)
                 }
             }
@@ -980,16 +1111,22 @@ impl Shard {
         }
         if claims.role == Role::Guest {
             let e = Refusal::new(ErrorCode::Forbidden, "guests may not create channels");
-            audit_denied(&self.catalog, claims, "create", name, &e);
+            audit_denied(&self.catalog, claims, "create", name, None, &e);
             return reply_err(out, from, r#ref, &e);
         }
         if let Some(w) = &req.wedding_id {
-            if !claims.reaches_wedding(w, &claims.org) {
+            // `*` reaches only the token's own organization's weddings (SPEC §1); a wedding
+            // listed by id is reached whoever owns it.
+            let owner = self.weddings.owner(w);
+            if !claims.may_create_in_wedding(w, owner.as_deref()) {
                 let e = Refusal::new(
                     ErrorCode::WeddingIsolationViolation,
                     "this token does not give access to that wedding",
                 );
-                audit_denied(&self.catalog, claims, "create", name, &e);
+                audit_denied(&self.catalog, claims, "create", name, owner.as_deref(), &e);
+                return reply_err(out, from, r#ref, &e);
+            }
+            if let Err(e) = self.register_from_create(claims, w, owner.as_deref(), &req) {
                 return reply_err(out, from, r#ref, &e);
             }
         }
@@ -1038,6 +1175,9 @@ impl Shard {
             epoch: format!("{:x}-{:x}-{:x}", self.boot & 0xffff_ffff, self.id, n),
         };
         let bytes: Bytes = protocol::reply_created(r#ref, &meta.id, name, now).into();
+        if let Some(w) = &meta.access.wedding_id {
+            self.weddings.claim(w, &meta.access.org, now);
+        }
         if let Some(journal) = &self.journal {
             // Logged before it is answered for, so a restart rebuilds it.
             let checkpoint = ringbearer_core::channel_state::ChannelCheckpoint {
@@ -1107,29 +1247,31 @@ impl Shard {
             return refuse(out, &Self::not_found(&req.channel));
         };
         if let Err(e) = access::check(&ch.meta.access, claims, Action::Read) {
-            audit_denied(&self.catalog, claims, "subscribe", req.channel.as_str(), &e);
+            let org = ch.meta.access.org.clone();
+            audit_denied(&self.catalog, claims, "subscribe", req.channel.as_str(), Some(&org), &e);
             return refuse(out, &e);
         }
+        let user = claims.user_key();
         let resume = ResumeFrom {
             last_seen_id: req.last_seen_id,
             epoch: req.epoch.as_deref(),
             include_history: req.include_history,
         };
-        let o = match ch.subscribe(from, &claims.sub, claims.role, resume, now) {
+        let o = match ch.subscribe(from, &user, claims.role, resume, now) {
             Ok(o) => o,
             Err(e) => return refuse(out, &e),
         };
         if let (Some(c), true) = (&self.catalog, o.joined) {
             c.subscribed(
                 req.channel.as_str(),
-                &claims.sub,
-                ch.cursor(&claims.sub).unwrap_or(0),
+                &user,
+                ch.cursor(&user).unwrap_or(0),
             );
             audit(
                 &self.catalog,
                 claims,
                 "subscribe",
-                Some(req.channel.as_str()),
+                Some((req.channel.as_str(), &ch.meta.access.org)),
                 serde_json::json!({"connection_id": from.public_id(), "recovered": o.recovered}),
             );
         }
@@ -1190,7 +1332,8 @@ impl Shard {
             return reply_err(out, from, r#ref, &Self::not_found(&req.channel));
         };
         if let Err(e) = access::check(&ch.meta.access, claims, Action::Write) {
-            audit_denied(&self.catalog, claims, "publish", req.channel.as_str(), &e);
+            let org = ch.meta.access.org.clone();
+            audit_denied(&self.catalog, claims, "publish", req.channel.as_str(), Some(&org), &e);
             return reply_err(out, from, r#ref, &e);
         }
         if let Some(w) = &req.context_wedding_id {
@@ -1266,25 +1409,43 @@ impl Shard {
             priority: req.priority as u8,
             payload: req.payload,
             sender_user_id: claims.sub.clone(),
+            sender_org: claims.org.clone(),
             sender_role: claims.role.code(),
+            // A target is one user of one organization: the publisher's own unless named.
+            target_org: req
+                .target_user_id
+                .as_ref()
+                .map(|_| req.target_org.unwrap_or_else(|| claims.org.clone())),
             target_user_id: req.target_user_id,
             wedding_context: req.wedding_context,
             idempotency_key: req.idempotency_key,
         };
         let bytes = Arc::new(frame.encode());
+        let target = frame
+            .target_user_id
+            .as_ref()
+            .zip(frame.target_org.as_ref())
+            .map(|(sub, org)| UserKey::new(org.clone(), sub.clone()));
         let Some(journal) = &self.journal else {
             // `memory` policy: durable on append.
             let o = ch.publish(
                 bytes.clone(),
                 now,
-                frame.target_user_id.as_deref(),
+                target.as_ref(),
                 frame.idempotency_key.as_deref(),
                 now,
             );
-            let recipients = from
-                .is_call()
-                .then(|| ch.recipients(frame.target_user_id.as_deref()));
-            return deliver_and_reply(out, &req.channel, &o, &bytes, from, r#ref, recipients);
+            let recipients = from.is_call().then(|| ch.recipients(target.as_ref()));
+            return deliver_and_reply(
+                out,
+                &req.channel,
+                &o,
+                &bytes,
+                from,
+                r#ref,
+                recipients,
+                &ch.meta.access.org,
+            );
         };
         // Stored first, then heard of (SPEC §2.5): the commit pump answers and delivers
         // once the journal says the position is durable.
@@ -1297,7 +1458,13 @@ impl Shard {
             Err(e) => return reply_err(out, from, r#ref, &journal_refusal(&e)),
         };
         self.last_pos = pos;
-        ch.append(bytes.clone(), now, frame.idempotency_key.as_deref(), now);
+        ch.append(
+            bytes.clone(),
+            now,
+            target.as_ref(),
+            frame.idempotency_key.as_deref(),
+            now,
+        );
         self.pending.push_back(Pending {
             pos,
             channel: req.channel,
@@ -1305,7 +1472,7 @@ impl Shard {
             r#ref: r#ref.map(str::to_owned),
             kind: PendingKind::Message {
                 id,
-                target: frame.target_user_id,
+                target,
                 frame: bytes,
             },
         });
@@ -1343,9 +1510,9 @@ impl Shard {
                         }
                         PendingKind::Message { id, target, frame } => {
                             ch.mark_durable(id);
-                            let o = ch.outcome(id, target.as_deref());
+                            let o = ch.outcome(id, target.as_ref());
                             let recipients =
-                                p.to.is_call().then(|| ch.recipients(target.as_deref()));
+                                p.to.is_call().then(|| ch.recipients(target.as_ref()));
                             deliver_and_reply(
                                 &mut out,
                                 &p.channel,
@@ -1354,6 +1521,7 @@ impl Shard {
                                 p.to,
                                 p.r#ref.as_deref(),
                                 recipients,
+                                &ch.meta.access.org,
                             );
                         }
                         PendingKind::Created { reply } => {
@@ -1411,6 +1579,103 @@ impl Shard {
         out
     }
 
+    /// A connection's token was refreshed: each of `channels` it is subscribed to that the
+    /// new claims may no longer read is ended as an unsubscribe would end it (its presence
+    /// leaves; the user's subscription goes with its last connection), and the connection is
+    /// told with an `unsubscribed` carrying the reason.
+    fn on_recheck(
+        &mut self,
+        out: &mut Out,
+        conn: ConnRef,
+        claims: &Claims,
+        channels: Vec<ChannelName>,
+        now: u64,
+    ) {
+        for channel in channels {
+            let Some(ch) = self.owned.get_mut(channel.as_str()) else {
+                continue;
+            };
+            if !ch.is_subscribed(conn) {
+                continue;
+            }
+            let Err(why) = access::check(&ch.meta.access, claims, Action::Read) else {
+                continue;
+            };
+            let user = ch.online_user(conn);
+            ch.unsubscribe(conn);
+            mark_presence(&mut self.presence_dirty, ch);
+            if let (Some(c), Some(u)) = (&self.catalog, &user) {
+                if ch.cursor(u).is_none() {
+                    c.unsubscribed(channel.as_str(), u);
+                }
+                c.audit(AuditEvent {
+                    at_ms: now,
+                    actor_user_id: u.sub.clone(),
+                    actor_org: u.org.clone(),
+                    action: "unsubscribe",
+                    channel: Some(channel.as_str().to_owned()),
+                    channel_org: Some(ch.meta.access.org.clone()),
+                    detail: serde_json::json!({
+                        "connection_id": conn.public_id(),
+                        "reason": "token_refresh",
+                        "code": why.code.as_str(),
+                    }),
+                });
+            }
+            let bytes = protocol::unsubscribed_because(channel.as_str(), &why).into();
+            out.push((
+                conn.shard,
+                ShardMsg::Unsubscribed {
+                    to: conn,
+                    channel,
+                    bytes,
+                },
+            ));
+        }
+    }
+
+    /// A create's `wedding_context {event_date, time_zone}` (SPEC §1: it registers the
+    /// wedding). Registered when nobody owns the wedding yet, or when the creator's
+    /// organization does and the creator is its `admin`/`service` (or the facts are the
+    /// registered ones). Facts named by another organization's create change nothing: the
+    /// channel is created, the owner's facts stay.
+    fn register_from_create(
+        &self,
+        claims: &Claims,
+        wedding_id: &str,
+        owner: Option<&str>,
+        req: &CreateReq,
+    ) -> Result<(), Refusal> {
+        let Some(f) = &req.wedding_facts else {
+            return Ok(());
+        };
+        let w = crate::weddings::Wedding::new(wedding_id, &claims.org, &f.event_date, &f.time_zone)?;
+        match owner {
+            Some(o) if o != claims.org => return Ok(()),
+            Some(_) => {
+                let same = self
+                    .weddings
+                    .get(wedding_id)
+                    .is_some_and(|old| old.event_date == w.event_date && old.time_zone == w.time_zone);
+                if same {
+                    return Ok(());
+                }
+                if !claims.role.is_org_wide() {
+                    return Err(Refusal::new(
+                        ErrorCode::Forbidden,
+                        "only the organization's admin or service changes a registered wedding's date or zone",
+                    ));
+                }
+            }
+            None => {}
+        }
+        let stored = self.weddings.upsert(w)?;
+        if let Some(c) = &self.catalog {
+            c.wedding_upserted(&stored);
+        }
+        Ok(())
+    }
+
     fn on_subscribed(
         &mut self,
         out: &mut Out,
@@ -1453,10 +1718,12 @@ impl Shard {
         let bytes = Bytes::from(buf);
         let prio = f.priority();
         let h = channel_hash(f.channel.as_str());
-        let target = f.target_user();
+        let target = f.target();
         let mut sent = 0;
         for s in subs {
-            if target.is_some_and(|t| !s.conn.is_user(t)) {
+            // The one visibility rule (ringbearer_core::identity::may_see), as on every
+            // other route: a target is (org, sub).
+            if target.is_some_and(|(org, sub)| !s.conn.is_user(org, sub)) {
                 continue;
             }
             s.conn.send_message(prio, h, bytes.clone());

@@ -86,9 +86,16 @@ impl Wedding {
 }
 
 /// The weddings table; clones share it.
+///
+/// Ownership (SPEC §1): a wedding id belongs to the organization that registered it first
+/// or created the first channel naming it. Registered weddings carry their owner
+/// (`organization_id`); a wedding only named by channels is in `claims`, with the creation
+/// time of its first channel, so a restart (which replays channels shard by shard, in no
+/// particular order) gives it to the same organization again.
 #[derive(Clone, Default)]
 pub struct Weddings {
     inner: Arc<RwLock<HashMap<String, Wedding>>>,
+    claims: Arc<RwLock<HashMap<String, (String, u64)>>>,
     /// Most weddings kept (`io.max_weddings`); 0 until set by the server (no bound).
     max: usize,
 }
@@ -120,22 +127,52 @@ impl Weddings {
     pub fn with_capacity(max: usize) -> Weddings {
         Weddings {
             inner: Arc::default(),
+            claims: Arc::default(),
             max,
         }
     }
 
-    /// Inserts or replaces a wedding; returns it as stored. A wedding keeps its
-    /// organization: re-registering it under another one is `WS_FORBIDDEN`. Past
-    /// `io.max_weddings` a new one is `WS_OVERLOADED`.
+    /// The organization owning wedding `id`, if any does.
+    pub fn owner(&self, id: &str) -> Option<String> {
+        if let Some(w) = self.inner.read().get(id) {
+            return Some(w.organization_id.clone());
+        }
+        self.claims.read().get(id).map(|(org, _)| org.clone())
+    }
+
+    /// A channel of `org` naming wedding `id` was created at `at_ms`: if nobody owns the
+    /// wedding, the earliest such channel's organization does. Returns the owner.
+    pub fn claim(&self, id: &str, org: &str, at_ms: u64) -> String {
+        if let Some(w) = self.inner.read().get(id) {
+            return w.organization_id.clone();
+        }
+        let mut claims = self.claims.write();
+        let e = claims
+            .entry(id.to_owned())
+            .or_insert_with(|| (org.to_owned(), at_ms));
+        if at_ms < e.1 {
+            *e = (org.to_owned(), at_ms);
+        }
+        e.0.clone()
+    }
+
+    /// Inserts or replaces a wedding; returns it as stored. A wedding keeps its owner:
+    /// registering one that another organization owns (registered, or named by its first
+    /// channel) is `WS_FORBIDDEN`. Past `io.max_weddings` a new one is `WS_OVERLOADED`.
     pub fn upsert(&self, w: Wedding) -> Result<Wedding, Refusal> {
         let mut map = self.inner.write();
+        let claimed = self.claims.read().get(&w.id).map(|(o, _)| o.clone());
+        let owner = map
+            .get(&w.id)
+            .map(|old| old.organization_id.clone())
+            .or(claimed);
+        if owner.is_some_and(|o| o != w.organization_id) {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "this wedding belongs to another organization: only its owner changes its date or zone",
+            ));
+        }
         match map.get(&w.id) {
-            Some(old) if old.organization_id != w.organization_id => {
-                return Err(Refusal::new(
-                    ErrorCode::Forbidden,
-                    "this wedding is registered to another organization",
-                ));
-            }
             None if self.max > 0 && map.len() >= self.max => {
                 return Err(Refusal::new(
                     ErrorCode::Overloaded,

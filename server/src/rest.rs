@@ -275,7 +275,11 @@ impl Rest {
         }
         let claims = match self.caller(&api, &req) {
             Ok(c) => c,
-            Err(e) => return HttpResponse::refusal(&e),
+            Err(e) => {
+                // SPEC §5: denied access is audited, 401s included (no identity trusted).
+                api.audit_unauthorized(path, req.peer, &e);
+                return HttpResponse::refusal(&e);
+            }
         };
         let result = match path {
             "/api/websocket/health" => Ok(self.health(&api)),
@@ -309,10 +313,15 @@ impl Rest {
     async fn create(&self, api: &Api, claims: &Arc<Claims>, mut body: Map<String, Value>) -> Reply {
         if let Some(org) = body.remove("organization_id") {
             if org.as_str() != Some(claims.org.as_str()) {
-                return Err(Refusal::new(
+                let e = Refusal::new(
                     ErrorCode::Forbidden,
                     "organization_id must be the caller's organization",
-                ));
+                );
+                // A try at another organization is a denial like any other: audited, and
+                // visible to the organization it named.
+                let named = org.as_str().filter(|o| !o.is_empty() && o.len() <= 128);
+                self.audit_denied(claims, "create", body.get("name"), named, &e);
+                return Err(e);
             }
         }
         if let Some(d) = body.remove("description") {
@@ -334,6 +343,7 @@ impl Rest {
                 "name",
                 "type",
                 "wedding_id",
+                "wedding_context",
                 "permissions",
                 "members",
                 "max_subscribers",
@@ -551,13 +561,20 @@ impl Rest {
         }
         let wedding = ringbearer_io::weddings::Wedding::new(&id, &org, &date, &tz)?;
         let shared = api.shared();
-        if let Some(existing) = shared.weddings.get(&id) {
-            if existing.organization_id != claims.org {
-                return Err(Refusal::new(
-                    ErrorCode::Forbidden,
-                    "that wedding belongs to another organization",
-                ));
-            }
+        // SPEC §1: a wedding belongs to the organization that registered it first or created
+        // the first channel naming it; only that organization changes its facts.
+        if shared
+            .weddings
+            .owner(&id)
+            .is_some_and(|owner| owner != claims.org)
+        {
+            let e = Refusal::new(
+                ErrorCode::Forbidden,
+                "that wedding belongs to another organization",
+            );
+            let owner = shared.weddings.owner(&id);
+            self.audit_denied(claims, "wedding_upsert", None, owner.as_deref(), &e);
+            return Err(e);
         }
         // Stored first (awaited: the answer means it survives a restart), then live.
         if let Some(registry) = &self.registry {
@@ -588,6 +605,33 @@ impl Rest {
         }))
     }
 
+    /// Audits a refusal of the REST door itself (the owner shard audits the rest), visible
+    /// to the organization it concerned.
+    fn audit_denied(
+        &self,
+        claims: &Claims,
+        op: &str,
+        channel: Option<&Value>,
+        org: Option<&str>,
+        e: &Refusal,
+    ) {
+        if let Some(r) = &self.registry {
+            let channel = channel
+                .and_then(Value::as_str)
+                .filter(|c| ringbearer_core::ChannelName::parse(c).is_ok())
+                .map(str::to_owned);
+            drop(r.audit(ringbearer_persist::registry::AuditEntry {
+                at_ms: now_ms(),
+                actor_user_id: claims.sub.clone(),
+                actor_org: claims.org.clone(),
+                action: ringbearer_persist::registry::AuditAction::Denied,
+                channel,
+                channel_org: org.map(str::to_owned),
+                detail: json!({"op": op, "code": e.code.as_str(), "message": e.message}),
+            }));
+        }
+    }
+
     fn audit_admin(&self, claims: &Claims, what: &str, mut detail: Value) {
         if let Some(r) = &self.registry {
             detail["action"] = what.into();
@@ -597,6 +641,7 @@ impl Rest {
                 actor_org: claims.org.clone(),
                 action: ringbearer_persist::registry::AuditAction::Admin,
                 channel: None,
+                channel_org: None,
                 detail,
             }));
         }
@@ -627,7 +672,10 @@ impl Rest {
                 "the audit log needs the registry (storage durability other than memory)",
             ));
         };
+        // An organization sees what its own people and services did, and every record about
+        // its channels (refusals included) — filtered in the query, so `limit` counts them.
         let mut q = AuditQuery {
+            org: Some(claims.org.clone()),
             limit: 100.min(self.cfg.audit_query_max),
             ..AuditQuery::default()
         };
@@ -660,11 +708,9 @@ impl Rest {
             }
         }
         let rows = registry.query_audit(q).await.map_err(internal)?;
-        // An organization sees what its own people and services did (tenant boundary).
         let records: Vec<Value> = rows
             .rows
             .into_iter()
-            .filter(|r| r.entry.actor_org == claims.org)
             .map(|r| {
                 json!({
                     "id": r.id,
@@ -674,6 +720,7 @@ impl Rest {
                     "actor_org": r.entry.actor_org,
                     "action": r.entry.action.as_str(),
                     "channel": r.entry.channel,
+                    "channel_org": r.entry.channel_org,
                     "detail": r.entry.detail,
                 })
             })

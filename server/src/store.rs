@@ -10,6 +10,7 @@
 
 use anyhow::{bail, Context, Result};
 use ringbearer_core::channel_state::{ChannelCheckpoint, ChannelMeta};
+use ringbearer_core::UserKey;
 use ringbearer_io::journal::{
     Catalog, Entry, Journal, JournalError, JournalFactory, LocalBoxFuture, Opened, RestoredChannel,
     RestoredMessage,
@@ -43,7 +44,14 @@ pub struct StorageConfig {
     pub max_unsynced_bytes: usize,
     /// Registry jobs waiting for its thread before writes are dropped (and logged).
     pub registry_queue_capacity: usize,
+    /// How long audit records are kept (SPEC §5), in seconds; 0 keeps them forever.
+    /// Expired at start and every `AUDIT_EXPIRY_INTERVAL`. Default 90 days.
+    pub audit_retention_secs: u64,
 }
+
+/// How often the audit log's retention runs while serving: hourly is fine-grained enough
+/// for a retention counted in days, and costs one indexed DELETE.
+const AUDIT_EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Default for StorageConfig {
     fn default() -> Self {
@@ -54,6 +62,7 @@ impl Default for StorageConfig {
             max_batch_bytes: WalConfig::DEFAULT_MAX_BATCH_BYTES,
             max_unsynced_bytes: WalConfig::DEFAULT_MAX_UNSYNCED_BYTES,
             registry_queue_capacity: RegistryConfig::default().queue_capacity,
+            audit_retention_secs: 90 * 24 * 3600,
         }
     }
 }
@@ -133,6 +142,19 @@ pub fn open(data_dir: &Path, cfg: &StorageConfig, shards: usize) -> Result<Store
     )
     .map_err(|e| anyhow::anyhow!("opening the registry: {e}"))?;
     let weddings = load_weddings(&registry)?;
+    if cfg.audit_retention_secs > 0 {
+        // Once before serving (so a restart applies a shortened retention at once), then
+        // hourly on a thread of its own (the registry call only queues; never a shard).
+        expire_audit(&registry, cfg.audit_retention_secs);
+        let (r, secs) = (registry.clone(), cfg.audit_retention_secs);
+        std::thread::Builder::new()
+            .name("audit-retention".into())
+            .spawn(move || loop {
+                std::thread::sleep(AUDIT_EXPIRY_INTERVAL);
+                expire_audit(&r, secs);
+            })
+            .context("starting the audit retention thread")?;
+    }
     let factory = Arc::new(WalFactory {
         wal_dir,
         cfg: cfg.clone(),
@@ -148,6 +170,16 @@ pub fn open(data_dir: &Path, cfg: &StorageConfig, shards: usize) -> Result<Store
         },
         registry: Some(registry),
     })
+}
+
+/// Deletes audit records older than `retention_secs`, logging what it did.
+fn expire_audit(registry: &Registry, retention_secs: u64) {
+    let before = now_ms().saturating_sub(retention_secs.saturating_mul(1000));
+    match futures_lite::future::block_on(registry.expire_audit(before)) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(records = n, retention_secs, "audit records expired"),
+        Err(e) => tracing::error!("audit retention failed: {e}"),
+    }
 }
 
 /// Every stored wedding, for the server's table (SPEC §1 wedding day). A row the calendar
@@ -230,12 +262,12 @@ impl JournalFactory for WalFactory {
                 }
                 Err(e) => return Err(format!("registry: loading subscriptions: {e}")),
             };
-            let mut by_channel: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+            let mut by_channel: HashMap<String, Vec<(UserKey, u64)>> = HashMap::new();
             for m in members {
                 by_channel
                     .entry(m.channel)
                     .or_default()
-                    .push((m.user_id, m.cursor));
+                    .push((UserKey::new(m.org, m.user_id), m.cursor));
             }
             let mut restored = Vec::new();
             for (name, (checkpoint, mut messages)) in channels {
@@ -375,22 +407,24 @@ impl Catalog for RegistryCatalog {
         fire("channel", self.registry.upsert_channel(meta.clone()));
     }
 
-    fn subscribed(&self, channel: &str, user: &str, cursor: u64) {
+    fn subscribed(&self, channel: &str, user: &UserKey, cursor: u64) {
         fire(
             "subscription",
             self.registry.upsert_subscription(SubscriptionRecord {
                 channel: channel.to_owned(),
-                user_id: user.to_owned(),
+                org: user.org.clone(),
+                user_id: user.sub.clone(),
                 cursor,
                 subscribed_at_ms: now_ms(),
             }),
         );
     }
 
-    fn unsubscribed(&self, channel: &str, user: &str) {
+    fn unsubscribed(&self, channel: &str, user: &UserKey) {
         fire(
             "unsubscription",
-            self.registry.delete_subscription(channel, user),
+            self.registry
+                .delete_subscription(channel, &user.org, &user.sub),
         );
     }
 
@@ -412,12 +446,13 @@ impl Catalog for RegistryCatalog {
         );
     }
 
-    fn acked(&self, channel: &str, user: &str, cursor: u64) {
+    fn acked(&self, channel: &str, user: &UserKey, cursor: u64) {
         fire(
             "cursor",
             self.registry.advance_cursors(vec![CursorAck {
                 channel: channel.to_owned(),
-                user_id: user.to_owned(),
+                org: user.org.clone(),
+                user_id: user.sub.clone(),
                 cursor,
             }]),
         );
@@ -437,6 +472,7 @@ impl Catalog for RegistryCatalog {
                     actor_org: e.actor_org,
                     action,
                     channel: e.channel,
+                    channel_org: e.channel_org,
                     detail: e.detail,
                 }),
         );

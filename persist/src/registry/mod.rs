@@ -423,6 +423,7 @@ impl Registry {
         let checked = (|| {
             check_id("channel", &sub.channel)?;
             check_id("user_id", &sub.user_id)?;
+            check_id("org", &sub.org)?;
             to_i64("cursor", sub.cursor)?;
             to_i64("subscribed_at_ms", sub.subscribed_at_ms)?;
             Ok(sub)
@@ -431,9 +432,9 @@ impl Registry {
     }
 
     /// `false` if there was none.
-    pub fn delete_subscription(&self, channel: &str, user_id: &str) -> Reply<bool> {
-        let (c, u) = (channel.to_owned(), user_id.to_owned());
-        self.submit(move |conn| store::delete_subscription(conn, &c, &u))
+    pub fn delete_subscription(&self, channel: &str, org: &str, user_id: &str) -> Reply<bool> {
+        let (c, o, u) = (channel.to_owned(), org.to_owned(), user_id.to_owned());
+        self.submit(move |conn| store::delete_subscription(conn, &c, &o, &u))
     }
 
     /// A channel's subscriptions, by user.
@@ -568,10 +569,17 @@ fn channel_row(m: ChannelMeta) -> Result<ChannelRow, RegistryError> {
 }
 
 fn audit_row(e: AuditEntry) -> Result<AuditRow, RegistryError> {
-    check_id("actor_user_id", &e.actor_user_id)?;
-    check_id("actor_org", &e.actor_org)?;
+    // Empty actors are allowed: an unauthenticated attempt has no verified identity.
+    for (field, v) in [("actor_user_id", &e.actor_user_id), ("actor_org", &e.actor_org)] {
+        if v.len() > records::ID_MAX_BYTES {
+            return Err(RegistryError::Invalid(format!("{field} is over {} bytes", records::ID_MAX_BYTES)));
+        }
+    }
     if let Some(c) = &e.channel {
         check_id("channel", c)?;
+    }
+    if let Some(o) = &e.channel_org {
+        check_id("channel_org", o)?;
     }
     let detail = e.detail.to_string();
     if detail.len() > AUDIT_DETAIL_MAX_BYTES {
@@ -586,6 +594,7 @@ fn audit_row(e: AuditEntry) -> Result<AuditRow, RegistryError> {
         actor_org: e.actor_org,
         action: e.action.as_str(),
         channel: e.channel,
+        channel_org: e.channel_org,
         detail,
     })
 }

@@ -109,6 +109,8 @@ pub fn is_time_zone_name(tz: &str) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubscriptionRecord {
     pub channel: String,
+    /// The user's organization: a user is (`org`, `user_id`) (SPEC §1 identity).
+    pub org: String,
     pub user_id: String,
     /// Last acknowledged message id (SPEC §2.3). Never moves backwards in the registry.
     pub cursor: u64,
@@ -119,6 +121,7 @@ pub struct SubscriptionRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CursorAck {
     pub channel: String,
+    pub org: String,
     pub user_id: String,
     pub cursor: u64,
 }
@@ -145,16 +148,22 @@ pub enum AuditAction {
     Denied,
     /// An administrative change (permissions, members, limits).
     Admin,
+    /// A credential was refused before any identity could be trusted (HTTP 401).
+    Unauthorized,
+    /// A connection refreshed its token in band (`op: token`).
+    TokenRefresh,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 6] = [
+    pub const ALL: [AuditAction; 8] = [
         AuditAction::Create,
         AuditAction::Delete,
         AuditAction::Subscribe,
         AuditAction::Unsubscribe,
         AuditAction::Denied,
         AuditAction::Admin,
+        AuditAction::Unauthorized,
+        AuditAction::TokenRefresh,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -165,6 +174,8 @@ impl AuditAction {
             AuditAction::Unsubscribe => "unsubscribe",
             AuditAction::Denied => "denied",
             AuditAction::Admin => "admin",
+            AuditAction::Unauthorized => "unauthorized",
+            AuditAction::TokenRefresh => "token_refresh",
         }
     }
 
@@ -181,6 +192,9 @@ pub struct AuditEntry {
     pub actor_org: String,
     pub action: AuditAction,
     pub channel: Option<String>,
+    /// The organization owning `channel` (or the wedding a refused create named): it sees
+    /// the record as well as the actor's organization does.
+    pub channel_org: Option<String>,
     /// Free-form JSON (at most [`AUDIT_DETAIL_MAX_BYTES`] serialized).
     pub detail: serde_json::Value,
 }
@@ -195,6 +209,9 @@ pub struct AuditRecord {
 /// Which audit records to read: every given filter applies; newest first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditQuery {
+    /// Only records this organization may see: its own actors', and those on its channels.
+    /// Applied before `limit`, so `limit` counts visible records.
+    pub org: Option<String>,
     pub channel: Option<String>,
     pub actor_user_id: Option<String>,
     /// Inclusive lower bound on `at_ms`.
@@ -208,6 +225,7 @@ pub struct AuditQuery {
 impl Default for AuditQuery {
     fn default() -> Self {
         AuditQuery {
+            org: None,
             channel: None,
             actor_user_id: None,
             from_ms: None,

@@ -27,11 +27,18 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order; `version` is the position from 1.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "channels, weddings, subscriptions, idempotency keys, audit log",
-    sql: V1,
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "channels, weddings, subscriptions, idempotency keys, audit log",
+        sql: V1,
+    },
+    Migration {
+        version: 2,
+        name: "a user is (organization, user id); audit records name the channel's organization",
+        sql: V2,
+    },
+];
 
 /// The schema version this binary writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -96,6 +103,33 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_by_channel ON audit_log (channel, at_ms);
 CREATE INDEX audit_log_by_actor ON audit_log (actor_user_id, at_ms);
 CREATE INDEX audit_log_by_time ON audit_log (at_ms);
+";
+
+/// SPEC §1 identity: subscriptions are keyed by (channel, organization, user); rows of
+/// version 1 (keyed by user id alone) belong to the channel's organization, the only
+/// reading they had that kept tenants apart. Audit records gain `channel_org` (who owns the
+/// channel the record is about), filled for old rows from the channels table.
+const V2: &str = "
+CREATE TABLE subscriptions_v2 (
+    channel          TEXT    NOT NULL REFERENCES channels (name) ON DELETE CASCADE,
+    organization_id  TEXT    NOT NULL,
+    user_id          TEXT    NOT NULL,
+    cursor           INTEGER NOT NULL CHECK (cursor >= 0),
+    subscribed_at_ms INTEGER NOT NULL CHECK (subscribed_at_ms >= 0),
+    PRIMARY KEY (channel, organization_id, user_id)
+) STRICT, WITHOUT ROWID;
+INSERT INTO subscriptions_v2 (channel, organization_id, user_id, cursor, subscribed_at_ms)
+    SELECT s.channel, c.organization_id, s.user_id, s.cursor, s.subscribed_at_ms
+    FROM subscriptions s JOIN channels c ON c.name = s.channel;
+DROP TABLE subscriptions;
+ALTER TABLE subscriptions_v2 RENAME TO subscriptions;
+
+ALTER TABLE audit_log ADD COLUMN channel_org TEXT;
+UPDATE audit_log SET channel_org =
+    (SELECT organization_id FROM channels WHERE channels.name = audit_log.channel)
+    WHERE channel IS NOT NULL;
+CREATE INDEX audit_log_by_actor_org ON audit_log (actor_org, at_ms);
+CREATE INDEX audit_log_by_channel_org ON audit_log (channel_org, at_ms);
 ";
 
 fn header(conn: &Connection) -> Result<(i32, i64), RegistryError> {

@@ -150,7 +150,7 @@ fn channel_from_row(row: &Row<'_>) -> std::result::Result<ChannelMeta, String> {
     let kind: String = col(row, 4, "type")?;
     let kind = ChannelType::parse(&kind).ok_or(format!("column type: unknown type {kind:?}"))?;
     let permissions = col_json!(row, 5, "permissions", Permissions)?;
-    let members = col_json!(row, 7, "members", Vec<String>)?;
+    let members = col_json!(row, 7, "members", Vec<ringbearer_core::access::MemberRef>)?;
     let max_subscribers = col_u64(row, 8, "max_subscribers")?;
     let max_subscribers = usize::try_from(max_subscribers)
         .map_err(|_| format!("column max_subscribers: {max_subscribers} too large"))?;
@@ -287,26 +287,35 @@ pub(crate) fn delete_wedding(conn: &Connection, wedding_id: &str) -> Result<bool
 /// its cursor forward only.
 pub(crate) fn upsert_subscription(conn: &Connection, s: &SubscriptionRecord) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO subscriptions (channel, user_id, cursor, subscribed_at_ms)
-         VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (channel, user_id) DO UPDATE SET cursor = MAX(cursor, excluded.cursor)",
+        "INSERT INTO subscriptions (channel, organization_id, user_id, cursor, subscribed_at_ms)
+         VALUES (?1, ?5, ?2, ?3, ?4)
+         ON CONFLICT (channel, organization_id, user_id)
+         DO UPDATE SET cursor = MAX(cursor, excluded.cursor)",
     )
     .and_then(|mut st| {
         st.execute(params![
             s.channel,
             s.user_id,
             s.cursor as i64,
-            s.subscribed_at_ms as i64
+            s.subscribed_at_ms as i64,
+            s.org
         ])
     })
     .map_err(no_channel("subscription", &s.channel))?;
     Ok(())
 }
 
-pub(crate) fn delete_subscription(conn: &Connection, channel: &str, user_id: &str) -> Result<bool> {
+pub(crate) fn delete_subscription(
+    conn: &Connection,
+    channel: &str,
+    org: &str,
+    user_id: &str,
+) -> Result<bool> {
     let n = conn
-        .prepare_cached("DELETE FROM subscriptions WHERE channel = ?1 AND user_id = ?2")
-        .and_then(|mut s| s.execute([channel, user_id]))
+        .prepare_cached(
+            "DELETE FROM subscriptions WHERE channel = ?1 AND organization_id = ?2 AND user_id = ?3",
+        )
+        .and_then(|mut s| s.execute([channel, org, user_id]))
         .map_err(from_sqlite)?;
     Ok(n > 0)
 }
@@ -317,6 +326,7 @@ fn subscription_from_row(row: &Row<'_>) -> std::result::Result<SubscriptionRecor
         user_id: col(row, 1, "user_id")?,
         cursor: col_u64(row, 2, "cursor")?,
         subscribed_at_ms: col_u64(row, 3, "subscribed_at_ms")?,
+        org: col(row, 4, "organization_id")?,
     })
 }
 
@@ -324,12 +334,13 @@ pub(crate) fn load_subscriptions(
     conn: &Connection,
     channel: Option<&str>,
 ) -> Result<Loaded<SubscriptionRecord>> {
-    const COLUMNS: &str = "SELECT channel, user_id, cursor, subscribed_at_ms FROM subscriptions";
+    const COLUMNS: &str =
+        "SELECT channel, user_id, cursor, subscribed_at_ms, organization_id FROM subscriptions";
     match channel {
         Some(c) => load(
             conn,
             "subscriptions",
-            &format!("{COLUMNS} WHERE channel = ?1 ORDER BY user_id"),
+            &format!("{COLUMNS} WHERE channel = ?1 ORDER BY organization_id, user_id"),
             [c],
             2,
             subscription_from_row,
@@ -337,7 +348,7 @@ pub(crate) fn load_subscriptions(
         None => load(
             conn,
             "subscriptions",
-            &format!("{COLUMNS} ORDER BY channel, user_id"),
+            &format!("{COLUMNS} ORDER BY channel, organization_id, user_id"),
             [],
             2,
             subscription_from_row,
@@ -351,13 +362,14 @@ pub(crate) fn load_subscriptions(
 pub(crate) fn advance_cursors(conn: &Connection, batch: &[CursorAck]) -> Result<usize> {
     let mut stmt = conn
         .prepare_cached(
-            "UPDATE subscriptions SET cursor = MAX(cursor, ?3) WHERE channel = ?1 AND user_id = ?2",
+            "UPDATE subscriptions SET cursor = MAX(cursor, ?3)
+             WHERE channel = ?1 AND user_id = ?2 AND organization_id = ?4",
         )
         .map_err(from_sqlite)?;
     let mut matched = 0;
     for a in batch {
         matched += stmt
-            .execute(params![a.channel, a.user_id, a.cursor as i64])
+            .execute(params![a.channel, a.user_id, a.cursor as i64, a.org])
             .map_err(from_sqlite)?;
     }
     Ok(matched)
@@ -423,14 +435,16 @@ pub(crate) struct AuditRow {
     pub actor_org: String,
     pub action: &'static str,
     pub channel: Option<String>,
+    pub channel_org: Option<String>,
     pub detail: String,
 }
 
 pub(crate) fn audit(conn: &Connection, rows: &[AuditRow]) -> Result<i64> {
     let mut stmt = conn
         .prepare_cached(
-            "INSERT INTO audit_log (at_ms, actor_user_id, actor_org, action, channel, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO audit_log (at_ms, actor_user_id, actor_org, action, channel, detail,
+                                    channel_org)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .map_err(from_sqlite)?;
     for r in rows {
@@ -440,7 +454,8 @@ pub(crate) fn audit(conn: &Connection, rows: &[AuditRow]) -> Result<i64> {
             r.actor_org,
             r.action,
             r.channel,
-            r.detail
+            r.detail,
+            r.channel_org
         ])
         .map_err(from_sqlite)?;
     }
@@ -452,10 +467,16 @@ pub(crate) fn audit(conn: &Connection, rows: &[AuditRow]) -> Result<i64> {
 /// `(?1 IS NULL OR …)` form would defeat them).
 pub(crate) fn audit_query_sql(q: &AuditQuery) -> (String, Vec<Value>) {
     let mut sql = String::from(
-        "SELECT id, at_ms, actor_user_id, actor_org, action, channel, detail FROM audit_log",
+        "SELECT id, at_ms, actor_user_id, actor_org, action, channel, detail, channel_org
+         FROM audit_log",
     );
     let mut args: Vec<Value> = Vec::new();
     let mut clauses: Vec<String> = Vec::new();
+    if let Some(o) = &q.org {
+        // Visibility first (SPEC §1: the tenant boundary), so `limit` counts visible rows.
+        args.push(Value::Text(o.clone()));
+        clauses.push("(actor_org = ?1 OR channel_org = ?1)".to_owned());
+    }
     let mut arg = |clause: &str, v: Value, args: &mut Vec<Value>| {
         args.push(v);
         clauses.push(format!("{clause} ?{}", args.len()));
@@ -495,6 +516,7 @@ fn audit_from_row(row: &Row<'_>) -> std::result::Result<AuditRecord, String> {
             action: AuditAction::parse(&action)
                 .ok_or(format!("column action: unknown action {action:?}"))?,
             channel: col(row, 5, "channel")?,
+            channel_org: col(row, 7, "channel_org")?,
             detail: col_json!(row, 6, "detail", serde_json::Value)?,
         },
     })
