@@ -63,8 +63,10 @@ pub fn message_frame(payload: &str) -> MessageFrame {
         priority: Priority::High as u8,
         payload: payload.into(),
         sender_user_id: "u-1".into(),
+        sender_org: "org-1".into(),
         sender_role: Role::Coordinator.code(),
         target_user_id: None,
+        target_org: None,
         wedding_context: None,
         idempotency_key: Some("cake-1".into()),
     }

@@ -196,6 +196,12 @@ pub enum MemberRef {
     Qualified { org: String, user_id: String },
 }
 
+impl From<&str> for MemberRef {
+    fn from(sub: &str) -> Self {
+        MemberRef::Local(sub.to_owned())
+    }
+}
+
 impl MemberRef {
     /// Whether `claims` is this member, on a channel of `channel_org`.
     pub fn matches(&self, claims: &Claims, channel_org: &str) -> bool {

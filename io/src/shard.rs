@@ -2121,8 +2121,10 @@ mod journal_tests {
                 priority: 1,
                 payload: "1".into(),
                 sender_user_id: "u".into(),
+                sender_org: "o".into(),
                 sender_role: Role::Coordinator.code(),
                 target_user_id: None,
+                target_org: None,
                 wedding_context: None,
                 idempotency_key: key.map(Into::into),
             }
@@ -2134,7 +2136,7 @@ mod journal_tests {
                 meta,
                 last_id: 8,
                 messages: vec![frame(7, None), frame(8, Some("cake"))],
-                members: vec![("bob".into(), 7)],
+                members: vec![(UserKey::new("o", "bob"), 7)],
             }],
             now_ms(),
         );
@@ -2151,6 +2153,6 @@ mod journal_tests {
             r#"{"op":"publish","channel":"wedding:main:w","type":"general","payload":3}"#,
         ));
         assert!(r[0].contains(r#""id":9"#), "ids continue: {r:?}");
-        assert_eq!(shard.owned["wedding:main:w"].cursor("bob"), Some(7));
+        assert_eq!(shard.owned["wedding:main:w"].cursor(&UserKey::new("o", "bob")), Some(7));
     }
 }

@@ -18,6 +18,7 @@ fn entry(at_ms: u64, user: &str, channel: Option<&str>, action: AuditAction) -> 
         actor_org: "org-a".into(),
         action,
         channel: channel.map(Into::into),
+        channel_org: None,
         detail: json!({ "n": at_ms }),
     }
 }
@@ -121,6 +122,7 @@ fn queries_filter_order_and_limit() {
     let combined = run(
         &reg,
         AuditQuery {
+            org: None,
             channel: Some("wedding:main:w-a".into()),
             actor_user_id: Some("u-0".into()),
             from_ms: Some(105),
@@ -210,4 +212,46 @@ fn old_records_expire() {
     assert_eq!(times(&left), (120..130).rev().collect::<Vec<_>>());
     assert_eq!(wait(reg.expire_audit(120)).unwrap(), 0);
     reg.close().unwrap();
+}
+
+/// SPEC §1/§5: an organization sees its own actors' records and every record about its
+/// channels; the filter runs in the query, so `limit` counts visible records.
+#[test]
+fn organization_visibility_is_applied_before_the_limit() {
+    let (_dir, path) = temp_db();
+    let reg = open(&path);
+    let mut entries = Vec::new();
+    for i in 0..20u64 {
+        // Odd: org-b's actors on org-a's channel (a refusal org-a must see); even: org-c
+        // alone (org-a must not see it); every fifth: org-a itself.
+        let (actor_org, channel_org) = match i {
+            i if i % 5 == 0 => ("org-a", None),
+            i if i % 2 == 1 => ("org-b", Some("org-a")),
+            _ => ("org-c", Some("org-c")),
+        };
+        let mut e = entry(100 + i, "u-1", Some("wedding:main:w-a"), AuditAction::Denied);
+        e.actor_org = actor_org.into();
+        e.channel_org = channel_org.map(Into::into);
+        entries.push(e);
+    }
+    wait(reg.audit_batch(entries)).unwrap();
+    let visible = |org: &str, limit: u32| {
+        run(
+            &reg,
+            AuditQuery {
+                org: Some(org.into()),
+                limit,
+                ..AuditQuery::default()
+            },
+        )
+    };
+    // org-a: 0, 5, 10, 15 (its own) and the 8 other odd ones (on its channel).
+    let all = visible("org-a", 100);
+    assert_eq!(all.len(), 12);
+    assert!(all.iter().all(|r| r.entry.actor_org == "org-a"
+        || r.entry.channel_org.as_deref() == Some("org-a")));
+    assert_eq!(visible("org-a", 3).len(), 3, "limit counts visible rows");
+    let c = visible("org-c", 100);
+    assert!(c.iter().all(|r| r.entry.actor_org == "org-c"));
+    assert_eq!(visible("org-z", 10).len(), 0);
 }

@@ -20,6 +20,7 @@ fn close_drains_the_queue() {
     // Fire and forget: the answer is dropped, the write is not.
     drop(reg.advance_cursors(vec![CursorAck {
         channel: CH.into(),
+        org: "org-1".into(),
         user_id: "u-000".into(),
         cursor: 9_999,
     }]));

@@ -23,6 +23,7 @@ fn filled(path: &Path) -> u64 {
             actor_org: "org-a".into(),
             action: AuditAction::Admin,
             channel: Some("wedding:main:w-1".into()),
+            channel_org: None,
             detail: serde_json::json!({ "pad": "x".repeat(400), "i": i }),
         })
         .collect();

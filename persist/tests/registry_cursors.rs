@@ -13,6 +13,7 @@ const CH: &str = "wedding:main:w-1";
 fn ack(user: &str, cursor: u64) -> CursorAck {
     CursorAck {
         channel: CH.into(),
+        org: "org-1".into(),
         user_id: user.into(),
         cursor,
     }
@@ -81,7 +82,7 @@ fn acks_for_gone_subscriptions_are_skipped() {
     wait(reg.upsert_channel(channel(CH))).unwrap();
     wait(reg.upsert_subscription(sub(CH, "a", 0))).unwrap();
     wait(reg.upsert_subscription(sub(CH, "b", 0))).unwrap();
-    wait(reg.delete_subscription(CH, "b")).unwrap();
+    wait(reg.delete_subscription(CH, "org-1", "b")).unwrap();
     let mut other = ack("a", 5);
     other.channel = "wedding:main:w-404".into();
     let n = wait(reg.advance_cursors(vec![ack("a", 4), ack("b", 4), other])).unwrap();

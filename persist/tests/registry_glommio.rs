@@ -36,6 +36,7 @@ fn replies_resolve_on_glommio_executors() {
                             reg.upsert_subscription(sub(CH, &user, 0)).await.unwrap();
                             let acks = vec![CursorAck {
                                 channel: CH.into(),
+                                org: "org-1".into(),
                                 user_id: user,
                                 cursor: u + 1,
                             }];

@@ -38,6 +38,7 @@ fn a_failing_call_does_not_take_its_group_down() {
         actor_org: "org-a".into(),
         action: AuditAction::Subscribe,
         channel: Some(CH.into()),
+        channel_org: None,
         detail: serde_json::json!({}),
     });
     // Nothing is answered while nothing can commit.

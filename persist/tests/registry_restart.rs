@@ -41,6 +41,7 @@ fn audit() -> AuditEntry {
         actor_org: "org-a".into(),
         action: AuditAction::Create,
         channel: Some(CH.into()),
+        channel_org: None,
         detail: serde_json::json!({"type": "private"}),
     }
 }
@@ -51,6 +52,7 @@ fn write_everything(reg: &Registry) {
     wait(reg.upsert_subscription(sub(CH, "u-1", 0))).unwrap();
     wait(reg.advance_cursors(vec![CursorAck {
         channel: CH.into(),
+        org: "org-1".into(),
         user_id: "u-1".into(),
         cursor: 12,
     }]))
@@ -113,6 +115,7 @@ fn child_acks_until_killed() {
             .map(|i| {
                 reg.advance_cursors(vec![CursorAck {
                     channel: CH.into(),
+                    org: "org-1".into(),
                     user_id: "u-1".into(),
                     cursor: cursor * 10 + i,
                 }])

@@ -129,8 +129,8 @@ fn subscriptions_round_trip_and_go_with_their_channel() {
     let one = wait(reg.load_subscriptions("wedding:main:w-1")).unwrap();
     assert_eq!(one.rows[1], sub("wedding:main:w-1", "u-b", 5));
 
-    assert!(wait(reg.delete_subscription("wedding:main:w-1", "u-a")).unwrap());
-    assert!(!wait(reg.delete_subscription("wedding:main:w-1", "u-a")).unwrap());
+    assert!(wait(reg.delete_subscription("wedding:main:w-1", "org-1", "u-a")).unwrap());
+    assert!(!wait(reg.delete_subscription("wedding:main:w-1", "org-1", "u-a")).unwrap());
     // Deleting the channel deletes its subscriptions.
     wait(reg.delete_channel("wedding:main:w-2")).unwrap();
     let all = wait(reg.load_all_subscriptions()).unwrap();
@@ -192,6 +192,7 @@ fn audit_records_round_trip() {
         actor_org: "org-a".into(),
         action: AuditAction::Denied,
         channel: Some("wedding:main:w-1".into()),
+        channel_org: None,
         detail: json!({"code": "WS_WEDDING_ISOLATION_VIOLATION", "nested": [1, 2.5, null, "é"]}),
     };
     let id = wait(reg.audit(entry.clone())).unwrap();

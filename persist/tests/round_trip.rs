@@ -77,8 +77,10 @@ fn message_frames_survive_and_read_in_place() {
             priority: 2,
             payload: r#"{"at":"21:30"}"#.into(),
             sender_user_id: "u-1".into(),
+            sender_org: "org-1".into(),
             sender_role: 1,
             target_user_id: None,
+            target_org: None,
             wedding_context: None,
             idempotency_key: Some("k-1".into()),
         };

@@ -74,7 +74,7 @@ async fn eight_weddings_stay_apart() {
     }
     // Re-creating an existing name does not hand it over either.
     assert_error(
-        &outsider.create(&chan(0), None).await,
+        &outsider.create(&chan(0), Some("w-0")).await,
         "WS_WEDDING_ISOLATION_VIOLATION",
     );
 
@@ -200,8 +200,9 @@ async fn organization_channels_and_roles() {
         guest.messages("venue:announcements:w-1", 1).await[0]["payload"]["ceremony"],
         "indoors"
     );
-    // Private channels: creator and named members only.
-    let r = coord.request(json!({"op": "create", "name": "couple:private:w-1", "type": "private", "wedding_id": "w-1", "members": ["cp1"]})).await;
+    // Private channels: creator and named members only. A member of another organization
+    // is named with its organization (a plain id is a user of the channel's own).
+    let r = coord.request(json!({"op": "create", "name": "couple:private:w-1", "type": "private", "wedding_id": "w-1", "members": [{"org": "org-x", "user_id": "cp1"}]})).await;
     assert_eq!(r["op"], "created", "{r}");
     let mut member = server
         .connect(&server.token("cp1", "org-x", "couple", &["w-1"]))
@@ -217,9 +218,14 @@ async fn organization_channels_and_roles() {
         &stranger.subscribe("couple:private:w-1").await,
         "WS_FORBIDDEN",
     );
-    // Creating an existing name returns the existing channel to a caller with access.
-    let again = member.create("couple:private:w-1", Some("w-1")).await;
+    // Creating an existing name returns the existing channel to a caller of its own
+    // organization with access; another organization is told, never handed it.
+    let again = coord.create("couple:private:w-1", Some("w-1")).await;
     assert_eq!(again["op"], "created");
     assert_eq!(again["channel_id"], r["channel_id"]);
     assert_eq!(again["created_at"], r["created_at"]);
+    assert_error(
+        &member.create("couple:private:w-1", Some("w-1")).await,
+        "WS_FORBIDDEN",
+    );
 }

@@ -557,15 +557,16 @@ async fn every_failure_has_its_shape_and_status() {
         .await
         .refused(400, "WS_BAD_REQUEST");
 
-    // The refused isolation attempt is in the audit log as denied.
+    // The refused isolation attempt is in the audit log as denied, where the channel's own
+    // organization sees it (SPEC §1), filed under the attacker's organization.
     let audit = get(&server, &format!("{AUDIT}?user_id=u-x"), &[key()])
         .await
         .data();
-    assert_eq!(
-        audit["records"],
-        json!([]),
-        "another organization's actor is not shown"
-    );
+    let records = audit["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "{audit}");
+    assert_eq!(records[0]["action"], "denied");
+    assert_eq!(records[0]["actor_org"], "org-2");
+    assert_eq!(records[0]["channel_org"], "org-1");
     // Nothing above disturbed the server: WebSocket still works.
     let mut c = server.connect(&coord).await;
     assert_eq!(c.subscribe("wedding:main:w-1").await["op"], "subscribed");

@@ -64,6 +64,7 @@ pub fn channel(name: &str) -> ChannelMeta {
 pub fn sub(channel: &str, user: &str, cursor: u64) -> SubscriptionRecord {
     SubscriptionRecord {
         channel: channel.into(),
+        org: "org-1".into(),
         user_id: user.into(),
         cursor,
         subscribed_at_ms: 1_795_341_600_000,
