@@ -163,8 +163,7 @@ impl Claims {
     /// channel with it) is `owner`: listed by id, or `*` when the wedding is this
     /// organization's or nobody's yet. `*` never reaches another organization's wedding.
     pub fn may_create_in_wedding(&self, wedding: &str, owner: Option<&str>) -> bool {
-        self.lists_wedding(wedding)
-            || (self.has_star() && owner.is_none_or(|o| o == self.org))
+        self.lists_wedding(wedding) || (self.has_star() && owner.is_none_or(|o| o == self.org))
     }
 
     /// The wedding is listed by id (`*` is not an id).
@@ -424,7 +423,10 @@ mod tests {
         let m: Vec<MemberRef> =
             serde_json::from_str(r#"["u-1",{"org":"o","user_id":"u-2"}]"#).unwrap();
         assert_eq!(m[0], MemberRef::Local("u-1".into()));
-        assert_eq!(serde_json::to_string(&m).unwrap(), r#"["u-1",{"org":"o","user_id":"u-2"}]"#);
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"["u-1",{"org":"o","user_id":"u-2"}]"#
+        );
     }
 
     #[test]

@@ -83,7 +83,9 @@ struct Kept<F> {
 impl<F> Kept<F> {
     fn visible_to(&self, viewer: &UserKey) -> bool {
         may_see(
-            self.target.as_ref().map(|t| (t.org.as_str(), t.sub.as_str())),
+            self.target
+                .as_ref()
+                .map(|t| (t.org.as_str(), t.sub.as_str())),
             viewer,
         )
     }
@@ -826,7 +828,9 @@ mod tests {
             last_seen_id: Some(2),
             ..Default::default()
         };
-        let r = s.subscribe(A1, &u("bob"), Role::Photographer, from, 4).unwrap();
+        let r = s
+            .subscribe(A1, &u("bob"), Role::Photographer, from, 4)
+            .unwrap();
         assert_eq!(r.messages, vec![3]);
     }
 
@@ -1023,7 +1027,11 @@ mod tests {
             assert!(s.disconnect(conn));
         }
         let o = s.publish(1, 0, Some(&a), None, 0);
-        assert_eq!((o.delivered, o.queued), (0, 1), "counted for its target only");
+        assert_eq!(
+            (o.delivered, o.queued),
+            (0, 1),
+            "counted for its target only"
+        );
         s.publish(2, 0, None, None, 0);
         let (online, queued) = s.recipients(Some(&a));
         assert!(online.is_empty() && queued == vec![a.clone()]);
@@ -1105,13 +1113,17 @@ mod tests {
             last_seen_id: Some(0),
             ..Default::default()
         };
-        let r = s.subscribe(A0, &u("a"), Role::Couple, from.clone(), 0).unwrap();
+        let r = s
+            .subscribe(A0, &u("a"), Role::Couple, from.clone(), 0)
+            .unwrap();
         assert!(r.recovered && r.messages.is_empty());
         s.ack(&u("a"), 1);
         assert_eq!(s.cursor(&u("a")), Some(0));
         s.mark_durable(1);
         s.disconnect(A0);
-        let r = s.subscribe(A0, &u("a"), Role::Couple, from.clone(), 0).unwrap();
+        let r = s
+            .subscribe(A0, &u("a"), Role::Couple, from.clone(), 0)
+            .unwrap();
         assert_eq!(r.messages, vec![1]);
         // Two more appended, then the store fails: both are forgotten, ids and keys too.
         s.append(2, 0, None, Some("k2"), 0);
@@ -1134,15 +1146,8 @@ mod tests {
         let json = serde_json::to_string(&meta).unwrap();
         let meta: ChannelMeta = serde_json::from_str(&json).unwrap();
         let msgs = (41..=47).map(|id| (id, 0, id, None));
-        let mut s = ChannelState::restore(
-            meta.clone(),
-            40,
-            &limits,
-            2,
-            msgs,
-            vec![(u("bob"), 44)],
-            0,
-        );
+        let mut s =
+            ChannelState::restore(meta.clone(), 40, &limits, 2, msgs, vec![(u("bob"), 44)], 0);
         assert_eq!((s.last_id(), s.durable_id(), s.next_id()), (47, 47, 48));
         // Bob comes back without a position: his stored cursor drives the resume.
         let r = s

@@ -355,9 +355,12 @@ mod tests {
             if self.seqs.contains_key(&n) {
                 return false;
             }
-            let seq = self
-                .p
-                .join(PresenceEntry::new(user.into(), "o".into(), conn(n), "photographer"));
+            let seq = self.p.join(PresenceEntry::new(
+                user.into(),
+                "o".into(),
+                conn(n),
+                "photographer",
+            ));
             self.seqs.insert(n, seq);
             true
         }

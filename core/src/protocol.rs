@@ -303,11 +303,16 @@ fn typed(raw: RawRequest<'_>, limits: &Limits) -> Result<Request, Refusal> {
             let mut wedding_facts = None;
             if let Some(w) = raw.wedding_context {
                 if w.get().len() > limits.max_wedding_context_bytes || !is_object(w) {
-                    return Err(invalid("wedding_context must be a small JSON object".into()));
+                    return Err(invalid(
+                        "wedding_context must be a small JSON object".into(),
+                    ));
                 }
                 let c: CreateWeddingContext = serde_json::from_str(w.get())
                     .map_err(|e| invalid(format!("wedding_context: {e}")))?;
-                match (&wedding_id, bounded(c.wedding_id, "wedding_context.wedding_id", limits)?) {
+                match (
+                    &wedding_id,
+                    bounded(c.wedding_id, "wedding_context.wedding_id", limits)?,
+                ) {
                     (Some(a), Some(b)) if *a != b => {
                         return Err(invalid(
                             "wedding_context.wedding_id differs from wedding_id".into(),
@@ -338,8 +343,7 @@ fn typed(raw: RawRequest<'_>, limits: &Limits) -> Result<Request, Refusal> {
                 // `*` (SPEC §1).
                 if w == "*" || w.chars().any(char::is_control) {
                     return Err(invalid(
-                        "wedding_id must be a wedding's id (not `*`, no control characters)"
-                            .into(),
+                        "wedding_id must be a wedding's id (not `*`, no control characters)".into(),
                     ));
                 }
             }
@@ -832,7 +836,8 @@ mod tests {
             ),
             (Some(4), Some(2), Some(1))
         );
-        let v: Value = serde_json::from_slice(&typing("venue:a:b", "u\n", "o", Role::Venue)).unwrap();
+        let v: Value =
+            serde_json::from_slice(&typing("venue:a:b", "u\n", "o", Role::Venue)).unwrap();
         assert_eq!(v["user_id"], "u\n");
         let v: Value =
             serde_json::from_slice(&presence_diff("venue:a:b", &PresenceDiff::default())).unwrap();

@@ -281,16 +281,18 @@ async fn run_shard(
     let router = Rc::new(Router::new(senders, n));
     crate::metrics::install(shared.metrics.clone(), me);
     let mut shard = Shard::new(me as u32, n, cfg.clone(), boot);
+    // The shared tables first: restoring channels counts them into the policy and derives
+    // wedding ownership into the weddings table.
+    shard.catalog = catalog;
+    shard.policy = shared.policy.clone();
+    shard.weddings = shared.weddings.clone();
+    shard.clock = shared.clock;
     if let Some((j, restored)) = journal {
         let n = restored.len();
         shard.restore(restored, crate::shard::now_ms());
         tracing::info!(shard = me, channels = n, "restored");
         shard.journal = Some(j);
     }
-    shard.catalog = catalog;
-    shard.policy = shared.policy.clone();
-    shard.weddings = shared.weddings.clone();
-    shard.clock = shared.clock;
     let commit_ready = shard.commit_ready.clone();
     let ctx = Rc::new(ShardCtx {
         state: RefCell::new(shard),

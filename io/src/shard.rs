@@ -646,7 +646,14 @@ impl Shard {
         };
         let org = ch.meta.access.org.clone();
         if let Err(e) = access::check(&ch.meta.access, claims, Action::Read) {
-            audit_denied(&self.catalog, claims, "subscribe", req.channel.as_str(), Some(&org), &e);
+            audit_denied(
+                &self.catalog,
+                claims,
+                "subscribe",
+                req.channel.as_str(),
+                Some(&org),
+                &e,
+            );
             return reply_err(out, from, None, &e);
         }
         let resume = ResumeFrom {
@@ -1248,7 +1255,14 @@ impl Shard {
         };
         if let Err(e) = access::check(&ch.meta.access, claims, Action::Read) {
             let org = ch.meta.access.org.clone();
-            audit_denied(&self.catalog, claims, "subscribe", req.channel.as_str(), Some(&org), &e);
+            audit_denied(
+                &self.catalog,
+                claims,
+                "subscribe",
+                req.channel.as_str(),
+                Some(&org),
+                &e,
+            );
             return refuse(out, &e);
         }
         let user = claims.user_key();
@@ -1262,11 +1276,7 @@ impl Shard {
             Err(e) => return refuse(out, &e),
         };
         if let (Some(c), true) = (&self.catalog, o.joined) {
-            c.subscribed(
-                req.channel.as_str(),
-                &user,
-                ch.cursor(&user).unwrap_or(0),
-            );
+            c.subscribed(req.channel.as_str(), &user, ch.cursor(&user).unwrap_or(0));
             audit(
                 &self.catalog,
                 claims,
@@ -1333,7 +1343,14 @@ impl Shard {
         };
         if let Err(e) = access::check(&ch.meta.access, claims, Action::Write) {
             let org = ch.meta.access.org.clone();
-            audit_denied(&self.catalog, claims, "publish", req.channel.as_str(), Some(&org), &e);
+            audit_denied(
+                &self.catalog,
+                claims,
+                "publish",
+                req.channel.as_str(),
+                Some(&org),
+                &e,
+            );
             return reply_err(out, from, r#ref, &e);
         }
         if let Some(w) = &req.context_wedding_id {
@@ -1511,8 +1528,7 @@ impl Shard {
                         PendingKind::Message { id, target, frame } => {
                             ch.mark_durable(id);
                             let o = ch.outcome(id, target.as_ref());
-                            let recipients =
-                                p.to.is_call().then(|| ch.recipients(target.as_ref()));
+                            let recipients = p.to.is_call().then(|| ch.recipients(target.as_ref()));
                             deliver_and_reply(
                                 &mut out,
                                 &p.channel,
@@ -1649,14 +1665,14 @@ impl Shard {
         let Some(f) = &req.wedding_facts else {
             return Ok(());
         };
-        let w = crate::weddings::Wedding::new(wedding_id, &claims.org, &f.event_date, &f.time_zone)?;
+        let w =
+            crate::weddings::Wedding::new(wedding_id, &claims.org, &f.event_date, &f.time_zone)?;
         match owner {
             Some(o) if o != claims.org => return Ok(()),
             Some(_) => {
-                let same = self
-                    .weddings
-                    .get(wedding_id)
-                    .is_some_and(|old| old.event_date == w.event_date && old.time_zone == w.time_zone);
+                let same = self.weddings.get(wedding_id).is_some_and(|old| {
+                    old.event_date == w.event_date && old.time_zone == w.time_zone
+                });
                 if same {
                     return Ok(());
                 }
@@ -2153,6 +2169,9 @@ mod journal_tests {
             r#"{"op":"publish","channel":"wedding:main:w","type":"general","payload":3}"#,
         ));
         assert!(r[0].contains(r#""id":9"#), "ids continue: {r:?}");
-        assert_eq!(shard.owned["wedding:main:w"].cursor(&UserKey::new("o", "bob")), Some(7));
+        assert_eq!(
+            shard.owned["wedding:main:w"].cursor(&UserKey::new("o", "bob")),
+            Some(7)
+        );
     }
 }

@@ -229,7 +229,12 @@ fn organization_visibility_is_applied_before_the_limit() {
             i if i % 2 == 1 => ("org-b", Some("org-a")),
             _ => ("org-c", Some("org-c")),
         };
-        let mut e = entry(100 + i, "u-1", Some("wedding:main:w-a"), AuditAction::Denied);
+        let mut e = entry(
+            100 + i,
+            "u-1",
+            Some("wedding:main:w-a"),
+            AuditAction::Denied,
+        );
         e.actor_org = actor_org.into();
         e.channel_org = channel_org.map(Into::into);
         entries.push(e);
@@ -248,8 +253,9 @@ fn organization_visibility_is_applied_before_the_limit() {
     // org-a: 0, 5, 10, 15 (its own) and the 8 other odd ones (on its channel).
     let all = visible("org-a", 100);
     assert_eq!(all.len(), 12);
-    assert!(all.iter().all(|r| r.entry.actor_org == "org-a"
-        || r.entry.channel_org.as_deref() == Some("org-a")));
+    assert!(all
+        .iter()
+        .all(|r| r.entry.actor_org == "org-a" || r.entry.channel_org.as_deref() == Some("org-a")));
     assert_eq!(visible("org-a", 3).len(), 3, "limit counts visible rows");
     let c = visible("org-c", 100);
     assert!(c.iter().all(|r| r.entry.actor_org == "org-c"));

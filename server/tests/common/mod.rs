@@ -162,6 +162,20 @@ impl TestServer {
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
+
+    /// Stops the server gracefully (SIGTERM: the registry is drained) and starts it again on
+    /// the same data directory, after writing `config` as its config file when given; the
+    /// address changes.
+    pub fn restart(&mut self, config: Option<&str>) {
+        let status = self.stop();
+        assert!(status.success(), "graceful stop failed: {status:?}");
+        if let Some(c) = config {
+            std::fs::write(self.data.join("test.toml"), c).unwrap();
+        }
+        let (child, addr) = Self::spawn(&self.data, self.shards);
+        self.child = child;
+        self.addr = addr;
+    }
 }
 
 impl Drop for TestServer {
