@@ -98,6 +98,7 @@ pub struct NaiveMessage {
 #[derive(Debug, Serialize)]
 pub struct NaiveSender {
     pub user_id: String,
+    pub org: String,
     pub role: &'static str,
 }
 
@@ -114,6 +115,7 @@ impl NaiveMessage {
             payload: serde_json::from_str(&f.payload).expect("fixture payload is JSON"),
             sender: NaiveSender {
                 user_id: f.sender_user_id.clone(),
+                org: f.sender_org.clone(),
                 role: Role::from_code(f.sender_role)
                     .map(Role::as_str)
                     .unwrap_or("supplier"),

@@ -569,16 +569,13 @@ fn channel_row(m: ChannelMeta) -> Result<ChannelRow, RegistryError> {
 }
 
 fn audit_row(e: AuditEntry) -> Result<AuditRow, RegistryError> {
-    // Empty actors are allowed: an unauthenticated attempt has no verified identity.
+    // An unauthenticated attempt has no verified identity: its actor may be empty.
     for (field, v) in [
         ("actor_user_id", &e.actor_user_id),
         ("actor_org", &e.actor_org),
     ] {
-        if v.len() > records::ID_MAX_BYTES {
-            return Err(RegistryError::Invalid(format!(
-                "{field} is over {} bytes",
-                records::ID_MAX_BYTES
-            )));
+        if !(e.action == AuditAction::Unauthorized && v.is_empty()) {
+            check_id(field, v)?;
         }
     }
     if let Some(c) = &e.channel {
