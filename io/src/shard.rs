@@ -264,8 +264,7 @@ fn deliver_and_reply(
     frame: &Arc<FrameBytes>,
     to: ConnRef,
     r#ref: Option<&str>,
-    recipients: Option<(Vec<UserKey>, Vec<UserKey>)>,
-    channel_org: &str,
+    recipients: Option<(Vec<String>, Vec<String>)>,
 ) {
     // The answer goes first: routed after the deliveries it would wait behind the fan-out
     // to every local subscriber (measured: `published` p50 ~13 ms with 2,000 subscribers).
@@ -276,23 +275,11 @@ fn deliver_and_reply(
     let mut reply = protocol::reply_published(r#ref, channel.as_str(), o.id, o.delivered, o.queued);
     if let Some((online, queued)) = recipients {
         // A REST call: who it went to (SPEC §4 `delivery_guarantees`).
-        // Users of the channel's organization by their id, others as `org/id`.
-        let shown = |v: Vec<UserKey>| -> Vec<String> {
-            v.into_iter()
-                .map(|u| {
-                    if u.org == channel_org {
-                        u.sub
-                    } else {
-                        u.to_string()
-                    }
-                })
-                .collect()
-        };
         reply.pop();
         reply.extend_from_slice(b",\"immediate\":");
-        serde_json::to_writer(&mut reply, &shown(online)).expect("json");
+        serde_json::to_writer(&mut reply, &online).expect("json");
         reply.extend_from_slice(b",\"queued\":");
-        serde_json::to_writer(&mut reply, &shown(queued)).expect("json");
+        serde_json::to_writer(&mut reply, &queued).expect("json");
         reply.push(b'}');
     }
     out.push((
@@ -310,6 +297,22 @@ fn deliver_and_reply(
             },
         ));
     }
+}
+
+/// Who a durable message goes to, for the REST door's `delivery_guarantees`: users of the
+/// channel's organization by their id, others as `org/id`.
+fn rest_recipients<F: Clone>(
+    ch: &ChannelState<F>,
+    target: Option<&UserKey>,
+) -> (Vec<String>, Vec<String>) {
+    let org = &ch.meta.access.org;
+    let shown = |v: Vec<UserKey>| -> Vec<String> {
+        v.into_iter()
+            .map(|u| if &u.org == org { u.sub } else { u.to_string() })
+            .collect()
+    };
+    let (online, queued) = ch.recipients(target);
+    (shown(online), shown(queued))
 }
 
 fn journal_refusal(e: &JournalError) -> Refusal {
@@ -1452,17 +1455,8 @@ impl Shard {
                 frame.idempotency_key.as_deref(),
                 now,
             );
-            let recipients = from.is_call().then(|| ch.recipients(target.as_ref()));
-            return deliver_and_reply(
-                out,
-                &req.channel,
-                &o,
-                &bytes,
-                from,
-                r#ref,
-                recipients,
-                &ch.meta.access.org,
-            );
+            let recipients = from.is_call().then(|| rest_recipients(ch, target.as_ref()));
+            return deliver_and_reply(out, &req.channel, &o, &bytes, from, r#ref, recipients);
         };
         // Stored first, then heard of (SPEC §2.5): the commit pump answers and delivers
         // once the journal says the position is durable.
@@ -1528,7 +1522,8 @@ impl Shard {
                         PendingKind::Message { id, target, frame } => {
                             ch.mark_durable(id);
                             let o = ch.outcome(id, target.as_ref());
-                            let recipients = p.to.is_call().then(|| ch.recipients(target.as_ref()));
+                            let recipients =
+                                p.to.is_call().then(|| rest_recipients(ch, target.as_ref()));
                             deliver_and_reply(
                                 &mut out,
                                 &p.channel,
@@ -1537,7 +1532,6 @@ impl Shard {
                                 p.to,
                                 p.r#ref.as_deref(),
                                 recipients,
-                                &ch.meta.access.org,
                             );
                         }
                         PendingKind::Created { reply } => {

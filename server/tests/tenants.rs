@@ -399,7 +399,7 @@ async fn a_squatted_wedding_id_gives_the_squatter_nothing() {
         }
     }
     // A wedding only named by a channel (never registered) is owned across a restart too.
-    let mut m = server.connect(&mike).await;
+    let m = server.connect(&mike).await;
     let t = server.token("mike", "venue-2", "couple", &["w-mike2"]);
     let mut m2 = server.connect(&t).await;
     assert_eq!(
