@@ -14,8 +14,11 @@ const ADMIN_HTML: &str = include_str!("../assets/admin/index.html");
 const ADMIN_JS: &str = include_str!("../assets/admin/admin.js");
 const ADMIN_CSS: &str = include_str!("../assets/admin/admin.css");
 
-/// The client may change between releases; a page revalidates it hourly at most.
-const CLIENT_CACHE: &str = "Cache-Control: public, max-age=3600\r\n";
+/// The client may change between releases; a page revalidates it hourly at most. Any
+/// origin may load it (an app's pages usually live on another origin than the server, and
+/// a cross-origin `<script type="module">` needs CORS); it holds no secret.
+const CLIENT_CACHE: &str =
+    "Cache-Control: public, max-age=3600\r\nAccess-Control-Allow-Origin: *\r\n";
 /// The admin page holds credentials in memory: never keep a copy.
 const ADMIN_CACHE: &str = "Cache-Control: no-store\r\n";
 /// The admin page loads only its own files and talks only to this server.
