@@ -34,6 +34,7 @@ export const ClientCodes = Object.freeze({
   PROTOCOL: 'CLIENT_PROTOCOL',
 });
 
+/** @type {Set<string>} */
 const RETRYABLE_CLIENT = new Set([
   ClientCodes.NOT_CONNECTED,
   ClientCodes.DISCONNECTED,
@@ -183,7 +184,7 @@ export const States = Object.freeze({
 
 export class RingbearerClient {
   /**
-   * @param {import('./ringbearer').ClientOptions} options
+   * @param {import('./ringbearer.js').ClientOptions} options
    */
   constructor(options) {
     if (!options || typeof options.url !== 'string') throw new TypeError('options.url is required');
@@ -216,7 +217,7 @@ export class RingbearerClient {
     /** @type {Map<string, Map<string, any>>} */
     this._presence = new Map();
     this._presenceTotal = new Map();
-    /** @type {{frame: any, resolve: Function, reject: Function}[]} */
+    /** @type {{frame: any, seq: number, resolve: Function, reject: Function}[]} */
     this._outbox = [];
     /** @type {{resolve: Function, reject: Function, timer: any}[]} */
     this._openWaiters = [];

@@ -165,3 +165,26 @@ test('token_expiring: the token callback refreshes the token on the open connect
   await waitFor(() => fresh.seen.length === 1, 'message after expiry');
   assert.equal(fresh.states.filter((s) => s.state === 'open').length, 1, 'never reconnected');
 });
+
+test('the outbox is bounded; close() fails what waits with CLIENT_CLOSED', async (t) => {
+  const server = await TestServer.start();
+  t.after(() => server.stop());
+  const ch = 'wedding:main:w-1';
+  const w = client(server, { getToken: async () => server.token('u-w', 'org-1', 'coordinator', ['w-1']), outboxMax: 2 });
+  await w.c.connect();
+  await w.c.create({ name: ch, wedding_id: 'w-1' });
+  await server.kill();
+  await waitFor(() => w.c.state === 'reconnecting', 'reconnecting');
+  const first = w.c.publish({ channel: ch, type: 'general', payload: 1 });
+  const second = w.c.publish({ channel: ch, type: 'general', payload: 2 });
+  await assert.rejects(w.c.publish({ channel: ch, type: 'general', payload: 3 }), (e) => e.code === 'CLIENT_OUTBOX_FULL' && e.retryable);
+  assert.equal(w.c.outboxSize, 2);
+  // Reconnect attempts back off: delays stay within the configured bound.
+  await waitFor(() => w.states.filter((s) => s.state === 'reconnecting').length >= 3, 'three attempts');
+  for (const s of w.states.filter((x) => x.state === 'reconnecting')) assert.ok(s.delayMs >= 0 && s.delayMs <= 500, `delay ${s.delayMs}`);
+  w.c.close();
+  await assert.rejects(first, (e) => e.code === 'CLIENT_CLOSED');
+  await assert.rejects(second, (e) => e.code === 'CLIENT_CLOSED');
+  assert.equal(w.states.at(-1).state, 'closed');
+  await assert.rejects(w.c.publish({ channel: ch, type: 'general', payload: 4 }), (e) => e.code === 'CLIENT_CLOSED');
+});
