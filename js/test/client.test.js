@@ -188,3 +188,37 @@ test('the outbox is bounded; close() fails what waits with CLIENT_CLOSED', async
   assert.equal(w.states.at(-1).state, 'closed');
   await assert.rejects(w.c.publish({ channel: ch, type: 'general', payload: 4 }), (e) => e.code === 'CLIENT_CLOSED');
 });
+
+test('acks move the user\'s cursor: manual acks resume after the acked id, automatic acks after all', async (t) => {
+  const server = await TestServer.start();
+  t.after(() => server.stop());
+  const ch = 'wedding:main:w-1';
+  const tok = (u) => async () => server.token(u, 'org-1', 'couple', ['w-1']);
+  const w = client(server, { getToken: async () => server.token('u-w', 'org-1', 'coordinator', ['w-1']) });
+  const manual = client(server, { getToken: tok('u-manual'), autoAck: false });
+  const auto = client(server, { getToken: tok('u-auto') });
+  t.after(() => { w.c.close(); manual.c.close(); auto.c.close(); });
+  await Promise.all([w.c.connect(), manual.c.connect(), auto.c.connect()]);
+  await w.c.create({ name: ch, wedding_id: 'w-1' });
+  await manual.c.subscribe(ch);
+  await auto.c.subscribe(ch);
+  for (let n = 1; n <= 3; n++) await w.c.publish({ channel: ch, type: 'general', payload: n });
+  await waitFor(() => manual.seen.length === 3 && auto.seen.length === 3, 'three at both');
+  manual.c.ack(ch, 2);
+  // A request to the channel's owner after the ack, on the same connection: the ack is in.
+  await manual.c.setPresence(ch, { activity: 'done' });
+  await auto.c.setPresence(ch, { activity: 'done' });
+  manual.c.close();
+  auto.c.close();
+  // The same users on new clients (a page reload): the server resumes from their cursors.
+  const manual2 = client(server, { getToken: tok('u-manual') });
+  const auto2 = client(server, { getToken: tok('u-auto') });
+  t.after(() => { manual2.c.close(); auto2.c.close(); });
+  await Promise.all([manual2.c.connect(), auto2.c.connect()]);
+  const m = await manual2.c.subscribe(ch);
+  const a = await auto2.c.subscribe(ch);
+  assert.deepEqual(m.messages.map((x) => x.id), [3]);
+  assert.deepEqual(manual2.seen.map((x) => x.id), [3]);
+  assert.deepEqual(a.messages, []);
+  assert.equal(a.recovered, true);
+});
