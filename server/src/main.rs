@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+mod assets;
 mod config;
 mod dev_cert;
 mod rest;

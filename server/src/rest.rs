@@ -225,6 +225,9 @@ impl Rest {
     }
 
     async fn route(&self, api: Api, req: HttpRequest) -> HttpResponse {
+        if let Some(r) = crate::assets::serve(&req) {
+            return r;
+        }
         const ROUTES: [(&str, &str); 9] = [
             ("POST", "/api/websocket/channels/create"),
             ("POST", "/api/websocket/channels/subscribe"),

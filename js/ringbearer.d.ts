@@ -1,0 +1,194 @@
+// Types of @ringbearer/client (ringbearer.js). Hand-written; keep in step with the module.
+
+export type ConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
+export type Priority = 'low' | 'normal' | 'high' | 'critical';
+
+export interface BackoffOptions {
+  /** Ceiling of the first reconnect delay, ms. Default 100. */
+  initialMs?: number;
+  /** No delay is longer than this, ms; also how long a connection must stay up to reset the attempt count. Default 5000. */
+  maxMs?: number;
+  /** Growth of the ceiling per attempt (>= 1). Default 2. */
+  multiplier?: number;
+  /** Full jitter (uniform in [0, ceiling]). Default true; false only for tests. */
+  jitter?: boolean;
+}
+
+export interface ClientOptions {
+  /** ws:// or wss:// URL of the server's /ws. */
+  url: string;
+  /** A fixed token. Give this or getToken. */
+  token?: string;
+  /** Asked before every (re)connect and on token_expiring. */
+  getToken?: () => string | Promise<string>;
+  /** A WebSocket constructor (the browser's by default; in Node 20 the `ws` package's). */
+  WebSocket?: any;
+  backoff?: BackoffOptions;
+  /** How long a call waits for its reply (and for a connection). Default 10000 ms. */
+  requestTimeoutMs?: number;
+  /** App-level ping period to find dead connections; 0 disables. Default 25000 ms. */
+  pingIntervalMs?: number;
+  /** Acknowledge every delivered message automatically (coalesced). Default true. */
+  autoAck?: boolean;
+  /** Publishes kept while disconnected. Default 100. */
+  outboxMax?: number;
+  /** How the token travels: Sec-WebSocket-Protocol (default) or ?token=. */
+  tokenTransport?: 'protocol' | 'query';
+  /** Random source in [0, 1) for the jitter. Default Math.random. */
+  random?: () => number;
+}
+
+export interface PresenceEntry {
+  user_id: string;
+  connection_id: string;
+  role: string;
+  meta: Record<string, unknown>;
+}
+
+export interface Message {
+  op: 'message';
+  channel: string;
+  id: number;
+  type: string;
+  event?: string;
+  priority?: Priority;
+  payload: unknown;
+  sender: { user_id: string; role: string };
+  ts: number;
+  target_user_id?: string;
+  wedding_context?: WeddingContext;
+  idempotency_key?: string;
+}
+
+export interface WeddingContext {
+  wedding_id: string;
+  event_date?: string;
+  vendor_type?: string;
+  requires_immediate_action?: boolean;
+}
+
+export interface CreateSpec {
+  name: string;
+  type?: 'private' | 'shared' | 'broadcast';
+  wedding_id?: string;
+  permissions?: { read?: string[]; write?: string[]; admin?: string[] };
+  members?: string[];
+  max_subscribers?: number;
+  message_retention_hours?: number;
+}
+
+export interface Created { channelId: string; channelName: string; createdAt: string }
+
+export interface SubscribeOptions { lastSeenId?: number; epoch?: string; includeHistory?: boolean }
+
+export interface Subscribed {
+  channel: string;
+  epoch: string;
+  recovered: boolean;
+  messages: Message[];
+  presence: PresenceEntry[];
+  presenceTotal: number;
+}
+
+export interface PublishSpec {
+  channel: string;
+  type: string;
+  payload: unknown;
+  event?: string;
+  priority?: Priority;
+  /** Given or generated; a resend with the same key is never stored twice. */
+  idempotencyKey?: string;
+  targetUserId?: string;
+  weddingContext?: WeddingContext;
+}
+
+export interface Published { id: number; deliveredCount: number; queuedCount: number; channel: string }
+
+export interface StateEvent {
+  state: ConnectionState;
+  /** On open: whether it followed a loss. */
+  reconnect?: boolean;
+  /** On reconnecting/closed: why. */
+  reason?: string;
+  /** On reconnecting: the WebSocket close code (0 when none). */
+  code?: number;
+  attempt?: number;
+  delayMs?: number;
+}
+
+export interface PresenceEvent { channel: string; members: PresenceEntry[]; total: number }
+export interface TypingEvent { channel: string; userId: string; role: string }
+
+export interface EventMap {
+  state: StateEvent;
+  message: Message;
+  presence: PresenceEvent;
+  typing: TypingEvent;
+  resubscribed: { channel: string; recovered: boolean };
+  token_expiring: { expiresAt: number };
+  error: RingbearerError | Error;
+}
+
+export declare const ClientCodes: {
+  readonly NOT_CONNECTED: 'CLIENT_NOT_CONNECTED';
+  readonly DISCONNECTED: 'CLIENT_DISCONNECTED';
+  readonly TIMEOUT: 'CLIENT_TIMEOUT';
+  readonly CLOSED: 'CLIENT_CLOSED';
+  readonly OUTBOX_FULL: 'CLIENT_OUTBOX_FULL';
+  readonly PROTOCOL: 'CLIENT_PROTOCOL';
+};
+
+export declare const States: {
+  readonly IDLE: 'idle';
+  readonly CONNECTING: 'connecting';
+  readonly OPEN: 'open';
+  readonly RECONNECTING: 'reconnecting';
+  readonly CLOSED: 'closed';
+};
+
+export declare class RingbearerError extends Error {
+  constructor(code: string, message: string, extra?: { retryable?: boolean; retryAfter?: number | null; ref?: string | null });
+  /** `WS_*` from the server (docs/protocol.md "Errors") or `CLIENT_*`. */
+  readonly code: string;
+  readonly serverMessage: string;
+  readonly retryable: boolean;
+  /** Seconds, from the server's retry_after (WS_RATE_LIMITED). */
+  readonly retryAfter: number | null;
+  readonly ref: string | null;
+  static fromFrame(frame: unknown): RingbearerError;
+}
+
+export declare class RingbearerClient {
+  constructor(options: ClientOptions);
+  readonly url: string;
+  readonly state: ConnectionState;
+  readonly outboxSize: number;
+  on<K extends keyof EventMap>(type: K, fn: (ev: EventMap[K]) => void): () => void;
+  off<K extends keyof EventMap>(type: K, fn: (ev: EventMap[K]) => void): void;
+  connect(): Promise<void>;
+  close(reason?: string): void;
+  create(spec: CreateSpec): Promise<Created>;
+  subscribe(channel: string, opts?: SubscribeOptions): Promise<Subscribed>;
+  unsubscribe(channel: string): Promise<void>;
+  publish(msg: PublishSpec): Promise<Published>;
+  ack(channel: string, id: number): void;
+  setPresence(channel: string, meta: Record<string, unknown>): Promise<void>;
+  typing(channel: string): void;
+  members(channel: string): PresenceEntry[];
+  ping(): Promise<void>;
+  refreshToken(token?: string): Promise<void>;
+}
+
+export declare function backoffDelay(attempt: number, opts?: BackoffOptions, random?: () => number): number;
+
+export declare class DedupTracker {
+  onSubscribed(channel: string, epoch: string): void;
+  accept(channel: string, id: number, priority?: Priority): boolean;
+  position(channel: string): { lastSeenId: number | null; epoch: string | null };
+  forget(channel: string): void;
+  list(): string[];
+}
+
+export declare function applyPresence(members: Map<string, PresenceEntry>, frame: unknown): Map<string, PresenceEntry>;
+
+export default RingbearerClient;

@@ -1,0 +1,78 @@
+// Unit tests of the client's pure parts: backoff bounds, de-duplication per priority
+// class, presence folding, error mapping.
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { backoffDelay, DedupTracker, applyPresence, RingbearerError, RingbearerClient } from '../ringbearer.js';
+
+test('backoff: ceiling grows exponentially and is capped; full jitter stays within it', () => {
+  const o = { initialMs: 100, maxMs: 5000, multiplier: 2 };
+  assert.equal(backoffDelay(0, { ...o, jitter: false }), 100);
+  assert.equal(backoffDelay(3, { ...o, jitter: false }), 800);
+  assert.equal(backoffDelay(10, { ...o, jitter: false }), 5000);
+  assert.equal(backoffDelay(5000, { ...o, jitter: false }), 5000);
+  assert.equal(backoffDelay(3, o, () => 0), 0);
+  assert.ok(backoffDelay(3, o, () => 0.999999) <= 800);
+  assert.equal(backoffDelay(3, o, () => 0.5), 400);
+  for (let a = 0; a < 100; a++) {
+    const d = backoffDelay(a, o);
+    assert.ok(d >= 0 && d <= 5000, `attempt ${a}: ${d}`);
+  }
+  // A multiplier under 1 is taken as 1: never shrinking.
+  assert.equal(backoffDelay(7, { initialMs: 50, maxMs: 1000, multiplier: 0.5, jitter: false }), 50);
+});
+
+test('dedup: repeats dropped per priority class; epoch change resets', () => {
+  const t = new DedupTracker();
+  const ch = 'wedding:main:w-1';
+  assert.ok(t.accept(ch, 5), 'unknown channels pass through');
+  t.onSubscribed(ch, 'e1');
+  assert.ok(t.accept(ch, 1));
+  assert.ok(t.accept(ch, 2));
+  assert.ok(!t.accept(ch, 2));
+  assert.ok(!t.accept(ch, 1));
+  // critical 4 overtakes normal 3 in a backlog: 3 still gets through.
+  assert.ok(t.accept(ch, 4, 'critical'));
+  assert.ok(t.accept(ch, 3, 'normal'));
+  assert.ok(!t.accept(ch, 4, 'critical'));
+  assert.deepEqual(t.position(ch), { lastSeenId: 4, epoch: 'e1' });
+  t.onSubscribed(ch, 'e1');
+  assert.ok(!t.accept(ch, 3));
+  t.onSubscribed(ch, 'e2');
+  assert.ok(t.accept(ch, 1), 'a new epoch starts over');
+  t.forget(ch);
+  assert.deepEqual(t.position(ch), { lastSeenId: null, epoch: null });
+});
+
+test('presence: list replaces, diff removes leaves then adds joins', () => {
+  const m = new Map();
+  const e = (c, meta = {}) => ({ user_id: 'u-' + c, connection_id: c, role: 'guest', meta });
+  applyPresence(m, { op: 'subscribed', presence: [e('a'), e('b')] });
+  assert.deepEqual([...m.keys()], ['a', 'b']);
+  applyPresence(m, { op: 'presence_diff', leaves: [e('a')], joins: [e('c'), e('a', { activity: 'x' })] });
+  assert.deepEqual([...m.keys()], ['b', 'c', 'a']);
+  assert.deepEqual(m.get('a').meta, { activity: 'x' });
+  applyPresence(m, { op: 'presence_diff', joins: [e('b')], leaves: [] });
+  assert.equal(m.size, 3, 'a join already held changes nothing');
+  applyPresence(m, { op: 'presence_state', presence: [e('z')] });
+  assert.deepEqual([...m.keys()], ['z']);
+});
+
+test('errors carry the SPEC code, retryable and retryAfter', () => {
+  const e = RingbearerError.fromFrame({ op: 'error', ref: 'r1', code: 'WS_RATE_LIMITED', message: 'slow down', retryable: true, retry_after: 7 });
+  assert.ok(e instanceof Error);
+  assert.equal(e.code, 'WS_RATE_LIMITED');
+  assert.equal(e.retryAfter, 7);
+  assert.equal(e.retryable, true);
+  assert.equal(e.ref, 'r1');
+  const c = new RingbearerError('CLIENT_TIMEOUT', 'x');
+  assert.equal(c.retryable, true);
+  assert.equal(c.retryAfter, null);
+});
+
+test('constructor refuses a missing url, token or WebSocket', () => {
+  assert.throws(() => new RingbearerClient({}), /url/);
+  assert.throws(() => new RingbearerClient({ url: 'ws://x/ws', WebSocket: class {} }), /token/);
+  if (typeof globalThis.WebSocket !== 'function') {
+    assert.throws(() => new RingbearerClient({ url: 'ws://x/ws', token: 't' }), /WebSocket/);
+  }
+});
