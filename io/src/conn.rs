@@ -890,14 +890,17 @@ fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
                 Ok(c) => {
                     let cur = conn.claims();
                     if c.sub != cur.sub || c.org != cur.org {
-                        return send_refusal(
-                            conn,
-                            r#ref.as_deref(),
-                            &Refusal::new(
-                                ErrorCode::Unauthorized,
-                                "a refreshed token must name the same sub and org",
-                            ),
+                        let e = Refusal::new(
+                            ErrorCode::Unauthorized,
+                            "a refreshed token must name the same sub and org",
                         );
+                        crate::shard::audit_refused_refresh(
+                            &ctx.state.borrow().catalog,
+                            &cur,
+                            from,
+                            &e,
+                        );
+                        return send_refusal(conn, r#ref.as_deref(), &e);
                     }
                     let claims = Arc::new(c);
                     *conn.claims.borrow_mut() = claims.clone();
