@@ -281,6 +281,9 @@ async fn run_shard(
     let router = Rc::new(Router::new(senders, n));
     crate::metrics::install(shared.metrics.clone(), me);
     let mut shard = Shard::new(me as u32, n, cfg.clone(), boot);
+    // Before `restore`, which counts the restored channels into it (tier limits survive a
+    // restart, SPEC §1).
+    shard.policy = shared.policy.clone();
     if let Some((j, restored)) = journal {
         let n = restored.len();
         shard.restore(restored, crate::shard::now_ms());
@@ -288,7 +291,6 @@ async fn run_shard(
         shard.journal = Some(j);
     }
     shard.catalog = catalog;
-    shard.policy = shared.policy.clone();
     shard.weddings = shared.weddings.clone();
     shard.clock = shared.clock;
     let commit_ready = shard.commit_ready.clone();
