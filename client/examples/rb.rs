@@ -51,7 +51,8 @@ fn main() {
             ca_file: ca,
             ..ClientConfig::new(url, token)
         })
-        .await {
+        .await
+        {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("connect: {e}");

@@ -57,7 +57,10 @@ impl Client {
         config.validate().map_err(Error::InvalidConfig)?;
         let req = driver::upgrade_request(&config)?;
         let tls = if config.url.starts_with("wss://") {
-            Some(crate::tls::client_config(config.ca_file.as_deref()).map_err(Error::InvalidConfig)?)
+            Some(
+                crate::tls::client_config(config.ca_file.as_deref())
+                    .map_err(Error::InvalidConfig)?,
+            )
         } else {
             None
         };

@@ -159,7 +159,10 @@ impl ClientConfig {
     /// Checks every bound and how they relate. Returns the first problem found.
     pub fn validate(&self) -> Result<(), String> {
         if !self.url.starts_with("ws://") && !self.url.starts_with("wss://") {
-            return Err(format!("url {:?} must start with ws:// or wss://", self.url));
+            return Err(format!(
+                "url {:?} must start with ws:// or wss://",
+                self.url
+            ));
         }
         self.backoff.validate()?;
         if self.request_timeout.is_zero() {

@@ -143,7 +143,10 @@ pub(crate) async fn open(
             .host()
             .ok_or_else(|| Error::InvalidConfig(format!("url {uri}: no host")))?;
         // An IPv6 literal comes bracketed in the URL.
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
         let tcp = TcpStream::connect((host.as_str(), port))
             .await
@@ -151,9 +154,8 @@ pub(crate) async fn open(
         // Nagle off: frames are small and latency matters more than packet count.
         let _ = tcp.set_nodelay(true);
         let stream: Box<dyn Io> = if secure {
-            let cfg = tls.ok_or_else(|| {
-                Error::InvalidConfig("wss:// without a TLS configuration".into())
-            })?;
+            let cfg = tls
+                .ok_or_else(|| Error::InvalidConfig("wss:// without a TLS configuration".into()))?;
             let name = rustls::pki_types::ServerName::try_from(host.clone())
                 .map_err(|e| Error::InvalidConfig(format!("TLS server name {host:?}: {e}")))?;
             let s = tokio_rustls::TlsConnector::from(cfg)

@@ -146,7 +146,10 @@ impl RawRequest<'_> {
             ("permissions", self.permissions.is_some()),
             ("members", self.members.is_some()),
             ("max_subscribers", self.max_subscribers.is_some()),
-            ("message_retention_hours", self.message_retention_hours.is_some()),
+            (
+                "message_retention_hours",
+                self.message_retention_hours.is_some(),
+            ),
             ("channel", self.channel.is_some()),
             ("last_seen_id", self.last_seen_id.is_some()),
             ("epoch", self.epoch.is_some()),
@@ -727,8 +730,9 @@ mod tests {
     #[test]
     fn unknown_fields_are_refused_by_name() {
         // Unknown to every op: refused, the `ref` still echoed.
-        let e = parse(r#"{"op":"subscribe","ref":"r1","channel":"wedding:main:w-1","last_seen":3}"#)
-            .unwrap_err();
+        let e =
+            parse(r#"{"op":"subscribe","ref":"r1","channel":"wedding:main:w-1","last_seen":3}"#)
+                .unwrap_err();
         assert_eq!(e.refusal.code, ErrorCode::BadRequest);
         assert_eq!(e.refusal.message, "unknown field `last_seen`");
         assert_eq!(e.r#ref.as_deref(), Some("r1"));
@@ -738,19 +742,33 @@ mod tests {
             "unknown field `channel` for op `ping`"
         );
         assert_eq!(
-            message(r#"{"op":"create","name":"wedding:main:w-1","wedding_id":"w-1","wedding_context":{"wedding_id":"w-1"}}"#),
+            message(
+                r#"{"op":"create","name":"wedding:main:w-1","wedding_id":"w-1","wedding_context":{"wedding_id":"w-1"}}"#
+            ),
             "unknown field `wedding_context` for op `create`"
         );
         // Inside `permissions` too; `payload`, `meta` and `wedding_context` are the app's.
         assert_eq!(
-            message(r#"{"op":"create","name":"wedding:main:w-1","permissions":{"raed":["venue"]}}"#),
+            message(
+                r#"{"op":"create","name":"wedding:main:w-1","permissions":{"raed":["venue"]}}"#
+            ),
             "unknown field `raed`"
         );
         assert!(parse(r#"{"op":"publish","channel":"wedding:main:w-1","type":"general","payload":{"anything":1}}"#).is_ok());
         // A null field is as good as absent.
         assert!(parse(r#"{"op":"ping","channel":null}"#).is_ok());
         // Every op's own fields are accepted (the table is the parser's).
-        for op in ["create", "subscribe", "unsubscribe", "publish", "ack", "presence", "typing", "token", "ping"] {
+        for op in [
+            "create",
+            "subscribe",
+            "unsubscribe",
+            "publish",
+            "ack",
+            "presence",
+            "typing",
+            "token",
+            "ping",
+        ] {
             assert!(fields_of(op).is_some(), "{op}");
         }
         assert!(fields_of("nope").is_none());
@@ -770,13 +788,20 @@ mod tests {
         assert!(parse_request(&deep(l.max_json_depth - 1), &l).is_ok());
         let e = parse_request(&deep(l.max_json_depth), &l).unwrap_err();
         assert_eq!(e.refusal.code, ErrorCode::BadRequest);
-        assert!(e.refusal.message.contains("max_json_depth"), "{}", e.refusal.message);
+        assert!(
+            e.refusal.message.contains("max_json_depth"),
+            "{}",
+            e.refusal.message
+        );
         assert_eq!(
             parse_request(&deep(20_000), &l).unwrap_err().refusal.code,
             ErrorCode::BadRequest
         );
         // Brackets inside strings (escaped quotes too) do not count.
-        let s = format!(r#"{{"op":"publish","channel":"wedding:main:w-1","type":"general","payload":"\"{}"}}"#, "[".repeat(500));
+        let s = format!(
+            r#"{{"op":"publish","channel":"wedding:main:w-1","type":"general","payload":"\"{}"}}"#,
+            "[".repeat(500)
+        );
         assert!(parse_request(&s, &l).is_ok());
         assert!(!json_too_deep(br#"{"a":"\\["}"#, 1));
         assert!(json_too_deep(br#"{"a":"\\","b":[]}"#, 1));

@@ -73,13 +73,21 @@ async fn both_doors_refuse_unknown_fields_and_deep_nesting_alike() {
     // …and on REST, worded the same.
     let body = json!({"channel_name": CH, "content": {"a": 1}, "type": "general", "priority": "normal", "colour": "red"});
     assert_rest_refused(
-        &rest(&server, "/api/websocket/channels/broadcast", &token, &body.to_string()).await,
+        &rest(
+            &server,
+            "/api/websocket/channels/broadcast",
+            &token,
+            &body.to_string(),
+        )
+        .await,
         "unknown field `colour`",
     );
 
     // Nesting: the request object is level 1, so a payload of 63 arrays is level 64.
     let publish = |payload: &str| {
-        format!(r#"{{"op":"publish","ref":"deep","channel":"{CH}","type":"general","payload":{payload}}}"#)
+        format!(
+            r#"{{"op":"publish","ref":"deep","channel":"{CH}","type":"general","payload":{payload}}}"#
+        )
     };
     ws.send_text(&publish(&nested(63))).await;
     let ok = ws.wait_for(|v| v["ref"] == "deep").await;
@@ -90,7 +98,9 @@ async fn both_doors_refuse_unknown_fields_and_deep_nesting_alike() {
         assert_refused(&r, "max_json_depth");
     }
     let broadcast = |content: &str| {
-        format!(r#"{{"channel_name":"{CH}","type":"general","priority":"normal","content":{content}}}"#)
+        format!(
+            r#"{{"channel_name":"{CH}","type":"general","priority":"normal","content":{content}}}"#
+        )
     };
     let (status, v) = rest(
         &server,

@@ -146,7 +146,9 @@ async fn token_refuses_a_data_directory_without_a_secret() {
     assert!(!out.status.success(), "minted {:?}", out.stdout);
     assert!(out.stdout.is_empty());
     assert!(
-        err.contains(&*empty.to_string_lossy()) && err.contains("serve") && err.contains("--secret-file"),
+        err.contains(&*empty.to_string_lossy())
+            && err.contains("serve")
+            && err.contains("--secret-file"),
         "{err}"
     );
     assert!(!empty.join("dev-secret").exists(), "no secret was created");
@@ -166,7 +168,11 @@ async fn token_refuses_a_data_directory_without_a_secret() {
         .output()
         .unwrap();
     let _ = std::fs::remove_file(&secret);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let mut c = server.connect(&token).await;
     assert_eq!(c.request(json!({"op": "ping"})).await["op"], "pong");

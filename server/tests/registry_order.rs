@@ -47,7 +47,9 @@ async fn a_subscription_racing_its_channel_creation_survives_a_restart() {
 
     // 2. Across connections (and shards): created on one, subscribed on another as soon
     //    as `created` arrives.
-    let crossed: Vec<String> = (0..2).map(|i| format!("venue:flowers:crossed-{i}")).collect();
+    let crossed: Vec<String> = (0..2)
+        .map(|i| format!("venue:flowers:crossed-{i}"))
+        .collect();
     let mut f = server.connect(&florist).await;
     for name in &crossed {
         let c = p.create(name, None).await;
