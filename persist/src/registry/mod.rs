@@ -146,8 +146,19 @@ impl<T> Reply<T> {
 
 impl<T> Drop for Reply<T> {
     fn drop(&mut self) {
-        if let Err(Some(e)) = &self.state {
-            worker::unobserved_failure(&self.unobserved, e);
+        match &mut self.state {
+            Err(Some(e)) => worker::unobserved_failure(&self.unobserved, e),
+            Ok(rx) => {
+                // The answer may have arrived before this drop: then the thread's send
+                // succeeded and only this side can see the failure. `close` first, so a
+                // send racing this drop either lands before (read here) or fails (logged
+                // by the thread): never both, never neither.
+                rx.close();
+                if let Ok(Some(Err(e))) = rx.try_recv() {
+                    worker::unobserved_failure(&self.unobserved, &e);
+                }
+            }
+            Err(None) => {}
         }
     }
 }
