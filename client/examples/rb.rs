@@ -2,10 +2,12 @@
 //! hand (README "First real use").
 //!
 //! ```text
-//! rb [--url ws://127.0.0.1:8080/ws] --token JWT create NAME [--wedding W] [--type shared|broadcast|private]
+//! rb [--url ws://127.0.0.1:8080/ws | --url wss://localhost:8443/ws [--ca cert.pem]] --token JWT create NAME [--wedding W] [--type shared|broadcast|private]
 //! rb [--url …] --token JWT listen CHANNEL [--count N] [--last-seen ID]
 //! rb [--url …] --token JWT publish CHANNEL JSON [--type T] [--priority P] [--event E]
 //! ```
+//! `--ca FILE` is the PEM certificate(s) to trust for `wss://` (the `cert.pem` of
+//! `ringbearer dev-cert`); without it the system's CA bundle is used.
 //! Errors print the server's code (e.g. `WS_WEDDING_ISOLATION_VIOLATION`) and exit 1.
 
 use ringbearer_client::{
@@ -15,7 +17,7 @@ use std::process::exit;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: rb [--url URL] --token JWT <create NAME [--wedding W] [--type T] | listen CHANNEL [--count N] [--last-seen ID] | publish CHANNEL JSON [--type T] [--priority P] [--event E]>"
+        "usage: rb [--url URL] [--ca CERT.pem] --token JWT <create NAME [--wedding W] [--type T] | listen CHANNEL [--count N] [--last-seen ID] | publish CHANNEL JSON [--type T] [--priority P] [--event E]>"
     );
     exit(2)
 }
@@ -32,6 +34,7 @@ fn main() {
         Some(v)
     };
     let url = take("--url").unwrap_or_else(|| "ws://127.0.0.1:8080/ws".into());
+    let ca = take("--ca").map(std::path::PathBuf::from);
     let token = take("--token").unwrap_or_else(|| usage());
     let wedding = take("--wedding");
     let kind = take("--type");
@@ -44,7 +47,12 @@ fn main() {
         .build()
         .expect("runtime");
     let code = rt.block_on(async move {
-        let (client, mut events) = match Client::connect(ClientConfig::new(url, token)).await {
+        let (client, mut events) = match Client::connect(ClientConfig {
+            ca_file: ca,
+            ..ClientConfig::new(url, token)
+        })
+        .await
+        {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("connect: {e}");

@@ -56,7 +56,21 @@ impl Client {
     pub async fn connect(config: ClientConfig) -> Result<(Client, Events), Error> {
         config.validate().map_err(Error::InvalidConfig)?;
         let req = driver::upgrade_request(&config)?;
-        let ws = driver::open(req, config.websocket_config(), config.connect_timeout).await?;
+        let tls = if config.url.starts_with("wss://") {
+            Some(
+                crate::tls::client_config(config.ca_file.as_deref())
+                    .map_err(Error::InvalidConfig)?,
+            )
+        } else {
+            None
+        };
+        let ws = driver::open(
+            req,
+            config.websocket_config(),
+            config.connect_timeout,
+            tls.clone(),
+        )
+        .await?;
 
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel(config.event_buffer);
@@ -67,7 +81,7 @@ impl Client {
             request_timeout: config.request_timeout,
             max_request_bytes: config.max_request_bytes,
         };
-        tokio::spawn(Driver::new(config, cmd_rx, ev_tx, refs).run(ws));
+        tokio::spawn(Driver::new(config, tls, cmd_rx, ev_tx, refs).run(ws));
         Ok((
             Client {
                 inner: Arc::new(inner),

@@ -107,8 +107,13 @@ impl From<&str> for TokenSource {
 /// public fields, or use struct update syntax: `ClientConfig { request_timeout, ..ClientConfig::new(url, token) }`.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// `ws://host:port/ws`. Only `ws://`: this crate is built without TLS.
+    /// `ws://host:port/ws`, or `wss://host:port/ws` (TLS; see `ca_file`).
     pub url: String,
+    /// For `wss://`: a PEM file with the certificate(s) to trust — the `cert.pem` that
+    /// `ringbearer dev-cert` wrote, or your CA's. `None` trusts the system's CA bundle
+    /// (`SSL_CERT_FILE`, else the distribution's usual path). Read once, at connect.
+    /// Default `None`.
+    pub ca_file: Option<std::path::PathBuf>,
     /// The bearer token, asked on every (re)connect.
     pub token: TokenSource,
     /// Delays between reconnect attempts.
@@ -139,6 +144,7 @@ impl ClientConfig {
     pub fn new(url: impl Into<String>, token: impl Into<TokenSource>) -> Self {
         ClientConfig {
             url: url.into(),
+            ca_file: None,
             token: token.into(),
             backoff: Backoff::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -152,11 +158,11 @@ impl ClientConfig {
 
     /// Checks every bound and how they relate. Returns the first problem found.
     pub fn validate(&self) -> Result<(), String> {
-        if self.url.starts_with("wss://") {
-            return Err("wss:// is not supported: this crate is built without TLS".into());
-        }
-        if !self.url.starts_with("ws://") {
-            return Err(format!("url {:?} must start with ws://", self.url));
+        if !self.url.starts_with("ws://") && !self.url.starts_with("wss://") {
+            return Err(format!(
+                "url {:?} must start with ws:// or wss://",
+                self.url
+            ));
         }
         self.backoff.validate()?;
         if self.request_timeout.is_zero() {
@@ -216,10 +222,6 @@ mod tests {
         let ok = ClientConfig::new("ws://h:1/ws", "t");
         let bad = [
             ClientConfig {
-                url: "wss://h/ws".into(),
-                ..ok.clone()
-            },
-            ClientConfig {
                 url: "http://h/ws".into(),
                 ..ok.clone()
             },
@@ -258,6 +260,12 @@ mod tests {
         for c in bad {
             assert!(c.validate().is_err(), "{c:?} should be refused");
         }
+        assert!(ClientConfig {
+            url: "wss://h/ws".into(),
+            ..ok.clone()
+        }
+        .validate()
+        .is_ok());
         assert!(ClientConfig {
             idle_timeout: None,
             ..ok

@@ -46,10 +46,14 @@ use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 
-pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// The byte stream under the WebSocket: plain TCP (`ws://`) or rustls over it (`wss://`).
+pub(crate) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+pub(crate) type Ws = WebSocketStream<Box<dyn Io>>;
 
 /// Socket reads pause while this many events wait in the outbox (on top of the full event
 /// queue). One `subscribed` reply may push up to `max_queued` messages at once past it.
@@ -123,19 +127,53 @@ pub(crate) fn upgrade_request(cfg: &ClientConfig) -> Result<HttpRequest, Error> 
     Ok(req)
 }
 
-/// One connect attempt: TCP, then the upgrade, bounded by `limit`. Owns its inputs so it
-/// can run while the driver answers commands.
+/// One connect attempt: TCP, TLS for `wss://` (with `tls`, built once from the config),
+/// then the upgrade, all bounded by `limit`. Owns its inputs so it can run while the driver
+/// answers commands.
 pub(crate) async fn open(
     req: HttpRequest,
     ws_config: WebSocketConfig,
     limit: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<Ws, Error> {
-    // Nagle off: frames are small and latency matters more than packet count.
-    let attempt = tokio_tungstenite::connect_async_with_config(req, Some(ws_config), true);
+    let attempt = async move {
+        let uri = req.uri().clone();
+        let secure = uri.scheme_str() == Some("wss");
+        let host = uri
+            .host()
+            .ok_or_else(|| Error::InvalidConfig(format!("url {uri}: no host")))?;
+        // An IPv6 literal comes bracketed in the URL.
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let tcp = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| Error::Connect(format!("{host}:{port}: {e}")))?;
+        // Nagle off: frames are small and latency matters more than packet count.
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Io> = if secure {
+            let cfg = tls
+                .ok_or_else(|| Error::InvalidConfig("wss:// without a TLS configuration".into()))?;
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| Error::InvalidConfig(format!("TLS server name {host:?}: {e}")))?;
+            let s = tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| Error::Connect(format!("TLS handshake with {host}:{port}: {e}")))?;
+            Box::new(s)
+        } else {
+            Box::new(tcp)
+        };
+        tokio_tungstenite::client_async_with_config(req, stream, Some(ws_config))
+            .await
+            .map(|(ws, _response)| ws)
+            .map_err(handshake_error)
+    };
     match tokio::time::timeout(limit, attempt).await {
         Err(_) => Err(Error::Connect(format!("no connection within {limit:?}"))),
-        Ok(Err(e)) => Err(handshake_error(e)),
-        Ok(Ok((ws, _response))) => Ok(ws),
+        Ok(r) => r,
     }
 }
 
@@ -162,6 +200,8 @@ fn handshake_error(e: WsError) -> Error {
 pub(crate) struct Driver {
     cfg: ClientConfig,
     ws_config: WebSocketConfig,
+    /// For `wss://` (built once, at `Client::connect`).
+    tls: Option<Arc<rustls::ClientConfig>>,
     cmds: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
     /// The app dropped its `Events`: events are discarded from then on.
@@ -176,12 +216,14 @@ pub(crate) struct Driver {
 impl Driver {
     pub(crate) fn new(
         cfg: ClientConfig,
+        tls: Option<Arc<rustls::ClientConfig>>,
         cmds: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
         refs: Arc<AtomicU64>,
     ) -> Self {
         Driver {
             ws_config: cfg.websocket_config(),
+            tls,
             cfg,
             cmds,
             events,
@@ -391,7 +433,12 @@ impl Driver {
             tries = tries.saturating_add(1);
             let result = match upgrade_request(&self.cfg) {
                 Ok(req) => {
-                    let attempt = open(req, self.ws_config, self.cfg.connect_timeout);
+                    let attempt = open(
+                        req,
+                        self.ws_config,
+                        self.cfg.connect_timeout,
+                        self.tls.clone(),
+                    );
                     self.while_disconnected(attempt).await?
                 }
                 Err(e) => Err(e),

@@ -18,7 +18,10 @@
 //! - WebSocket pings are answered at once; a connection silent for
 //!   [`ClientConfig::idle_timeout`] is treated as lost.
 //!
-//! What it does not do: TLS (`ws://` only), persist anything across processes (keep the
+//! - `wss://` with rustls: it trusts the PEM certificates of [`ClientConfig::ca_file`]
+//!   (e.g. the `cert.pem` of `ringbearer dev-cert`), else the system's CA bundle.
+//!
+//! What it does not do: persist anything across processes (keep the
 //! last id yourself and pass it as [`SubscribeOptions::last_seen_id`]), or acknowledge
 //! messages by itself (call [`Client::ack`]).
 //!
@@ -88,6 +91,7 @@ mod dedup;
 mod driver;
 mod error;
 mod session;
+mod tls;
 mod types;
 mod wire;
 

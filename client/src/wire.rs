@@ -352,8 +352,20 @@ mod tests {
     use crate::types::SenderInfo;
     use serde_json::json;
 
+    /// Encodes, and checks the server's own parser knows every field sent (the server
+    /// refuses unknown fields, docs/protocol.md "Unknown fields"); other refusals (a
+    /// deliberately odd channel name) are not this check's business.
     fn enc(r: &Request<'_>) -> String {
-        r.encode()
+        let s = r.encode();
+        let limits = ringbearer_core::Limits::default();
+        if let Err(e) = ringbearer_core::protocol::parse_request(&s, &limits) {
+            assert!(
+                !e.refusal.message.contains("unknown field"),
+                "the server refuses {s}: {}",
+                e.refusal.message
+            );
+        }
+        s
     }
 
     // ---- requests: the exact JSON of each op, against docs/protocol.md ----

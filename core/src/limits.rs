@@ -65,6 +65,10 @@ impl Tiers {
     }
 }
 
+/// Highest `max_json_depth` accepted: below serde_json's recursion limit (128), so the
+/// setting, not the parser, decides and words the refusal.
+pub const MAX_JSON_DEPTH_CEILING: usize = 100;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -97,6 +101,11 @@ pub struct Limits {
     pub max_field_bytes: usize,
     /// Largest `wedding_context` object.
     pub max_wedding_context_bytes: usize,
+    /// Deepest nesting of arrays and objects in a request's JSON (the request object itself
+    /// is depth 1), on both doors (`/ws` frames and REST bodies): deeper is refused with
+    /// `WS_BAD_REQUEST` before it is parsed. Bounds the work (and the stack) one request
+    /// costs every subscriber's decoder.
+    pub max_json_depth: usize,
     /// Channels per shard. Bounds memory against a client creating names in a loop until
     /// the policy issue's per-organization tier limits land.
     pub max_channels_per_shard: usize,
@@ -136,6 +145,7 @@ impl Default for Limits {
             presence_list_max: 100,
             max_field_bytes: 128,
             max_wedding_context_bytes: 1024,
+            max_json_depth: 64,
             max_channels_per_shard: 100_000,
             max_subscriptions_per_connection: 256,
             max_members_per_channel: 256,
@@ -161,6 +171,7 @@ impl Limits {
             ("max_subscribers", self.max_subscribers),
             ("presence_list_max", self.presence_list_max),
             ("max_field_bytes", self.max_field_bytes),
+            ("max_json_depth", self.max_json_depth),
             ("max_channels_per_shard", self.max_channels_per_shard),
             (
                 "max_subscriptions_per_connection",
@@ -187,6 +198,11 @@ impl Limits {
         }
         if self.message_retention_hours == 0 {
             return Err("limits.message_retention_hours must be greater than 0".into());
+        }
+        if self.max_json_depth > MAX_JSON_DEPTH_CEILING {
+            return Err(format!(
+                "limits.max_json_depth must be at most {MAX_JSON_DEPTH_CEILING} (the JSON parser's own recursion limit is 128)"
+            ));
         }
         if self.max_request_bytes < self.max_payload_bytes {
             return Err(

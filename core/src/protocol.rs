@@ -107,13 +107,18 @@ pub struct RequestError {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawPermissions {
     read: Option<Vec<String>>,
     write: Option<Vec<String>>,
     admin: Option<Vec<String>>,
 }
 
+/// Every field any `op` takes; a field outside this set fails the parse (named), and a
+/// field of another `op` is refused by [`fields_of`] (one rule with REST, docs/protocol.md
+/// "Unknown fields").
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRequest<'a> {
     op: Option<String>,
     #[serde(rename = "ref")]
@@ -143,6 +148,133 @@ struct RawRequest<'a> {
     #[serde(borrow)]
     meta: Option<&'a RawValue>,
     token: Option<String>,
+}
+
+impl RawRequest<'_> {
+    /// The names of the fields present (not null), besides `op` and `ref`.
+    fn present(&self) -> impl Iterator<Item = &'static str> + '_ {
+        [
+            ("name", self.name.is_some()),
+            ("type", self.kind.is_some()),
+            ("wedding_id", self.wedding_id.is_some()),
+            ("permissions", self.permissions.is_some()),
+            ("members", self.members.is_some()),
+            ("max_subscribers", self.max_subscribers.is_some()),
+            (
+                "message_retention_hours",
+                self.message_retention_hours.is_some(),
+            ),
+            ("channel", self.channel.is_some()),
+            ("last_seen_id", self.last_seen_id.is_some()),
+            ("epoch", self.epoch.is_some()),
+            ("include_history", self.include_history.is_some()),
+            ("event", self.event.is_some()),
+            ("priority", self.priority.is_some()),
+            ("payload", self.payload.is_some()),
+            ("target_user_id", self.target_user_id.is_some()),
+            ("idempotency_key", self.idempotency_key.is_some()),
+            ("wedding_context", self.wedding_context.is_some()),
+            ("id", self.id.is_some()),
+            ("meta", self.meta.is_some()),
+            ("token", self.token.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, set)| *set)
+        .map(|(name, _)| name)
+    }
+}
+
+/// The fields each `op` takes besides `op` and `ref` (docs/protocol.md); `None` for an
+/// unknown op.
+pub fn fields_of(op: &str) -> Option<&'static [&'static str]> {
+    Some(match op {
+        "create" => &[
+            "name",
+            "type",
+            "wedding_id",
+            "wedding_context",
+            "permissions",
+            "members",
+            "max_subscribers",
+            "message_retention_hours",
+        ],
+        "subscribe" => &["channel", "last_seen_id", "epoch", "include_history"],
+        "unsubscribe" | "typing" => &["channel"],
+        "publish" => &[
+            "channel",
+            "type",
+            "event",
+            "priority",
+            "payload",
+            "target_user_id",
+            "target_org",
+            "idempotency_key",
+            "wedding_context",
+        ],
+        "ack" => &["channel", "id"],
+        "presence" => &["channel", "meta"],
+        "token" => &["token"],
+        "ping" => &[],
+        _ => return None,
+    })
+}
+
+/// Whether `text` nests arrays and objects deeper than `max` (the outermost value is depth
+/// 1). One pass over the bytes, strings skipped, no allocation; it does not validate JSON
+/// (the parser does that next). Both doors call it before parsing (`max_json_depth`).
+pub fn json_too_deep(text: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The refusal for JSON nested deeper than `limits.max_json_depth`, worded the same on both
+/// doors.
+pub fn check_json_depth(text: &[u8], limits: &Limits) -> Result<(), Refusal> {
+    if json_too_deep(text, limits.max_json_depth) {
+        return Err(bad(format!(
+            "JSON nested deeper than {} levels (max_json_depth)",
+            limits.max_json_depth
+        )));
+    }
+    Ok(())
+}
+
+/// serde's "unknown field `x`, expected one of …" shortened to the field, the way both
+/// doors word it.
+fn malformed(e: &serde_json::Error) -> Refusal {
+    let m = e.to_string();
+    if let Some(rest) = m.strip_prefix("unknown field `") {
+        if let Some(end) = rest.find('`') {
+            let field: String = rest[..end].chars().take(64).collect();
+            return bad(format!("unknown field `{}`", field.escape_default()));
+        }
+    }
+    bad(format!("malformed request: {m}"))
 }
 
 #[derive(Deserialize)]
@@ -223,14 +355,21 @@ pub fn parse_request(text: &str, limits: &Limits) -> Result<Envelope, RequestErr
             ),
         });
     }
+    if let Err(refusal) = check_json_depth(text.as_bytes(), limits) {
+        return Err(RequestError {
+            r#ref: None,
+            refusal,
+        });
+    }
     let raw: RawRequest<'_> = serde_json::from_str(text).map_err(|e| RequestError {
-        // A field of the wrong type fails the whole parse; when the JSON itself is valid a
-        // second, minimal pass still finds the `ref` to echo (error path only).
+        // A field of the wrong type (or an unknown one) fails the whole parse; when the
+        // JSON itself is valid a second, minimal pass still finds the `ref` to echo (error
+        // path only).
         r#ref: serde_json::from_str::<RefOnly>(text)
             .ok()
             .and_then(|r| r.r#ref)
             .filter(|r| r.len() <= limits.max_field_bytes),
-        refusal: bad(format!("malformed request: {e}")),
+        refusal: malformed(&e),
     })?;
     let r#ref = raw.r#ref.clone();
     if r#ref
@@ -250,6 +389,11 @@ pub fn parse_request(text: &str, limits: &Limits) -> Result<Envelope, RequestErr
 
 fn typed(raw: RawRequest<'_>, limits: &Limits) -> Result<Request, Refusal> {
     let op = raw.op.as_deref().ok_or_else(|| bad("request needs `op`"))?;
+    if let Some(allowed) = fields_of(op) {
+        if let Some(f) = raw.present().find(|f| !allowed.contains(f)) {
+            return Err(bad(format!("unknown field `{f}` for op `{op}`")));
+        }
+    }
     let channel = |c: Option<String>| -> Result<ChannelName, Refusal> {
         ChannelName::parse(&need(c, "channel", op)?)
     };
@@ -672,6 +816,90 @@ mod tests {
 
     fn code(s: &str) -> ErrorCode {
         parse(s).unwrap_err().refusal.code
+    }
+
+    fn message(s: &str) -> String {
+        parse(s).unwrap_err().refusal.message
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        // Unknown to every op: refused, the `ref` still echoed.
+        let e =
+            parse(r#"{"op":"subscribe","ref":"r1","channel":"wedding:main:w-1","last_seen":3}"#)
+                .unwrap_err();
+        assert_eq!(e.refusal.code, ErrorCode::BadRequest);
+        assert_eq!(e.refusal.message, "unknown field `last_seen`");
+        assert_eq!(e.r#ref.as_deref(), Some("r1"));
+        // Known to another op only.
+        assert_eq!(
+            message(r#"{"op":"ping","channel":"wedding:main:w-1"}"#),
+            "unknown field `channel` for op `ping`"
+        );
+        assert_eq!(
+            message(
+                r#"{"op":"create","name":"wedding:main:w-1","wedding_id":"w-1","target_user_id":"u-1"}"#
+            ),
+            "unknown field `target_user_id` for op `create`"
+        );
+        // Inside `permissions` too; `payload`, `meta` and `wedding_context` are the app's.
+        assert_eq!(
+            message(
+                r#"{"op":"create","name":"wedding:main:w-1","permissions":{"raed":["venue"]}}"#
+            ),
+            "unknown field `raed`"
+        );
+        assert!(parse(r#"{"op":"publish","channel":"wedding:main:w-1","type":"general","payload":{"anything":1}}"#).is_ok());
+        // A null field is as good as absent.
+        assert!(parse(r#"{"op":"ping","channel":null}"#).is_ok());
+        // Every op's own fields are accepted (the table is the parser's).
+        for op in [
+            "create",
+            "subscribe",
+            "unsubscribe",
+            "publish",
+            "ack",
+            "presence",
+            "typing",
+            "token",
+            "ping",
+        ] {
+            assert!(fields_of(op).is_some(), "{op}");
+        }
+        assert!(fields_of("nope").is_none());
+    }
+
+    #[test]
+    fn nesting_deeper_than_max_json_depth_is_refused() {
+        let l = Limits::default();
+        let deep = |n: usize| {
+            format!(
+                r#"{{"op":"publish","channel":"wedding:main:w-1","type":"general","payload":{}1{}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        // The request object is depth 1: a payload of 63 arrays reaches 64.
+        assert!(parse_request(&deep(l.max_json_depth - 1), &l).is_ok());
+        let e = parse_request(&deep(l.max_json_depth), &l).unwrap_err();
+        assert_eq!(e.refusal.code, ErrorCode::BadRequest);
+        assert!(
+            e.refusal.message.contains("max_json_depth"),
+            "{}",
+            e.refusal.message
+        );
+        assert_eq!(
+            parse_request(&deep(20_000), &l).unwrap_err().refusal.code,
+            ErrorCode::BadRequest
+        );
+        // Brackets inside strings (escaped quotes too) do not count.
+        let s = format!(
+            r#"{{"op":"publish","channel":"wedding:main:w-1","type":"general","payload":"\"{}"}}"#,
+            "[".repeat(500)
+        );
+        assert!(parse_request(&s, &l).is_ok());
+        assert!(!json_too_deep(br#"{"a":"\\["}"#, 1));
+        assert!(json_too_deep(br#"{"a":"\\","b":[]}"#, 1));
     }
 
     #[test]

@@ -86,10 +86,21 @@ pub trait JournalFactory: Send + Sync {
 }
 
 /// Where channels, subscriptions and cursors are mirrored (the registry). Calls never
-/// block and never fail the request: the implementation queues and batches them. A cursor
-/// that lags after a crash only means a message is sent again (SPEC §2.3, at-least-once).
+/// block and never fail the request: the implementation queues and batches them, and logs
+/// (and counts) any write that fails. A cursor that lags after a crash only means a message
+/// is sent again (SPEC §2.3, at-least-once).
+///
+/// Order: the implementation must apply the calls made from one thread in call order (the
+/// registry has one FIFO queue). Every call about a channel comes from its owner shard, and
+/// the owner calls `channel_created` when it logs the channel — before it can accept a
+/// subscription to it — so a subscription or cursor is never written before its channel.
 pub trait Catalog: Send + Sync {
+    /// A channel was created (called when it is logged, before it is durable: if the log
+    /// then fails, `channel_dropped` follows).
     fn channel_created(&self, meta: &ChannelMeta);
+    /// A channel whose creation was never stored (the log failed): forget it and whatever
+    /// was mirrored for it.
+    fn channel_dropped(&self, _channel: &str) {}
     fn subscribed(&self, channel: &str, user: &ringbearer_core::UserKey, cursor: u64);
     fn unsubscribed(&self, channel: &str, user: &ringbearer_core::UserKey);
     fn acked(&self, channel: &str, user: &ringbearer_core::UserKey, cursor: u64);

@@ -1203,6 +1203,11 @@ impl Shard {
                 }
             };
             self.last_pos = pos;
+            // Mirrored now, not once durable: a subscribe may be accepted before then, and
+            // the registry must see the channel's row first (journal.rs, `Catalog` order).
+            if let Some(c) = &self.catalog {
+                c.channel_created(&meta);
+            }
             self.creating.insert(name.to_owned());
             self.pending.push_back(Pending {
                 pos,
@@ -1536,9 +1541,6 @@ impl Shard {
                         }
                         PendingKind::Created { reply } => {
                             if self.creating.remove(p.channel.as_str()) {
-                                if let Some(c) = &self.catalog {
-                                    c.channel_created(&ch.meta);
-                                }
                                 audit_created(&self.catalog, &ch.meta);
                             }
                             out.push((
@@ -1574,6 +1576,9 @@ impl Shard {
                     if self.creating.remove(c.as_str()) {
                         // Never stored: the channel never existed.
                         if let Some(ch) = self.owned.remove(c.as_str()) {
+                            if let Some(cat) = &self.catalog {
+                                cat.channel_dropped(c.as_str());
+                            }
                             self.policy.release_channel_of(&ch.meta.access.org);
                             crate::metrics::with(|m| {
                                 m.channels

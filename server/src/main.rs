@@ -91,6 +91,10 @@ enum Cmd {
         /// Lifetime: 90s, 30m, 1h, 7d.
         #[arg(long, default_value = "1h")]
         ttl: String,
+        /// File holding the HS256 secret (as `auth.hs256_secret_file`), instead of the
+        /// config's secret or the data directory's development secret.
+        #[arg(long, conflicts_with = "key")]
+        secret_file: Option<PathBuf>,
         /// PEM private key (PKCS#8; PKCS#1 for RSA) to sign with instead of the HS256 secret.
         #[arg(long, requires = "alg")]
         key: Option<PathBuf>,
@@ -108,6 +112,23 @@ fn main() {
         eprintln!("ringbearer: {e:#}");
         std::process::exit(2);
     }
+}
+
+/// The development secret `serve` made in `data_dir`; never creates one.
+fn existing_dev_secret(data_dir: &std::path::Path) -> Result<Vec<u8>> {
+    let path = data_dir.join(config::DEV_SECRET_FILE);
+    if !path.exists() {
+        bail!(
+            "no development secret in {dir} ({file} does not exist), so no server would accept \
+             a token signed now: start `ringbearer serve --data {dir}` first (it creates the \
+             secret), pass the data directory that server uses with --data, or sign with the \
+             server's configured secret (--secret-file FILE, or --config FILE with \
+             auth.hs256_secret_file)",
+            dir = data_dir.display(),
+            file = path.display()
+        );
+    }
+    Ok(config::dev_secret(data_dir)?.0)
 }
 
 fn run() -> Result<()> {
@@ -128,6 +149,7 @@ fn run() -> Result<()> {
             tier,
             weddings,
             ttl,
+            secret_file,
             key,
             alg,
             kid,
@@ -171,9 +193,21 @@ fn run() -> Result<()> {
                 _ => {
                     let cfg = load(config.as_ref())?;
                     let data_dir = data.unwrap_or(cfg.data_dir.clone());
-                    let secret = match cfg.configured_secret()? {
-                        Some(s) => s,
-                        None => config::dev_secret(&data_dir)?.0,
+                    let secret = match (secret_file, cfg.configured_secret()?) {
+                        (Some(f), _) => {
+                            let s = std::fs::read_to_string(&f)
+                                .with_context(|| format!("reading --secret-file {}", f.display()))?
+                                .trim_end()
+                                .to_owned();
+                            if s.is_empty() {
+                                bail!("--secret-file {} is empty", f.display());
+                            }
+                            s.into_bytes()
+                        }
+                        (None, Some(s)) => s,
+                        // Only an existing development secret: a fresh one would sign a
+                        // token that no running server accepts.
+                        (None, None) => existing_dev_secret(&data_dir)?,
                     };
                     (
                         Header::new(Algorithm::HS256),

@@ -289,7 +289,7 @@ impl Rest {
             "/api/websocket/metrics" => return self.metrics(&api),
             "/api/websocket/channels/list" => self.list(&api, &claims, &req).await,
             "/api/websocket/audit" => self.audit(&claims, &req).await,
-            _ => match body_object(&req) {
+            _ => match body_object(&req, &api.config().limits) {
                 Err(e) => Err(e),
                 Ok(body) => match path {
                     "/api/websocket/channels/create" => self.create(&api, &claims, body).await,
@@ -481,6 +481,7 @@ impl Rest {
                 "payload",
                 "wedding_context",
                 "target_user_id",
+                "target_org",
                 "idempotency_key",
             ],
         )?;
@@ -969,8 +970,13 @@ fn internal(e: impl std::fmt::Display) -> Refusal {
     Refusal::new(ErrorCode::Internal, format!("registry: {e}"))
 }
 
-/// The request's JSON object body (SPEC §4: JSON in, JSON out).
-fn body_object(req: &HttpRequest) -> Result<Map<String, Value>, Refusal> {
+/// The request's JSON object body (SPEC §4: JSON in, JSON out), nested at most
+/// `max_json_depth` deep (the WebSocket door's rule and wording).
+fn body_object(
+    req: &HttpRequest,
+    limits: &ringbearer_core::Limits,
+) -> Result<Map<String, Value>, Refusal> {
+    ringbearer_core::protocol::check_json_depth(&req.body, limits)?;
     match serde_json::from_slice::<Value>(&req.body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(bad("the body must be a JSON object")),

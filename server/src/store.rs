@@ -284,6 +284,11 @@ impl JournalFactory for WalFactory {
                     tracing::error!(shard, channel = %name, "gap in stored ids; keeping the run after it");
                     messages.drain(..=gap);
                 }
+                // The log is the truth about channels; the registry mirrors it. A crash
+                // between the log's commit and the registry's loses the row, and every
+                // later subscription to the channel would fail its foreign key: put it
+                // back (queued before the shard serves, so before any subscription).
+                fire("channel", registry.upsert_channel(meta.clone()));
                 let members = by_channel.remove(&name).unwrap_or_default();
                 restored.push(RestoredChannel {
                     meta,
@@ -378,8 +383,11 @@ impl Journal for WalJournal {
 }
 
 /// The registry as the shards' catalog. Writes are queued on the registry's thread and not
-/// awaited (a `Reply` still runs when dropped); a refused write is logged, and only means a
-/// cursor or a subscription lags, which at-least-once delivery allows.
+/// awaited (a `Reply` still runs when dropped); a failed write is logged and counted by the
+/// registry. Ordering: one FIFO queue, and every write about a channel comes from its owner
+/// shard, which queues the channel's row when it logs the channel (before any subscription
+/// to it can be accepted): a subscription row never reaches SQLite before its channel row
+/// (docs/decisions.md, "Registry write order").
 struct RegistryCatalog {
     registry: Registry,
 }
@@ -391,20 +399,21 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Queues a registry write without waiting for it; a refusal at the door (queue full,
-/// registry closed) is logged.
-fn fire<T>(what: &str, mut reply: ringbearer_persist::registry::Reply<T>) {
-    use std::future::Future;
-    use std::task::{Context, Poll, Waker};
-    let mut cx = Context::from_waker(Waker::noop());
-    if let Poll::Ready(Err(e)) = std::pin::Pin::new(&mut reply).poll(&mut cx) {
-        tracing::warn!("registry {what} not written: {e}");
-    }
+/// Queues a registry write without waiting for it. A write that fails — refused at the
+/// door (queue full, registry closed) or on the registry thread (full disk, a missing
+/// channel row) — is logged at `error` and counted by the registry itself
+/// (`Registry::unobserved_failures`), never silently dropped.
+fn fire<T>(_what: &str, reply: ringbearer_persist::registry::Reply<T>) {
+    drop(reply);
 }
 
 impl Catalog for RegistryCatalog {
     fn channel_created(&self, meta: &ChannelMeta) {
         fire("channel", self.registry.upsert_channel(meta.clone()));
+    }
+
+    fn channel_dropped(&self, channel: &str) {
+        fire("channel removal", self.registry.delete_channel(channel));
     }
 
     fn subscribed(&self, channel: &str, user: &UserKey, cursor: u64) {

@@ -128,3 +128,52 @@ async fn sigterm_tells_clients_to_reconnect_later_and_exits_cleanly() {
     assert_eq!(b.ended().await, Ended::Close(Some(1001)));
     assert!(!server.is_running());
 }
+
+/// `token` on a data directory with no development secret refuses (naming the directory and
+/// what to do) instead of creating a secret no running server knows; `--secret-file` signs
+/// with the server's configured secret.
+#[tokio::test]
+async fn token_refuses_a_data_directory_without_a_secret() {
+    let empty = std::env::temp_dir().join(format!("rb-nosecret-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&empty);
+    let out = Command::new(env!("CARGO_BIN_EXE_ringbearer"))
+        .args(["token", "--sub", "u", "--org", "o", "--role", "couple"])
+        .arg("--data")
+        .arg(&empty)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "minted {:?}", out.stdout);
+    assert!(out.stdout.is_empty());
+    assert!(
+        err.contains(&*empty.to_string_lossy())
+            && err.contains("serve")
+            && err.contains("--secret-file"),
+        "{err}"
+    );
+    assert!(!empty.join("dev-secret").exists(), "no secret was created");
+    let _ = std::fs::remove_dir_all(&empty);
+
+    // A server with a configured secret file: `--secret-file` mints what it accepts.
+    let secret = std::env::temp_dir().join(format!("rb-secret-{}", std::process::id()));
+    std::fs::write(&secret, "an-operator-secret-of-at-least-32-bytes!\n").unwrap();
+    let server = TestServer::start(&format!(
+        "[auth]\nhs256_secret_file = {:?}\n",
+        secret.to_str().unwrap()
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_ringbearer"))
+        .args(["token", "--sub", "u", "--org", "o", "--role", "couple"])
+        .arg("--secret-file")
+        .arg(&secret)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&secret);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let mut c = server.connect(&token).await;
+    assert_eq!(c.request(json!({"op": "ping"})).await["op"], "pong");
+}

@@ -214,3 +214,73 @@ fn a_bad_tls_config_stops_the_start_naming_the_field() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// The project's own client (`ringbearer-client`, which `rb` wraps) over `wss://`, trusting
+/// the dev certificate through `ClientConfig::ca_file`: create, subscribe, publish, receive.
+/// Without the file it does not trust the self-signed certificate.
+#[tokio::test]
+async fn the_rust_client_speaks_wss_with_a_ca_file() {
+    use ringbearer_client::{
+        Client, ClientConfig, CreateChannel, Event, Publish, SubscribeOptions,
+    };
+    let dir = dev_cert();
+    let s = TestServer::start(&tls_config(&dir));
+    let url = format!("wss://localhost:{}/ws", s.addr.port());
+    let token = s.token("coord", "org-1", "coordinator", &["w-tls"]);
+    let (client, mut events) = Client::connect(ClientConfig {
+        ca_file: Some(dir.join("cert.pem")),
+        ..ClientConfig::new(url.clone(), token.clone())
+    })
+    .await
+    .expect("wss:// connect with the dev cert");
+    client
+        .create(&CreateChannel {
+            wedding_id: Some("w-tls".into()),
+            ..CreateChannel::new("wedding:main:w-tls")
+        })
+        .await
+        .unwrap();
+    client
+        .subscribe("wedding:main:w-tls", SubscribeOptions::default())
+        .await
+        .unwrap();
+    let text = "y".repeat(40_000);
+    let p = client
+        .publish(&Publish::new(
+            "wedding:main:w-tls",
+            "general",
+            json!({"text": text}),
+        ))
+        .await
+        .unwrap();
+    loop {
+        match tokio::time::timeout(WAIT, events.next())
+            .await
+            .expect("the message in time")
+            .expect("events open")
+        {
+            Event::Message(m) => {
+                assert_eq!(m.id, p.id);
+                assert_eq!(m.payload["text"], json!(text));
+                break;
+            }
+            Event::Disconnected { reason } => panic!("dropped: {reason:?}"),
+            _ => {}
+        }
+    }
+    client.close().await;
+
+    // A CA file that does not hold the server's certificate: the handshake is refused.
+    let other = dev_cert();
+    let refused = Client::connect(ClientConfig {
+        ca_file: Some(other.join("cert.pem")),
+        ..ClientConfig::new(url, token)
+    })
+    .await;
+    let Err(e) = refused else {
+        panic!("an untrusted certificate was accepted")
+    };
+    assert!(e.to_string().contains("TLS"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other);
+}

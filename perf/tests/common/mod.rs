@@ -1,47 +1,44 @@
 //! Test support: the real `ringbearer` binary (debug build) and running a scenario through
 //! the real `ringbearer-perf` binary, reading back its result JSON.
 //!
-//! Why the server is built from here: `CARGO_BIN_EXE_*` only names binaries of the package
-//! under test, and cargo has no stable way to depend on another package's binary. So the
-//! test runs `cargo build -p ringbearer` (a no-op when `cargo test --workspace` or an
-//! earlier run built it; cargo does not hold the build lock while tests run) and uses
-//! `TARGET/debug/ringbearer`. `RINGBEARER_BIN` overrides the path (and skips the build).
+//! Where the server comes from: `CARGO_BIN_EXE_*` only names binaries of the package under
+//! test, and cargo has no stable way to depend on another package's binary. The test does
+//! not run cargo itself (a nested `cargo build -p ringbearer` resolved features apart from
+//! the workspace and rebuilt much of the tree, and held the build lock meanwhile): it takes
+//! `ringbearer` from the directory of the profile this test was built in
+//! (`target/<profile>/`, the parent of the test's own `deps/`), which
+//! `cargo test --workspace` builds with the server's own tests. Running only this package
+//! needs `cargo build -p ringbearer` (same profile) first. `RINGBEARER_BIN` overrides the path.
 #![allow(dead_code)]
 
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
-    }
-}
-
-/// The debug `ringbearer` binary, built once per test process.
+/// The `ringbearer` binary of this test's profile; panics with what to do if it is missing.
 pub fn server_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("RINGBEARER_BIN") {
-            return PathBuf::from(p);
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "ringbearer"])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .status()
-            .expect("running cargo build -p ringbearer");
-        assert!(status.success(), "cargo build -p ringbearer failed");
-        let bin = target_dir().join("debug/ringbearer");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
-    .clone()
+    if let Some(p) = std::env::var_os("RINGBEARER_BIN") {
+        return PathBuf::from(p);
+    }
+    // This test runs as target/<profile>/deps/<name>-<hash>.
+    let exe = std::env::current_exe().expect("the test's own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test runs from target/<profile>/deps/");
+    let bin = profile_dir.join("ringbearer");
+    assert!(
+        bin.is_file(),
+        "{} is missing: these tests run the server that cargo built for the same profile. \
+         Run `cargo test --workspace` (it builds it), or `cargo build -p ringbearer` (with the \
+         same --release/--profile as this test) first, or set RINGBEARER_BIN to a ringbearer \
+         binary",
+        bin.display()
+    );
+    bin
 }
 
-/// Runs `ringbearer-perf SCENARIO ARGS…` against the debug server with a fresh output
+/// Runs `ringbearer-perf SCENARIO ARGS…` against this profile's server with a fresh output
 /// directory; returns the parsed result JSON (which exists even when a step failed).
 pub fn run_scenario(scenario: &str, file_stem: &str, args: &[&str]) -> Value {
     let out = std::env::temp_dir().join(format!(

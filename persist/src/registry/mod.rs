@@ -47,7 +47,7 @@ use rusqlite::Connection;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -123,15 +123,42 @@ impl RegistryConfig {
 /// and dropping a `Reply` does not cancel it: the write still happens, only the answer is
 /// lost. Fire-and-forget writes (batched acks) may drop it; callers that promise durability
 /// to a client must await it.
+///
+/// A failure is never silent: when the caller dropped its `Reply` before hearing the
+/// answer, the failure is logged (at `error`) and counted in
+/// [`Registry::unobserved_failures`] — by the registry thread for a job that failed, by
+/// the `Reply`'s drop for a call refused at the door (`Overloaded`, `Closed`, invalid
+/// input).
 #[derive(Debug)]
 pub struct Reply<T> {
     state: Result<oneshot::Receiver<Result<T, RegistryError>>, Option<RegistryError>>,
+    unobserved: Arc<AtomicU64>,
 }
 
 impl<T> Reply<T> {
-    fn refused(e: RegistryError) -> Self {
+    fn refused(e: RegistryError, unobserved: Arc<AtomicU64>) -> Self {
         Reply {
             state: Err(Some(e)),
+            unobserved,
+        }
+    }
+}
+
+impl<T> Drop for Reply<T> {
+    fn drop(&mut self) {
+        match &mut self.state {
+            Err(Some(e)) => worker::unobserved_failure(&self.unobserved, e),
+            Ok(rx) => {
+                // The answer may have arrived before this drop: then the thread's send
+                // succeeded and only this side can see the failure. `close` first, so a
+                // send racing this drop either lands before (read here) or fails (logged
+                // by the thread): never both, never neither.
+                rx.close();
+                if let Ok(Some(Err(e))) = rx.try_recv() {
+                    worker::unobserved_failure(&self.unobserved, &e);
+                }
+            }
+            Err(None) => {}
         }
     }
 }
@@ -166,6 +193,8 @@ struct Inner {
     thread: Mutex<Option<JoinHandle<Result<(), RegistryError>>>>,
     path: PathBuf,
     batch_rows_max: usize,
+    /// Failed calls whose caller was no longer waiting (logged as they happen).
+    unobserved: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Msg {
@@ -280,12 +309,19 @@ impl Registry {
                 thread: Mutex::new(Some(thread)),
                 path: path.to_owned(),
                 batch_rows_max: cfg.batch_rows_max,
+                unobserved: Arc::default(),
             }),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Calls that failed after their caller dropped the `Reply` (fire-and-forget writes
+    /// that were not stored); each was also logged at `error`. For health and metrics.
+    pub fn unobserved_failures(&self) -> u64 {
+        self.inner.unobserved.load(Ordering::Relaxed)
     }
 
     /// Jobs waiting for the thread (for health and metrics).
@@ -329,18 +365,22 @@ impl Registry {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, RegistryError> + Send + 'static,
     {
+        let unobserved = self.inner.unobserved.clone();
         if self.inner.closed.load(Ordering::Acquire) {
-            return Reply::refused(RegistryError::Closed);
+            return Reply::refused(RegistryError::Closed, unobserved);
         }
         let (tx, rx) = oneshot::channel();
-        match self
-            .inner
-            .queue
-            .try_send(Msg::Work(Box::new(Task::new(work, tx))))
-        {
-            Ok(()) => Reply { state: Ok(rx) },
-            Err(TrySendError::Full(_)) => Reply::refused(RegistryError::Overloaded),
-            Err(TrySendError::Disconnected(_)) => Reply::refused(RegistryError::Closed),
+        match self.inner.queue.try_send(Msg::Work(Box::new(Task::new(
+            work,
+            tx,
+            unobserved.clone(),
+        )))) {
+            Ok(()) => Reply {
+                state: Ok(rx),
+                unobserved,
+            },
+            Err(TrySendError::Full(_)) => Reply::refused(RegistryError::Overloaded, unobserved),
+            Err(TrySendError::Disconnected(_)) => Reply::refused(RegistryError::Closed, unobserved),
         }
     }
 
@@ -353,7 +393,7 @@ impl Registry {
     {
         match prepared {
             Ok(p) => self.submit(move |conn| work(conn, p)),
-            Err(e) => Reply::refused(e),
+            Err(e) => Reply::refused(e, self.inner.unobserved.clone()),
         }
     }
 

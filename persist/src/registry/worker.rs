@@ -21,6 +21,8 @@ use crossbeam::channel::Receiver;
 use futures_channel::oneshot;
 use rusqlite::Connection;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// A unit of work for the registry thread.
 pub(crate) trait Work: Send {
@@ -41,16 +43,32 @@ pub(crate) struct Task<T, F> {
     work: Option<F>,
     result: Option<Result<T, RegistryError>>,
     answer: oneshot::Sender<Result<T, RegistryError>>,
+    /// Counts failures nobody was waiting for (see [`unobserved_failure`]).
+    unobserved: Arc<AtomicU64>,
 }
 
 impl<T, F> Task<T, F> {
-    pub(crate) fn new(work: F, answer: oneshot::Sender<Result<T, RegistryError>>) -> Self {
+    pub(crate) fn new(
+        work: F,
+        answer: oneshot::Sender<Result<T, RegistryError>>,
+        unobserved: Arc<AtomicU64>,
+    ) -> Self {
         Task {
             work: Some(work),
             result: None,
             answer,
+            unobserved,
         }
     }
+}
+
+/// A call failed and its caller had already dropped the `Reply` (a fire-and-forget write:
+/// a subscription, a cursor, an audit record). Never silent: counted and logged at `error`,
+/// since whoever was told "done" (e.g. a client's `subscribed`) may lose that state at the
+/// next restart.
+pub(crate) fn unobserved_failure(counter: &AtomicU64, e: &RegistryError) {
+    counter.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(target: "ringbearer_persist::registry", "registry write failed and was not stored: {e}");
 }
 
 impl<T, F> Work for Task<T, F>
@@ -78,15 +96,23 @@ where
     }
 
     fn finish(self: Box<Self>, committed: Result<(), RegistryError>) {
-        let Task { result, answer, .. } = *self;
+        let Task {
+            result,
+            answer,
+            unobserved,
+            ..
+        } = *self;
         let answer_value = match (result, committed) {
             (Some(Err(e)), _) => Err(e),
             (Some(Ok(v)), Ok(())) => Ok(v),
             (_, Err(e)) => Err(e),
             (None, Ok(())) => Err(RegistryError::Storage("internal: job never ran".into())),
         };
-        // The caller may have dropped its `Reply`: the work is done either way.
-        let _ = answer.send(answer_value);
+        // The caller may have dropped its `Reply`: the work is done either way, and a
+        // failure nobody hears of is logged here.
+        if let Err(Err(e)) = answer.send(answer_value) {
+            unobserved_failure(&unobserved, &e);
+        }
     }
 }
 
@@ -202,7 +228,7 @@ mod tests {
         f: impl FnOnce(&Connection) -> Result<(), RegistryError> + Send + 'static,
     ) -> Answer {
         let (tx, rx) = oneshot::channel();
-        group.push(Box::new(Task::new(f, tx)));
+        group.push(Box::new(Task::new(f, tx, Arc::default())));
         rx
     }
 
