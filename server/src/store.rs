@@ -100,6 +100,10 @@ pub fn open(data_dir: &Path, cfg: &StorageConfig, shards: usize) -> Result<Store
             registry: None,
         });
     }
+    // Absolute from here on: glommio opens a relative directory against dirfd -1 (EBADF on
+    // the first directory fsync, glommio #637), and the README's `serve` uses `./data`.
+    let data_dir = &std::path::absolute(data_dir)
+        .with_context(|| format!("resolving data directory {}", data_dir.display()))?;
     let wal_dir = data_dir.join("wal");
     std::fs::create_dir_all(&wal_dir).with_context(|| format!("creating {}", wal_dir.display()))?;
     // Channels live in the log of the shard that owns them (a hash of the name, modulo the
