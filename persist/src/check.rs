@@ -383,7 +383,6 @@ pub fn repair(dir: &Path) -> io::Result<RepairReport> {
         let Some(first) = check.findings.iter().find(|f| f.is_damage()).cloned() else {
             break;
         };
-        report.moved_to = Some(aside.clone());
         let segs = &check.segments;
         // Drops segments `from..` (moved aside), counting their records by LSN.
         let drop_from = |from: usize, report: &mut RepairReport| -> io::Result<u64> {
@@ -479,8 +478,9 @@ pub fn repair(dir: &Path) -> io::Result<RepairReport> {
         }
         fs::File::open(dir)?.sync_all()?;
     }
-    if let Some(a) = &report.moved_to {
-        fs::File::open(a)?.sync_all()?;
+    if aside.exists() {
+        fs::File::open(&aside)?.sync_all()?;
+        report.moved_to = Some(aside);
     }
     Ok(report)
 }
