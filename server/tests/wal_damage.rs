@@ -1,0 +1,116 @@
+//! One flipped bit in the middle of a shard's active log segment (valid commits after it)
+//! does not silently delete acknowledged messages: the real server refuses to start, names
+//! the segment in its error and exits non-zero, `ringbearer wal verify` names it too, and
+//! the file on disk is unchanged. `ringbearer wal repair` is the explicit way back.
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const CH: &str = "wedding:timeline:w-1";
+/// Under the default per-channel rate limit (100 a minute).
+const PUBLISHED: u64 = 80;
+
+/// Runs the binary with `args` to completion, within `WAIT`.
+fn run_bin(args: &[&str], data: &Path) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringbearer"));
+    cmd.args(args)
+        .arg("--data")
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("ringbearer {args:?} did not finish within {WAIT:?}");
+        }
+    }
+}
+
+fn segments_of(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn a_flipped_bit_mid_segment_stops_the_server_naming_the_segment() {
+    let mut server = TestServer::start("");
+    let token = server.token("coord", "org-1", "coordinator", &["w-1"]);
+    let mut c = server.connect(&token).await;
+    assert_eq!(c.create(CH, Some("w-1")).await["op"], "created");
+    for n in 1..=PUBLISHED {
+        // Each publish waits for its answer: one group commit each, synced before the next.
+        let p = c.publish(CH, json!({"n": n})).await;
+        assert_eq!(p["id"], n, "{p}");
+    }
+    drop(c);
+    assert!(server.stop().success());
+
+    let data = server.data.clone();
+    let shard = data.join(format!("wal/shard-{}", owner(CH, 2)));
+    let seg = segments_of(&shard).pop().unwrap();
+    let name = seg.file_name().unwrap().to_str().unwrap().to_owned();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let half = bytes.len() / 2;
+    bytes[half] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let config = data.join("test.toml");
+    let start = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "2",
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let out = run_bin(&start, &data);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the server started on a damaged log: {stderr}");
+    assert!(
+        stderr.contains(&name) && stderr.contains("offset") && stderr.contains("not a torn write"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "the segment was changed");
+
+    let out = run_bin(&["wal", "verify"], &data);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "verify passed a damaged log: {stdout}");
+    assert!(stdout.contains(&name) && stdout.contains("DAMAGE"), "{stdout}");
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "verify changed the segment");
+
+    // The operator's explicit choice: repair, then the server starts with what was before
+    // the damage.
+    let out = run_bin(&["wal", "repair"], &data);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.contains(&name) && report.contains("records dropped"), "{report}");
+    assert!(run_bin(&["wal", "verify"], &data).status.success());
+    server.kill_and_restart();
+    let mut c = server.connect(&token).await;
+    let r = c
+        .request(json!({"op": "subscribe", "channel": CH, "last_seen_id": 0}))
+        .await;
+    assert_eq!(r["op"], "subscribed", "{r}");
+    let ids = message_ids(&r);
+    assert!(!ids.is_empty() && ids.len() < PUBLISHED as usize, "{ids:?}");
+}
