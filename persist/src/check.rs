@@ -121,7 +121,9 @@ pub fn verify(dir: &Path) -> io::Result<LogCheck> {
         Err(e) => return Err(e),
     }
     for (first, name) in &names {
-        check.segments.push(check_segment(&dir.join(name), name, *first)?);
+        check
+            .segments
+            .push(check_segment(&dir.join(name), name, *first)?);
     }
     let n = check.segments.len();
     // Where the log begins.
@@ -397,24 +399,22 @@ pub fn repair(dir: &Path) -> io::Result<RepairReport> {
             Ok(lsn_end)
         };
         match first {
-            Finding::MissingOldest { expected, found } => {
-                match found {
-                    Some(f) => {
-                        write_start(dir, f)?;
-                        report.records_dropped += f.saturating_sub(expected);
-                        report.actions.push(format!(
+            Finding::MissingOldest { expected, found } => match found {
+                Some(f) => {
+                    write_start(dir, f)?;
+                    report.records_dropped += f.saturating_sub(expected);
+                    report.actions.push(format!(
                             "accepted the loss of LSN {expected}..={} (segments missing); START now says {f}",
                             f - 1
                         ));
-                    }
-                    None => {
-                        move_aside(START_FILE_NAME)?;
-                        report.actions.push(format!(
+                }
+                None => {
+                    move_aside(START_FILE_NAME)?;
+                    report.actions.push(format!(
                             "no segment is left; START (LSN {expected}) moved aside: the log starts empty"
                         ));
-                    }
                 }
-            }
+            },
             Finding::StartFile(_) => {
                 match segs.first() {
                     Some(g) => write_start(dir, g.first_lsn)?,

@@ -194,7 +194,10 @@ pub fn encode_commit_header(salt: u32, c: &CommitHeader) -> [u8; COMMIT_HEADER_B
 }
 
 fn commit_crc(salt: u32, h: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&salt.to_le_bytes()), &h[8..COMMIT_HEADER_BYTES])
+    crc32c::crc32c_append(
+        crc32c::crc32c(&salt.to_le_bytes()),
+        &h[8..COMMIT_HEADER_BYTES],
+    )
 }
 
 /// The commit header at `b[0..]`, if one is there: marker, salted crc and plausible
@@ -376,7 +379,9 @@ impl fmt::Display for StopReason {
             StopReason::LsnOutOfSequence { expected, found } => {
                 write!(f, "LSN out of sequence: expected {expected}, found {found}")
             }
-            StopReason::BadCommitHeader => f.write_str("no valid commit header where a commit starts"),
+            StopReason::BadCommitHeader => {
+                f.write_str("no valid commit header where a commit starts")
+            }
             StopReason::CommitLength => {
                 f.write_str("commit records do not end where its header says")
             }
@@ -527,7 +532,11 @@ fn zero_block_reason(rest: &[u8]) -> StopReason {
 
 /// Checks the record at `pos` (length, checksum, fields, LSN), adds it to `scan` and returns
 /// its end.
-fn next_record<'a>(bytes: &'a [u8], pos: usize, scan: &mut SegmentScan<'a>) -> Result<usize, StopReason> {
+fn next_record<'a>(
+    bytes: &'a [u8],
+    pos: usize,
+    scan: &mut SegmentScan<'a>,
+) -> Result<usize, StopReason> {
     let (r, end) = checked_record(bytes, pos)?;
     if r.lsn != scan.next_lsn {
         return Err(StopReason::LsnOutOfSequence {
@@ -765,7 +774,10 @@ mod tests {
             })
         );
         let v1 = encode_header_v1(42);
-        assert_eq!(decode_header(&v1).map(|h| (h.version, h.first_lsn)), Ok((1, 42)));
+        assert_eq!(
+            decode_header(&v1).map(|h| (h.version, h.first_lsn)),
+            Ok((1, 42))
+        );
         assert_eq!(decode_header(&h[..10]), Err(HeaderError::Short));
         let mut bad = h;
         bad[17] ^= 1;

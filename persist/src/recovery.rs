@@ -350,7 +350,11 @@ pub(crate) fn new_salt(first_lsn: u64) -> u32 {
 }
 
 /// Writes the start file naming `first_lsn` (atomic and durable).
-pub(crate) async fn write_start<S: Storage>(storage: &S, dir: &Path, first_lsn: u64) -> Result<(), WalError> {
+pub(crate) async fn write_start<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    first_lsn: u64,
+) -> Result<(), WalError> {
     storage
         .replace_small(dir, START_FILE_NAME, &format::encode_start(first_lsn))
         .await

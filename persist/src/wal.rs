@@ -318,10 +318,7 @@ impl Wal<DmaStorage> {
 
 impl<S: Storage> Wal<S> {
     /// [`Wal::open`] over any storage (tests pass a [`crate::fault::FaultStorage`]).
-    pub async fn open_with(
-        mut cfg: WalConfig,
-        storage: S,
-    ) -> Result<(Wal<S>, Recovery), WalError> {
+    pub async fn open_with(mut cfg: WalConfig, storage: S) -> Result<(Wal<S>, Recovery), WalError> {
         cfg.validate()?;
         // IMPORTANT: every path handed to glommio is absolute. glommio 0.9 opens a relative
         // directory against dirfd -1 (`Directory::open`, glommio #637): a relative `dir`

@@ -84,13 +84,19 @@ fn damage_refused(dir: &Path, damage: impl FnOnce(&mut Vec<u8>)) {
             ..
         } => {
             assert_eq!(segment, &seg);
-            assert!(*offset <= half && half - offset < 8192, "{offset} vs {half}");
+            assert!(
+                *offset <= half && half - offset < 8192,
+                "{offset} vs {half}"
+            );
             assert!(*valid_at > half, "{valid_at}");
         }
         other => panic!("expected DamagedBeforeValid, got {other}"),
     }
     let msg = e.to_string();
-    assert!(msg.contains(seg.to_str().unwrap()) && msg.contains("offset"), "{msg}");
+    assert!(
+        msg.contains(seg.to_str().unwrap()) && msg.contains("offset"),
+        "{msg}"
+    );
     // Nothing was cut or rewritten.
     assert_eq!(fs::read(&seg).unwrap(), bytes);
 
@@ -98,14 +104,20 @@ fn damage_refused(dir: &Path, damage: impl FnOnce(&mut Vec<u8>)) {
     assert!(v.is_damaged(), "{v}");
     assert_eq!(v.findings, vec![Finding::Damage { segment: 0 }], "{v}");
     let text = v.to_string();
-    assert!(text.contains(seg.file_name().unwrap().to_str().unwrap()) && text.contains("DAMAGE"), "{text}");
+    assert!(
+        text.contains(seg.file_name().unwrap().to_str().unwrap()) && text.contains("DAMAGE"),
+        "{text}"
+    );
     assert_eq!(fs::read(&seg).unwrap(), bytes, "verify changed nothing");
 
     // The operator's choice: repair cuts at the damage and says what it dropped.
     let r = check::repair(dir).unwrap();
     assert!(r.records_dropped > 150 && r.records_dropped < 250, "{r}");
     let saved = r.moved_to.clone().unwrap();
-    assert!(fs::read_dir(&saved).unwrap().count() == 1, "the cut bytes are kept aside");
+    assert!(
+        fs::read_dir(&saved).unwrap().count() == 1,
+        "the cut bytes are kept aside"
+    );
     assert_eq!(open_count(&cfg) + r.records_dropped, 400, "{r}");
     assert!(!check::verify(dir).unwrap().is_damaged());
 }
@@ -140,7 +152,9 @@ fn a_torn_last_commit_is_still_cut_and_verify_calls_it_harmless() {
     let last_commit = (4096..bytes.len())
         .step_by(4096)
         .rev()
-        .find(|&b| format::decode_commit_header(&bytes[b..], salt).is_some_and(|c| c.first_lsn == 391))
+        .find(|&b| {
+            format::decode_commit_header(&bytes[b..], salt).is_some_and(|c| c.first_lsn == 391)
+        })
         .unwrap();
     fs::OpenOptions::new()
         .write(true)
@@ -167,7 +181,8 @@ fn a_missing_oldest_segment_refuses_to_open() {
     let cfg = write_rotated(dir.path());
     let segs = segments(dir.path());
     fs::remove_file(&segs[0]).unwrap();
-    let second = format::parse_segment_file_name(segs[1].file_name().unwrap().to_str().unwrap()).unwrap();
+    let second =
+        format::parse_segment_file_name(segs[1].file_name().unwrap().to_str().unwrap()).unwrap();
     let e = open_err(&cfg);
     match &e {
         WalError::MissingSegment {
@@ -206,7 +221,8 @@ fn a_missing_middle_segment_is_reported_and_repair_keeps_what_is_before_it() {
         "{v}"
     );
     assert!(v.to_string().contains("is missing"), "{v}");
-    let third = format::parse_segment_file_name(segs[2].file_name().unwrap().to_str().unwrap()).unwrap();
+    let third =
+        format::parse_segment_file_name(segs[2].file_name().unwrap().to_str().unwrap()).unwrap();
     let r = check::repair(dir.path()).unwrap();
     assert_eq!(r.records_dropped, 120 - (third - 1), "{r}");
     assert_eq!(open_count(&cfg), third - 1);
@@ -232,8 +248,13 @@ fn segments_left_by_an_interrupted_reclaim_are_removed_at_open() {
     let cfg = write_rotated(dir.path());
     let segs = segments(dir.path());
     // The reclaim moved the start file to the third segment and crashed before removing.
-    let third = format::parse_segment_file_name(segs[2].file_name().unwrap().to_str().unwrap()).unwrap();
-    fs::write(dir.path().join(format::START_FILE_NAME), format::encode_start(third)).unwrap();
+    let third =
+        format::parse_segment_file_name(segs[2].file_name().unwrap().to_str().unwrap()).unwrap();
+    fs::write(
+        dir.path().join(format::START_FILE_NAME),
+        format::encode_start(third),
+    )
+    .unwrap();
     let v = check::verify(dir.path()).unwrap();
     assert!(!v.is_damaged(), "{v}");
     run(async {
@@ -273,7 +294,11 @@ fn a_version_1_log_is_read_and_continued_in_a_version_2_segment() {
     });
     let segs = segments(dir.path());
     assert_eq!(segs.len(), 2, "writing goes on in a new segment");
-    assert_eq!(fs::read(&segs[0]).unwrap(), seg, "the version-1 segment is unchanged");
+    assert_eq!(
+        fs::read(&segs[0]).unwrap(),
+        seg,
+        "the version-1 segment is unchanged"
+    );
     assert_eq!(open_count(&cfg), 4);
     let v = check::verify(dir.path()).unwrap();
     assert!(!v.is_damaged(), "{v}");

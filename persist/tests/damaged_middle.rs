@@ -63,14 +63,21 @@ fn a_corrupt_middle_segment_fails_open_naming_it() {
     let report = ringbearer_persist::check::repair(dir.path()).unwrap();
     assert!(report.records_dropped > 0, "{report}");
     assert!(
-        report.actions.iter().any(|a| a.contains(victim.file_name().unwrap().to_str().unwrap())),
+        report
+            .actions
+            .iter()
+            .any(|a| a.contains(victim.file_name().unwrap().to_str().unwrap())),
         "{report}"
     );
     run(async {
         let (wal, rec) = Wal::open(cfg).await.unwrap();
         assert!(!rec.records.is_empty());
         check_all(&rec.records);
-        assert_eq!(rec.records.len() as u64 + report.records_dropped, 120, "{report}");
+        assert_eq!(
+            rec.records.len() as u64 + report.records_dropped,
+            120,
+            "{report}"
+        );
         assert_eq!(rec.report.tail_cut, None);
         wal.close().await.unwrap();
     });

@@ -37,7 +37,12 @@ impl ReadmeServer {
             _ => {
                 let status = child.wait().unwrap();
                 let mut err = String::new();
-                child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
                 panic!("`ringbearer serve` did not start ({status}): {err}");
             }
         };
@@ -94,13 +99,26 @@ fn health(addr: SocketAddr) -> String {
 fn readme_token(cwd: &Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_ringbearer"))
         .args([
-            "token", "--sub", "coord-sarah", "--org", "venue-1", "--role", "coordinator", "--tier",
-            "professional", "--weddings", "w-sarah",
+            "token",
+            "--sub",
+            "coord-sarah",
+            "--org",
+            "venue-1",
+            "--role",
+            "coordinator",
+            "--tier",
+            "professional",
+            "--weddings",
+            "w-sarah",
         ])
         .current_dir(cwd)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
@@ -115,7 +133,10 @@ async fn the_readme_first_command_serves_and_keeps_a_message_across_a_restart() 
     let h = health(server.addr);
     assert!(h.starts_with("HTTP/1.1 200"), "{h}");
     assert!(h.contains("\"success\":true"), "{h}");
-    assert!(cwd.join("data/wal/shard-0").is_dir(), "the log is in ./data");
+    assert!(
+        cwd.join("data/wal/shard-0").is_dir(),
+        "the log is in ./data"
+    );
     let token = readme_token(&cwd);
     let mut c = Raw::connect(&format!("ws://{}/ws", server.addr), &token)
         .await

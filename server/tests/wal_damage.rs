@@ -85,25 +85,49 @@ async fn a_flipped_bit_mid_segment_stops_the_server_naming_the_segment() {
     ];
     let out = run_bin(&start, &data);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the server started on a damaged log: {stderr}");
+    assert!(
+        !out.status.success(),
+        "the server started on a damaged log: {stderr}"
+    );
     assert!(
         stderr.contains(&name) && stderr.contains("offset") && stderr.contains("not a torn write"),
         "{stderr}"
     );
-    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "the segment was changed");
+    assert_eq!(
+        std::fs::read(&seg).unwrap(),
+        bytes,
+        "the segment was changed"
+    );
 
     let out = run_bin(&["wal", "verify"], &data);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "verify passed a damaged log: {stdout}");
-    assert!(stdout.contains(&name) && stdout.contains("DAMAGE"), "{stdout}");
-    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "verify changed the segment");
+    assert!(
+        !out.status.success(),
+        "verify passed a damaged log: {stdout}"
+    );
+    assert!(
+        stdout.contains(&name) && stdout.contains("DAMAGE"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(&seg).unwrap(),
+        bytes,
+        "verify changed the segment"
+    );
 
     // The operator's explicit choice: repair, then the server starts with what was before
     // the damage.
     let out = run_bin(&["wal", "repair"], &data);
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(report.contains(&name) && report.contains("records dropped"), "{report}");
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains(&name) && report.contains("records dropped"),
+        "{report}"
+    );
     assert!(run_bin(&["wal", "verify"], &data).status.success());
     server.kill_and_restart();
     let mut c = server.connect(&token).await;
