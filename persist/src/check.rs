@@ -455,7 +455,13 @@ pub fn repair(dir: &Path) -> io::Result<RepairReport> {
                 }
                 let path = dir.join(&g.name);
                 let bytes = fs::read(&path)?;
-                let cut = g.valid_end.min(bytes.len() as u64);
+                // As recovery: a version-2 segment keeps its last whole commit's padding.
+                let cut_end = if g.version == Some(format::FORMAT_VERSION) {
+                    format::align_up(g.valid_end)
+                } else {
+                    g.valid_end
+                };
+                let cut = cut_end.min(bytes.len() as u64);
                 fs::create_dir_all(&aside)?;
                 let saved = aside.join(format!("{}.from-{cut}", g.name));
                 fs::write(&saved, &bytes[cut as usize..])?;

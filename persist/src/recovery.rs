@@ -12,7 +12,7 @@
 //! - Segments must continue each other: a segment's first LSN is the previous segment's
 //!   next LSN. Otherwise [`WalError::Sequence`] (a missing middle segment, or a stray one).
 //! - The last segment may end in a torn tail: damage with nothing valid after it. It is
-//!   truncated to the end of its last whole commit, made durable, and reported
+//!   truncated to the block after its last whole commit, made durable, and reported
 //!   ([`TailCut`]). Only a commit whose fdatasync never returned can be there.
 //! - Damage in the last segment **followed by a valid commit** is not a torn write: each
 //!   commit is synced before the next starts, so the damaged bytes were acknowledged.
@@ -275,14 +275,22 @@ pub(crate) async fn recover<S: Storage>(
                     valid_lsn,
                 });
             }
-            file.truncate(scan.valid_end)
+            // Version 2: cut at the block boundary after the last whole commit. Its padding
+            // (zeros, written and synced with it) stays, so the file keeps ending on a
+            // block and a later crash can only add bytes where the next commit starts.
+            let cut_to = if header.version == format::FORMAT_VERSION_1 {
+                scan.valid_end
+            } else {
+                format::align_up(scan.valid_end)
+            };
+            file.truncate(cut_to)
                 .await
                 .map_err(|e| WalError::io("cutting the tail of", &path, e))?;
             report.tail_cut = Some(TailCut {
                 segment: path.clone(),
                 offset,
-                kept_bytes: scan.valid_end,
-                discarded_bytes: size - scan.valid_end,
+                kept_bytes: cut_to,
+                discarded_bytes: size.saturating_sub(cut_to),
                 reason,
             });
         }
