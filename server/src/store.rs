@@ -203,7 +203,18 @@ impl JournalFactory for WalFactory {
                 "write-ahead log recovered"
             );
             if let Some(cut) = &report.tail_cut {
-                tracing::warn!(shard, "cut a torn or corrupt tail: {cut:?}");
+                // Damage with nothing valid after it: the commit a crash interrupted. Any
+                // other damage fails `Wal::open` above and stops the start.
+                tracing::warn!(shard, "cut a torn tail: {cut:?}");
+            }
+            if !report.reclaimed_at_open.is_empty() {
+                tracing::info!(shard, segments = ?report.reclaimed_at_open, "finished an interrupted reclaim");
+            }
+            if report.upgraded_from_v1 {
+                tracing::info!(
+                    shard,
+                    "write-ahead log upgraded: new segments use format version 2"
+                );
             }
             let mut channels: BTreeMap<String, (Option<ChannelCheckpoint>, Vec<RestoredMessage>)> =
                 BTreeMap::new();
