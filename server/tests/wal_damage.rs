@@ -85,6 +85,7 @@ async fn a_flipped_bit_mid_segment_stops_the_server_naming_the_segment() {
     ];
     let out = run_bin(&start, &data);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("serve ({}):\n{stderr}", out.status);
     assert!(
         !out.status.success(),
         "the server started on a damaged log: {stderr}"
@@ -101,6 +102,10 @@ async fn a_flipped_bit_mid_segment_stops_the_server_naming_the_segment() {
 
     let out = run_bin(&["wal", "verify"], &data);
     let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "wal verify:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         !out.status.success(),
         "verify passed a damaged log: {stdout}"
@@ -119,6 +124,7 @@ async fn a_flipped_bit_mid_segment_stops_the_server_naming_the_segment() {
     // the damage.
     let out = run_bin(&["wal", "repair"], &data);
     let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!("wal repair:\n{report}");
     assert!(
         out.status.success(),
         "{report}{}",
