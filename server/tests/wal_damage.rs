@@ -1,7 +1,8 @@
 //! One flipped bit in the middle of a shard's active log segment (valid commits after it)
 //! does not silently delete acknowledged messages: the real server refuses to start, names
 //! the segment in its error and exits non-zero, `ringbearer wal verify` names it too, and
-//! the file on disk is unchanged. `ringbearer wal repair` is the explicit way back.
+//! the file on disk is unchanged. `ringbearer wal repair` is the explicit way back. A
+//! deleted oldest segment stops the start too, naming the missing file.
 mod common;
 
 use common::*;
@@ -143,4 +144,57 @@ async fn a_flipped_bit_mid_segment_stops_the_server_naming_the_segment() {
     assert_eq!(r["op"], "subscribed", "{r}");
     let ids = message_ids(&r);
     assert!(!ids.is_empty() && ids.len() < PUBLISHED as usize, "{ids:?}");
+}
+
+/// Deleting the oldest segment (it holds the channel's creation record) used to make the
+/// channel vanish without a word; now the server refuses to start naming the missing file.
+#[tokio::test]
+async fn a_missing_oldest_segment_stops_the_server_naming_it() {
+    // Small segments: the log rotates every commit or two.
+    let mut server = TestServer::start("[storage]\nsegment_bytes = 8192\n");
+    let token = server.token("coord", "org-1", "coordinator", &["w-1"]);
+    let mut c = server.connect(&token).await;
+    assert_eq!(c.create(CH, Some("w-1")).await["op"], "created");
+    for n in 1..=20u64 {
+        assert_eq!(c.publish(CH, json!({"n": n})).await["id"], n);
+    }
+    drop(c);
+    assert!(server.stop().success());
+
+    let data = server.data.clone();
+    let shard = data.join(format!("wal/shard-{}", owner(CH, 2)));
+    let segs = segments_of(&shard);
+    assert!(segs.len() > 2, "{segs:?}");
+    let oldest = segs[0].file_name().unwrap().to_str().unwrap().to_owned();
+    std::fs::remove_file(&segs[0]).unwrap();
+
+    let config = data.join("test.toml");
+    let out = run_bin(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "2",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &data,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the server started without its oldest segment: {stderr}"
+    );
+    assert!(
+        stderr.contains(&oldest) && stderr.contains("missing"),
+        "{stderr}"
+    );
+    let out = run_bin(&["wal", "verify"], &data);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&oldest) && stdout.contains("missing"),
+        "{stdout}"
+    );
 }
