@@ -122,8 +122,29 @@ pub fn open(data_dir: &Path, cfg: &StorageConfig, shards: usize) -> Result<Store
                 );
             }
         }
-        Err(_) => std::fs::write(&marker, format!("{shards}\n"))
-            .with_context(|| format!("writing {}", marker.display()))?,
+        Err(_) => {
+            // The shard directories first: once the marker exists, a missing one was removed.
+            for s in 0..shards {
+                let d = wal_dir.join(format!("shard-{s}"));
+                std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+            }
+            std::fs::write(&marker, format!("{shards}\n"))
+                .with_context(|| format!("writing {}", marker.display()))?
+        }
+    }
+    // A shard's whole log directory gone is not something its log can see (it would start
+    // empty): the marker says the directories were made.
+    for s in 0..shards {
+        let d = wal_dir.join(format!("shard-{s}"));
+        if !d.is_dir() {
+            bail!(
+                "{} is missing, but {} says this data directory was written with {shards} shards: shard {s}'s \
+                 write-ahead log is gone. Restore it from a backup, or accept the loss with `ringbearer wal repair` \
+                 (docs/operations.md, \"The log is damaged\")",
+                d.display(),
+                marker.display()
+            );
+        }
     }
     for s in 0..shards {
         cfg.wal_config(wal_dir.join(format!("shard-{s}")))?;

@@ -41,8 +41,13 @@ pub enum WalCmd {
 pub fn run(cmd: WalCmd) -> Result<()> {
     match cmd {
         WalCmd::Verify { data, config } => {
-            let dirs = shard_dirs(&data_dir(data, config)?)?;
+            let data = data_dir(data, config)?;
             let mut damaged = Vec::new();
+            for dir in missing_shard_dirs(&data)? {
+                println!("{}\n  DAMAGE: missing: the data directory was written with more shards (wal/SHARDS)", dir.display());
+                damaged.push(dir.display().to_string());
+            }
+            let dirs = shard_dirs(&data)?;
             for dir in &dirs {
                 let c = check::verify(dir)
                     .with_context(|| format!("reading the log in {}", dir.display()))?;
@@ -60,7 +65,16 @@ pub fn run(cmd: WalCmd) -> Result<()> {
             Ok(())
         }
         WalCmd::Repair { data, config } => {
-            for dir in shard_dirs(&data_dir(data, config)?)? {
+            let data = data_dir(data, config)?;
+            for dir in missing_shard_dirs(&data)? {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                println!(
+                    "repaired {}: the shard's whole log was missing; created it empty (every record of that shard is lost)",
+                    dir.display()
+                );
+            }
+            for dir in shard_dirs(&data)? {
                 let before = check::verify(&dir)
                     .with_context(|| format!("reading the log in {}", dir.display()))?;
                 if !before.is_damaged() {
@@ -89,6 +103,22 @@ fn data_dir(data: Option<PathBuf>, config: Option<PathBuf>) -> Result<PathBuf> {
         (None, Some(c)) => crate::config::Config::load(&c)?.data_dir,
         (None, None) => crate::config::Config::default().data_dir,
     })
+}
+
+/// `<data>/wal/shard-N` directories that `<data>/wal/SHARDS` says exist but do not.
+fn missing_shard_dirs(data: &Path) -> Result<Vec<PathBuf>> {
+    let wal = data.join("wal");
+    let Ok(s) = std::fs::read_to_string(wal.join("SHARDS")) else {
+        return Ok(Vec::new());
+    };
+    let n: usize = s
+        .trim()
+        .parse()
+        .with_context(|| format!("reading {}", wal.join("SHARDS").display()))?;
+    Ok((0..n)
+        .map(|i| wal.join(format!("shard-{i}")))
+        .filter(|d| !d.is_dir())
+        .collect())
 }
 
 /// `<data>/wal/shard-N` directories, in shard order.

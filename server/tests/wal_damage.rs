@@ -198,3 +198,47 @@ async fn a_missing_oldest_segment_stops_the_server_naming_it() {
         "{stdout}"
     );
 }
+
+/// A shard's whole log directory removed: the log alone would start empty; the data
+/// directory's `wal/SHARDS` says it existed, so the server refuses, and `wal verify` says so.
+#[tokio::test]
+async fn a_missing_shard_directory_stops_the_server_naming_it() {
+    let mut server = TestServer::start("");
+    let token = server.token("coord", "org-1", "coordinator", &["w-1"]);
+    let mut c = server.connect(&token).await;
+    assert_eq!(c.create(CH, Some("w-1")).await["op"], "created");
+    assert_eq!(c.publish(CH, json!({"n": 1})).await["id"], 1);
+    drop(c);
+    assert!(server.stop().success());
+    let data = server.data.clone();
+    let shard = data.join(format!("wal/shard-{}", owner(CH, 2)));
+    std::fs::remove_dir_all(&shard).unwrap();
+
+    let config = data.join("test.toml");
+    let start = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "2",
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let out = run_bin(&start, &data);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(shard.to_str().unwrap()) && stderr.contains("missing"),
+        "{stderr}"
+    );
+    let out = run_bin(&["wal", "verify"], &data);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(shard.to_str().unwrap()) && stdout.contains("missing"),
+        "{stdout}"
+    );
+    // Accepting the loss explicitly lets it start (that shard empty).
+    assert!(run_bin(&["wal", "repair"], &data).status.success());
+    server.kill_and_restart();
+}
