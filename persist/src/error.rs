@@ -1,8 +1,9 @@
 //! The log's one error type, split by what the caller should do: fix the input
 //! ([`WalError::InvalidRecord`], [`WalError::Config`]), back off and retry
 //! ([`WalError::Backpressure`]), alert an operator ([`WalError::Poisoned`],
-//! [`WalError::Corrupt`], [`WalError::Sequence`], [`WalError::Io`]) or stop using the handle
-//! ([`WalError::Closed`]).
+//! [`WalError::Corrupt`], [`WalError::DamagedBeforeValid`], [`WalError::Sequence`],
+//! [`WalError::MissingSegment`], [`WalError::StartFile`], [`WalError::Io`]) or stop using
+//! the handle ([`WalError::Closed`]).
 //!
 //! Cloneable, because one storage failure is reported to every waiting publisher.
 
@@ -40,11 +41,14 @@ pub enum WalError {
         durable_lsn: u64,
     },
 
-    /// A segment other than the last one is damaged: acknowledged records would be lost by
-    /// going on, so `open` refuses. See `docs/wal.md`, "Operator actions".
+    /// Damage that recovery must not cut: in a segment other than the last one, or a
+    /// segment header that is broken with records after it. Acknowledged records would be
+    /// lost by going on, so `open` refuses and changes nothing. See `docs/operations.md`,
+    /// "The log is damaged".
     #[error(
-        "segment {} is corrupt at offset {offset}: {reason}; it is not the last segment, so opening would drop \
-         acknowledged records (see docs/wal.md, Operator actions)",
+        "segment {} is damaged at offset {offset}: {reason}; it is not a torn tail, so opening would drop \
+         acknowledged records: the log is left as it is and does not open (run `ringbearer wal verify`; \
+         docs/operations.md, \"The log is damaged\")",
         segment.display()
     )]
     Corrupt {
@@ -53,10 +57,28 @@ pub enum WalError {
         reason: StopReason,
     },
 
+    /// Damage in the last segment with a valid commit after it. Each commit is synced before
+    /// the next one starts, so the damaged bytes were synced (acknowledged) too: this is not
+    /// a torn write, and cutting there would delete acknowledged records. `open` refuses
+    /// and changes nothing.
+    #[error(
+        "segment {} is damaged at offset {offset}: {reason}; a valid commit follows at offset {valid_at} \
+         (LSN {valid_lsn}), so this is not a torn write but damage to acknowledged records: the log is left \
+         as it is and does not open (run `ringbearer wal verify`; docs/operations.md, \"The log is damaged\")",
+        segment.display()
+    )]
+    DamagedBeforeValid {
+        segment: PathBuf,
+        offset: u64,
+        reason: StopReason,
+        valid_at: u64,
+        valid_lsn: u64,
+    },
+
     /// Segments do not continue each other (a missing or stray segment file).
     #[error(
         "segment {} starts at LSN {found} but LSN {expected} was expected: a segment is missing or stray \
-         (see docs/wal.md, Operator actions)",
+         (run `ringbearer wal verify`; docs/operations.md, \"The log is damaged\")",
         segment.display()
     )]
     Sequence {
@@ -64,6 +86,32 @@ pub enum WalError {
         expected: u64,
         found: u64,
     },
+
+    /// The oldest segments are missing: the start file says the log begins at `expected`,
+    /// but no segment starts there (`found`: the first segment present, if any).
+    #[error(
+        "segment {} is missing from {}: the log's START file says it begins at LSN {expected}, but {}; \
+         the log does not open (run `ringbearer wal verify`; docs/operations.md, \"The log is damaged\")",
+        crate::format::segment_file_name(*expected),
+        dir.display(),
+        match found {
+            Some(f) => format!("the first segment present is {}", crate::format::segment_file_name(*f)),
+            None => "no segment is present".to_string(),
+        }
+    )]
+    MissingSegment {
+        dir: PathBuf,
+        expected: u64,
+        found: Option<u64>,
+    },
+
+    /// The start file is damaged, or missing from a log that must have one.
+    #[error(
+        "{}: {problem}; the log does not open (run `ringbearer wal verify`; docs/operations.md, \
+         \"The log is damaged\")",
+        path.display()
+    )]
+    StartFile { path: PathBuf, problem: String },
 
     /// An I/O error outside the commit path (opening, recovery, reclaim). Does not poison.
     #[error("{op} {}: {source}", path.display())]

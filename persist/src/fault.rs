@@ -99,6 +99,14 @@ impl<S: Storage> Storage for FaultStorage<S> {
     fn direct_io(&self) -> bool {
         self.inner.direct_io()
     }
+
+    async fn read_small(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        self.inner.read_small(path).await
+    }
+
+    async fn replace_small(&self, dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.inner.replace_small(dir, name, bytes).await
+    }
 }
 
 impl<F: SegmentFile> FaultFile<F> {

@@ -8,11 +8,13 @@
 //!
 //! Layout: [`format`] (bytes on disk, pure), [`storage`] (file I/O behind a trait, glommio
 //! DMA files), [`recovery`] (scan and cut at open), `wal` (append, group commit, reclaim),
-//! [`fault`] (a failing storage for tests). `docs/wal.md` documents the format, the
+//! [`fault`] (a failing storage for tests), [`check`] (offline verify and repair, for
+//! `ringbearer wal verify` / `wal repair`). `docs/wal.md` documents the format, the
 //! promises of each policy and every crash case with its test.
 //!
 //! This crate does not depend on `ringbearer-io`; `server/` composes the two.
 
+pub mod check;
 mod error;
 pub mod fault;
 pub mod format;

@@ -45,6 +45,18 @@ pub trait Storage: 'static {
     async fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Whether files are opened with O_DIRECT.
     fn direct_io(&self) -> bool;
+    /// The whole content of a small file (the start file), `None` if it does not exist.
+    async fn read_small(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    /// Replaces `dir/name` with `bytes`, atomically and durably: a temporary file,
+    /// fdatasync, rename over `name`, directory fsync. A crash leaves the old or the new
+    /// content, never a mix.
+    async fn replace_small(&self, dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()>;
 }
 
 /// One segment file.
@@ -248,7 +260,11 @@ impl Storage for DmaStorage {
     }
 
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let d = glommio::io::Directory::open(dir).await?;
+        // IMPORTANT: glommio 0.9's `Directory::open` opens a relative path against dirfd -1
+        // (EBADF, glommio #637). `Wal::open` already passes absolute paths; this keeps any
+        // other caller safe too.
+        let dir = std::path::absolute(dir)?;
+        let d = glommio::io::Directory::open(&dir).await?;
         let r = d.sync().await;
         let c = d.close().await;
         r?;
@@ -257,6 +273,27 @@ impl Storage for DmaStorage {
 
     fn direct_io(&self) -> bool {
         self.direct.get()
+    }
+
+    async fn replace_small(&self, dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let dir = std::path::absolute(dir)?;
+        let tmp = dir.join(format!("{name}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        let f = BufferedFile::create(&tmp).await?;
+        let written = f.write_at(bytes.to_vec(), 0).await;
+        let synced = match written {
+            Ok(n) if n == bytes.len() => f.fdatasync().await.map_err(io::Error::from),
+            Ok(n) => Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {n} of {} bytes", bytes.len()),
+            )),
+            Err(e) => Err(e.into()),
+        };
+        // IMPORTANT: a file whose write or sync failed is dropped, not closed (see above).
+        synced?;
+        f.close().await?;
+        glommio::io::rename(&tmp, dir.join(name)).await?;
+        self.sync_dir(&dir).await
     }
 }
 

@@ -232,10 +232,12 @@ pub(crate) struct SegmentMeta {
     /// Channel → highest record id in this segment.
     pub channels: HashMap<Box<str>, u64>,
     pub max_ts_ms: u64,
+    /// The header's salt (seeds commit header checksums; 0 in a version-1 segment).
+    pub salt: u32,
 }
 
 impl SegmentMeta {
-    pub fn new(first_lsn: u64, path: PathBuf, bytes: u64) -> SegmentMeta {
+    pub fn new(first_lsn: u64, path: PathBuf, bytes: u64, salt: u32) -> SegmentMeta {
         SegmentMeta {
             first_lsn,
             next_lsn: first_lsn,
@@ -243,6 +245,7 @@ impl SegmentMeta {
             bytes,
             channels: HashMap::new(),
             max_ts_ms: 0,
+            salt,
         }
     }
 
@@ -315,8 +318,14 @@ impl Wal<DmaStorage> {
 
 impl<S: Storage> Wal<S> {
     /// [`Wal::open`] over any storage (tests pass a [`crate::fault::FaultStorage`]).
-    pub async fn open_with(cfg: WalConfig, storage: S) -> Result<(Wal<S>, Recovery), WalError> {
+    pub async fn open_with(mut cfg: WalConfig, storage: S) -> Result<(Wal<S>, Recovery), WalError> {
         cfg.validate()?;
+        // IMPORTANT: every path handed to glommio is absolute. glommio 0.9 opens a relative
+        // directory against dirfd -1 (`Directory::open`, glommio #637): a relative `dir`
+        // failed the first directory fsync with EBADF. Resolved once here, so the segment
+        // paths, the reports and every later fsync use the absolute form.
+        cfg.dir = std::path::absolute(&cfg.dir)
+            .map_err(|e| WalError::io("resolving the absolute path of", &cfg.dir, e))?;
         let mut st = State {
             next_lsn: 1,
             durable_lsn: 0,
@@ -349,13 +358,15 @@ impl<S: Storage> Wal<S> {
                 Some(active) => active,
                 None => {
                     let path = dir.join(format::segment_file_name(rec.next_lsn));
-                    let file = recovery::create_segment(&storage, &path, rec.next_lsn)
+                    let salt = recovery::new_salt(rec.next_lsn);
+                    let file = recovery::create_segment(&storage, &path, rec.next_lsn, salt)
                         .await
                         .map_err(|e| WalError::io("creating segment", &path, e))?;
                     st.segments.push_back(SegmentMeta::new(
                         rec.next_lsn,
                         path,
                         SEGMENT_HEADER_BYTES,
+                        salt,
                     ));
                     (file, SEGMENT_HEADER_BYTES)
                 }
@@ -365,6 +376,11 @@ impl<S: Storage> Wal<S> {
                 .sync_dir(dir)
                 .await
                 .map_err(|e| WalError::io("syncing directory", dir, e))?;
+            // After the first segment exists: a crash before this leaves a log whose first
+            // segment starts at LSN 1 (or is version 1), which recovery accepts.
+            if let Some(first) = rec.write_start {
+                recovery::write_start(&storage, dir, first).await?;
+            }
             st.active = Some(Rc::new(file));
             st.write_pos = pos;
             st.next_lsn = rec.next_lsn;
@@ -509,10 +525,11 @@ impl<S: Storage> Wal<S> {
             return Ok(report);
         }
         let _running = ResetOnDrop(&self.sh.reclaiming);
-        let victims: Vec<(PathBuf, u64, u64)> = {
+        let (victims, first_kept): (Vec<(PathBuf, u64, u64)>, u64) = {
             let st = self.sh.st.borrow();
             let older = st.segments.len().saturating_sub(1);
-            st.segments
+            let victims = st
+                .segments
                 .iter()
                 .take(older)
                 .take_while(|s| {
@@ -521,9 +538,16 @@ impl<S: Storage> Wal<S> {
                         .any(|(c, id)| is_live(c, *id, s.max_ts_ms))
                 })
                 .map(|s| (s.path.clone(), s.bytes, s.next_lsn - s.first_lsn))
-                .collect()
+                .collect::<Vec<_>>();
+            let first_kept = st.segments.get(victims.len()).map_or(0, |s| s.first_lsn);
+            (victims, first_kept)
         };
         let dir = &self.sh.cfg.dir;
+        if !victims.is_empty() {
+            // The start file moves first: a crash after it leaves older segments that the
+            // next open removes; the other order would leave a log that looks truncated.
+            recovery::write_start(&self.sh.storage, dir, first_kept).await?;
+        }
         for (path, bytes, records) in victims {
             self.sh
                 .storage
@@ -745,13 +769,21 @@ async fn commit_once<S: Storage>(sh: &Shared<S>) -> Result<bool, Failure> {
         let st = &mut *guard;
         let file = st.active.clone().expect("an active segment");
         let pos = st.write_pos;
-        let (records, consumed, size) =
-            format::layout_commit(&st.pending, sh.cfg.max_batch_bytes, |_, _| {});
+        let layout = format::layout_commit(&st.pending, sh.cfg.max_batch_bytes, |_, _| {});
+        let (records, consumed, size) = (layout.records, layout.consumed, layout.padded_bytes);
         let mut buf = file.alloc(size);
         let out = buf.bytes_mut();
         let seg = st.segments.back_mut().expect("an active segment");
+        out[..format::COMMIT_HEADER_BYTES].copy_from_slice(&format::encode_commit_header(
+            seg.salt,
+            &format::CommitHeader {
+                first_lsn: st.taken_lsn + 1,
+                records: records as u32,
+                bytes: layout.content_bytes as u32,
+            },
+        ));
         let pending = &st.pending[..consumed];
-        let mut filled = 0;
+        let mut filled = format::COMMIT_HEADER_BYTES;
         format::layout_commit(pending, usize::MAX, |src, at| {
             out[filled..at].fill(0);
             let rec = &pending[src];
@@ -805,13 +837,18 @@ async fn commit_once<S: Storage>(sh: &Shared<S>) -> Result<bool, Failure> {
 /// commit is synced before the next) and is closed.
 async fn rotate<S: Storage>(sh: &Shared<S>, first_lsn: u64) -> io::Result<()> {
     let path = sh.cfg.dir.join(format::segment_file_name(first_lsn));
-    let file = recovery::create_segment(&sh.storage, &path, first_lsn).await?;
+    let salt = recovery::new_salt(first_lsn);
+    let file = recovery::create_segment(&sh.storage, &path, first_lsn, salt).await?;
     sh.storage.sync_dir(&sh.cfg.dir).await?;
     let old = {
         let mut st = sh.st.borrow_mut();
         st.write_pos = SEGMENT_HEADER_BYTES;
-        st.segments
-            .push_back(SegmentMeta::new(first_lsn, path, SEGMENT_HEADER_BYTES));
+        st.segments.push_back(SegmentMeta::new(
+            first_lsn,
+            path,
+            SEGMENT_HEADER_BYTES,
+            salt,
+        ));
         st.active.replace(Rc::new(file))
     };
     if let Some(old) = old.and_then(|f| Rc::try_unwrap(f).ok()) {
@@ -875,7 +912,7 @@ mod tests {
 
     #[test]
     fn segment_meta_keeps_the_highest_id_per_channel() {
-        let mut m = SegmentMeta::new(1, PathBuf::from("x"), 0);
+        let mut m = SegmentMeta::new(1, PathBuf::from("x"), 0, 0);
         m.note("a:b:c", 5, 10);
         m.note("a:b:c", 3, 30);
         m.note("a:b:d", 1, 20);

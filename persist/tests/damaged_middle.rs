@@ -1,6 +1,6 @@
 //! Damage before the last segment (a flipped byte, a missing segment, a broken header) makes
 //! `open` fail with an error naming the segment and offset, instead of dropping
-//! acknowledged records; the documented operator action then opens the log.
+//! acknowledged records; the documented operator action (`wal repair`) then opens the log.
 mod common;
 
 use common::*;
@@ -49,7 +49,7 @@ fn a_corrupt_middle_segment_fails_open_naming_it() {
                 }
                 .to_string();
                 assert!(
-                    msg.contains(victim.to_str().unwrap()) && msg.contains("Operator actions"),
+                    msg.contains(victim.to_str().unwrap()) && msg.contains("wal verify"),
                     "{msg}"
                 );
             }
@@ -58,17 +58,27 @@ fn a_corrupt_middle_segment_fails_open_naming_it() {
         // Nothing was cut or rewritten by the failed open.
         assert_eq!(fs::read(&victim).unwrap(), bytes);
     });
-    // Operator action (docs/wal.md): move the named segment and every older one aside.
-    let aside = dir.path().join("aside");
-    fs::create_dir(&aside).unwrap();
-    for s in &segs[..=1] {
-        fs::rename(s, aside.join(s.file_name().unwrap())).unwrap();
-    }
+    // Operator action (docs/operations.md): `wal repair` cuts the log at the damage, moves
+    // what it drops aside and says how many records that is; the log then opens.
+    let report = ringbearer_persist::check::repair(dir.path()).unwrap();
+    assert!(report.records_dropped > 0, "{report}");
+    assert!(
+        report
+            .actions
+            .iter()
+            .any(|a| a.contains(victim.file_name().unwrap().to_str().unwrap())),
+        "{report}"
+    );
     run(async {
         let (wal, rec) = Wal::open(cfg).await.unwrap();
         assert!(!rec.records.is_empty());
         check_all(&rec.records);
-        assert_eq!(rec.records.last().unwrap().id, 120);
+        assert_eq!(
+            rec.records.len() as u64 + report.records_dropped,
+            120,
+            "{report}"
+        );
+        assert_eq!(rec.report.tail_cut, None);
         wal.close().await.unwrap();
     });
 }

@@ -39,6 +39,7 @@ fn entry(at_ms: u64, pad: usize) -> AuditEntry {
         actor_org: "org-a".into(),
         action: AuditAction::Admin,
         channel: None,
+        channel_org: None,
         detail: serde_json::json!({ "pad": "x".repeat(pad) }),
     }
 }

@@ -1,13 +1,15 @@
-//! Damage at the end of the last segment (a flipped byte, a cut mid-record, a zero-filled
-//! tail, a half-created segment) is cut at open and reported; every record before it comes
-//! back intact, and the log goes on appending after the cut.
+//! Damage at the end of the last segment with nothing valid after it (a flipped byte or a
+//! cut in the last commit, a zero-filled tail, a half-created segment) is a torn tail: it is
+//! cut at open (to the end of the last whole commit) and reported; every record before it
+//! comes back intact, and the log goes on appending after the cut.
 mod common;
 
 use common::*;
 use ringbearer_persist::{format::StopReason, Lsn, Wal};
 use std::{fs, io::Write, path::Path};
 
-/// Writes records 1..=n of channel 1 in commits of 5, closes, returns the config.
+/// Writes records 1..=n of channel 1 in commits of 5 (appends do not yield, so the
+/// committer takes all five at the `durable` await), closes, returns the config.
 fn write_log(dir: &Path, n: u64) -> ringbearer_persist::WalConfig {
     let cfg = config(dir, 1 << 20);
     run(async {
@@ -55,7 +57,8 @@ fn reopen_expect(cfg: &ringbearer_persist::WalConfig, kept: usize, reason: Optio
 /// `write_log` (found by scanning the file the same way recovery does).
 fn record_offset(seg: &Path, i: usize) -> u64 {
     let bytes = fs::read(seg).unwrap();
-    let scan = ringbearer_persist::format::scan_records(&bytes, 1);
+    let header = ringbearer_persist::format::decode_header(&bytes).unwrap();
+    let scan = ringbearer_persist::format::scan_records(&bytes, &header);
     let r = &scan.records[i];
     // The body is unique; locate it.
     let start = bytes
@@ -66,15 +69,16 @@ fn record_offset(seg: &Path, i: usize) -> u64 {
 }
 
 #[test]
-fn a_flipped_byte_in_the_last_segment_cuts_the_tail_there() {
+fn a_flipped_byte_in_the_last_commit_cuts_that_commit() {
     let dir = TempDir::new("flip");
     let cfg = write_log(dir.path(), 20);
     let seg = segments(dir.path()).pop().unwrap();
-    let at = record_offset(&seg, 12) + 40;
+    // Record 18 is in the last commit (16..=20): nothing valid follows it.
+    let at = record_offset(&seg, 17) + 40;
     let mut bytes = fs::read(&seg).unwrap();
     bytes[at as usize] ^= 0x5a;
     fs::write(&seg, bytes).unwrap();
-    reopen_expect(&cfg, 12, Some(StopReason::Checksum));
+    reopen_expect(&cfg, 15, Some(StopReason::Checksum));
 }
 
 #[test]
@@ -89,7 +93,8 @@ fn a_cut_mid_record_is_a_torn_tail() {
         .unwrap()
         .set_len(at)
         .unwrap();
-    reopen_expect(&cfg, 17, Some(StopReason::Truncated));
+    // The whole torn commit goes (its fdatasync never returned), not only its last records.
+    reopen_expect(&cfg, 15, Some(StopReason::Truncated));
 }
 
 #[test]
@@ -109,8 +114,9 @@ fn zeros_over_the_last_commit_cut_it() {
     let dir = TempDir::new("zeroed-commit");
     let cfg = write_log(dir.path(), 20);
     let seg = segments(dir.path()).pop().unwrap();
-    // The last commit (records 16..=20) started on a block boundary; zero it out.
-    let start = record_offset(&seg, 15);
+    // The last commit (records 16..=20) started on a block boundary, with its commit
+    // header; zero it out.
+    let start = record_offset(&seg, 15) - ringbearer_persist::format::COMMIT_HEADER_BYTES as u64;
     assert_eq!(start % 4096, 0);
     let mut bytes = fs::read(&seg).unwrap();
     bytes[start as usize..].fill(0);
@@ -120,7 +126,7 @@ fn zeros_over_the_last_commit_cut_it() {
 
 #[test]
 fn a_half_created_segment_from_a_crash_during_rotation_is_rebuilt() {
-    let header = ringbearer_persist::format::encode_header(21).to_vec();
+    let header = ringbearer_persist::format::encode_header(21, 9).to_vec();
     let mut flipped = header.clone();
     flipped[20] ^= 1;
     // The next segment was being created: its header is missing, short, garbled, or its
@@ -157,7 +163,7 @@ fn a_crash_right_after_rotation_leaves_an_empty_segment_that_is_reused() {
     let next = dir
         .path()
         .join(ringbearer_persist::format::segment_file_name(21));
-    let mut block = ringbearer_persist::format::encode_header(21).to_vec();
+    let mut block = ringbearer_persist::format::encode_header(21, 9).to_vec();
     block.resize(4096, 0);
     fs::write(&next, &block).unwrap();
     run(async {

@@ -1,6 +1,7 @@
 //! `ringbearer`: the one binary. `serve` runs the server (no config file needed for a
 //! loopback development run), `token` mints a JWT that `serve` on the same data directory
-//! accepts, `dev-cert` writes a self-signed certificate for local `wss://`.
+//! accepts, `dev-cert` writes a self-signed certificate for local `wss://`, `wal verify` /
+//! `wal repair` check and explicitly repair the write-ahead log of a stopped server.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ mod config;
 mod dev_cert;
 mod rest;
 mod store;
+mod wal_cli;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -52,6 +54,12 @@ enum Cmd {
         /// Serve GET /echo for the Autobahn conformance suite.
         #[arg(long)]
         echo_endpoint: bool,
+    },
+    /// Check (`verify`) or explicitly repair (`repair`) the write-ahead log of a stopped
+    /// server (docs/operations.md, "The log is damaged").
+    Wal {
+        #[command(subcommand)]
+        cmd: wal_cli::WalCmd,
     },
     /// Write a self-signed certificate and key (cert.pem, key.pem) for local `wss://`.
     DevCert {
@@ -220,6 +228,7 @@ fn run() -> Result<()> {
             Ok(())
         }
         Cmd::DevCert { out, hosts, force } => dev_cert::run(&out, &hosts, force),
+        Cmd::Wal { cmd } => wal_cli::run(cmd),
     }
 }
 

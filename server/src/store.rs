@@ -109,6 +109,10 @@ pub fn open(data_dir: &Path, cfg: &StorageConfig, shards: usize) -> Result<Store
             registry: None,
         });
     }
+    // Absolute from here on: glommio opens a relative directory against dirfd -1 (EBADF on
+    // the first directory fsync, glommio #637), and the README's `serve` uses `./data`.
+    let data_dir = &std::path::absolute(data_dir)
+        .with_context(|| format!("resolving data directory {}", data_dir.display()))?;
     let wal_dir = data_dir.join("wal");
     std::fs::create_dir_all(&wal_dir).with_context(|| format!("creating {}", wal_dir.display()))?;
     // Channels live in the log of the shard that owns them (a hash of the name, modulo the
@@ -127,8 +131,29 @@ pub fn open(data_dir: &Path, cfg: &StorageConfig, shards: usize) -> Result<Store
                 );
             }
         }
-        Err(_) => std::fs::write(&marker, format!("{shards}\n"))
-            .with_context(|| format!("writing {}", marker.display()))?,
+        Err(_) => {
+            // The shard directories first: once the marker exists, a missing one was removed.
+            for s in 0..shards {
+                let d = wal_dir.join(format!("shard-{s}"));
+                std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+            }
+            std::fs::write(&marker, format!("{shards}\n"))
+                .with_context(|| format!("writing {}", marker.display()))?
+        }
+    }
+    // A shard's whole log directory gone is not something its log can see (it would start
+    // empty): the marker says the directories were made.
+    for s in 0..shards {
+        let d = wal_dir.join(format!("shard-{s}"));
+        if !d.is_dir() {
+            bail!(
+                "{} is missing, but {} says this data directory was written with {shards} shards: shard {s}'s \
+                 write-ahead log is gone. Restore it from a backup, or accept the loss with `ringbearer wal repair` \
+                 (docs/operations.md, \"The log is damaged\")",
+                d.display(),
+                marker.display()
+            );
+        }
     }
     for s in 0..shards {
         cfg.wal_config(wal_dir.join(format!("shard-{s}")))?;
@@ -231,7 +256,18 @@ impl JournalFactory for WalFactory {
                 "write-ahead log recovered"
             );
             if let Some(cut) = &report.tail_cut {
-                tracing::warn!(shard, "cut a torn or corrupt tail: {cut:?}");
+                // Damage with nothing valid after it: the commit a crash interrupted. Any
+                // other damage fails `Wal::open` above and stops the start.
+                tracing::warn!(shard, "cut a torn tail: {cut:?}");
+            }
+            if !report.reclaimed_at_open.is_empty() {
+                tracing::info!(shard, segments = ?report.reclaimed_at_open, "finished an interrupted reclaim");
+            }
+            if report.upgraded_from_v1 {
+                tracing::info!(
+                    shard,
+                    "write-ahead log upgraded: new segments use format version 2"
+                );
             }
             let mut channels: BTreeMap<String, (Option<ChannelCheckpoint>, Vec<RestoredMessage>)> =
                 BTreeMap::new();
