@@ -25,6 +25,7 @@ use ringbearer_core::protocol::{self, parse_request, Request};
 use ringbearer_core::{shard_for, Claims, Priority};
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -68,8 +69,11 @@ pub struct Conn {
     expiry_warned: Cell<bool>,
     /// Set once: the close frame to send.
     closing: RefCell<Option<(u16, String)>>,
-    /// The peer sent a close frame (tungstenite queues the reply itself).
+    /// The peer sent a close frame (tungstenite queues the reply itself); `closing` then
+    /// holds the peer's code and reason.
     peer_closed: Cell<bool>,
+    /// The peer's socket ended without a close frame (EOF or reset).
+    peer_lost: Cell<bool>,
     /// A socket write failed part-way: the stream's framing is broken, so no close frame
     /// may follow; the socket is just dropped.
     write_failed: Cell<bool>,
@@ -101,6 +105,7 @@ impl Conn {
             expiry_warned: Cell::new(false),
             closing: RefCell::new(None),
             peer_closed: Cell::new(false),
+            peer_lost: Cell::new(false),
             write_failed: Cell::new(false),
             ping_due: Cell::new(false),
             wake_writer: Notify::default(),
@@ -307,20 +312,33 @@ impl Conn {
             return;
         }
         if f(&mut self.outbox.borrow_mut()).is_err() {
-            // SPEC §2.6: past a bounded backlog the consumer is disconnected; its
-            // subscriptions stay, so resuming recovers what it missed.
-            if self.is_open() {
-                crate::metrics::with(|m| {
-                    m.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
-                });
-            }
-            self.close(
-                close_code::SLOW_CONSUMER,
-                "slow consumer: outgoing backlog over its bound",
-            );
-            return;
+            return self.slow_consumer();
         }
         self.wake_writer.notify();
+    }
+
+    /// SPEC §2.6: past a bounded backlog the consumer is disconnected; its subscriptions
+    /// stay, so resuming recovers what it missed.
+    fn slow_consumer(&self) {
+        if self.is_open() {
+            crate::metrics::with(|m| {
+                m.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        self.close(
+            close_code::SLOW_CONSUMER,
+            "slow consumer: outgoing backlog over its bound",
+        );
+    }
+
+    /// tungstenite writes its own replies (a pong per ping, the close reply) into the
+    /// connection's buffer, outside the outbox: `auto_reply_bytes` of them count against
+    /// the same `outbox_max_bytes`, so a client sending pings without reading is a slow
+    /// consumer like any other (without this, its pongs grew without bound).
+    fn check_auto_replies(&self, auto_reply_bytes: usize) {
+        if self.outbox.borrow().bytes() + auto_reply_bytes > self.cfg.outbox_max_bytes {
+            self.slow_consumer();
+        }
     }
 }
 
@@ -375,6 +393,8 @@ impl Write for Buffers {
 struct Ws {
     ctx: WebSocketContext,
     bufs: Buffers,
+    /// Fail-fast UTF-8 over the raw input (tungstenite checks only whole frames).
+    scan: crate::utf8_scan::Utf8Scan,
 }
 
 fn ws_config(cfg: &crate::IoConfig) -> WebSocketConfig {
@@ -528,6 +548,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
                 claims,
                 leftover,
                 false,
+                peer,
             )
             .await
         }
@@ -546,7 +567,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
                 nbf: None,
             });
             drop(head);
-            run_ws(ctx, stream, &key, None, claims, leftover, true).await
+            run_ws(ctx, stream, &key, None, claims, leftover, true, peer).await
         }
         _ => {
             // Everything else is the REST door (SPEC §4), kept alive between requests.
@@ -593,6 +614,7 @@ async fn run_ws(
     claims: Arc<Claims>,
     leftover: Vec<u8>,
     echo: bool,
+    peer: Option<SocketAddr>,
 ) {
     let cfg = ctx.cfg.clone();
     let shared = ctx.shared.clone();
@@ -645,14 +667,22 @@ async fn run_ws(
         st.conns.insert(id, conn.clone());
         conn
     };
+    let opened = Instant::now();
+    log_opened(&conn, peer, echo);
+    let mut scan = crate::utf8_scan::Utf8Scan::default();
+    let leftover_text_ok = scan.feed(&leftover);
     let ws = RefCell::new(Ws {
         ctx: WebSocketContext::from_partially_read(leftover, WsRole::Server, Some(ws_config(&cfg))),
         bufs: Buffers::default(),
+        scan,
     });
     let (mut rd, mut wr) = futures_lite::io::split(stream);
     let reader = async {
         // Anything already buffered after the head is handled before the first read.
         process(&ctx, &conn, &ws, echo);
+        if !leftover_text_ok {
+            conn.close(close_code::INVALID_DATA, "text frame is not UTF-8");
+        }
         // An idle connection holds only `small`; a read that fills it switches to a
         // `socket_read_bytes` buffer until reads come back short again (memory per idle
         // connection is what 20,000 phones cost; see docs/performance.md S1).
@@ -666,6 +696,9 @@ async fn run_ws(
             let cap = buf.len();
             let n = match rd.read(buf).await {
                 Ok(0) | Err(_) => {
+                    if conn.is_open() {
+                        conn.peer_lost.set(true);
+                    }
                     conn.close(close_code::NORMAL, "");
                     break;
                 }
@@ -676,8 +709,17 @@ async fn run_ws(
                 Some(b) => &b[..n],
                 None => &small[..n],
             };
-            ws.borrow_mut().bufs.rx.extend_from_slice(data);
+            let text_ok = {
+                let mut w = ws.borrow_mut();
+                w.bufs.rx.extend_from_slice(data);
+                w.scan.feed(data)
+            };
+            // Whole messages before the invalid bytes are still handled, in order.
             process(&ctx, &conn, &ws, echo);
+            if !text_ok {
+                // RFC 6455 §8.1: fail fast, even inside a frame that has not ended.
+                conn.close(close_code::INVALID_DATA, "text frame is not UTF-8");
+            }
             if n == cap && big.is_none() {
                 big = Some(vec![0u8; cfg.socket_read_bytes.max(SMALL_READ_BYTES)]);
             } else if n < cap && big.is_some() {
@@ -692,14 +734,21 @@ async fn run_ws(
             let closing = conn.closing.borrow().clone();
             {
                 let mut w = ws.borrow_mut();
-                let Ws { ctx: wsctx, bufs } = &mut *w;
+                let Ws {
+                    ctx: wsctx, bufs, ..
+                } = &mut *w;
                 let _ = wsctx.flush(bufs);
                 tx.append(&mut bufs.tx);
             }
             if let Some((code, reason)) = closing {
-                // A slow or dead consumer gets nothing more; any other close first sends the
-                // replies still queued (e.g. the error that explains a 1009).
-                if code != close_code::SLOW_CONSUMER && code != close_code::HEARTBEAT_TIMEOUT {
+                // A slow or dead consumer gets nothing more (not even the pongs tungstenite
+                // queued); any other close first sends the replies still queued (e.g. the
+                // error that explains a 1009).
+                let cut_off = !conn.peer_closed.get()
+                    && (code == close_code::SLOW_CONSUMER || code == close_code::HEARTBEAT_TIMEOUT);
+                if cut_off {
+                    tx.clear();
+                } else {
                     conn.outbox
                         .borrow_mut()
                         .drain_control_into(&mut tx, cfg.write_batch_bytes);
@@ -773,8 +822,61 @@ async fn run_ws(
         )
         .await;
     }
+    log_closed(&conn, peer, opened);
     let out = ctx.state.borrow_mut().forget_conn(&conn);
     ctx.route_all(out);
+}
+
+/// `info`: one line per WebSocket connection opened (docs/operations.md "Logging").
+fn log_opened(conn: &Conn, peer: Option<SocketAddr>, echo: bool) {
+    let c = conn.claims();
+    tracing::info!(
+        conn = %format_args!("c-{}-{}", conn.cref.shard, conn.cref.conn),
+        peer = %DisplayPeer(peer),
+        org = %c.org,
+        sub = %c.sub,
+        role = c.role.as_str(),
+        path = if echo { "/echo" } else { "/ws" },
+        "connection opened"
+    );
+}
+
+/// `info`: one line per WebSocket connection closed, with who closed it, the close code
+/// and reason (4000 heartbeat timeout and 4001 slow consumer among them), and how long it
+/// lived.
+fn log_closed(conn: &Conn, peer: Option<SocketAddr>, opened: Instant) {
+    let (code, reason) = conn.closing.borrow().clone().unwrap_or((close_code::NORMAL, String::new()));
+    let (by, code, reason) = if conn.peer_lost.get() {
+        ("peer", 1006, "connection lost without a close frame".to_owned())
+    } else if conn.peer_closed.get() {
+        ("peer", code, reason)
+    } else {
+        ("server", code, reason)
+    };
+    let c = conn.claims();
+    tracing::info!(
+        conn = %format_args!("c-{}-{}", conn.cref.shard, conn.cref.conn),
+        peer = %DisplayPeer(peer),
+        org = %c.org,
+        sub = %c.sub,
+        by,
+        code,
+        reason = %reason,
+        duration_ms = opened.elapsed().as_millis() as u64,
+        "connection closed"
+    );
+}
+
+/// A peer address for logs (`-` when unknown).
+struct DisplayPeer(Option<SocketAddr>);
+
+impl std::fmt::Display for DisplayPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, "{a}"),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// Runs tungstenite over whatever bytes have arrived and handles each complete message.
@@ -785,7 +887,9 @@ fn process(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, ws: &RefCell<Ws>, echo: bool) {
         }
         let r = {
             let mut w = ws.borrow_mut();
-            let Ws { ctx: wsctx, bufs } = &mut *w;
+            let Ws {
+                    ctx: wsctx, bufs, ..
+                } = &mut *w;
             wsctx.read(bufs)
         };
         match r {
@@ -814,12 +918,21 @@ fn process(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, ws: &RefCell<Ws>, echo: bool) {
                 }
             }
             Ok(Message::Ping(_)) | Ok(Message::Pong(_)) | Ok(Message::Frame(_)) => {
-                // tungstenite queued the pong for a ping; the writer flushes it.
+                // tungstenite queued the pong for a ping (written into `bufs.tx` by its next
+                // read or flush); the writer flushes it.
+                let auto = ws.borrow().bufs.tx.len();
+                conn.check_auto_replies(auto);
                 conn.wake_writer.notify();
             }
-            Ok(Message::Close(_)) => {
-                conn.peer_closed.set(true);
-                conn.close(close_code::NORMAL, "");
+            Ok(Message::Close(frame)) => {
+                if conn.is_open() {
+                    conn.peer_closed.set(true);
+                }
+                match frame {
+                    Some(f) => conn.close(u16::from(f.code), f.reason.as_str()),
+                    // RFC 6455 §7.1.5: no status code (1005; never sent on the wire).
+                    None => conn.close(1005, ""),
+                }
                 return;
             }
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,

@@ -20,6 +20,7 @@ pub mod server;
 pub mod shard;
 pub mod stream;
 pub mod tls;
+pub mod utf8_scan;
 pub mod weddings;
 
 pub use api::{Api, HttpHandler, HttpRequest, HttpResponse};
