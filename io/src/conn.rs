@@ -443,6 +443,49 @@ async fn respond(stream: &mut Stream, bytes: &[u8]) {
     let _ = stream.close().await;
 }
 
+/// Answers a client accepted into the shard's reserve descriptor while the process is out
+/// of descriptors (`fds.rs`): HTTP 503 `WS_OVERLOADED` once its request head is in (after
+/// the TLS handshake when configured), all within `fds::RESERVE_HEAD_TIMEOUT`; then the
+/// socket is closed. Counted in the shard's bounded accept-error log line, not logged alone.
+pub async fn serve_overloaded(ctx: Rc<ShardCtx>, tcp: TcpStream) {
+    let cfg = ctx.cfg.clone();
+    let started = Instant::now();
+    let deadline = crate::fds::RESERVE_HEAD_TIMEOUT;
+    let _ = tcp.set_write_timeout(Some(deadline));
+    let mut stream = match &ctx.shared.tls {
+        None => Stream::Plain(tcp),
+        Some(acceptor) => {
+            let handshake = Box::pin(acceptor.accept(tcp));
+            let tls = future::or(async { Some(handshake.await) }, async {
+                glommio::timer::sleep(deadline).await;
+                None
+            })
+            .await;
+            match tls {
+                Some(Ok(s)) => Stream::Tls(Box::new(s)),
+                _ => return,
+            }
+        }
+    };
+    // The head is read before answering: closing a socket with the request unread resets
+    // the connection, which can destroy the answer before the client reads it.
+    let remaining = deadline.saturating_sub(started.elapsed());
+    future::or(
+        async {
+            let _ = read_head(&mut stream, cfg.max_handshake_bytes).await;
+        },
+        glommio::timer::sleep(remaining),
+    )
+    .await;
+    let e = Refusal {
+        code: ErrorCode::Overloaded,
+        message: "the server is out of file descriptors (its open files limit); retry later"
+            .into(),
+        retry_after: Some(cfg.overloaded_retry_after_secs),
+    };
+    respond(&mut stream, &http::error_response(503, &e)).await;
+}
+
 /// Serves one accepted TCP connection to its end: the TLS handshake when `[tls]` is
 /// configured, then one request head (both within `handshake_timeout_ms`).
 pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {

@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 mod config;
 pub mod conn;
+pub mod fds;
 pub mod http;
 pub mod journal;
 pub mod metrics;

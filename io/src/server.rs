@@ -60,6 +60,8 @@ pub struct Shared {
     pub ips: Arc<crate::policy::IpTable>,
     /// Set when `[tls]` is configured: every accepted connection speaks TLS.
     pub tls: Option<futures_rustls::TlsAcceptor>,
+    /// The soft open-files limit in force (after raising it to the hard limit at start).
+    pub open_files_limit: u64,
 }
 
 impl Shared {
@@ -294,6 +296,14 @@ pub fn start_with(
     let tls = crate::tls::acceptor(&cfg.tls)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let n = cfg.shard_count();
+    // Saturday mode multiplies the cap (SPEC §1): the limit must hold the peak.
+    let peak_connections = match saturday.setting {
+        crate::weddings::SaturdaySetting::Off => cfg.max_connections,
+        _ => cfg
+            .max_connections
+            .saturating_mul(saturday.capacity_multiplier as usize),
+    };
+    let open_files_limit = crate::fds::raise_limit(cfg.max_connections, peak_connections, n);
     let first = bind_socket(cfg.listen, cfg.listen_backlog)?;
     let local_addr = first
         .local_addr()?
@@ -322,6 +332,7 @@ pub fn start_with(
         base_max_connections: cfg.max_connections,
         ips: Arc::default(),
         tls,
+        open_files_limit,
     });
     let boot = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -396,8 +407,10 @@ async fn run_shard(
         },
     };
     let socket = sockets.lock()[me].take().expect("one listener per shard");
-    // SAFETY: the fd is a bound, listening TCP socket that we own and hand over whole.
-    let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
+    let listener_fd = socket.into_raw_fd();
+    // SAFETY: the fd is a bound, listening TCP socket that we own and hand over whole (the
+    // number is kept only for the reserve's accept while the listener lives).
+    let listener = unsafe { TcpListener::from_raw_fd(listener_fd) };
     let cfg = Rc::new(cfg);
     let router = Rc::new(Router::new(senders, n));
     crate::metrics::install(shared.metrics.clone(), me);
@@ -459,16 +472,36 @@ async fn run_shard(
     let _ = ready.send(Ok(()));
 
     let accept = async {
+        let reserve = Rc::new(RefCell::new(crate::fds::Reserve::new()));
+        let mut errors = crate::fds::AcceptErrors::default();
         loop {
-            match listener.accept().await {
+            let e = match listener.accept().await {
                 Ok(s) => {
                     glommio::spawn_local(conn::serve(ctx.clone(), s)).detach();
+                    continue;
                 }
-                Err(e) => {
-                    tracing::warn!(shard = me, "accept failed: {e}");
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                Err(e) => io::Error::from(e),
+            };
+            let mut answered = false;
+            if crate::fds::out_of_descriptors(&e) {
+                // A waiting client is accepted into the reserve's slot, answered 503 and
+                // closed; then the slot is taken back.
+                reserve.borrow_mut().restore();
+                let fd = crate::fds::accept_into_reserve(&mut reserve.borrow_mut(), listener_fd);
+                if let Some(fd) = fd {
+                    answered = true;
+                    // SAFETY: a connected TCP socket just accepted, owned from here on.
+                    let s = unsafe { glommio::net::TcpStream::from_raw_fd(fd) };
+                    let (ctx, reserve) = (ctx.clone(), reserve.clone());
+                    glommio::spawn_local(async move {
+                        conn::serve_overloaded(ctx, s).await;
+                        reserve.borrow_mut().restore();
+                    })
+                    .detach();
                 }
             }
+            errors.record(me, &e, answered, shared.open_files_limit);
+            glommio::timer::sleep(crate::fds::ACCEPT_RETRY_PAUSE).await;
         }
     };
     let stop = async {

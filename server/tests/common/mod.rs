@@ -591,3 +591,10 @@ pub fn serve_command(data: &std::path::Path, listen: &str) -> Command {
         .arg(data.join("test.toml"));
     cmd
 }
+
+impl RawTcp {
+    /// Wraps a socket whose upgrade already succeeded.
+    pub fn from_stream(s: std::net::TcpStream) -> RawTcp {
+        RawTcp { s, buf: Vec::new() }
+    }
+}
