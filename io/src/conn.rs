@@ -443,6 +443,22 @@ async fn respond(stream: &mut Stream, bytes: &[u8]) {
     let _ = stream.close().await;
 }
 
+/// Answers a request refused before any WebSocket exists and logs it at `info` (status,
+/// error code, client address, path; `-` when the head never came).
+async fn refuse(stream: &mut Stream, status: u16, e: &Refusal, peer: Option<SocketAddr>, path: &str) {
+    let upgrade = path == "/ws" || path == "/echo";
+    tracing::info!(
+        status,
+        code = e.code.as_str(),
+        peer = %DisplayPeer(peer),
+        path,
+        reason = %e.message,
+        "{}",
+        if upgrade { "upgrade refused" } else { "request refused" }
+    );
+    respond(stream, &http::error_response(status, e)).await
+}
+
 /// Answers a client accepted into the shard's reserve descriptor while the process is out
 /// of descriptors (`fds.rs`): HTTP 503 `WS_OVERLOADED` once its request head is in (after
 /// the TLS handshake when configured), all within `fds::RESERVE_HEAD_TIMEOUT`; then the
@@ -535,16 +551,16 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
     let (head, leftover) = match head {
         None => {
             let e = Refusal::new(ErrorCode::BadRequest, "handshake timeout");
-            return respond(&mut stream, &http::error_response(408, &e)).await;
+            return refuse(&mut stream, 408, &e, peer, "-").await;
         }
         Some(Err(None)) => return,
         Some(Err(Some((status, e)))) => {
-            return respond(&mut stream, &http::error_response(status, &e)).await
+            return refuse(&mut stream, status, &e, peer, "-").await
         }
         Some(Ok(h)) => h,
     };
     let _ip_slot = match ip_slot {
-        Some(Err(e)) => return respond(&mut stream, &http::error_response(429, &e)).await,
+        Some(Err(e)) => return refuse(&mut stream, 429, &e, peer, &head.path).await,
         Some(Ok(slot)) => Some(slot),
         None => None,
     };
@@ -552,7 +568,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
         "/ws" => {
             let key = match head.check_upgrade() {
                 Ok(k) => k.to_owned(),
-                Err(e) => return respond(&mut stream, &http::error_response(426, &e)).await,
+                Err(e) => return refuse(&mut stream, 426, &e, peer, &head.path).await,
             };
             // RFC 6455 §10.2: a browser page from an origin not listed is refused before
             // any WebSocket state exists.
@@ -561,7 +577,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
                     ErrorCode::Forbidden,
                     "this Origin may not open WebSockets here (io.allowed_origins)",
                 );
-                return respond(&mut stream, &http::error_response(403, &e)).await;
+                return refuse(&mut stream, 403, &e, peer, &head.path).await;
             }
             let found = find_token(
                 head.authorization.as_deref(),
@@ -573,11 +589,11 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
                     ErrorCode::Unauthorized,
                     "no token: use Authorization: Bearer, ?token= or Sec-WebSocket-Protocol",
                 );
-                return respond(&mut stream, &http::error_response(401, &e)).await;
+                return refuse(&mut stream, 401, &e, peer, &head.path).await;
             };
             let claims = match ctx.shared.verifier.verify(found.token) {
                 Ok(c) => Arc::new(c),
-                Err(e) => return respond(&mut stream, &http::error_response(401, &e)).await,
+                Err(e) => return refuse(&mut stream, 401, &e, peer, &head.path).await,
             };
             let protocol = found.echo_protocol.map(str::to_owned);
             // The head's strings (the token among them) are not needed for the
@@ -598,7 +614,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
         "/echo" if cfg.echo_endpoint => {
             let key = match head.check_upgrade() {
                 Ok(k) => k.to_owned(),
-                Err(e) => return respond(&mut stream, &http::error_response(426, &e)).await,
+                Err(e) => return refuse(&mut stream, 426, &e, peer, &head.path).await,
             };
             let claims = Arc::new(Claims {
                 sub: "echo".into(),
@@ -661,6 +677,7 @@ async fn run_ws(
 ) {
     let cfg = ctx.cfg.clone();
     let shared = ctx.shared.clone();
+    let path = if echo { "/echo" } else { "/ws" };
     // SPEC §1 Saturday mode: the cap doubles while it is on.
     let max = shared.max_connections(shared.calendar_now_ms());
     if shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
@@ -670,7 +687,7 @@ async fn run_ws(
             message: format!("server at capacity ({max} connections); retry later"),
             retry_after: Some(cfg.overloaded_retry_after_secs),
         };
-        return respond(&mut stream, &http::error_response(503, &e)).await;
+        return refuse(&mut stream, 503, &e, peer, path).await;
     }
     let mut admission = Admission {
         shared: &shared,
@@ -681,7 +698,7 @@ async fn run_ws(
             .policy
             .open_connection(&claims, &cfg.limits, crate::shard::now_ms())
         {
-            return respond(&mut stream, &http::error_response(429, &e)).await;
+            return refuse(&mut stream, 429, &e, peer, path).await;
         }
         admission.user = Some((claims.clone(), &cfg.limits));
         let g = crate::metrics::RoleGroup::of(claims.role);
