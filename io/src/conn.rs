@@ -445,7 +445,13 @@ async fn respond(stream: &mut Stream, bytes: &[u8]) {
 
 /// Answers a request refused before any WebSocket exists and logs it at `info` (status,
 /// error code, client address, path; `-` when the head never came).
-async fn refuse(stream: &mut Stream, status: u16, e: &Refusal, peer: Option<SocketAddr>, path: &str) {
+async fn refuse(
+    stream: &mut Stream,
+    status: u16,
+    e: &Refusal,
+    peer: Option<SocketAddr>,
+    path: &str,
+) {
     let upgrade = path == "/ws" || path == "/echo";
     tracing::info!(
         status,
@@ -495,8 +501,7 @@ pub async fn serve_overloaded(ctx: Rc<ShardCtx>, tcp: TcpStream) {
     .await;
     let e = Refusal {
         code: ErrorCode::Overloaded,
-        message: "the server is out of file descriptors (its open files limit); retry later"
-            .into(),
+        message: "the server is out of file descriptors (its open files limit); retry later".into(),
         retry_after: Some(cfg.overloaded_retry_after_secs),
     };
     respond(&mut stream, &http::error_response(503, &e)).await;
@@ -554,9 +559,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
             return refuse(&mut stream, 408, &e, peer, "-").await;
         }
         Some(Err(None)) => return,
-        Some(Err(Some((status, e)))) => {
-            return refuse(&mut stream, status, &e, peer, "-").await
-        }
+        Some(Err(Some((status, e)))) => return refuse(&mut stream, status, &e, peer, "-").await,
         Some(Ok(h)) => h,
     };
     let _ip_slot = match ip_slot {
@@ -665,6 +668,7 @@ impl Drop for Admission<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_ws(
     ctx: Rc<ShardCtx>,
     mut stream: Stream,
@@ -905,9 +909,17 @@ fn log_opened(conn: &Conn, peer: Option<SocketAddr>, echo: bool) {
 /// and reason (4000 heartbeat timeout and 4001 slow consumer among them), and how long it
 /// lived.
 fn log_closed(conn: &Conn, peer: Option<SocketAddr>, opened: Instant) {
-    let (code, reason) = conn.closing.borrow().clone().unwrap_or((close_code::NORMAL, String::new()));
+    let (code, reason) = conn
+        .closing
+        .borrow()
+        .clone()
+        .unwrap_or((close_code::NORMAL, String::new()));
     let (by, code, reason) = if conn.peer_lost.get() {
-        ("peer", 1006, "connection lost without a close frame".to_owned())
+        (
+            "peer",
+            1006,
+            "connection lost without a close frame".to_owned(),
+        )
     } else if conn.peer_closed.get() {
         ("peer", code, reason)
     } else {
@@ -948,8 +960,8 @@ fn process(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, ws: &RefCell<Ws>, echo: bool) {
         let r = {
             let mut w = ws.borrow_mut();
             let Ws {
-                    ctx: wsctx, bufs, ..
-                } = &mut *w;
+                ctx: wsctx, bufs, ..
+            } = &mut *w;
             wsctx.read(bufs)
         };
         match r {

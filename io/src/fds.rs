@@ -42,6 +42,8 @@ pub fn needed(max_connections: u64, shards: u64) -> u64 {
 /// Raises the soft open-files limit to the hard one and warns when the result is below
 /// `needed` (for `max_connections` connections at most, `peak_connections` in Saturday
 /// mode). Returns the soft limit now in force.
+// `rlim_t` is `u64` here but not on every target: the casts stay.
+#[allow(clippy::unnecessary_cast)]
 pub fn raise_limit(max_connections: usize, peak_connections: usize, shards: usize) -> u64 {
     let needed = needed(peak_connections as u64, shards as u64);
     let mut lim = libc::rlimit {
@@ -236,8 +238,12 @@ mod tests {
 
     #[test]
     fn emfile_and_enfile_are_out_of_descriptors() {
-        assert!(out_of_descriptors(&io::Error::from_raw_os_error(libc::EMFILE)));
-        assert!(out_of_descriptors(&io::Error::from_raw_os_error(libc::ENFILE)));
+        assert!(out_of_descriptors(&io::Error::from_raw_os_error(
+            libc::EMFILE
+        )));
+        assert!(out_of_descriptors(&io::Error::from_raw_os_error(
+            libc::ENFILE
+        )));
         assert!(!out_of_descriptors(&io::Error::from_raw_os_error(
             libc::ECONNABORTED
         )));

@@ -314,7 +314,9 @@ pub fn start_with(
         sockets.push(bind_socket(local_addr, cfg.listen_backlog)?);
     }
     check_sole_listener(local_addr, &sockets)?;
-    let sockets = Arc::new(Mutex::new(sockets.into_iter().map(Some).collect::<Vec<_>>()));
+    let sockets = Arc::new(Mutex::new(
+        sockets.into_iter().map(Some).collect::<Vec<_>>(),
+    ));
     let shared = Arc::new(Shared {
         verifier,
         connections: AtomicUsize::new(0),
@@ -728,7 +730,11 @@ mod tests {
         let intruder = bind_socket(addr, 16).unwrap();
         let e = check_sole_listener(addr, std::slice::from_ref(&ours)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
-        assert!(e.to_string().contains(&format!("{addr}: address already in use")), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("{addr}: address already in use")),
+            "{e}"
+        );
         drop(intruder);
         check_sole_listener(addr, std::slice::from_ref(&ours)).unwrap();
     }

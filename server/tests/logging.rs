@@ -29,7 +29,11 @@ fn refused_upgrade(addr: std::net::SocketAddr) -> (String, std::net::SocketAddr)
 fn rest_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
     answer.lines().next().unwrap_or("").to_owned()
@@ -64,7 +68,13 @@ fn text_lines_for_connections_refusals_and_rest_calls_without_colour_codes() {
     let closed = server.wait_log_line("for the connection closed", |l| {
         l.contains("connection closed") && l.contains("sub=u-text")
     });
-    for part in ["code=1000", "reason=bye", "by=\"peer\"", "conn=c-", "peer=127.0.0.1:"] {
+    for part in [
+        "code=1000",
+        "reason=bye",
+        "by=\"peer\"",
+        "conn=c-",
+        "peer=127.0.0.1:",
+    ] {
         assert!(closed.contains(part), "no {part} in {closed}");
     }
 
@@ -73,7 +83,12 @@ fn text_lines_for_connections_refusals_and_rest_calls_without_colour_codes() {
     let refused = server.wait_log_line("for the refused upgrade", |l| {
         l.contains("upgrade refused") && l.contains(&format!("peer={client}"))
     });
-    for part in ["status=401", "code=\"WS_UNAUTHORIZED\"", "path=\"/ws\"", " INFO "] {
+    for part in [
+        "status=401",
+        "code=\"WS_UNAUTHORIZED\"",
+        "path=\"/ws\"",
+        " INFO ",
+    ] {
         assert!(refused.contains(part), "no {part} in {refused}");
     }
 
@@ -145,7 +160,10 @@ fn log_format_json_writes_one_object_per_line() {
     assert_eq!(opened["level"], "INFO");
     assert_eq!(opened["sub"], "u-json");
     assert_eq!(opened["org"], "org-log");
-    assert!(opened["conn"].as_str().unwrap().starts_with("c-"), "{opened}");
+    assert!(
+        opened["conn"].as_str().unwrap().starts_with("c-"),
+        "{opened}"
+    );
     let closed = find("connection closed");
     assert_eq!(closed["code"], 1000);
     assert_eq!(closed["reason"], "bye");

@@ -54,7 +54,9 @@ fn a_frame_is_refused_with_1007_at_its_first_impossible_byte_before_it_ends() {
     // First chop: valid so far (it ends with f4, the start of a 4-byte sequence).
     raw.s.write_all(&f[..header + at + 1]).unwrap();
     // Second chop: 0x90 cannot follow f4. The rest of the frame is never sent.
-    raw.s.write_all(&f[header + at + 1..header + at + 2]).unwrap();
+    raw.s
+        .write_all(&f[header + at + 1..header + at + 2])
+        .unwrap();
     assert_eq!(close_code(&mut raw), Some(1007));
 }
 
