@@ -17,7 +17,9 @@ use std::time::Instant;
 /// returns its exit code and what it wrote. A server still running after `WAIT` (it
 /// started) fails the test.
 fn serve_expecting_exit(listen: &str) -> (Option<i32>, String, String) {
-    let data = std::env::temp_dir().join(format!("rb-second-{}-{}", std::process::id(), now_s()));
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let data = std::env::temp_dir().join(format!("rb-second-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("test.toml"), "").unwrap();
     let out = data.join("stdout");
