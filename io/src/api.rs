@@ -392,6 +392,17 @@ async fn send<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> bool {
 
 /// Serves REST requests on one connection until it closes, goes idle or asks to close.
 /// `head` is the first request's, already read; `buf` holds what followed it.
+/// `debug`: one line per REST call (method, path, status, duration).
+fn log_call(method: &str, path: &str, status: u16, started: std::time::Instant) {
+    tracing::debug!(
+        method,
+        path,
+        status,
+        duration_us = started.elapsed().as_micros() as u64,
+        "REST call"
+    );
+}
+
 pub(crate) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: Rc<ShardCtx>,
     stream: &mut S,
@@ -406,6 +417,7 @@ pub(crate) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
     let mut served = 0usize;
     loop {
         served += 1;
+        let started = std::time::Instant::now();
         crate::metrics::with(|m| {
             m.http_requests.fetch_add(1, Ordering::Relaxed);
         });
@@ -415,6 +427,7 @@ pub(crate) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
                 ErrorCode::BadRequest,
                 "chunked request bodies are not accepted; send Content-Length",
             );
+            log_call(&head.method, &head.path, 411, started);
             send(stream, &refuse(411, e)).await;
             return;
         }
@@ -428,12 +441,14 @@ pub(crate) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
                 ),
             );
             // The body is not read: the connection closes after the answer.
+            log_call(&head.method, &head.path, 413, started);
             send(stream, &refuse(413, e)).await;
             return;
         }
         while buf.len() < len {
             if !read_more(stream, &mut buf, body_time).await {
                 let e = Refusal::new(ErrorCode::BadRequest, "request body incomplete");
+                log_call(&head.method, &head.path, 408, started);
                 send(stream, &refuse(408, e)).await;
                 return;
             }
@@ -442,6 +457,9 @@ pub(crate) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
         let keep = head.keep_alive && served < cfg.http_max_requests_per_connection;
         let handler = ctx.shared.http.clone();
         let upgrade_path = head.path == "/ws" || (head.path == "/echo" && cfg.echo_endpoint);
+        // Kept for the `debug` line only when it is on (the head moves into the call).
+        let call = tracing::enabled!(tracing::Level::DEBUG)
+            .then(|| (head.method.clone(), head.path.clone()));
         let resp = match (&handler, head.path.as_str()) {
             _ if upgrade_path => HttpResponse::refusal_with(
                 400,
@@ -462,6 +480,9 @@ pub(crate) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
                 ),
             ),
         };
+        if let Some((method, path)) = &call {
+            log_call(method, path, resp.status, started);
+        }
         let bytes = http::response(
             resp.status,
             resp.content_type,

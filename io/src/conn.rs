@@ -25,6 +25,7 @@ use ringbearer_core::protocol::{self, parse_request, Request};
 use ringbearer_core::{shard_for, ChannelName, Claims, Priority};
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -68,8 +69,11 @@ pub struct Conn {
     expiry_warned: Cell<bool>,
     /// Set once: the close frame to send.
     closing: RefCell<Option<(u16, String)>>,
-    /// The peer sent a close frame (tungstenite queues the reply itself).
+    /// The peer sent a close frame (tungstenite queues the reply itself); `closing` then
+    /// holds the peer's code and reason.
     peer_closed: Cell<bool>,
+    /// The peer's socket ended without a close frame (EOF or reset).
+    peer_lost: Cell<bool>,
     /// A socket write failed part-way: the stream's framing is broken, so no close frame
     /// may follow; the socket is just dropped.
     write_failed: Cell<bool>,
@@ -101,6 +105,7 @@ impl Conn {
             expiry_warned: Cell::new(false),
             closing: RefCell::new(None),
             peer_closed: Cell::new(false),
+            peer_lost: Cell::new(false),
             write_failed: Cell::new(false),
             ping_due: Cell::new(false),
             wake_writer: Notify::default(),
@@ -317,20 +322,33 @@ impl Conn {
             return;
         }
         if f(&mut self.outbox.borrow_mut()).is_err() {
-            // SPEC §2.6: past a bounded backlog the consumer is disconnected; its
-            // subscriptions stay, so resuming recovers what it missed.
-            if self.is_open() {
-                crate::metrics::with(|m| {
-                    m.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
-                });
-            }
-            self.close(
-                close_code::SLOW_CONSUMER,
-                "slow consumer: outgoing backlog over its bound",
-            );
-            return;
+            return self.slow_consumer();
         }
         self.wake_writer.notify();
+    }
+
+    /// SPEC §2.6: past a bounded backlog the consumer is disconnected; its subscriptions
+    /// stay, so resuming recovers what it missed.
+    fn slow_consumer(&self) {
+        if self.is_open() {
+            crate::metrics::with(|m| {
+                m.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        self.close(
+            close_code::SLOW_CONSUMER,
+            "slow consumer: outgoing backlog over its bound",
+        );
+    }
+
+    /// tungstenite writes its own replies (a pong per ping, the close reply) into the
+    /// connection's buffer, outside the outbox: `auto_reply_bytes` of them count against
+    /// the same `outbox_max_bytes`, so a client sending pings without reading is a slow
+    /// consumer like any other (without this, its pongs grew without bound).
+    fn check_auto_replies(&self, auto_reply_bytes: usize) {
+        if self.outbox.borrow().bytes() + auto_reply_bytes > self.cfg.outbox_max_bytes {
+            self.slow_consumer();
+        }
     }
 }
 
@@ -385,6 +403,8 @@ impl Write for Buffers {
 struct Ws {
     ctx: WebSocketContext,
     bufs: Buffers,
+    /// Fail-fast UTF-8 over the raw input (tungstenite checks only whole frames).
+    scan: crate::utf8_scan::Utf8Scan,
 }
 
 fn ws_config(cfg: &crate::IoConfig) -> WebSocketConfig {
@@ -431,6 +451,70 @@ async fn respond(stream: &mut Stream, bytes: &[u8]) {
     let _ = stream.write_all(bytes).await;
     let _ = stream.flush().await;
     let _ = stream.close().await;
+}
+
+/// Answers a request refused before any WebSocket exists and logs it at `info` (status,
+/// error code, client address, path; `-` when the head never came).
+async fn refuse(
+    stream: &mut Stream,
+    status: u16,
+    e: &Refusal,
+    peer: Option<SocketAddr>,
+    path: &str,
+) {
+    let upgrade = path == "/ws" || path == "/echo";
+    tracing::info!(
+        status,
+        code = e.code.as_str(),
+        peer = %DisplayPeer(peer),
+        path,
+        reason = %e.message,
+        "{}",
+        if upgrade { "upgrade refused" } else { "request refused" }
+    );
+    respond(stream, &http::error_response(status, e)).await
+}
+
+/// Answers a client accepted into the shard's reserve descriptor while the process is out
+/// of descriptors (`fds.rs`): HTTP 503 `WS_OVERLOADED` once its request head is in (after
+/// the TLS handshake when configured), all within `fds::RESERVE_HEAD_TIMEOUT`; then the
+/// socket is closed. Counted in the shard's bounded accept-error log line, not logged alone.
+pub async fn serve_overloaded(ctx: Rc<ShardCtx>, tcp: TcpStream) {
+    let cfg = ctx.cfg.clone();
+    let started = Instant::now();
+    let deadline = crate::fds::RESERVE_HEAD_TIMEOUT;
+    let _ = tcp.set_write_timeout(Some(deadline));
+    let mut stream = match &ctx.shared.tls {
+        None => Stream::Plain(tcp),
+        Some(acceptor) => {
+            let handshake = Box::pin(acceptor.accept(tcp));
+            let tls = future::or(async { Some(handshake.await) }, async {
+                glommio::timer::sleep(deadline).await;
+                None
+            })
+            .await;
+            match tls {
+                Some(Ok(s)) => Stream::Tls(Box::new(s)),
+                _ => return,
+            }
+        }
+    };
+    // The head is read before answering: closing a socket with the request unread resets
+    // the connection, which can destroy the answer before the client reads it.
+    let remaining = deadline.saturating_sub(started.elapsed());
+    future::or(
+        async {
+            let _ = read_head(&mut stream, cfg.max_handshake_bytes).await;
+        },
+        glommio::timer::sleep(remaining),
+    )
+    .await;
+    let e = Refusal {
+        code: ErrorCode::Overloaded,
+        message: "the server is out of file descriptors (its open files limit); retry later".into(),
+        retry_after: Some(cfg.overloaded_retry_after_secs),
+    };
+    respond(&mut stream, &http::error_response(503, &e)).await;
 }
 
 /// Serves one accepted TCP connection to its end: the TLS handshake when `[tls]` is
@@ -482,16 +566,14 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
     let (head, leftover) = match head {
         None => {
             let e = Refusal::new(ErrorCode::BadRequest, "handshake timeout");
-            return respond(&mut stream, &http::error_response(408, &e)).await;
+            return refuse(&mut stream, 408, &e, peer, "-").await;
         }
         Some(Err(None)) => return,
-        Some(Err(Some((status, e)))) => {
-            return respond(&mut stream, &http::error_response(status, &e)).await
-        }
+        Some(Err(Some((status, e)))) => return refuse(&mut stream, status, &e, peer, "-").await,
         Some(Ok(h)) => h,
     };
     let _ip_slot = match ip_slot {
-        Some(Err(e)) => return respond(&mut stream, &http::error_response(429, &e)).await,
+        Some(Err(e)) => return refuse(&mut stream, 429, &e, peer, &head.path).await,
         Some(Ok(slot)) => Some(slot),
         None => None,
     };
@@ -499,7 +581,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
         "/ws" => {
             let key = match head.check_upgrade() {
                 Ok(k) => k.to_owned(),
-                Err(e) => return respond(&mut stream, &http::error_response(426, &e)).await,
+                Err(e) => return refuse(&mut stream, 426, &e, peer, &head.path).await,
             };
             // RFC 6455 §10.2: a browser page from an origin not listed is refused before
             // any WebSocket state exists.
@@ -508,7 +590,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
                     ErrorCode::Forbidden,
                     "this Origin may not open WebSockets here (io.allowed_origins)",
                 );
-                return respond(&mut stream, &http::error_response(403, &e)).await;
+                return refuse(&mut stream, 403, &e, peer, &head.path).await;
             }
             let found = find_token(
                 head.authorization.as_deref(),
@@ -520,13 +602,13 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
                     ErrorCode::Unauthorized,
                     "no token: use Authorization: Bearer, ?token= or Sec-WebSocket-Protocol",
                 );
-                return respond(&mut stream, &http::error_response(401, &e)).await;
+                return refuse(&mut stream, 401, &e, peer, &head.path).await;
             };
             let claims = match ctx.shared.verifier.verify(found.token) {
                 Ok(c) => Arc::new(c),
                 Err(e) => {
                     crate::shard::audit_unauthorized(&ctx.state.borrow().catalog, "/ws", peer, &e);
-                    return respond(&mut stream, &http::error_response(401, &e)).await;
+                    return refuse(&mut stream, 401, &e, peer, &head.path).await;
                 }
             };
             let protocol = found.echo_protocol.map(str::to_owned);
@@ -541,13 +623,14 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
                 claims,
                 leftover,
                 false,
+                peer,
             )
             .await
         }
         "/echo" if cfg.echo_endpoint => {
             let key = match head.check_upgrade() {
                 Ok(k) => k.to_owned(),
-                Err(e) => return respond(&mut stream, &http::error_response(426, &e)).await,
+                Err(e) => return refuse(&mut stream, 426, &e, peer, &head.path).await,
             };
             let claims = Arc::new(Claims {
                 sub: "echo".into(),
@@ -559,7 +642,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
                 nbf: None,
             });
             drop(head);
-            run_ws(ctx, stream, &key, None, claims, leftover, true).await
+            run_ws(ctx, stream, &key, None, claims, leftover, true, peer).await
         }
         _ => {
             // Everything else is the REST door (SPEC §4), kept alive between requests.
@@ -598,6 +681,7 @@ impl Drop for Admission<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_ws(
     ctx: Rc<ShardCtx>,
     mut stream: Stream,
@@ -606,9 +690,11 @@ async fn run_ws(
     claims: Arc<Claims>,
     leftover: Vec<u8>,
     echo: bool,
+    peer: Option<SocketAddr>,
 ) {
     let cfg = ctx.cfg.clone();
     let shared = ctx.shared.clone();
+    let path = if echo { "/echo" } else { "/ws" };
     // SPEC §1 Saturday mode: the cap doubles while it is on.
     let max = shared.max_connections(shared.calendar_now_ms());
     if shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
@@ -618,7 +704,7 @@ async fn run_ws(
             message: format!("server at capacity ({max} connections); retry later"),
             retry_after: Some(cfg.overloaded_retry_after_secs),
         };
-        return respond(&mut stream, &http::error_response(503, &e)).await;
+        return refuse(&mut stream, 503, &e, peer, path).await;
     }
     let mut admission = Admission {
         shared: &shared,
@@ -629,7 +715,7 @@ async fn run_ws(
             .policy
             .open_connection(&claims, &cfg.limits, crate::shard::now_ms())
         {
-            return respond(&mut stream, &http::error_response(429, &e)).await;
+            return refuse(&mut stream, 429, &e, peer, path).await;
         }
         admission.user = Some((claims.clone(), &cfg.limits));
         let g = crate::metrics::RoleGroup::of(claims.role);
@@ -658,14 +744,22 @@ async fn run_ws(
         st.conns.insert(id, conn.clone());
         conn
     };
+    let opened = Instant::now();
+    log_opened(&conn, peer, echo);
+    let mut scan = crate::utf8_scan::Utf8Scan::default();
+    let leftover_text_ok = scan.feed(&leftover);
     let ws = RefCell::new(Ws {
         ctx: WebSocketContext::from_partially_read(leftover, WsRole::Server, Some(ws_config(&cfg))),
         bufs: Buffers::default(),
+        scan,
     });
     let (mut rd, mut wr) = futures_lite::io::split(stream);
     let reader = async {
         // Anything already buffered after the head is handled before the first read.
         process(&ctx, &conn, &ws, echo);
+        if !leftover_text_ok {
+            conn.close(close_code::INVALID_DATA, "text frame is not UTF-8");
+        }
         // An idle connection holds only `small`; a read that fills it switches to a
         // `socket_read_bytes` buffer until reads come back short again (memory per idle
         // connection is what 20,000 phones cost; see docs/performance.md S1).
@@ -679,6 +773,9 @@ async fn run_ws(
             let cap = buf.len();
             let n = match rd.read(buf).await {
                 Ok(0) | Err(_) => {
+                    if conn.is_open() {
+                        conn.peer_lost.set(true);
+                    }
                     conn.close(close_code::NORMAL, "");
                     break;
                 }
@@ -689,8 +786,17 @@ async fn run_ws(
                 Some(b) => &b[..n],
                 None => &small[..n],
             };
-            ws.borrow_mut().bufs.rx.extend_from_slice(data);
+            let text_ok = {
+                let mut w = ws.borrow_mut();
+                w.bufs.rx.extend_from_slice(data);
+                w.scan.feed(data)
+            };
+            // Whole messages before the invalid bytes are still handled, in order.
             process(&ctx, &conn, &ws, echo);
+            if !text_ok {
+                // RFC 6455 §8.1: fail fast, even inside a frame that has not ended.
+                conn.close(close_code::INVALID_DATA, "text frame is not UTF-8");
+            }
             if n == cap && big.is_none() {
                 big = Some(vec![0u8; cfg.socket_read_bytes.max(SMALL_READ_BYTES)]);
             } else if n < cap && big.is_some() {
@@ -705,14 +811,21 @@ async fn run_ws(
             let closing = conn.closing.borrow().clone();
             {
                 let mut w = ws.borrow_mut();
-                let Ws { ctx: wsctx, bufs } = &mut *w;
+                let Ws {
+                    ctx: wsctx, bufs, ..
+                } = &mut *w;
                 let _ = wsctx.flush(bufs);
                 tx.append(&mut bufs.tx);
             }
             if let Some((code, reason)) = closing {
-                // A slow or dead consumer gets nothing more; any other close first sends the
-                // replies still queued (e.g. the error that explains a 1009).
-                if code != close_code::SLOW_CONSUMER && code != close_code::HEARTBEAT_TIMEOUT {
+                // A slow or dead consumer gets nothing more (not even the pongs tungstenite
+                // queued); any other close first sends the replies still queued (e.g. the
+                // error that explains a 1009).
+                let cut_off = !conn.peer_closed.get()
+                    && (code == close_code::SLOW_CONSUMER || code == close_code::HEARTBEAT_TIMEOUT);
+                if cut_off {
+                    tx.clear();
+                } else {
                     conn.outbox
                         .borrow_mut()
                         .drain_control_into(&mut tx, cfg.write_batch_bytes);
@@ -786,8 +899,69 @@ async fn run_ws(
         )
         .await;
     }
+    log_closed(&conn, peer, opened);
     let out = ctx.state.borrow_mut().forget_conn(&conn);
     ctx.route_all(out);
+}
+
+/// `info`: one line per WebSocket connection opened (docs/operations.md "Logging").
+fn log_opened(conn: &Conn, peer: Option<SocketAddr>, echo: bool) {
+    let c = conn.claims();
+    tracing::info!(
+        conn = %format_args!("c-{}-{}", conn.cref.shard, conn.cref.conn),
+        peer = %DisplayPeer(peer),
+        org = %c.org,
+        sub = %c.sub,
+        role = c.role.as_str(),
+        path = if echo { "/echo" } else { "/ws" },
+        "connection opened"
+    );
+}
+
+/// `info`: one line per WebSocket connection closed, with who closed it, the close code
+/// and reason (4000 heartbeat timeout and 4001 slow consumer among them), and how long it
+/// lived.
+fn log_closed(conn: &Conn, peer: Option<SocketAddr>, opened: Instant) {
+    let (code, reason) = conn
+        .closing
+        .borrow()
+        .clone()
+        .unwrap_or((close_code::NORMAL, String::new()));
+    let (by, code, reason) = if conn.peer_lost.get() {
+        (
+            "peer",
+            1006,
+            "connection lost without a close frame".to_owned(),
+        )
+    } else if conn.peer_closed.get() {
+        ("peer", code, reason)
+    } else {
+        ("server", code, reason)
+    };
+    let c = conn.claims();
+    tracing::info!(
+        conn = %format_args!("c-{}-{}", conn.cref.shard, conn.cref.conn),
+        peer = %DisplayPeer(peer),
+        org = %c.org,
+        sub = %c.sub,
+        by,
+        code,
+        reason = %reason,
+        duration_ms = opened.elapsed().as_millis() as u64,
+        "connection closed"
+    );
+}
+
+/// A peer address for logs (`-` when unknown).
+struct DisplayPeer(Option<SocketAddr>);
+
+impl std::fmt::Display for DisplayPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, "{a}"),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// Runs tungstenite over whatever bytes have arrived and handles each complete message.
@@ -798,7 +972,9 @@ fn process(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, ws: &RefCell<Ws>, echo: bool) {
         }
         let r = {
             let mut w = ws.borrow_mut();
-            let Ws { ctx: wsctx, bufs } = &mut *w;
+            let Ws {
+                ctx: wsctx, bufs, ..
+            } = &mut *w;
             wsctx.read(bufs)
         };
         match r {
@@ -827,12 +1003,21 @@ fn process(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, ws: &RefCell<Ws>, echo: bool) {
                 }
             }
             Ok(Message::Ping(_)) | Ok(Message::Pong(_)) | Ok(Message::Frame(_)) => {
-                // tungstenite queued the pong for a ping; the writer flushes it.
+                // tungstenite queued the pong for a ping (written into `bufs.tx` by its next
+                // read or flush); the writer flushes it.
+                let auto = ws.borrow().bufs.tx.len();
+                conn.check_auto_replies(auto);
                 conn.wake_writer.notify();
             }
-            Ok(Message::Close(_)) => {
-                conn.peer_closed.set(true);
-                conn.close(close_code::NORMAL, "");
+            Ok(Message::Close(frame)) => {
+                if conn.is_open() {
+                    conn.peer_closed.set(true);
+                }
+                match frame {
+                    Some(f) => conn.close(u16::from(f.code), f.reason.as_str()),
+                    // RFC 6455 §7.1.5: no status code (1005; never sent on the wire).
+                    None => conn.close(1005, ""),
+                }
                 return;
             }
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,

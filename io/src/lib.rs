@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 mod config;
 pub mod conn;
+pub mod fds;
 pub mod http;
 pub mod journal;
 pub mod metrics;
@@ -20,6 +21,7 @@ pub mod server;
 pub mod shard;
 pub mod stream;
 pub mod tls;
+pub mod utf8_scan;
 pub mod weddings;
 
 pub use api::{Api, HttpHandler, HttpRequest, HttpResponse};

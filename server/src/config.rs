@@ -41,6 +41,24 @@ pub enum PublicKeyAlg {
     ES256,
 }
 
+/// `[log]`: how `serve` writes its log to stderr (the level is `RUST_LOG`, `info` by
+/// default). `serve --log-format` overrides `format`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// `text`: one line per event, coloured only when stderr is a terminal. `json`: one JSON
+/// object per line (`timestamp`, `level`, `target`, `message` and the event's fields).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -57,6 +75,7 @@ pub struct Config {
     /// The calendar clock: for tests and rehearsals only.
     pub clock: ClockConfig,
     pub tls: TlsConfig,
+    pub log: LogConfig,
 }
 
 impl Default for Config {
@@ -71,6 +90,7 @@ impl Default for Config {
             saturday: SaturdayConfig::default(),
             clock: ClockConfig::default(),
             tls: TlsConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -243,6 +263,7 @@ mod tests {
         assert_eq!(cfg.saturday, d.saturday);
         assert_eq!(cfg.clock, d.clock);
         assert_eq!(cfg.tls, d.tls);
+        assert_eq!(cfg.log, d.log);
         assert!(cfg.auth.public_keys.is_empty());
         cfg.io_config().unwrap();
     }

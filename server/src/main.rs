@@ -54,6 +54,9 @@ enum Cmd {
         /// Serve GET /echo for the Autobahn conformance suite.
         #[arg(long)]
         echo_endpoint: bool,
+        /// Log format on stderr [default: text, or `log.format` in the config].
+        #[arg(long, value_enum)]
+        log_format: Option<config::LogFormat>,
     },
     /// Check (`verify`) or explicitly repair (`repair`) the write-ahead log of a stopped
     /// server (docs/operations.md, "The log is damaged").
@@ -147,7 +150,8 @@ fn run() -> Result<()> {
             data,
             shards,
             echo_endpoint,
-        } => serve(config, listen, data, shards, echo_endpoint),
+            log_format,
+        } => serve(config, listen, data, shards, echo_endpoint, log_format),
         Cmd::Token {
             config,
             data,
@@ -257,21 +261,32 @@ fn parse_ttl(s: &str) -> Result<u64> {
     Ok(n * mult)
 }
 
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`): text lines, coloured only
+/// when stderr is a terminal (a log file gets no escape codes), or JSON lines.
+fn init_logging(format: config::LogFormat) {
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr);
+    match format {
+        config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        config::LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
 fn serve(
     config_path: Option<PathBuf>,
     listen: Option<SocketAddr>,
     data: Option<PathBuf>,
     shards: Option<usize>,
     echo_endpoint: bool,
+    log_format: Option<config::LogFormat>,
 ) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let mut cfg = load(config_path.as_ref())?;
+    init_logging(log_format.unwrap_or(cfg.log.format));
     if let Some(d) = data {
         cfg.data_dir = d;
     }

@@ -524,3 +524,91 @@ pub fn cli(args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
+
+impl TestServer {
+    /// Like [`TestServer::start`] (2 shards, `config`), with `customize` applied to the
+    /// `serve` command before it runs (extra flags, environment such as `RUST_LOG`, a
+    /// `pre_exec`); stderr goes to `DATA/stderr.log` (read it with [`TestServer::log`]).
+    pub fn start_custom(config: &str, customize: impl FnOnce(&mut Command)) -> TestServer {
+        let data =
+            std::env::temp_dir().join(format!("rb-test-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("test.toml"), config).unwrap();
+        let mut cmd = serve_command(&data, "127.0.0.1:0");
+        cmd.env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(data.join("stderr.log")).unwrap());
+        customize(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn ringbearer");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let first = match lines.next() {
+            Some(Ok(l)) => l,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(data.join("stderr.log")).unwrap_or_default();
+                panic!("server printed nothing; stderr:\n{log}");
+            }
+        };
+        let addr = first
+            .split("listening on ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .parse()
+            .unwrap();
+        std::thread::spawn(move || for _ in lines {});
+        TestServer {
+            addr,
+            data,
+            child,
+            shards: 2,
+        }
+    }
+
+    /// What the server wrote to stderr so far (servers from [`TestServer::start_custom`]).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Waits (within `WAIT`) until the server's stderr has a line for which `pred` holds,
+    /// and returns it.
+    pub fn wait_log_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(l) = self.log().lines().find(|l| pred(l)) {
+                return l.to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line {what} within {WAIT:?}; stderr:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// `ringbearer serve --listen LISTEN --shards 2 --data DATA --config DATA/test.toml`, not
+/// yet started.
+pub fn serve_command(data: &std::path::Path, listen: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringbearer"));
+    cmd.args(["serve", "--listen", listen, "--shards", "2"])
+        .arg("--data")
+        .arg(data)
+        .arg("--config")
+        .arg(data.join("test.toml"));
+    cmd
+}
+
+impl RawTcp {
+    /// Wraps a socket whose upgrade already succeeded.
+    pub fn from_stream(s: std::net::TcpStream) -> RawTcp {
+        RawTcp { s, buf: Vec::new() }
+    }
+}
