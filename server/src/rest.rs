@@ -1199,5 +1199,14 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("audit_query_max"));
+        let cfg = RestConfig {
+            admin_page_max: 0,
+            ..RestConfig::default()
+        };
+        assert!(cfg
+            .keys()
+            .unwrap_err()
+            .to_string()
+            .contains("admin_page_max"));
     }
 }
