@@ -256,6 +256,12 @@ impl<F: Clone> ChannelState<F> {
         self.members.iter().map(|(u, m)| (u, m.cursor))
     }
 
+    /// Subscribed users with their cursor and how many of their connections are
+    /// subscribed now (the admin page's per-channel view), in no particular order.
+    pub fn subscribers(&self) -> impl Iterator<Item = (&UserKey, u64, u32)> {
+        self.members.iter().map(|(u, m)| (u, m.cursor, m.online))
+    }
+
     pub fn member_count(&self) -> usize {
         self.members.len()
     }
@@ -417,6 +423,16 @@ impl<F: Clone> ChannelState<F> {
             .map(|e| e.item.frame.clone())
             .collect();
         (r.recovered, messages)
+    }
+
+    /// The newest `n` kept, durable messages that `viewer` may see, oldest first: the same
+    /// read path and visibility rule as resume and history (a message targeted at another
+    /// user is never among them, whoever looks).
+    pub fn recent_visible(&self, n: usize, viewer: &UserKey, now_ms: u64) -> Vec<F> {
+        let (_, mut messages) = self.visible_after(0, viewer, now_ms);
+        let cut = messages.len().saturating_sub(n);
+        messages.drain(..cut);
+        messages
     }
 
     /// How many kept, durable messages after `user`'s cursor it may see (`unread_count`);
@@ -999,6 +1015,61 @@ mod tests {
             }
             other => panic!("expected the state, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn subscribers_carry_cursor_and_online_connections() {
+        let mut s = state(10);
+        s.subscribe(A0, &u("a"), Role::Couple, ResumeFrom::default(), 0)
+            .unwrap();
+        s.subscribe(A1, &u("a"), Role::Couple, ResumeFrom::default(), 0)
+            .unwrap();
+        s.subscribe(
+            B1,
+            &UserKey::new("p", "a"),
+            Role::Couple,
+            ResumeFrom::default(),
+            0,
+        )
+        .unwrap();
+        publish(&mut s, 1);
+        publish(&mut s, 2);
+        assert!(s.ack(&u("a"), 1));
+        assert!(s.disconnect(B1));
+        let mut all: Vec<_> = s.subscribers().map(|(k, c, n)| (k.clone(), c, n)).collect();
+        all.sort();
+        assert_eq!(
+            all,
+            vec![(u("a"), 1, 2), (UserKey::new("p", "a"), 0, 0)],
+            "one entry per (org, sub), the same id in two organizations apart"
+        );
+    }
+
+    #[test]
+    fn recent_visible_is_the_newest_the_viewer_may_see() {
+        let mut s = state(10);
+        let a = u("a");
+        let b = u("b");
+        s.publish(1, 0, None, None, 0);
+        s.publish(2, 0, Some(&b), None, 0);
+        s.publish(3, 0, None, None, 0);
+        s.publish(4, 0, Some(&a), None, 0);
+        // Appended, not stored yet: nobody sees it.
+        s.append(5, 0, None, None, 0);
+        assert_eq!(s.recent_visible(10, &a, 0), vec![1, 3, 4]);
+        assert_eq!(s.recent_visible(2, &a, 0), vec![3, 4]);
+        assert_eq!(s.recent_visible(10, &b, 0), vec![1, 2, 3]);
+        let admin = UserKey::new("o", "admin");
+        assert_eq!(
+            s.recent_visible(10, &admin, 0),
+            vec![1, 3],
+            "a message targeted at another user is not shown, not even to an admin"
+        );
+        assert_eq!(
+            s.recent_visible(10, &UserKey::new("other", "a"), 0),
+            vec![1, 3]
+        );
+        assert!(s.recent_visible(0, &a, 0).is_empty());
     }
 
     #[test]

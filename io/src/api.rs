@@ -314,6 +314,57 @@ impl Api {
         Ok(all)
     }
 
+    /// The admin page's view of one channel (answers `detail`): admin and service roles of
+    /// the channel's organization only; `subscribers[offset..offset + limit]`.
+    pub async fn detail(
+        &self,
+        claims: Arc<Claims>,
+        channel: ChannelName,
+        offset: usize,
+        limit: usize,
+    ) -> Result<serde_json::Value, Refusal> {
+        let name = channel.as_str().to_owned();
+        self.call_one(&name, |from| ShardMsg::Inspect {
+            from,
+            claims: claims.clone(),
+            channel: channel.clone(),
+            offset,
+            limit,
+        })
+        .await
+    }
+
+    /// Every channel of the caller's organization, from every shard, sorted by name:
+    /// `[offset..offset + limit]` of them and how many there are in all.
+    pub async fn list_org(
+        &self,
+        claims: Arc<Claims>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<serde_json::Value>, u64), Refusal> {
+        let shards: Vec<u32> = (0..self.ctx.state.borrow().shards as u32).collect();
+        let take = offset.saturating_add(limit);
+        let replies = self
+            .call(&shards, |from| ShardMsg::ListOrg {
+                from,
+                claims: claims.clone(),
+                take,
+            })
+            .await?;
+        let mut all = Vec::new();
+        let mut total = 0;
+        for r in replies {
+            let mut v = parse_reply(&r)?;
+            total += v["total"].as_u64().unwrap_or(0);
+            if let serde_json::Value::Array(c) = v["channels"].take() {
+                all.extend(c);
+            }
+        }
+        all.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        let page = all.into_iter().skip(offset).take(limit).collect();
+        Ok((page, total))
+    }
+
     /// Live figures, summed over shards.
     pub fn snapshot(&self) -> Snapshot {
         let shared = &self.ctx.shared;

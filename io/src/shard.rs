@@ -142,7 +142,28 @@ pub enum ShardMsg {
         claims: Arc<Claims>,
         user: UserKey,
     },
+    /// The admin page's view of one channel (`GET /api/websocket/channels/detail`): read
+    /// only, for the admin and service roles of the channel's own organization. Answers
+    /// `subscribers[offset..offset + limit]` (sorted by org, then user id).
+    Inspect {
+        from: ConnRef,
+        claims: Arc<Claims>,
+        channel: ChannelName,
+        offset: usize,
+        limit: usize,
+    },
+    /// The channels of the caller's organization on this shard (the admin page's list,
+    /// `scope=organization`; sent to every shard): the first `take` by name, and how many
+    /// there are.
+    ListOrg {
+        from: ConnRef,
+        claims: Arc<Claims>,
+        take: usize,
+    },
 }
+
+/// Most messages in the admin page's `recent_messages` of one channel.
+pub const INSPECT_RECENT_MAX: usize = 50;
 
 /// A REST call waiting on this shard for its answers (see `api.rs`): `ShardMsg::Reply`s to
 /// a connection id that is not a connection land here.
@@ -751,6 +772,139 @@ impl Shard {
         out
     }
 
+    /// The admin page's view of one channel (`ShardMsg::Inspect`). Only the admin and
+    /// service roles of the channel's own organization may look; anyone else gets the
+    /// access rule's refusal (or `WS_FORBIDDEN`), audited for the channel's owner. Recent
+    /// messages follow the one visibility rule for the viewer: a message targeted at
+    /// another user is not shown, even to the owner's admin.
+    #[allow(clippy::too_many_arguments)]
+    fn on_inspect(
+        &mut self,
+        out: &mut Out,
+        from: ConnRef,
+        claims: &Claims,
+        channel: &ChannelName,
+        offset: usize,
+        limit: usize,
+        now: u64,
+    ) {
+        let Some(ch) = self.owned.get(channel.as_str()) else {
+            return reply_err(out, from, None, &Self::not_found(channel));
+        };
+        let org = &ch.meta.access.org;
+        if !(claims.role.is_org_wide() && &claims.org == org) {
+            let e = access::check(&ch.meta.access, claims, Action::Admin)
+                .err()
+                .unwrap_or_else(|| {
+                    Refusal::new(
+                        ErrorCode::Forbidden,
+                        "a channel's detail is for the admin and service roles of its organization",
+                    )
+                });
+            audit_denied(
+                &self.catalog,
+                claims,
+                "inspect",
+                channel.as_str(),
+                Some(org),
+                &e,
+            );
+            return reply_err(out, from, None, &e);
+        }
+        let mut subs: Vec<(&UserKey, u64, u32)> = ch.subscribers().collect();
+        subs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let subscribers: Vec<serde_json::Value> = subs
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(user, cursor, online)| {
+                serde_json::json!({
+                    "org": user.org,
+                    "user_id": user.sub,
+                    "online_connections": online,
+                    "cursor": cursor,
+                    "unread": ch.unread(user).unwrap_or(0),
+                })
+            })
+            .collect();
+        let presence: Vec<&ringbearer_core::presence::PresenceEntry> = ch
+            .presence()
+            .iter()
+            .take(self.cfg.limits.presence_list_max)
+            .collect();
+        let viewer = claims.user_key();
+        let recent: Vec<serde_json::Value> = ch
+            .recent_visible(INSPECT_RECENT_MAX, &viewer, now)
+            .iter()
+            .filter_map(|f| {
+                let mut buf = Vec::new();
+                render_message_json(access_frame(f).ok()?, &mut buf);
+                serde_json::from_slice(&buf).ok()
+            })
+            .collect();
+        let v = serde_json::json!({
+            "op": "detail",
+            "name": channel.as_str(),
+            "channel_id": ch.meta.id,
+            "type": ch.meta.access.kind.as_str(),
+            "wedding_id": ch.meta.access.wedding_id,
+            "created_at": ringbearer_core::time::rfc3339_ms(ch.meta.created_at_ms),
+            "last_id": ch.last_id(),
+            "durable_id": ch.durable_id(),
+            "last_activity": ringbearer_core::time::rfc3339_ms(ch.last_activity_ms()),
+            "members": ch.member_count(),
+            "active_users": ch.active_users(),
+            "online_connections": ch.online_count(),
+            "offset": offset,
+            "limit": limit,
+            "subscribers": subscribers,
+            "presence": presence,
+            "presence_total": ch.presence().len(),
+            "recent_messages": recent,
+        });
+        reply_json(out, from, &v);
+    }
+
+    /// The channels of the caller's organization on this shard (`ShardMsg::ListOrg`): the
+    /// first `take` by name and the count. Admin and service roles only.
+    fn on_list_org(&mut self, out: &mut Out, from: ConnRef, claims: &Claims, take: usize) {
+        if !claims.role.is_org_wide() {
+            let e = Refusal::new(
+                ErrorCode::Forbidden,
+                "the organization's channel list is for the admin and service roles",
+            );
+            return reply_err(out, from, None, &e);
+        }
+        let mut mine: Vec<&ChannelState<Arc<FrameBytes>>> = self
+            .owned
+            .values()
+            .filter(|c| c.meta.access.org == claims.org)
+            .collect();
+        let total = mine.len();
+        if take < total {
+            mine.select_nth_unstable_by(take, |a, b| {
+                a.meta.name.as_str().cmp(b.meta.name.as_str())
+            });
+            mine.truncate(take);
+        }
+        mine.sort_unstable_by(|a, b| a.meta.name.as_str().cmp(b.meta.name.as_str()));
+        let list: Vec<serde_json::Value> = mine
+            .iter()
+            .map(|ch| {
+                serde_json::json!({
+                    "name": ch.meta.name.as_str(),
+                    "type": ch.meta.access.kind.as_str(),
+                    "wedding_id": ch.meta.access.wedding_id,
+                    "active_users": ch.active_users(),
+                    "members": ch.member_count(),
+                    "last_activity": ringbearer_core::time::rfc3339_ms(ch.last_activity_ms()),
+                })
+            })
+            .collect();
+        let v = serde_json::json!({"op": "list", "channels": list, "total": total});
+        reply_json(out, from, &v);
+    }
+
     fn not_found(name: &ChannelName) -> Refusal {
         Refusal::new(
             ErrorCode::ChannelNotFound,
@@ -1015,6 +1169,16 @@ impl Shard {
                 }
                 let v = serde_json::json!({"op": "list", "channels": list});
                 reply_json(&mut out, from, &v);
+            }
+            ShardMsg::Inspect {
+                from,
+                claims,
+                channel,
+                offset,
+                limit,
+            } => self.on_inspect(&mut out, from, &claims, &channel, offset, limit, now),
+            ShardMsg::ListOrg { from, claims, take } => {
+                self.on_list_org(&mut out, from, &claims, take)
             }
             ShardMsg::SubscribeRefused { to, channel, bytes } => {
                 if let Some(c) = self.conns.get(&to.conn) {

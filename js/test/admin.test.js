@@ -1,7 +1,10 @@
 // The admin page at /admin in a real browser: sign-in with an organization admin token
 // (and an API key), the live figures equal what the test drove, another organization's
-// audit records stay out, the channel list and audit filters work, and a 1280×800
-// screenshot for a person to look at (js/test-output/admin.png).
+// audit records stay out, the organization's channel list and audit filters work, a
+// channel's detail panel shows the subscribers (cursors, unread), presence (activity,
+// location) and recent messages the test drove — never a message targeted at someone
+// else — and a 1280×800 screenshot with the panel open for a person to look at
+// (js/test-output/admin.png).
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -25,14 +28,15 @@ test('admin page: live figures equal what was driven, only the own organization\
     await browser.close();
     await server.stop();
   });
-  const connect = async (sub, org, role, weddings) => {
-    const c = new RingbearerClient({ url: server.wsUrl, WebSocket, token: server.token(sub, org, role, weddings) });
+  const connect = async (sub, org, role, weddings, options = {}) => {
+    const c = new RingbearerClient({ url: server.wsUrl, WebSocket, token: server.token(sub, org, role, weddings), ...options });
     clients.push(c);
     await c.connect();
     return c;
   };
   const coord = await connect('u-coord', 'org-1', 'coordinator', ['w-1', 'w-2']);
-  const photo = await connect('u-photo', 'org-1', 'photographer', ['w-1']);
+  // Acks by hand, so its cursor is what the test says.
+  const photo = await connect('u-photo', 'org-1', 'photographer', ['w-1'], { autoAck: false });
   const couple = await connect('u-couple', 'org-1', 'couple', ['w-2']);
   const other = await connect('u-other', 'org-2', 'coordinator', ['w-9']);
   const chans = ['wedding:main:w-1', 'wedding:main:w-2'];
@@ -73,13 +77,13 @@ test('admin page: live figures equal what was driven, only the own organization\
   await shows('m-deliveries', 7);
   assert.ok(Number(await page.textContent('#m-rate')) > 0, 'messages/s over the window');
 
-  // The channel list: the admin's two subscriptions; only its organization's.
+  // The channel list: every channel of its organization (org-2's w-9 stays out), with
+  // members (the admin and one user each) and online users.
   await page.waitForFunction(() => document.querySelectorAll('#ch-rows tr').length === 2, null, { timeout: WAIT });
   const names = await page.$$eval('#ch-rows tr', (rows) => rows.map((r) => r.dataset.channel));
   assert.deepEqual(names, chans);
-  // Unread for the admin (never connected): w-1 got n = 2, 4, 6; w-2 got n = 1, 3, 5, 7.
-  const unread = await page.$$eval('#ch-rows tr', (rows) => rows.map((r) => r.children[3].textContent));
-  assert.deepEqual(unread, ['3', '4']);
+  const cols = await page.$$eval('#ch-rows tr', (rows) => rows.map((r) => [...r.children].slice(1, 5).map((td) => td.textContent)));
+  assert.deepEqual(cols, [['shared', 'w-1', '2', '1'], ['shared', 'w-2', '2', '1']]);
 
   // The audit log: org-1's creates and subscribes, never org-2's.
   await page.waitForFunction(() => document.querySelectorAll('#audit-rows tr[data-action="create"]').length === 2, null, { timeout: WAIT });
@@ -103,13 +107,56 @@ test('admin page: live figures equal what was driven, only the own organization\
   await page.fill('#a-channel', '');
   await page.click('#audit-form button[type=submit]');
   await page.waitForFunction(() => document.querySelectorAll('#audit-rows tr').length >= 4, null, { timeout: WAIT });
+
+  // A channel's detail: what the test drove on w-1 (ids 1-3: n = 2, 4, 6; ids 4-6: n = 8-10),
+  // the photographer acks 2 and says where it is; a message for the photographer alone is
+  // not the admin's to see.
+  photo.ack(chans[0], 2);
+  await photo.setPresence(chans[0], { activity: 'ceremony', location: 'ceremony_area' });
+  await coord.publish({ channel: chans[0], type: 'general', payload: { n: 'private' }, targetUserId: 'u-photo' });
+  await page.click(`#ch-rows tr[data-channel="${chans[0]}"]`);
+  await page.waitForFunction(() => !document.getElementById('detail').hidden, null, { timeout: WAIT });
+  await shows('d-name', chans[0]);
+  await shows('d-last', 7);
+  const table = (id) => page.$$eval(`#${id} tr`, (rows) => rows.map((r) => [...r.children].map((td) => td.textContent)));
+  // Subscribers, sorted by organization then user: the admin (enrolled by REST, never
+  // online; unread: the 6 open ones) and the photographer (online, cursor 2, unread: ids
+  // 3-7, its own targeted one included).
+  await page.waitForFunction(() => document.querySelector('#d-subs tr[data-user="org-1/u-photo"]')?.children[4].textContent === '2', null, { timeout: WAIT });
+  assert.deepEqual(await table('d-subs'), [
+    ['org-1', 'u-admin', 'offline', '0', '0', '6'],
+    ['org-1', 'u-photo', 'online', '1', '2', '5'],
+  ]);
+  const presence = await table('d-presence');
+  assert.equal(presence.length, 1, JSON.stringify(presence));
+  assert.deepEqual(presence[0].slice(0, 5), ['u-photo', 'org-1', 'photographer', 'ceremony', 'ceremony_area']);
+  const msgs = await table('d-messages');
+  assert.deepEqual(msgs.map((m) => m[0]), ['1', '2', '3', '4', '5', '6'], 'id 7 was for the photographer alone');
+  assert.deepEqual(msgs.map((m) => JSON.parse(m[4]).n), [2, 4, 6, 8, 9, 10]);
+  assert.ok(msgs.every((m) => m[2] === 'org-1/u-coord'));
+  // Live while open: a new message and a presence change show up without a click.
+  await coord.publish({ channel: chans[0], type: 'general', payload: { n: 11 } });
+  await photo.setPresence(chans[0], { activity: 'portraits', location: 'garden' });
+  await page.waitForFunction(() => {
+    const ids = [...document.querySelectorAll('#d-messages tr')].map((r) => r.dataset.id);
+    const p = document.querySelector('#d-presence tr[data-user="org-1/u-photo"]');
+    return ids.at(-1) === '8' && p?.children[4].textContent === 'garden';
+  }, null, { timeout: WAIT });
+  await page.$eval('#detail', (el) => el.scrollIntoView());
   await page.screenshot({ path: join(OUT, 'admin.png') });
+
+  // Another organization's channel is not the admin's to open: the server refuses it.
+  const refused = await page.evaluate(async (token) => {
+    const r = await fetch('/api/websocket/channels/detail?channel_name=wedding:main:w-9', { headers: { authorization: `Bearer ${token}` } });
+    return [r.status, (await r.json()).error?.code];
+  }, admin);
+  assert.deepEqual(refused, [403, 'WS_WEDDING_ISOLATION_VIOLATION']);
 
   // An API key signs in too (the service role of org-1).
   const keyed = await browser.newPage();
   await keyed.goto(`${server.httpUrl}/admin`);
   await keyed.fill('#credential', API_KEY);
   await keyed.click('#login button[type=submit]');
-  await keyed.waitForFunction(() => document.getElementById('m-messages').textContent === '10', null, { timeout: WAIT });
+  await keyed.waitForFunction(() => document.getElementById('m-messages').textContent === '12', null, { timeout: WAIT });
   await keyed.waitForFunction(() => document.querySelectorAll('#audit-rows tr[data-action="create"]').length === 2, null, { timeout: WAIT });
 });

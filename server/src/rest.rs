@@ -35,6 +35,9 @@ pub struct RestConfig {
     pub audit_query_max: u32,
     /// Longest `description` accepted on create.
     pub max_description_bytes: usize,
+    /// Largest `limit` of one page of the admin page's lists (`channels/detail`
+    /// subscribers, `channels/list?scope=organization`).
+    pub admin_page_max: u32,
     pub health: HealthConfig,
 }
 
@@ -45,6 +48,7 @@ impl Default for RestConfig {
             observability_requires_auth: false,
             audit_query_max: 1000,
             max_description_bytes: 1024,
+            admin_page_max: 200,
             health: HealthConfig::default(),
         }
     }
@@ -147,6 +151,9 @@ impl RestConfig {
         if self.audit_query_max == 0 {
             anyhow::bail!("invalid config: rest.audit_query_max must be greater than 0");
         }
+        if self.admin_page_max == 0 {
+            anyhow::bail!("invalid config: rest.admin_page_max must be greater than 0");
+        }
         Ok(out)
     }
 }
@@ -184,6 +191,9 @@ fn ok(data: Value) -> HttpResponse {
         serde_json::to_vec(&json!({"success": true, "data": data})).expect("json"),
     )
 }
+
+/// `limit` of an admin page list when none is given.
+const ADMIN_PAGE_DEFAULT: usize = 50;
 
 fn bad(m: impl Into<String>) -> Refusal {
     Refusal::new(ErrorCode::BadRequest, m)
@@ -228,13 +238,14 @@ impl Rest {
         if let Some(r) = crate::assets::serve(&req) {
             return r;
         }
-        const ROUTES: [(&str, &str); 9] = [
+        const ROUTES: [(&str, &str); 10] = [
             ("POST", "/api/websocket/channels/create"),
             ("POST", "/api/websocket/channels/subscribe"),
             ("POST", "/api/websocket/channels/broadcast"),
             ("POST", "/api/websocket/channels/unsubscribe"),
             ("POST", "/api/websocket/weddings"),
             ("GET", "/api/websocket/channels/list"),
+            ("GET", "/api/websocket/channels/detail"),
             ("GET", "/api/websocket/health"),
             ("GET", "/api/websocket/metrics"),
             ("GET", "/api/websocket/audit"),
@@ -288,6 +299,7 @@ impl Rest {
             "/api/websocket/health" => Ok(self.health(&api)),
             "/api/websocket/metrics" => return self.metrics(&api),
             "/api/websocket/channels/list" => self.list(&api, &claims, &req).await,
+            "/api/websocket/channels/detail" => self.detail(&api, &claims, &req).await,
             "/api/websocket/audit" => self.audit(&claims, &req).await,
             _ => match body_object(&req, &api.config().limits) {
                 Err(e) => Err(e),
@@ -653,6 +665,20 @@ impl Rest {
 
     async fn list(&self, api: &Api, claims: &Arc<Claims>, req: &HttpRequest) -> Reply {
         let q = query(req);
+        match q
+            .iter()
+            .find(|(k, _)| k == "scope")
+            .map(|(_, v)| v.as_str())
+        {
+            None | Some("user") => {}
+            Some("organization") => return self.list_org(api, claims, &q).await,
+            Some(other) => {
+                return Err(bad(format!(
+                    "unknown scope `{}`; use user or organization",
+                    other.escape_default()
+                )))
+            }
+        }
         let mut body = Map::new();
         if let Some(u) = q.iter().find(|(k, _)| k == "user_id") {
             body.insert("user_id".into(), Value::String(u.1.clone()));
@@ -661,6 +687,84 @@ impl Rest {
         let mut channels = api.list(claims.clone(), user.clone()).await?;
         channels.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         Ok(json!({"user_id": user, "channels": channels}))
+    }
+
+    /// `channels/list?scope=organization`: every channel of the caller's organization, on
+    /// every shard, sorted by name, one page of them (admin and service roles only).
+    async fn list_org(&self, api: &Api, claims: &Arc<Claims>, q: &[(String, String)]) -> Reply {
+        if !claims.role.is_org_wide() {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "the organization's channel list needs the admin or service role",
+            ));
+        }
+        let (offset, limit) = self.page(q)?;
+        let (channels, total) = api.list_org(claims.clone(), offset, limit).await?;
+        Ok(json!({
+            "organization_id": claims.org,
+            "total": total,
+            "offset": offset,
+            "limit": limit,
+            "channels": channels,
+        }))
+    }
+
+    /// `offset` (default 0) and `limit` (default 50, at most `rest.admin_page_max`) of a
+    /// query.
+    fn page(&self, q: &[(String, String)]) -> Result<(usize, usize), Refusal> {
+        let max = self.cfg.admin_page_max as usize;
+        let mut offset = 0;
+        let mut limit = ADMIN_PAGE_DEFAULT.min(max);
+        for (k, v) in q {
+            match k.as_str() {
+                "offset" => {
+                    offset = v
+                        .parse::<u32>()
+                        .map_err(|_| bad("`offset` must be a whole number"))?
+                        as usize
+                }
+                "limit" => {
+                    limit = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=max).contains(n))
+                        .ok_or_else(|| {
+                            bad(format!("`limit` must be 1 to {max} (rest.admin_page_max)"))
+                        })?
+                }
+                _ => {}
+            }
+        }
+        Ok((offset, limit))
+    }
+
+    /// `channels/detail`: one channel as the admin page shows it (subscribers with cursors
+    /// and unread counts, presence, recent messages), for the admin and service roles of
+    /// the channel's organization; the owner shard decides and audits a refusal.
+    async fn detail(&self, api: &Api, claims: &Arc<Claims>, req: &HttpRequest) -> Reply {
+        let q = query(req);
+        let mut body = Map::new();
+        for (k, v) in &q {
+            match k.as_str() {
+                "channel_name" | "channel_id" => {
+                    body.insert(k.clone(), Value::String(v.clone()));
+                }
+                "offset" | "limit" => {}
+                other => {
+                    return Err(bad(format!(
+                        "unknown parameter `{}`; use channel_name or channel_id, offset, limit",
+                        other.escape_default()
+                    )))
+                }
+            }
+        }
+        let (offset, limit) = self.page(&q)?;
+        let channel = self.channel(api, &mut body).await?;
+        let mut v = api.detail(claims.clone(), channel, offset, limit).await?;
+        if let Some(o) = v.as_object_mut() {
+            o.remove("op");
+        }
+        Ok(v)
     }
 
     async fn audit(&self, claims: &Arc<Claims>, req: &HttpRequest) -> Reply {
@@ -1101,5 +1205,14 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("audit_query_max"));
+        let cfg = RestConfig {
+            admin_page_max: 0,
+            ..RestConfig::default()
+        };
+        assert!(cfg
+            .keys()
+            .unwrap_err()
+            .to_string()
+            .contains("admin_page_max"));
     }
 }

@@ -1,20 +1,29 @@
 // The admin page: signs in with an organization admin token or an API key (kept in this
 // tab's sessionStorage), then shows the server's live figures from GET
-// /api/websocket/health (every 2 s), the channels of a user from
-// GET /api/websocket/channels/list (paged here, 25 a page) and the audit log from
-// GET /api/websocket/audit with its filters. Every value from the server is put in the
-// page as text, never as HTML. No dependencies, no build step.
+// /api/websocket/health (every 2 s), the channels of the viewer's organization from
+// GET /api/websocket/channels/list?scope=organization (paged by the server, 25 a page),
+// one channel's detail from GET /api/websocket/channels/detail (subscribers with cursors
+// and unread counts, presence, recent messages; every 3 s while open) and the audit log
+// from GET /api/websocket/audit with its filters. Every value from the server is put in
+// the page as text, never as HTML. No dependencies, no build step.
 
 const HEALTH_EVERY_MS = 2000;
 const LISTS_EVERY_MS = 10000;
+const DETAIL_EVERY_MS = 3000;
 const PAGE_SIZE = 25;
+const PAYLOAD_SHOWN_MAX = 200;
 const KEY = 'ringbearer.admin.credential';
 
 const $ = (id) => document.getElementById(id);
 let credential = sessionStorage.getItem(KEY);
 let timers = [];
 let channels = [];
+let chTotal = 0;
 let chPage = 0;
+// The open channel detail: its name, its subscribers page, its refresh timer.
+let openChannel = null;
+let subPage = 0;
+let detailTimer = null;
 
 async function api(path) {
   const r = await fetch(path, { headers: { authorization: `Bearer ${credential}` }, cache: 'no-store' });
@@ -108,36 +117,150 @@ function cell(tr, v, cls) {
 function renderChannels() {
   const f = $('ch-filter').value.trim().toLowerCase();
   const shown = f ? channels.filter((c) => String(c.name).toLowerCase().includes(f)) : channels;
-  const pages = Math.max(1, Math.ceil(shown.length / PAGE_SIZE));
-  chPage = Math.min(chPage, pages - 1);
+  const pages = Math.max(1, Math.ceil(chTotal / PAGE_SIZE));
   const rows = $('ch-rows');
   rows.replaceChildren();
-  for (const c of shown.slice(chPage * PAGE_SIZE, (chPage + 1) * PAGE_SIZE)) {
+  for (const c of shown) {
     const tr = document.createElement('tr');
     tr.dataset.channel = c.name;
+    tr.tabIndex = 0;
+    if (openChannel === c.name) tr.className = 'selected';
     cell(tr, c.name);
     cell(tr, c.type ?? '');
+    cell(tr, c.wedding_id ?? '–');
+    cell(tr, c.members ?? 0);
     cell(tr, c.active_users ?? 0);
-    cell(tr, c.unread_count ?? 0);
     cell(tr, fmtTime(c.last_activity));
     rows.append(tr);
   }
-  text('ch-count', `(${shown.length})`);
+  text('ch-count', `(${chTotal})`);
   text('ch-page', `page ${chPage + 1} of ${pages}`);
   $('ch-prev').disabled = chPage === 0;
   $('ch-next').disabled = chPage >= pages - 1;
 }
 
 async function refreshChannels() {
-  const user = $('ch-user').value.trim();
+  const q = new URLSearchParams({ scope: 'organization', offset: String(chPage * PAGE_SIZE), limit: String(PAGE_SIZE) });
   try {
-    const d = await api('/api/websocket/channels/list' + (user ? `?user_id=${encodeURIComponent(user)}` : ''));
+    const d = await api(`/api/websocket/channels/list?${q}`);
     channels = d.channels ?? [];
+    chTotal = d.total ?? channels.length;
+    const last = Math.max(0, Math.ceil(chTotal / PAGE_SIZE) - 1);
+    if (chPage > last) {
+      chPage = last;
+      return refreshChannels();
+    }
     text('ch-error', '');
     renderChannels();
   } catch (e) {
     if (e.message !== 'unauthorized') text('ch-error', e.message);
   }
+}
+
+function row(tbody, values, classes = []) {
+  const tr = document.createElement('tr');
+  values.forEach((v, i) => cell(tr, v ?? '', classes[i]));
+  tbody.append(tr);
+  return tr;
+}
+
+function metaField(meta, k) {
+  const v = meta && typeof meta === 'object' ? meta[k] : undefined;
+  if (v === undefined || v === null) return '–';
+  return typeof v === 'string' ? v : JSON.stringify(v);
+}
+
+function shortJson(v) {
+  const s = typeof v === 'string' ? v : JSON.stringify(v);
+  return s.length > PAYLOAD_SHOWN_MAX ? `${s.slice(0, PAYLOAD_SHOWN_MAX)}…` : s;
+}
+
+function renderDetail(d) {
+  text('d-name', d.name);
+  text('d-id', d.channel_id);
+  text('d-type', d.type);
+  text('d-wedding', d.wedding_id ?? '–');
+  text('d-created', fmtTime(d.created_at));
+  text('d-last', d.last_id);
+  text('d-durable', d.durable_id);
+  text('d-members', d.members);
+  text('d-active', d.active_users);
+  text('d-online', d.online_connections);
+
+  const subs = $('d-subs');
+  subs.replaceChildren();
+  for (const s of d.subscribers ?? []) {
+    const on = s.online_connections > 0;
+    const tr = row(subs, [s.org, s.user_id, on ? 'online' : 'offline', s.online_connections, s.cursor, s.unread],
+      [undefined, undefined, on ? 'on' : 'off']);
+    tr.dataset.user = `${s.org}/${s.user_id}`;
+  }
+  if (!subs.children.length) row(subs, ['no subscribers'], ['muted']);
+  const pages = Math.max(1, Math.ceil((d.members ?? 0) / PAGE_SIZE));
+  text('d-page', `page ${subPage + 1} of ${pages}`);
+  $('d-prev').disabled = subPage === 0;
+  $('d-next').disabled = subPage >= pages - 1;
+
+  const pres = $('d-presence');
+  pres.replaceChildren();
+  for (const p of d.presence ?? []) {
+    const tr = row(pres, [p.user_id, p.org, p.role, metaField(p.meta, 'activity'), metaField(p.meta, 'location'), p.connection_id]);
+    tr.dataset.user = `${p.org}/${p.user_id}`;
+  }
+  if (!pres.children.length) row(pres, ['nobody online'], ['muted']);
+  const shown = (d.presence ?? []).length;
+  text('d-presence-count', shown < d.presence_total ? `(${shown} of ${d.presence_total})` : `(${d.presence_total})`);
+
+  const msgs = $('d-messages');
+  msgs.replaceChildren();
+  for (const m of d.recent_messages ?? []) {
+    const tr = row(msgs, [m.id, fmtTime(m.ts), `${m.sender?.org}/${m.sender?.user_id}`, m.event ? `${m.type} ${m.event}` : m.type, shortJson(m.payload)],
+      [undefined, undefined, undefined, undefined, 'payload']);
+    tr.dataset.id = m.id;
+  }
+  if (!msgs.children.length) row(msgs, ['no messages'], ['muted']);
+  text('d-updated', `updated ${new Date().toLocaleTimeString()}`);
+}
+
+async function refreshDetail() {
+  const name = openChannel;
+  if (!name) return;
+  const q = new URLSearchParams({ channel_name: name, offset: String(subPage * PAGE_SIZE), limit: String(PAGE_SIZE) });
+  try {
+    const d = await api(`/api/websocket/channels/detail?${q}`);
+    if (openChannel !== name) return; // another channel was opened meanwhile
+    const last = Math.max(0, Math.ceil((d.members ?? 0) / PAGE_SIZE) - 1);
+    if (subPage > last) {
+      subPage = last;
+      return refreshDetail();
+    }
+    text('d-error', '');
+    renderDetail(d);
+  } catch (e) {
+    if (openChannel === name && e.message !== 'unauthorized') text('d-error', e.message);
+  }
+}
+
+function openDetail(name) {
+  closeDetail();
+  openChannel = name;
+  subPage = 0;
+  text('d-name', name);
+  for (const id of ['d-subs', 'd-presence', 'd-messages']) $(id).replaceChildren();
+  $('detail').hidden = false;
+  $('detail').parentElement.classList.add('open');
+  renderChannels();
+  refreshDetail();
+  detailTimer = setInterval(refreshDetail, DETAIL_EVERY_MS);
+}
+
+function closeDetail() {
+  if (detailTimer) clearInterval(detailTimer);
+  detailTimer = null;
+  openChannel = null;
+  $('detail').hidden = true;
+  $('detail').parentElement.classList.remove('open');
+  text('d-error', '');
 }
 
 async function refreshAudit() {
@@ -185,6 +308,7 @@ function start() {
 function signOut(message = '') {
   for (const t of timers) clearInterval(t);
   timers = [];
+  closeDetail();
   credential = null;
   sessionStorage.removeItem(KEY);
   $('dash').hidden = true;
@@ -211,10 +335,19 @@ $('login').addEventListener('submit', async (ev) => {
   start();
 });
 $('logout').addEventListener('click', () => signOut());
-$('ch-form').addEventListener('submit', (ev) => { ev.preventDefault(); chPage = 0; refreshChannels(); });
-$('ch-filter').addEventListener('input', () => { chPage = 0; renderChannels(); });
-$('ch-prev').addEventListener('click', () => { chPage -= 1; renderChannels(); });
-$('ch-next').addEventListener('click', () => { chPage += 1; renderChannels(); });
+$('ch-form').addEventListener('submit', (ev) => { ev.preventDefault(); refreshChannels(); });
+$('ch-filter').addEventListener('input', () => renderChannels());
+$('ch-prev').addEventListener('click', () => { chPage -= 1; refreshChannels(); });
+$('ch-next').addEventListener('click', () => { chPage += 1; refreshChannels(); });
+const chosen = (ev) => ev.target.closest('#ch-rows tr[data-channel]');
+$('ch-rows').addEventListener('click', (ev) => { const tr = chosen(ev); if (tr) openDetail(tr.dataset.channel); });
+$('ch-rows').addEventListener('keydown', (ev) => {
+  const tr = chosen(ev);
+  if (tr && (ev.key === 'Enter' || ev.key === ' ')) { ev.preventDefault(); openDetail(tr.dataset.channel); }
+});
+$('d-close').addEventListener('click', () => { closeDetail(); renderChannels(); });
+$('d-prev').addEventListener('click', () => { subPage -= 1; refreshDetail(); });
+$('d-next').addEventListener('click', () => { subPage += 1; refreshDetail(); });
 $('audit-form').addEventListener('submit', (ev) => { ev.preventDefault(); refreshAudit(); });
 
 if (credential) start();
