@@ -508,6 +508,41 @@ fn audit_created(catalog: &Option<Arc<dyn Catalog>>, meta: &ChannelMeta) {
     }
 }
 
+/// Ends `conn`'s subscription to `ch` as an `unsubscribe` does: its presence leaves, and the
+/// user's subscription and cursor go with its last connection (in the registry too). Audited
+/// under the user's own organization, visible to the channel's. `false` if `conn` was not
+/// subscribed.
+fn end_subscription<F: Clone>(
+    catalog: &Option<Arc<dyn Catalog>>,
+    presence_dirty: &mut hashbrown::HashSet<String>,
+    ch: &mut ChannelState<F>,
+    conn: ConnRef,
+    now: u64,
+    detail: serde_json::Value,
+) -> bool {
+    let user = ch.online_user(conn);
+    if !ch.unsubscribe(conn) {
+        return false;
+    }
+    if let (Some(c), Some(u)) = (catalog, &user) {
+        let channel = ch.meta.name.as_str();
+        if ch.cursor(u).is_none() {
+            c.unsubscribed(channel, u);
+        }
+        c.audit(AuditEvent {
+            at_ms: now,
+            actor_user_id: u.sub.clone(),
+            actor_org: u.org.clone(),
+            action: "unsubscribe",
+            channel: Some(channel.to_owned()),
+            channel_org: Some(ch.meta.access.org.clone()),
+            detail,
+        });
+    }
+    mark_presence(presence_dirty, ch);
+    true
+}
+
 /// Notes that `ch`'s presence has changes to announce at the next flush.
 fn mark_presence<F: Clone>(dirty: &mut hashbrown::HashSet<String>, ch: &ChannelState<F>) {
     let name = ch.meta.name.as_str();
@@ -944,26 +979,15 @@ impl Shard {
                     reply_err(&mut out, from, r#ref.as_deref(), &Self::not_found(&channel));
                     return out;
                 };
-                let user = ch.online_user(from);
-                if ch.unsubscribe(from) {
-                    if let (Some(c), Some(u)) = (&self.catalog, &user) {
-                        if ch.cursor(u).is_none() {
-                            c.unsubscribed(channel.as_str(), u);
-                        }
-                        // Filed under the user's own organization, and visible to the
-                        // channel's.
-                        c.audit(AuditEvent {
-                            at_ms: now,
-                            actor_user_id: u.sub.clone(),
-                            actor_org: u.org.clone(),
-                            action: "unsubscribe",
-                            channel: Some(channel.as_str().to_owned()),
-                            channel_org: Some(ch.meta.access.org.clone()),
-                            detail: serde_json::json!({"connection_id": from.public_id()}),
-                        });
-                    }
-                    mark_presence(&mut self.presence_dirty, ch);
-                }
+                let detail = serde_json::json!({"connection_id": from.public_id()});
+                end_subscription(
+                    &self.catalog,
+                    &mut self.presence_dirty,
+                    ch,
+                    from,
+                    now,
+                    detail,
+                );
                 let bytes = protocol::reply_unsubscribed(r#ref.as_deref(), channel.as_str()).into();
                 out.push((
                     from.shard,
@@ -1780,27 +1804,19 @@ impl Shard {
             let Err(why) = access::check(&ch.meta.access, claims, Action::Read) else {
                 continue;
             };
-            let user = ch.online_user(conn);
-            ch.unsubscribe(conn);
-            mark_presence(&mut self.presence_dirty, ch);
-            if let (Some(c), Some(u)) = (&self.catalog, &user) {
-                if ch.cursor(u).is_none() {
-                    c.unsubscribed(channel.as_str(), u);
-                }
-                c.audit(AuditEvent {
-                    at_ms: now,
-                    actor_user_id: u.sub.clone(),
-                    actor_org: u.org.clone(),
-                    action: "unsubscribe",
-                    channel: Some(channel.as_str().to_owned()),
-                    channel_org: Some(ch.meta.access.org.clone()),
-                    detail: serde_json::json!({
-                        "connection_id": conn.public_id(),
-                        "reason": "token_refresh",
-                        "code": why.code.as_str(),
-                    }),
-                });
-            }
+            let detail = serde_json::json!({
+                "connection_id": conn.public_id(),
+                "reason": "token_refresh",
+                "code": why.code.as_str(),
+            });
+            end_subscription(
+                &self.catalog,
+                &mut self.presence_dirty,
+                ch,
+                conn,
+                now,
+                detail,
+            );
             let bytes = protocol::unsubscribed_because(channel.as_str(), &why).into();
             out.push((
                 conn.shard,

@@ -350,21 +350,8 @@ impl Rest {
                 }
             }
         }
-        let req = ws_request(
-            api,
-            "create",
-            body,
-            &[
-                "name",
-                "type",
-                "wedding_id",
-                "wedding_context",
-                "permissions",
-                "members",
-                "max_subscribers",
-                "message_retention_hours",
-            ],
-        )?;
+        // The same fields as the WebSocket door's `create` (one rule for both doors).
+        let req = ws_request(api, "create", body, create_fields())?;
         let Request::Create(req) = req else {
             unreachable!("op create parses to Create")
         };
@@ -481,22 +468,7 @@ impl Rest {
             .ok_or_else(|| bad("broadcast needs `content`"))?;
         body.insert("payload".into(), content);
         body.insert("channel".into(), Value::String(channel.as_str().into()));
-        let req = ws_request(
-            api,
-            "publish",
-            body,
-            &[
-                "channel",
-                "type",
-                "priority",
-                "event",
-                "payload",
-                "wedding_context",
-                "target_user_id",
-                "target_org",
-                "idempotency_key",
-            ],
-        )?;
+        let req = ws_request(api, "publish", body, publish_fields())?;
         let Request::Publish(req) = req else {
             unreachable!("op publish parses to Publish")
         };
@@ -1106,6 +1078,14 @@ fn no_more_fields(body: &Map<String, Value>) -> Result<(), Refusal> {
 
 /// Builds the WebSocket request for `op` from `body` (only `allowed` fields) and parses it
 /// with the WebSocket door's parser: one set of validation rules for both doors.
+fn create_fields() -> &'static [&'static str] {
+    ringbearer_core::protocol::fields_of("create").expect("create is an op")
+}
+
+fn publish_fields() -> &'static [&'static str] {
+    ringbearer_core::protocol::fields_of("publish").expect("publish is an op")
+}
+
 fn ws_request(
     api: &Api,
     op: &str,

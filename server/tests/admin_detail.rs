@@ -11,24 +11,10 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// One REST call over a fresh connection: (status, body).
+/// One REST GET over a fresh connection: (status, body).
 async fn rest(server: &TestServer, path: &str, token: &str) -> (u16, Value) {
-    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("REST answer in time")
-        .unwrap();
-    let text = String::from_utf8(out).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a whole response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).expect("JSON body"))
+    rest_call(server, "GET", path, token, None).await
 }
 
 async fn detail(server: &TestServer, token: &str, query: &str) -> (u16, Value) {

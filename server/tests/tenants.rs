@@ -11,7 +11,6 @@
 mod common;
 use common::*;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One REST call over a fresh connection: (status, body).
 async fn rest(
@@ -21,32 +20,7 @@ async fn rest(
     token: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let body = body.map(|b| serde_json::to_vec(&b).unwrap());
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n"
-    );
-    if let Some(b) = &body {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    req.push_str("\r\n");
-    let mut bytes = req.into_bytes();
-    if let Some(b) = body {
-        bytes.extend_from_slice(&b);
-    }
-    s.write_all(&bytes).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("REST answer in time")
-        .unwrap();
-    let text = String::from_utf8(out).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a whole response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).expect("JSON body"))
+    rest_call(server, method, path, token, body).await
 }
 
 async fn publish_to(
