@@ -65,11 +65,7 @@ impl HttpResponse {
     }
 
     /// A streamed response: the head now, then each piece `stream` yields.
-    pub fn streaming(
-        status: u16,
-        content_type: &'static str,
-        stream: Box<dyn BodyStream>,
-    ) -> Self {
+    pub fn streaming(status: u16, content_type: &'static str, stream: Box<dyn BodyStream>) -> Self {
         HttpResponse {
             status,
             content_type,

@@ -1393,5 +1393,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("admin_page_max"));
+        for (cfg, field) in [
+            (
+                RestConfig {
+                    events_interval_ms: 0,
+                    ..RestConfig::default()
+                },
+                "rest.events_interval_ms",
+            ),
+            (
+                RestConfig {
+                    events_max_streams_per_shard: 0,
+                    ..RestConfig::default()
+                },
+                "rest.events_max_streams_per_shard",
+            ),
+        ] {
+            let e = cfg.keys().unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        }
     }
 }

@@ -227,7 +227,8 @@ async fn a_channel_detail_streams_for_its_organization_only() {
 /// streams are closed, a new one is served again.
 #[tokio::test]
 async fn streams_per_shard_are_bounded() {
-    let server = TestServer::start("[rest]\nevents_interval_ms = 100\nevents_max_streams_per_shard = 1\n");
+    let server =
+        TestServer::start("[rest]\nevents_interval_ms = 100\nevents_max_streams_per_shard = 1\n");
     let admin = server.token("admin", "org-a", "admin", &["*"]);
     let auth = bearer(&admin);
     let mut open = Vec::new();
