@@ -4,7 +4,8 @@
 // channel's detail panel shows the subscribers (cursors, unread), presence (activity,
 // location) and recent messages the test drove — never a message targeted at someone
 // else — the figures and the open detail arriving on the one event stream (no REST polling
-// of health or detail), and a 1280×800 screenshot with the panel open for a person to look at
+// of health or detail; reopened by itself when the server comes back), and a 1280×800
+// screenshot with the panel open for a person to look at
 // (js/test-output/admin.png).
 import test from 'node:test';
 import assert from 'node:assert/strict';
@@ -169,4 +170,16 @@ test('admin page: live figures equal what was driven, only the own organization\
   await keyed.click('#login button[type=submit]');
   await keyed.waitForFunction(() => document.getElementById('m-messages').textContent === '12', null, { timeout: WAIT });
   await keyed.waitForFunction(() => document.querySelectorAll('#audit-rows tr[data-action="create"]').length === 2, null, { timeout: WAIT });
+
+  // The stream drops (the server is killed and started again on the same port): the page
+  // reopens it by itself and shows the new process's figures (its counters start at 0;
+  // the channels come back from the log) and the open channel's detail again.
+  const before = made('/api/websocket/events');
+  await server.killAndRestart();
+  await shows('m-messages', 0);
+  await shows('m-channels', 3);
+  assert.ok(made('/api/websocket/events') > before, 'the stream was reopened');
+  assert.equal(made('/api/websocket/health'), 0, 'no polling of health');
+  await page.evaluate(() => { document.getElementById('d-last').textContent = ''; });
+  await shows('d-last', 8);
 });
