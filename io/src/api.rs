@@ -484,7 +484,8 @@ fn log_call(method: &str, path: &str, status: u16, started: std::time::Instant) 
 }
 
 /// Writes a streamed response: the head (no `Content-Length`, `Connection: close`), then
-/// each piece until the stream ends, a write fails or the server shuts down; then closes.
+/// each piece until the stream ends, a write fails or takes over `http_idle_timeout_ms`, or
+/// the server shuts down; then closes.
 async fn serve_stream<S: AsyncWrite + Unpin>(
     ctx: &ShardCtx,
     stream: &mut S,
@@ -507,11 +508,20 @@ async fn serve_stream<S: AsyncWrite + Unpin>(
             None
         };
         let mut stopping = std::pin::pin!(stopping);
+        // A client that does not take a piece within the idle timeout is gone (its stream
+        // would otherwise hold a slot for as long as it stays connected without reading).
+        let idle = Duration::from_millis(ctx.cfg.http_idle_timeout_ms);
         loop {
-            let piece = future::or(body.next_chunk(), stopping.as_mut()).await;
-            match piece {
-                Some(p) if send(stream, &p).await => {}
-                _ => break,
+            let Some(piece) = future::or(body.next_chunk(), stopping.as_mut()).await else {
+                break;
+            };
+            let wrote = future::or(send(stream, &piece), async {
+                glommio::timer::sleep(idle).await;
+                false
+            })
+            .await;
+            if !wrote {
+                break;
             }
         }
     }
