@@ -39,6 +39,18 @@ pub struct HttpResponse {
     pub body: Vec<u8>,
     /// Extra header lines, each ending in `\r\n`.
     pub headers: String,
+    /// A streamed body (server-sent events) written after the head instead of `body`:
+    /// no `Content-Length`, and the connection closes when the stream ends.
+    pub stream: Option<Box<dyn BodyStream>>,
+}
+
+/// A response body produced piece by piece on the shard (e.g. `text/event-stream`). The
+/// REST door writes each piece as it comes, and stops when it ends, when a write fails
+/// (the client left) or when the server shuts down.
+pub trait BodyStream {
+    /// The next piece to write (it may wait, on a glommio timer, never blocking); `None`
+    /// ends the body.
+    fn next_chunk(&mut self) -> LocalBoxFuture<'_, Option<Vec<u8>>>;
 }
 
 impl HttpResponse {
@@ -48,6 +60,18 @@ impl HttpResponse {
             content_type: "application/json",
             body,
             headers: String::new(),
+            stream: None,
+        }
+    }
+
+    /// A streamed response: the head now, then each piece `stream` yields.
+    pub fn streaming(status: u16, content_type: &'static str, stream: Box<dyn BodyStream>) -> Self {
+        HttpResponse {
+            status,
+            content_type,
+            body: Vec::new(),
+            headers: String::new(),
+            stream: Some(stream),
         }
     }
 
@@ -382,6 +406,11 @@ impl Api {
         }
     }
 
+    /// Waits `d` on this shard's timer (never blocks the shard).
+    pub async fn sleep(&self, d: Duration) {
+        glommio::timer::sleep(d).await;
+    }
+
     /// This shard's counters (for the handler's own figures).
     pub fn with_metrics(&self, f: impl FnOnce(&ShardMetrics)) {
         crate::metrics::with(f)
@@ -454,6 +483,55 @@ fn log_call(method: &str, path: &str, status: u16, started: std::time::Instant) 
     );
 }
 
+/// Writes a streamed response: the head (no `Content-Length`, `Connection: close`), then
+/// each piece until the stream ends, a write fails or takes over `http_idle_timeout_ms`, or
+/// the server shuts down; then closes.
+async fn serve_stream<S: AsyncWrite + Unpin>(
+    ctx: &ShardCtx,
+    stream: &mut S,
+    resp: &HttpResponse,
+    mut body: Box<dyn BodyStream>,
+) {
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nConnection: close\r\nCache-Control: no-store\r\nX-Accel-Buffering: no\r\n{}\r\n",
+        resp.status,
+        http::reason(resp.status),
+        resp.content_type,
+        resp.headers,
+    );
+    if send(stream, head.as_bytes()).await {
+        let shared = &ctx.shared;
+        let stopping = async {
+            while !shared.shutdown.load(Ordering::Relaxed) {
+                glommio::timer::sleep(STREAM_SHUTDOWN_POLL).await;
+            }
+            None
+        };
+        let mut stopping = std::pin::pin!(stopping);
+        // A client that does not take a piece within the idle timeout is gone (its stream
+        // would otherwise hold a slot for as long as it stays connected without reading).
+        let idle = Duration::from_millis(ctx.cfg.http_idle_timeout_ms);
+        loop {
+            let Some(piece) = future::or(body.next_chunk(), stopping.as_mut()).await else {
+                break;
+            };
+            let wrote = future::or(send(stream, &piece), async {
+                glommio::timer::sleep(idle).await;
+                false
+            })
+            .await;
+            if !wrote {
+                break;
+            }
+        }
+    }
+    drop(body);
+    let _ = stream.close().await;
+}
+
+/// How often an open stream looks at the shutdown flag.
+const STREAM_SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+
 pub(crate) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: Rc<ShardCtx>,
     stream: &mut S,
@@ -511,7 +589,7 @@ pub(crate) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
         // Kept for the `debug` line only when it is on (the head moves into the call).
         let call = tracing::enabled!(tracing::Level::DEBUG)
             .then(|| (head.method.clone(), head.path.clone()));
-        let resp = match (&handler, head.path.as_str()) {
+        let mut resp = match (&handler, head.path.as_str()) {
             _ if upgrade_path => HttpResponse::refusal_with(
                 400,
                 &Refusal::new(
@@ -533,6 +611,10 @@ pub(crate) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
         };
         if let Some((method, path)) = &call {
             log_call(method, path, resp.status, started);
+        }
+        if let Some(body) = resp.stream.take() {
+            serve_stream(&ctx, stream, &resp, body).await;
+            return;
         }
         let bytes = http::response(
             resp.status,

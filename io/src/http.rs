@@ -142,7 +142,7 @@ pub fn switching_protocols(key: &str, protocol: Option<&str>) -> Vec<u8> {
     r.into_bytes()
 }
 
-fn reason(status: u16) -> &'static str {
+pub(crate) fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",

@@ -3,7 +3,9 @@
 // audit records stay out, the organization's channel list and audit filters work, a
 // channel's detail panel shows the subscribers (cursors, unread), presence (activity,
 // location) and recent messages the test drove — never a message targeted at someone
-// else — and a 1280×800 screenshot with the panel open for a person to look at
+// else — the figures and the open detail arriving on the one event stream (no REST polling
+// of health or detail; reopened by itself when the server comes back), and a 1280×800
+// screenshot with the panel open for a person to look at
 // (js/test-output/admin.png).
 import test from 'node:test';
 import assert from 'node:assert/strict';
@@ -54,6 +56,10 @@ test('admin page: live figures equal what was driven, only the own organization\
   for (let n = 1; n <= 7; n++) await coord.publish({ channel: chans[n % 2], type: 'general', payload: { n } });
 
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  // Every request the page makes: the live parts must come from the event stream alone.
+  const requests = [];
+  page.on('request', (r) => requests.push(new URL(r.url()).pathname));
+  const made = (path) => requests.filter((p) => p === path).length;
   const resp = await page.goto(`${server.httpUrl}/admin`);
   assert.equal(resp.status(), 200);
   assert.equal(resp.headers()['content-type'], 'text/html; charset=utf-8');
@@ -102,6 +108,8 @@ test('admin page: live figures equal what was driven, only the own organization\
   for (let n = 8; n <= 10; n++) await coord.publish({ channel: chans[0], type: 'general', payload: { n } });
   await shows('m-messages', 10);
   await shows('m-deliveries', 10);
+  assert.equal(made('/api/websocket/health'), 0, 'no polling of health');
+  assert.equal(made('/api/websocket/events'), 1, `one stream, never reopened: ${requests}`);
 
   mkdirSync(OUT, { recursive: true });
   await page.fill('#a-channel', '');
@@ -142,6 +150,9 @@ test('admin page: live figures equal what was driven, only the own organization\
     const p = document.querySelector('#d-presence tr[data-user="org-1/u-photo"]');
     return ids.at(-1) === '8' && p?.children[4].textContent === 'garden';
   }, null, { timeout: WAIT });
+  assert.equal(made('/api/websocket/channels/detail'), 0, 'no polling of the detail');
+  assert.equal(made('/api/websocket/health'), 0, 'no polling of health');
+  assert.equal(made('/api/websocket/events'), 2, `the stream reopened once, with the channel: ${requests}`);
   await page.$eval('#detail', (el) => el.scrollIntoView());
   await page.screenshot({ path: join(OUT, 'admin.png') });
 
@@ -159,4 +170,16 @@ test('admin page: live figures equal what was driven, only the own organization\
   await keyed.click('#login button[type=submit]');
   await keyed.waitForFunction(() => document.getElementById('m-messages').textContent === '12', null, { timeout: WAIT });
   await keyed.waitForFunction(() => document.querySelectorAll('#audit-rows tr[data-action="create"]').length === 2, null, { timeout: WAIT });
+
+  // The stream drops (the server is killed and started again on the same port): the page
+  // reopens it by itself and shows the new process's figures (its counters start at 0;
+  // the channels come back from the log) and the open channel's detail again.
+  const before = made('/api/websocket/events');
+  await server.killAndRestart();
+  await shows('m-messages', 0);
+  await shows('m-channels', 3);
+  assert.ok(made('/api/websocket/events') > before, 'the stream was reopened');
+  assert.equal(made('/api/websocket/health'), 0, 'no polling of health');
+  await page.evaluate(() => { document.getElementById('d-last').textContent = ''; });
+  await shows('d-last', 8);
 });

@@ -84,6 +84,9 @@ export class TestServer {
   /** SIGKILL (nothing flushed), then start again on the same port and data directory. */
   async killAndRestart(between = async () => {}) {
     await this.kill();
+    // The killed process's listening sockets can outlive it for a moment (io_uring releases
+    // its files after the exit): the new one would refuse the port as taken.
+    await waitFor(() => !listening(this.port), `port ${this.port} released`);
     await between();
     await this._spawn(this.addr);
   }
@@ -117,6 +120,24 @@ export class TestServer {
     }
     return { status: r.status, headers: r.headers, text, body: json };
   }
+}
+
+/** Whether some socket listens on TCP `port` (from /proc/net/tcp and tcp6). */
+function listening(port) {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(table, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length > 3 && f[3] === '0A' && f[1].endsWith(`:${hex}`)) return true;
+    }
+  }
+  return false;
 }
 
 export function withTimeout(p, ms, what) {

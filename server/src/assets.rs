@@ -53,6 +53,7 @@ pub fn serve(req: &HttpRequest) -> Option<HttpResponse> {
             content_type: "text/plain; charset=utf-8",
             body: b"GET only\n".to_vec(),
             headers: "Allow: GET\r\n".into(),
+            stream: None,
         });
     }
     Some(HttpResponse {
@@ -60,6 +61,7 @@ pub fn serve(req: &HttpRequest) -> Option<HttpResponse> {
         content_type,
         body: body.as_bytes().to_vec(),
         headers: format!("{extra}X-Content-Type-Options: nosniff\r\n"),
+        stream: None,
     })
 }
 

@@ -38,6 +38,10 @@ pub struct RestConfig {
     /// Largest `limit` of one page of the admin page's lists (`channels/detail`
     /// subscribers, `channels/list?scope=organization`).
     pub admin_page_max: u32,
+    /// How often `GET /api/websocket/events` sends an event (ms).
+    pub events_interval_ms: u64,
+    /// Open `GET /api/websocket/events` streams per shard; over it: 503 `WS_OVERLOADED`.
+    pub events_max_streams_per_shard: usize,
     pub health: HealthConfig,
 }
 
@@ -49,6 +53,8 @@ impl Default for RestConfig {
             audit_query_max: 1000,
             max_description_bytes: 1024,
             admin_page_max: 200,
+            events_interval_ms: 2000,
+            events_max_streams_per_shard: 16,
             health: HealthConfig::default(),
         }
     }
@@ -154,6 +160,14 @@ impl RestConfig {
         if self.admin_page_max == 0 {
             anyhow::bail!("invalid config: rest.admin_page_max must be greater than 0");
         }
+        if self.events_interval_ms == 0 {
+            anyhow::bail!("invalid config: rest.events_interval_ms must be greater than 0");
+        }
+        if self.events_max_streams_per_shard == 0 {
+            anyhow::bail!(
+                "invalid config: rest.events_max_streams_per_shard must be greater than 0"
+            );
+        }
         Ok(out)
     }
 }
@@ -234,11 +248,11 @@ impl Rest {
         }
     }
 
-    async fn route(&self, api: Api, req: HttpRequest) -> HttpResponse {
+    async fn route(self: Arc<Self>, api: Api, req: HttpRequest) -> HttpResponse {
         if let Some(r) = crate::assets::serve(&req) {
             return r;
         }
-        const ROUTES: [(&str, &str); 10] = [
+        const ROUTES: [(&str, &str); 11] = [
             ("POST", "/api/websocket/channels/create"),
             ("POST", "/api/websocket/channels/subscribe"),
             ("POST", "/api/websocket/channels/broadcast"),
@@ -249,6 +263,7 @@ impl Rest {
             ("GET", "/api/websocket/health"),
             ("GET", "/api/websocket/metrics"),
             ("GET", "/api/websocket/audit"),
+            ("GET", "/api/websocket/events"),
         ];
         let path = req.head.path.trim_end_matches('/');
         let Some((method, path)) = ROUTES.iter().find(|(_, p)| *p == path).copied() else {
@@ -296,6 +311,12 @@ impl Rest {
             }
         };
         let result = match path {
+            "/api/websocket/events" => {
+                return match self.events(&api, &claims, &req).await {
+                    Ok(r) => r,
+                    Err(e) => HttpResponse::refusal(&e),
+                }
+            }
             "/api/websocket/health" => Ok(self.health(&api)),
             "/api/websocket/metrics" => return self.metrics(&api),
             "/api/websocket/channels/list" => self.list(&api, &claims, &req).await,
@@ -739,6 +760,72 @@ impl Rest {
         Ok(v)
     }
 
+    /// `GET /api/websocket/events`: the admin page's live figures as server-sent events,
+    /// for the admin and service roles: `health` (the health endpoint's `data`) every
+    /// `rest.events_interval_ms` and, with `?channel_name=` (or `channel_id`, `offset`,
+    /// `limit` as for `channels/detail`), that channel's `detail` after it. A refused detail
+    /// is one `error` event (the REST error body), then the stream ends.
+    async fn events(
+        self: &Arc<Self>,
+        api: &Api,
+        claims: &Arc<Claims>,
+        req: &HttpRequest,
+    ) -> Result<HttpResponse, Refusal> {
+        if !matches!(claims.role, Role::Admin | Role::Service) {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "the event stream needs the admin or service role",
+            ));
+        }
+        let q = query(req);
+        let mut body = Map::new();
+        for (k, v) in &q {
+            match k.as_str() {
+                "channel_name" | "channel_id" => {
+                    body.insert(k.clone(), Value::String(v.clone()));
+                }
+                "offset" | "limit" => {}
+                other => {
+                    return Err(bad(format!(
+                        "unknown parameter `{}`; use channel_name or channel_id, offset, limit",
+                        other.escape_default()
+                    )))
+                }
+            }
+        }
+        let (offset, limit) = self.page(&q)?;
+        let channel = if body.is_empty() {
+            None
+        } else {
+            Some((self.channel(api, &mut body).await?, offset, limit))
+        };
+        let slot = StreamSlot::take(self.cfg.events_max_streams_per_shard).ok_or_else(|| {
+            let mut e = Refusal::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "{} event streams are open on this shard (rest.events_max_streams_per_shard); retry",
+                    self.cfg.events_max_streams_per_shard
+                ),
+            );
+            e.retry_after = Some(self.cfg.events_interval_ms.div_ceil(1000).max(1));
+            e
+        })?;
+        let events = Events {
+            rest: self.clone(),
+            api: api.clone(),
+            claims: claims.clone(),
+            channel,
+            sent: 0,
+            done: false,
+            _slot: slot,
+        };
+        Ok(HttpResponse::streaming(
+            200,
+            "text/event-stream; charset=utf-8",
+            Box::new(events),
+        ))
+    }
+
     async fn audit(&self, claims: &Arc<Claims>, req: &HttpRequest) -> Reply {
         if !matches!(claims.role, Role::Admin | Role::Service) {
             return Err(Refusal::new(
@@ -916,6 +1003,7 @@ impl Rest {
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             body: body.into_bytes(),
             headers: String::new(),
+            stream: None,
         }
     }
 }
@@ -1115,6 +1203,97 @@ fn query(req: &HttpRequest) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+thread_local! {
+    /// Open event streams on this shard (each shard is one thread).
+    static OPEN_STREAMS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// One open event stream counted against `rest.events_max_streams_per_shard`.
+struct StreamSlot;
+
+impl StreamSlot {
+    fn take(max: usize) -> Option<StreamSlot> {
+        OPEN_STREAMS.with(|n| {
+            (n.get() < max).then(|| {
+                n.set(n.get() + 1);
+                StreamSlot
+            })
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        OPEN_STREAMS.with(|n| n.set(n.get().saturating_sub(1)));
+    }
+}
+
+/// The body of `GET /api/websocket/events`.
+struct Events {
+    rest: Arc<Rest>,
+    api: Api,
+    claims: Arc<Claims>,
+    /// The channel whose detail follows each health event: name, offset, limit.
+    channel: Option<(ChannelName, usize, usize)>,
+    sent: u64,
+    done: bool,
+    _slot: StreamSlot,
+}
+
+/// One server-sent event (`data` is one line of JSON).
+fn sse(out: &mut Vec<u8>, event: &str, data: &[u8]) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(event.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+}
+
+impl ringbearer_io::api::BodyStream for Events {
+    fn next_chunk(&mut self) -> ringbearer_io::journal::LocalBoxFuture<'_, Option<Vec<u8>>> {
+        Box::pin(async move {
+            if self.done {
+                return None;
+            }
+            if self.sent > 0 {
+                let every = std::time::Duration::from_millis(self.rest.cfg.events_interval_ms);
+                self.api.sleep(every).await;
+            }
+            self.sent += 1;
+            let mut out = Vec::with_capacity(1024);
+            let detail = match &self.channel {
+                None => None,
+                Some((name, offset, limit)) => {
+                    let r = self
+                        .api
+                        .detail(self.claims.clone(), name.clone(), *offset, *limit)
+                        .await;
+                    match r {
+                        Ok(mut v) => {
+                            if let Some(o) = v.as_object_mut() {
+                                o.remove("op");
+                            }
+                            Some(v)
+                        }
+                        Err(e) => {
+                            ringbearer_io::metrics::with(|m| m.refused(e.code));
+                            sse(&mut out, "error", &ringbearer_io::http::error_body(&e));
+                            self.done = true;
+                            return Some(out);
+                        }
+                    }
+                }
+            };
+            let health = serde_json::to_vec(&self.rest.health(&self.api)).expect("json");
+            sse(&mut out, "health", &health);
+            if let Some(d) = detail {
+                sse(&mut out, "detail", &serde_json::to_vec(&d).expect("json"));
+            }
+            Some(out)
+        })
+    }
+}
+
 /// The routes as the io layer holds them: the future owns its `Arc`.
 pub struct Routes(pub Arc<Rest>);
 
@@ -1194,5 +1373,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("admin_page_max"));
+        for (cfg, field) in [
+            (
+                RestConfig {
+                    events_interval_ms: 0,
+                    ..RestConfig::default()
+                },
+                "rest.events_interval_ms",
+            ),
+            (
+                RestConfig {
+                    events_max_streams_per_shard: 0,
+                    ..RestConfig::default()
+                },
+                "rest.events_max_streams_per_shard",
+            ),
+        ] {
+            let e = cfg.keys().unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        }
     }
 }

@@ -1,15 +1,16 @@
 // The admin page: signs in with an organization admin token or an API key (kept in this
-// tab's sessionStorage), then shows the server's live figures from GET
-// /api/websocket/health (every 2 s), the channels of the viewer's organization from
-// GET /api/websocket/channels/list?scope=organization (paged by the server, 25 a page),
-// one channel's detail from GET /api/websocket/channels/detail (subscribers with cursors
-// and unread counts, presence, recent messages; every 3 s while open) and the audit log
-// from GET /api/websocket/audit with its filters. Every value from the server is put in
-// the page as text, never as HTML. No dependencies, no build step.
+// tab's sessionStorage), then shows the server's live figures and the open channel's
+// detail (subscribers with cursors and unread counts, presence, recent messages) as the
+// server pushes them on one server-sent-events stream, GET /api/websocket/events
+// (read with fetch, so the credential goes in the Authorization header, never in a URL;
+// reopened with a growing pause when it drops), the channels of the viewer's organization
+// from GET /api/websocket/channels/list?scope=organization (paged by the server, 25 a page)
+// and the audit log from GET /api/websocket/audit with its filters. Every value from the
+// server is put in the page as text, never as HTML. No dependencies, no build step.
 
-const HEALTH_EVERY_MS = 2000;
 const LISTS_EVERY_MS = 10000;
-const DETAIL_EVERY_MS = 3000;
+const STREAM_RETRY_MIN_MS = 500;
+const STREAM_RETRY_MAX_MS = 15000;
 const PAGE_SIZE = 25;
 const PAYLOAD_SHOWN_MAX = 200;
 const KEY = 'ringbearer.admin.credential';
@@ -20,10 +21,11 @@ let timers = [];
 let channels = [];
 let chTotal = 0;
 let chPage = 0;
-// The open channel detail: its name, its subscribers page, its refresh timer.
+// The open channel detail: its name and its subscribers page.
 let openChannel = null;
 let subPage = 0;
-let detailTimer = null;
+// The live stream: aborting it ends the stream and its reconnects.
+let stream = null;
 
 async function api(path) {
   const r = await fetch(path, { headers: { authorization: `Bearer ${credential}` }, cache: 'no-store' });
@@ -63,48 +65,162 @@ function fmtTime(v) {
   return Number.isNaN(d.getTime()) ? String(v) : d.toLocaleString();
 }
 
-async function refreshHealth() {
-  try {
-    const h = await api('/api/websocket/health');
-    const m = h.metrics;
-    $('status').dataset.status = h.status;
-    text('status', h.status);
-    text('m-connections', m.active_connections);
-    text('m-channels', m.total_channels);
-    text('m-rate', m.messages_per_second);
-    text('m-avg', fmtMs(m.average_latency_ms));
-    text('m-p99', fmtMs(m.p99_latency_ms));
-    text('m-score', m.system_health_score);
-    text('m-messages', m.total_messages);
-    text('m-deliveries', m.total_deliveries);
-    text('m-wedding-day', m.wedding_day_mode ? 'ON' : 'off');
-    text('m-saturday', m.saturday_mode ? 'ON' : 'off');
-    text('m-weddings', h.wedding_analytics?.active_weddings_today ?? '–');
-    text('m-uptime', fmtUptime(m.uptime_seconds));
-    const s = h.wedding_analytics?.supplier_activity;
-    if (s) text('suppliers', `Suppliers connected — photographers ${s.photographers}, venues ${s.venues}, catering ${s.catering}, others ${s.others}`);
-    const ul = $('alerts');
-    ul.replaceChildren();
-    for (const a of h.alerts ?? []) {
-      const li = document.createElement('li');
-      li.className = a.level;
-      li.textContent = `${a.level}: ${a.message}`;
-      ul.append(li);
-    }
-    if (!ul.children.length) {
-      const li = document.createElement('li');
-      li.className = 'muted';
-      li.textContent = 'none';
-      ul.append(li);
-    }
-    text('updated', `updated ${new Date().toLocaleTimeString()}`);
-  } catch (e) {
-    if (e.message !== 'unauthorized') {
-      $('status').dataset.status = 'error';
-      text('status', 'unreachable');
-      text('updated', e.message);
-    }
+function renderHealth(h) {
+  const m = h.metrics;
+  $('status').dataset.status = h.status;
+  text('status', h.status);
+  text('m-connections', m.active_connections);
+  text('m-channels', m.total_channels);
+  text('m-rate', m.messages_per_second);
+  text('m-avg', fmtMs(m.average_latency_ms));
+  text('m-p99', fmtMs(m.p99_latency_ms));
+  text('m-score', m.system_health_score);
+  text('m-messages', m.total_messages);
+  text('m-deliveries', m.total_deliveries);
+  text('m-wedding-day', m.wedding_day_mode ? 'ON' : 'off');
+  text('m-saturday', m.saturday_mode ? 'ON' : 'off');
+  text('m-weddings', h.wedding_analytics?.active_weddings_today ?? '–');
+  text('m-uptime', fmtUptime(m.uptime_seconds));
+  const s = h.wedding_analytics?.supplier_activity;
+  if (s) text('suppliers', `Suppliers connected — photographers ${s.photographers}, venues ${s.venues}, catering ${s.catering}, others ${s.others}`);
+  const ul = $('alerts');
+  ul.replaceChildren();
+  for (const a of h.alerts ?? []) {
+    const li = document.createElement('li');
+    li.className = a.level;
+    li.textContent = `${a.level}: ${a.message}`;
+    ul.append(li);
   }
+  if (!ul.children.length) {
+    const li = document.createElement('li');
+    li.className = 'muted';
+    li.textContent = 'none';
+    ul.append(li);
+  }
+  text('updated', `live, updated ${new Date().toLocaleTimeString()}`);
+}
+
+function streamLost(message) {
+  $('status').dataset.status = 'error';
+  text('status', 'unreachable');
+  text('updated', `${message}; reconnecting…`);
+}
+
+// One `event:`/`data:` block of a text/event-stream; null for comments and keep-alives.
+function parseEvent(block) {
+  let event = 'message';
+  const data = [];
+  for (const line of block.split('\n')) {
+    if (line.startsWith('event:')) event = line.slice(6).trim();
+    else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+  }
+  if (!data.length) return null;
+  try {
+    return { event, data: JSON.parse(data.join('\n')) };
+  } catch {
+    return null;
+  }
+}
+
+function onEvent(ev, name) {
+  if (ev.event === 'health') {
+    renderHealth(ev.data);
+  } else if (ev.event === 'detail' && openChannel === name) {
+    const d = ev.data;
+    const last = Math.max(0, Math.ceil((d.members ?? 0) / PAGE_SIZE) - 1);
+    if (subPage > last) {
+      subPage = last;
+      restartStream();
+      return;
+    }
+    text('d-error', '');
+    renderDetail(d);
+  } else if (ev.event === 'error' && openChannel === name) {
+    const e = ev.data?.error;
+    text('d-error', e ? `${e.code}: ${e.message}` : 'refused');
+  }
+}
+
+const pause = (ms, signal) => new Promise((resolve) => {
+  const t = setTimeout(resolve, ms);
+  signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+});
+
+// Reads GET /api/websocket/events (with the open channel's detail, if any) until it is
+// aborted, reopening it when it drops: 0.5 s, then doubling up to 15 s (with jitter),
+// back to 0.5 s once an event arrives. A refused detail (one `error` event) is shown and
+// the stream goes on with the figures alone.
+async function runStream(ctl) {
+  const name = openChannel;
+  let q = '';
+  if (name) {
+    q = `?${new URLSearchParams({ channel_name: name, offset: String(subPage * PAGE_SIZE), limit: String(PAGE_SIZE) })}`;
+  }
+  let delay = STREAM_RETRY_MIN_MS;
+  while (!ctl.signal.aborted) {
+    try {
+      const r = await fetch(`/api/websocket/events${q}`, {
+        headers: { authorization: `Bearer ${credential}`, accept: 'text/event-stream' },
+        cache: 'no-store',
+        signal: ctl.signal,
+      });
+      if (!r.ok) {
+        let body = null;
+        try {
+          body = await r.json();
+        } catch {
+          // not JSON
+        }
+        if (r.status === 401) {
+          signOut(body?.error?.message || 'the credential was refused');
+          return;
+        }
+        const e = body?.error;
+        throw new Error(e ? `${e.code}: ${e.message}` : `HTTP ${r.status}`);
+      }
+      const reader = r.body.getReader();
+      const decoder = new TextDecoder();
+      let buf = '';
+      let refused = false;
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += decoder.decode(value, { stream: true });
+        let i;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          const ev = parseEvent(buf.slice(0, i));
+          buf = buf.slice(i + 2);
+          if (!ev || ctl.signal.aborted) continue;
+          delay = STREAM_RETRY_MIN_MS;
+          if (ev.event === 'error') {
+            q = '';
+            refused = true;
+          }
+          onEvent(ev, name);
+        }
+      }
+      if (ctl.signal.aborted) return;
+      if (refused) continue; // the figures alone, at once
+      streamLost('the live stream ended');
+    } catch (e) {
+      if (ctl.signal.aborted) return;
+      streamLost(e.message);
+    }
+    await pause(delay / 2 + Math.random() * (delay / 2), ctl.signal);
+    delay = Math.min(delay * 2, STREAM_RETRY_MAX_MS);
+  }
+}
+
+function stopStream() {
+  if (stream) stream.abort();
+  stream = null;
+}
+
+function restartStream() {
+  stopStream();
+  if (!credential) return;
+  stream = new AbortController();
+  runStream(stream);
 }
 
 function cell(tr, v, cls) {
@@ -222,25 +338,6 @@ function renderDetail(d) {
   text('d-updated', `updated ${new Date().toLocaleTimeString()}`);
 }
 
-async function refreshDetail() {
-  const name = openChannel;
-  if (!name) return;
-  const q = new URLSearchParams({ channel_name: name, offset: String(subPage * PAGE_SIZE), limit: String(PAGE_SIZE) });
-  try {
-    const d = await api(`/api/websocket/channels/detail?${q}`);
-    if (openChannel !== name) return; // another channel was opened meanwhile
-    const last = Math.max(0, Math.ceil((d.members ?? 0) / PAGE_SIZE) - 1);
-    if (subPage > last) {
-      subPage = last;
-      return refreshDetail();
-    }
-    text('d-error', '');
-    renderDetail(d);
-  } catch (e) {
-    if (openChannel === name && e.message !== 'unauthorized') text('d-error', e.message);
-  }
-}
-
 function openDetail(name) {
   closeDetail();
   openChannel = name;
@@ -250,13 +347,10 @@ function openDetail(name) {
   $('detail').hidden = false;
   $('detail').parentElement.classList.add('open');
   renderChannels();
-  refreshDetail();
-  detailTimer = setInterval(refreshDetail, DETAIL_EVERY_MS);
+  restartStream();
 }
 
 function closeDetail() {
-  if (detailTimer) clearInterval(detailTimer);
-  detailTimer = null;
   openChannel = null;
   $('detail').hidden = true;
   $('detail').parentElement.classList.remove('open');
@@ -296,18 +390,16 @@ function start() {
   $('login').hidden = true;
   $('dash').hidden = false;
   $('logout').hidden = false;
-  refreshHealth();
+  restartStream();
   refreshChannels();
   refreshAudit();
-  timers = [
-    setInterval(refreshHealth, HEALTH_EVERY_MS),
-    setInterval(() => { refreshChannels(); refreshAudit(); }, LISTS_EVERY_MS),
-  ];
+  timers = [setInterval(() => { refreshChannels(); refreshAudit(); }, LISTS_EVERY_MS)];
 }
 
 function signOut(message = '') {
   for (const t of timers) clearInterval(t);
   timers = [];
+  stopStream();
   closeDetail();
   credential = null;
   sessionStorage.removeItem(KEY);
@@ -345,9 +437,9 @@ $('ch-rows').addEventListener('keydown', (ev) => {
   const tr = chosen(ev);
   if (tr && (ev.key === 'Enter' || ev.key === ' ')) { ev.preventDefault(); openDetail(tr.dataset.channel); }
 });
-$('d-close').addEventListener('click', () => { closeDetail(); renderChannels(); });
-$('d-prev').addEventListener('click', () => { subPage -= 1; refreshDetail(); });
-$('d-next').addEventListener('click', () => { subPage += 1; refreshDetail(); });
+$('d-close').addEventListener('click', () => { closeDetail(); renderChannels(); restartStream(); });
+$('d-prev').addEventListener('click', () => { subPage -= 1; restartStream(); });
+$('d-next').addEventListener('click', () => { subPage += 1; restartStream(); });
 $('audit-form').addEventListener('submit', (ev) => { ev.preventDefault(); refreshAudit(); });
 
 if (credential) start();
