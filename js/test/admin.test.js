@@ -5,8 +5,8 @@
 // location) and recent messages the test drove — never a message targeted at someone
 // else — the figures and the open detail arriving on the one event stream (no REST polling
 // of health or detail; reopened by itself when the server comes back), and a 1280×800
-// screenshot with the panel open for a person to look at
-// (js/test-output/admin.png).
+// screenshot of the live figures (js/test-output/admin-figures.png) and one with the panel
+// open (js/test-output/admin.png) for a person to look at.
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -82,6 +82,8 @@ test('admin page: live figures equal what was driven, only the own organization\
   // Deliveries: each message went to its one subscribed connection.
   await shows('m-deliveries', 7);
   assert.ok(Number(await page.textContent('#m-rate')) > 0, 'messages/s over the window');
+  // The live figures as a person sees them (js/test-output/admin-figures.png).
+  await page.screenshot({ path: join(OUT, 'admin-figures.png') });
 
   // The channel list: every channel of its organization (org-2's w-9 stays out), with
   // members (the admin and one user each) and online users.
