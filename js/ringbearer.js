@@ -172,6 +172,8 @@ function randomKey() {
 }
 
 const OPEN = 1;
+/** A no-op event handler. */
+const ignore = () => {};
 
 /** The connection states, in the order a client usually goes through them. */
 export const States = Object.freeze({
@@ -410,7 +412,10 @@ export class RingbearerClient {
     this._ws = null;
     clearTimeout(this._pingTimer);
     try {
-      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      // Not null: closing a socket that is still connecting fires `error`, and Node's `ws`
+      // throws an `error` nobody listens to (an uncaught exception in the app).
+      ws.onerror = ignore;
       if (ws.readyState <= OPEN) ws.close();
     } catch {
       // already closing
@@ -456,7 +461,8 @@ export class RingbearerClient {
     const ws = this._ws;
     this._ws = null;
     if (ws) {
-      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      ws.onerror = ignore; // see _drop
       try {
         ws.close(1000, 'bye');
       } catch {

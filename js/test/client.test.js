@@ -222,3 +222,26 @@ test('acks move the user\'s cursor: manual acks resume after the acked id, autom
   assert.deepEqual(a.messages, []);
   assert.equal(a.recovered, true);
 });
+
+test('close() while the socket is still connecting raises nothing (Node ws throws unheard errors)', async (t) => {
+  const server = await TestServer.start('');
+  t.after(() => server.stop());
+  const uncaught = [];
+  const onUncaught = (e) => uncaught.push(e);
+  process.on('uncaughtException', onUncaught);
+  t.after(() => process.off('uncaughtException', onUncaught));
+  for (let i = 0; i < 20; i++) {
+    const { c } = client(server, { token: server.token('u-c', 'org-1', 'coordinator', ['w-1']) });
+    c.connect().catch(() => {});
+    // After the token is read and the socket made, before the server's answer.
+    await new Promise((r) => setImmediate(r));
+    c.close();
+  }
+  // Each aborted handshake reports within a few event-loop turns; a fresh connection
+  // that completes proves they have all been processed on this loop.
+  const { c } = client(server, { token: server.token('u-c', 'org-1', 'coordinator', ['w-1']) });
+  await c.connect();
+  c.close();
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(uncaught.map(String), []);
+});
