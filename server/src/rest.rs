@@ -736,21 +736,7 @@ impl Rest {
     /// the channel's organization; the owner shard decides and audits a refusal.
     async fn detail(&self, api: &Api, claims: &Arc<Claims>, req: &HttpRequest) -> Reply {
         let q = query(req);
-        let mut body = Map::new();
-        for (k, v) in &q {
-            match k.as_str() {
-                "channel_name" | "channel_id" => {
-                    body.insert(k.clone(), Value::String(v.clone()));
-                }
-                "offset" | "limit" => {}
-                other => {
-                    return Err(bad(format!(
-                        "unknown parameter `{}`; use channel_name or channel_id, offset, limit",
-                        other.escape_default()
-                    )))
-                }
-            }
-        }
+        let mut body = channel_query(&q)?;
         let (offset, limit) = self.page(&q)?;
         let channel = self.channel(api, &mut body).await?;
         let mut v = api.detail(claims.clone(), channel, offset, limit).await?;
@@ -778,21 +764,7 @@ impl Rest {
             ));
         }
         let q = query(req);
-        let mut body = Map::new();
-        for (k, v) in &q {
-            match k.as_str() {
-                "channel_name" | "channel_id" => {
-                    body.insert(k.clone(), Value::String(v.clone()));
-                }
-                "offset" | "limit" => {}
-                other => {
-                    return Err(bad(format!(
-                        "unknown parameter `{}`; use channel_name or channel_id, offset, limit",
-                        other.escape_default()
-                    )))
-                }
-            }
-        }
+        let mut body = channel_query(&q)?;
         let (offset, limit) = self.page(&q)?;
         let channel = if body.is_empty() {
             None
@@ -1166,6 +1138,28 @@ fn no_more_fields(body: &Map<String, Value>) -> Result<(), Refusal> {
 
 /// Builds the WebSocket request for `op` from `body` (only `allowed` fields) and parses it
 /// with the WebSocket door's parser: one set of validation rules for both doors.
+/// The channel named by a detail or events query (`channel_name` or `channel_id`), as a
+/// body for `Rest::channel`; `offset` and `limit` are read by `Rest::page`; anything else
+/// is refused by name.
+fn channel_query(q: &[(String, String)]) -> Result<Map<String, Value>, Refusal> {
+    let mut body = Map::new();
+    for (k, v) in q {
+        match k.as_str() {
+            "channel_name" | "channel_id" => {
+                body.insert(k.clone(), Value::String(v.clone()));
+            }
+            "offset" | "limit" => {}
+            other => {
+                return Err(bad(format!(
+                    "unknown parameter `{}`; use channel_name or channel_id, offset, limit",
+                    other.escape_default()
+                )))
+            }
+        }
+    }
+    Ok(body)
+}
+
 fn create_fields() -> &'static [&'static str] {
     ringbearer_core::protocol::fields_of("create").expect("create is an op")
 }
