@@ -489,6 +489,21 @@ pub fn audit_refused_refresh(
     );
 }
 
+/// The access rule (`ringbearer_core::access::check`) for `claims` doing `action` on `ch`;
+/// a refusal is audited where the channel's organization sees it.
+fn check_access<F: Clone>(
+    catalog: &Option<Arc<dyn Catalog>>,
+    ch: &ChannelState<F>,
+    claims: &Claims,
+    action: Action,
+    op: &str,
+) -> Result<(), Refusal> {
+    access::check(&ch.meta.access, claims, action).inspect_err(|e| {
+        let org = ch.meta.access.org.as_str();
+        audit_denied(catalog, claims, op, ch.meta.name.as_str(), Some(org), e);
+    })
+}
+
 /// Audits a stored channel creation; the actor is its creator.
 fn audit_created(catalog: &Option<Arc<dyn Catalog>>, meta: &ChannelMeta) {
     if let Some(c) = catalog {
@@ -704,15 +719,7 @@ impl Shard {
             return reply_err(out, from, None, &Self::not_found(&req.channel));
         };
         let org = ch.meta.access.org.clone();
-        if let Err(e) = access::check(&ch.meta.access, claims, Action::Read) {
-            audit_denied(
-                &self.catalog,
-                claims,
-                "subscribe",
-                req.channel.as_str(),
-                Some(&org),
-                &e,
-            );
+        if let Err(e) = check_access(&self.catalog, ch, claims, Action::Read, "subscribe") {
             return reply_err(out, from, None, &e);
         }
         let resume = ResumeFrom {
@@ -1141,15 +1148,9 @@ impl Shard {
                     return out;
                 };
                 let org = ch.meta.access.org.clone();
-                if let Err(e) = access::check(&ch.meta.access, &claims, Action::Read) {
-                    audit_denied(
-                        &self.catalog,
-                        &claims,
-                        "unsubscribe",
-                        channel.as_str(),
-                        Some(&org),
-                        &e,
-                    );
+                if let Err(e) =
+                    check_access(&self.catalog, ch, &claims, Action::Read, "unsubscribe")
+                {
                     reply_err(&mut out, from, None, &e);
                     return out;
                 }
@@ -1449,16 +1450,7 @@ impl Shard {
         let Some(ch) = self.owned.get_mut(req.channel.as_str()) else {
             return refuse(out, &Self::not_found(&req.channel));
         };
-        if let Err(e) = access::check(&ch.meta.access, claims, Action::Read) {
-            let org = ch.meta.access.org.clone();
-            audit_denied(
-                &self.catalog,
-                claims,
-                "subscribe",
-                req.channel.as_str(),
-                Some(&org),
-                &e,
-            );
+        if let Err(e) = check_access(&self.catalog, ch, claims, Action::Read, "subscribe") {
             return refuse(out, &e);
         }
         let user = claims.user_key();
@@ -1537,16 +1529,7 @@ impl Shard {
         let Some(ch) = self.owned.get_mut(req.channel.as_str()) else {
             return reply_err(out, from, r#ref, &Self::not_found(&req.channel));
         };
-        if let Err(e) = access::check(&ch.meta.access, claims, Action::Write) {
-            let org = ch.meta.access.org.clone();
-            audit_denied(
-                &self.catalog,
-                claims,
-                "publish",
-                req.channel.as_str(),
-                Some(&org),
-                &e,
-            );
+        if let Err(e) = check_access(&self.catalog, ch, claims, Action::Write, "publish") {
             return reply_err(out, from, r#ref, &e);
         }
         if let Some(w) = &req.context_wedding_id {
