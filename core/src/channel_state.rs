@@ -154,6 +154,10 @@ pub struct ChannelState<F> {
     window: Window<Kept<F>>,
     members: HashMap<UserKey, Member>,
     online: HashMap<ConnRef, OnlineSub>,
+    /// Users whose subscription was withdrawn (REST) while connections of theirs stayed
+    /// subscribed, with how many: a member made again for such a user starts with them
+    /// online, so it is never counted both delivered and queued.
+    withdrawn_online: HashMap<UserKey, u32>,
     /// Online subscriptions per shard, indexed by shard.
     per_shard: Vec<u32>,
     presence: Presence,
@@ -181,6 +185,7 @@ impl<F: Clone> ChannelState<F> {
             window,
             members: HashMap::new(),
             online: HashMap::new(),
+            withdrawn_online: HashMap::new(),
             per_shard: vec![0; shards],
             presence: Presence::default(),
             presence_list_max: limits.presence_list_max,
@@ -379,9 +384,10 @@ impl<F: Clone> ChannelState<F> {
             // A new member starts at the current durable end: it is owed nothing stored
             // before; anything still being stored reaches it live.
             let last = self.durable_id;
+            let online = self.carried_online(user);
             let m = self.members.entry(user.clone()).or_insert(Member {
                 cursor: position.unwrap_or(last).min(last),
-                online: 0,
+                online,
             });
             m.online += 1;
             let presence = self.presence.join(PresenceEntry::new(
@@ -452,6 +458,11 @@ impl<F: Clone> ChannelState<F> {
         self.per_shard[conn.shard as usize] -= 1;
         if let Some(m) = self.members.get_mut(&sub.user) {
             m.online -= 1;
+        } else if let Some(n) = self.withdrawn_online.get_mut(&sub.user) {
+            *n -= 1;
+            if *n == 0 {
+                self.withdrawn_online.remove(&sub.user);
+            }
         }
         self.presence.leave(sub.presence);
         self.presence_fresh.clear();
@@ -684,9 +695,10 @@ impl<F: Clone> ChannelState<F> {
             ));
         }
         let last = self.durable_id;
+        let online = self.carried_online(user);
         let m = self.members.entry(user.clone()).or_insert(Member {
             cursor: last,
-            online: 0,
+            online,
         });
         let cursor = m.cursor;
         let (recovered, messages) = if from.include_history {
@@ -706,7 +718,24 @@ impl<F: Clone> ChannelState<F> {
     /// door's unsubscribe). Connections of the user that are subscribed stay so until they
     /// unsubscribe or go; a later subscribe starts a new subscription at the current end.
     pub fn withdraw(&mut self, user: &UserKey) -> bool {
-        self.members.remove(user).is_some()
+        match self.members.remove(user) {
+            Some(m) => {
+                if m.online > 0 {
+                    self.withdrawn_online.insert(user.clone(), m.online);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// For a user about to get a new member entry: its connections still subscribed from
+    /// before a withdraw (0 when it already is a member).
+    fn carried_online(&mut self, user: &UserKey) -> u32 {
+        if self.members.contains_key(user) {
+            return 0;
+        }
+        self.withdrawn_online.remove(user).unwrap_or(0)
     }
 
     /// When something last happened on the channel: its newest kept message, or creation.
@@ -1154,6 +1183,37 @@ mod tests {
         assert!(s.unsubscribe(A0));
         assert_eq!(s.cursor(&a), None);
         assert_eq!(s.cursor(&b), Some(0));
+    }
+
+    /// Regression (found by io/tests/owner_model.rs): a user withdrawn over REST while its
+    /// connection stays subscribed, then enrolled (or subscribed) again, is one user with
+    /// one connection online — never counted both delivered and queued, and its connection
+    /// leaving does not underflow the count.
+    #[test]
+    fn withdrawn_while_connected_then_back_counts_its_connection() {
+        let mut s = state(10);
+        let a = u("a");
+        s.subscribe(A0, &a, Role::Guest, ResumeFrom::default(), 0)
+            .unwrap();
+        assert!(s.withdraw(&a));
+        assert!(s.enroll(&a, ResumeFrom::default(), 0).unwrap().new);
+        let o = publish(&mut s, 1);
+        assert_eq!((o.delivered, o.queued), (1, 0), "online, so not queued");
+        assert_eq!(s.active_users(), 1);
+        // A second connection after a withdraw: two online, one user.
+        assert!(s.withdraw(&a));
+        s.subscribe(A1, &a, Role::Guest, ResumeFrom::default(), 0)
+            .unwrap();
+        let o = publish(&mut s, 2);
+        assert_eq!((o.delivered, o.queued), (2, 0));
+        // The first connection unsubscribes: the user is still subscribed by the second.
+        assert!(s.unsubscribe(A0));
+        assert!(s.cursor(&a).is_some(), "its other connection still holds it");
+        let o = publish(&mut s, 3);
+        assert_eq!((o.delivered, o.queued), (1, 0));
+        assert!(s.disconnect(A1));
+        let o = publish(&mut s, 4);
+        assert_eq!((o.delivered, o.queued), (0, 1), "offline now: queued");
     }
 
     #[test]
