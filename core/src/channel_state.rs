@@ -592,7 +592,10 @@ impl<F: Clone> ChannelState<F> {
     ) -> u64 {
         let id = self.window.next_id();
         let target = target.cloned();
-        self.window.push(id, ts_ms, Kept { frame, target }, now_ms);
+        // Not counted against the window until stored (SPEC §2.2: the newest `max_queued`
+        // stored messages are kept; one that fails to store must not have pushed one out).
+        self.window
+            .push_pending(id, ts_ms, Kept { frame, target }, now_ms);
         if let Some(k) = idempotency_key {
             self.idem.put(k, id, now_ms);
         }
@@ -603,6 +606,7 @@ impl<F: Clone> ChannelState<F> {
     pub fn mark_durable(&mut self, id: u64) {
         debug_assert!(id <= self.window.last_id());
         self.durable_id = self.durable_id.max(id);
+        self.window.trim_stored(self.durable_id);
     }
 
     pub fn durable_id(&self) -> u64 {
@@ -1214,6 +1218,35 @@ mod tests {
         assert!(s.disconnect(A1));
         let o = publish(&mut s, 4);
         assert_eq!((o.delivered, o.queued), (0, 1), "offline now: queued");
+    }
+
+    /// Regression (found by io/tests/owner_model.rs): a message still being stored never
+    /// pushes a stored one out of the kept window (SPEC §2.2: the newest `max_queued`
+    /// stored messages are kept) — neither while it is pending nor after its store failed.
+    #[test]
+    fn a_pending_message_never_evicts_a_stored_one() {
+        let mut s = state(10); // max_queued 5
+        for t in 1..=5 {
+            publish(&mut s, t);
+        }
+        let history = || ResumeFrom {
+            include_history: true,
+            ..Default::default()
+        };
+        s.append(6, 6, None, None, 6);
+        let r = s.subscribe(A0, &u("a"), Role::Couple, history(), 6).unwrap();
+        assert_eq!(r.messages, vec![1, 2, 3, 4, 5], "while 6 is being stored");
+        assert_eq!(s.rollback_to_durable(), 1);
+        let from = ResumeFrom {
+            last_seen_id: Some(0),
+            ..Default::default()
+        };
+        let r = s.subscribe(B1, &u("b"), Role::Couple, from, 6).unwrap();
+        assert!(r.recovered, "nothing stored was dropped");
+        assert_eq!(r.messages, vec![1, 2, 3, 4, 5], "after 6 failed to store");
+        // Once stored, a message takes its place in the window as usual.
+        publish(&mut s, 7);
+        assert_eq!(s.kept().map(|(id, _)| id).collect::<Vec<_>>(), vec![2, 3, 4, 5, 6]);
     }
 
     #[test]

@@ -89,6 +89,28 @@ impl<T> Window<T> {
         self.expire(now_ms);
     }
 
+    /// Appends the next message without dropping any for count: a message still being
+    /// stored must not push a stored one out (it may yet be rolled back). The caller calls
+    /// [`trim_stored`](Self::trim_stored) once it is stored. `id` must be `next_id()`.
+    pub fn push_pending(&mut self, id: u64, ts_ms: u64, item: T, now_ms: u64) {
+        assert_eq!(id, self.next_id(), "ids are contiguous");
+        self.last_id = id;
+        self.entries.push_back(Entry { id, ts_ms, item });
+        self.expire(now_ms);
+    }
+
+    /// Keeps at most `max_count` entries up to `stored` (the last stored id), dropping the
+    /// oldest; entries after it are not counted.
+    pub fn trim_stored(&mut self, stored: u64) {
+        while let Some(first) = self.entries.front().map(|e| e.id) {
+            let stored_kept = (stored + 1).saturating_sub(first) as usize;
+            if stored_kept <= self.max_count {
+                break;
+            }
+            self.entries.pop_front();
+        }
+    }
+
     /// Drops messages older than the age limit.
     pub fn expire(&mut self, now_ms: u64) {
         let cutoff = now_ms.saturating_sub(self.max_age_ms);
