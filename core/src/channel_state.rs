@@ -1212,7 +1212,10 @@ mod tests {
         assert_eq!((o.delivered, o.queued), (2, 0));
         // The first connection unsubscribes: the user is still subscribed by the second.
         assert!(s.unsubscribe(A0));
-        assert!(s.cursor(&a).is_some(), "its other connection still holds it");
+        assert!(
+            s.cursor(&a).is_some(),
+            "its other connection still holds it"
+        );
         let o = publish(&mut s, 3);
         assert_eq!((o.delivered, o.queued), (1, 0));
         assert!(s.disconnect(A1));
@@ -1234,7 +1237,9 @@ mod tests {
             ..Default::default()
         };
         s.append(6, 6, None, None, 6);
-        let r = s.subscribe(A0, &u("a"), Role::Couple, history(), 6).unwrap();
+        let r = s
+            .subscribe(A0, &u("a"), Role::Couple, history(), 6)
+            .unwrap();
         assert_eq!(r.messages, vec![1, 2, 3, 4, 5], "while 6 is being stored");
         assert_eq!(s.rollback_to_durable(), 1);
         let from = ResumeFrom {
@@ -1246,7 +1251,10 @@ mod tests {
         assert_eq!(r.messages, vec![1, 2, 3, 4, 5], "after 6 failed to store");
         // Once stored, a message takes its place in the window as usual.
         publish(&mut s, 7);
-        assert_eq!(s.kept().map(|(id, _)| id).collect::<Vec<_>>(), vec![2, 3, 4, 5, 6]);
+        assert_eq!(
+            s.kept().map(|(id, _)| id).collect::<Vec<_>>(),
+            vec![2, 3, 4, 5, 6]
+        );
     }
 
     #[test]

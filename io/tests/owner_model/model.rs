@@ -1,0 +1,1190 @@
+//! The reference model of the channel owner's rules (SPEC §1-3, docs/protocol.md "Who sees
+//! what" and "Promises"), written from the documents and not from the code, and the random
+//! operations that drive it. Plain Rust: nothing here knows the owner's types; the driver
+//! (`owner_model.rs`) turns each [`Op`] into a real request and the owner's answers into
+//! [`Obs`], and compares them with what [`Model::apply`] predicts.
+//!
+//! The world is small on purpose, so that random sequences collide: three organizations
+//! whose users share ids (`org-a/u-1`, `org-b/u-1`, `org-c/u-1`), two weddings, four channel
+//! names, eight connection slots over two shards, and a kept window of
+//! [`MAX_QUEUED`] messages.
+
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The kept window of every channel (the owner's `max_queued` in the test's config).
+pub const MAX_QUEUED: usize = 4;
+/// SPEC §2.4: a repeated idempotency key within 10 minutes returns the first id.
+pub const IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// What [`Op::Wait`] moves the clock by: past the idempotency window, well inside the
+/// retention (24 h) and the rate windows' refill.
+pub const WAIT_MS: u64 = 11 * 60 * 1000;
+
+/// Behaviours of today's owner that differ from the SPEC, found by this test and reported
+/// (see the regression cases in `owner_model.rs`). While one is `true` the model predicts
+/// the owner's behaviour instead, so random runs keep looking for other divergences; set it
+/// to `false` once the owner is fixed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Known {
+    /// A create that is never stored (the log refused it or failed) still makes its
+    /// organization the wedding's owner until the next restart (SPEC §1: the owner is the
+    /// organization that created the first channel with it).
+    pub unstored_create_claims_wedding: bool,
+}
+
+pub const KNOWN: Known = Known {
+    unstored_create_claims_wedding: true,
+};
+
+pub const ORGS: [&str; 3] = ["org-a", "org-b", "org-c"];
+pub const WEDDINGS: [&str; 2] = ["w-1", "w-2"];
+/// User ids: every organization may have each of them.
+pub const SUBS: [&str; 3] = ["u-1", "u-2", "boss"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Coordinator,
+    Photographer,
+    Couple,
+    Guest,
+    Venue,
+    Admin,
+    Service,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Coordinator => "coordinator",
+            Role::Photographer => "photographer",
+            Role::Couple => "couple",
+            Role::Guest => "guest",
+            Role::Venue => "venue",
+            Role::Admin => "admin",
+            Role::Service => "service",
+        }
+    }
+    fn org_wide(self) -> bool {
+        matches!(self, Role::Admin | Role::Service)
+    }
+}
+
+/// A token's claims: who, with which role, reaching which weddings (`star`: `["*"]`).
+#[derive(Clone, Copy, Debug)]
+pub struct Principal {
+    pub org: usize,
+    pub sub: usize,
+    pub role: Role,
+    pub weddings: &'static [usize],
+    pub star: bool,
+}
+
+/// Everyone who acts. Users of different organizations share ids on purpose.
+pub const PRINCIPALS: [Principal; 8] = [
+    // 0: org-a/u-1, coordinator of w-1.
+    Principal {
+        org: 0,
+        sub: 0,
+        role: Role::Coordinator,
+        weddings: &[0],
+        star: false,
+    },
+    // 1: org-b/u-1, a photographer working both weddings.
+    Principal {
+        org: 1,
+        sub: 0,
+        role: Role::Photographer,
+        weddings: &[0, 1],
+        star: false,
+    },
+    // 2: org-a/u-2, the couple of w-1.
+    Principal {
+        org: 0,
+        sub: 1,
+        role: Role::Couple,
+        weddings: &[0],
+        star: false,
+    },
+    // 3: org-b/u-2, a guest of both.
+    Principal {
+        org: 1,
+        sub: 1,
+        role: Role::Guest,
+        weddings: &[0, 1],
+        star: false,
+    },
+    // 4: org-c/u-1, the venue of w-2.
+    Principal {
+        org: 2,
+        sub: 0,
+        role: Role::Venue,
+        weddings: &[1],
+        star: false,
+    },
+    // 5: org-b/boss, org-b's admin with every wedding of org-b.
+    Principal {
+        org: 1,
+        sub: 2,
+        role: Role::Admin,
+        weddings: &[],
+        star: true,
+    },
+    // 6: org-a/boss, org-a's backend (service) with every wedding of org-a.
+    Principal {
+        org: 0,
+        sub: 2,
+        role: Role::Service,
+        weddings: &[],
+        star: true,
+    },
+    // 7: org-c/u-2, a guest of w-2.
+    Principal {
+        org: 2,
+        sub: 1,
+        role: Role::Guest,
+        weddings: &[1],
+        star: false,
+    },
+];
+
+/// Connection slots: slot `s` is a connection of `SLOT_PRINCIPAL[s]` on shard `s % 2`.
+/// Slots 6 and 7 are second connections of principals 0 and 1.
+pub const SLOT_PRINCIPAL: [usize; 8] = [0, 1, 2, 3, 4, 5, 0, 1];
+pub const SLOTS: usize = SLOT_PRINCIPAL.len();
+
+/// Candidate channel names, and the wedding a `wedding:` name must name.
+pub const NAMES: [(&str, Option<usize>); 4] = [
+    ("wedding:main:w-1", Some(0)),
+    ("wedding:main:w-2", Some(1)),
+    ("venue:hall:v-1", None),
+    ("collaboration:team:t-1", None),
+];
+
+/// A user: (organization, id) indexes into [`ORGS`] and [`SUBS`].
+pub type User = (usize, usize);
+
+pub fn user_of(p: usize) -> User {
+    (PRINCIPALS[p].org, PRINCIPALS[p].sub)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Shared,
+    Broadcast,
+    Private,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Shared => "shared",
+            Kind::Broadcast => "broadcast",
+            Kind::Private => "private",
+        }
+    }
+}
+
+/// A private channel's named members (bit set): bit 0 the creator organization's `u-2`
+/// (`"u-2"`), bit 1 `{org-b, u-1}`, bit 2 `{org-c, u-1}`.
+pub fn members_of(mask: u8, creator_org: usize) -> Vec<User> {
+    let mut v = Vec::new();
+    if mask & 1 != 0 {
+        v.push((creator_org, 1));
+    }
+    if mask & 2 != 0 {
+        v.push((1, 0));
+    }
+    if mask & 4 != 0 {
+        v.push((2, 0));
+    }
+    v
+}
+
+/// Custom role lists a create may give instead of its type's defaults ("staff"): read by
+/// coordinators, photographers and venues, written by coordinators.
+pub const STAFF_READ: [Role; 3] = [Role::Coordinator, Role::Photographer, Role::Venue];
+pub const STAFF_WRITE: [Role; 1] = [Role::Coordinator];
+
+/// What the log does during a create or publish (whether or not it appended anything).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Then {
+    /// The log takes it and makes it durable at once.
+    Commit,
+    /// It stays pending until a later [`Op::Flush`] (or another commit).
+    Hold,
+    /// The log takes it, then the store fails: everything pending is refused.
+    Fail,
+    /// The log refuses the append (backpressure): refused at once, nothing taken.
+    Refuse,
+}
+
+/// Where a caller is: a connection slot, or a REST call by a principal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Caller {
+    Conn(usize),
+    Rest(usize),
+}
+
+impl Caller {
+    pub fn principal(self) -> usize {
+        match self {
+            Caller::Conn(s) => SLOT_PRINCIPAL[s],
+            Caller::Rest(p) => p,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EpochArg {
+    None,
+    /// The channel's epoch (the driver fills in the real one).
+    Current,
+    /// An epoch of another life of the channel.
+    Stale,
+}
+
+#[derive(Clone, Debug)]
+pub enum Op {
+    Create {
+        by: Caller,
+        name: usize,
+        kind: Kind,
+        /// For names outside the `wedding` scope: which wedding, if any.
+        wedding: Option<usize>,
+        members: u8,
+        staff: bool,
+        max_subscribers: Option<usize>,
+        then: Then,
+    },
+    Subscribe {
+        slot: usize,
+        name: usize,
+        last_seen: Option<u64>,
+        epoch: EpochArg,
+        history: bool,
+    },
+    Unsubscribe {
+        slot: usize,
+        name: usize,
+    },
+    /// The connection goes away (its subscriptions stay; the slot's next op is a new
+    /// connection).
+    Disconnect {
+        slot: usize,
+    },
+    Publish {
+        slot: usize,
+        name: usize,
+        /// (`target_org` if given, `target_user_id`).
+        target: Option<(Option<usize>, usize)>,
+        key: Option<u8>,
+        then: Then,
+    },
+    Ack {
+        slot: usize,
+        name: usize,
+        id: u64,
+    },
+    Presence {
+        slot: usize,
+        name: usize,
+        meta: u8,
+    },
+    /// REST subscribe of `sub` of the caller's organization.
+    Enroll {
+        caller: usize,
+        sub: usize,
+        name: usize,
+        history: bool,
+    },
+    /// REST unsubscribe of `sub` of the caller's organization.
+    Withdraw {
+        caller: usize,
+        sub: usize,
+        name: usize,
+    },
+    /// REST list of `sub`'s channels (with `unread_count`) as the caller may see them.
+    List {
+        caller: usize,
+        sub: usize,
+    },
+    /// Everything pending is completed: stored, or (`fail`) refused.
+    Flush {
+        fail: bool,
+    },
+    /// The clock moves [`WAIT_MS`].
+    Wait,
+    /// The process restarts: every connection is gone, anything not durable is lost, and
+    /// the owner is rebuilt from the log and the registry.
+    Restart,
+}
+
+/// One entry of a `subscribed` reply's presence list.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PresenceView {
+    pub user: User,
+    pub slot: usize,
+    pub role: Role,
+    pub meta: Option<u8>,
+}
+
+/// An answer as the model predicts it (the driver renders the owner's into this shape).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Created,
+    Subscribed {
+        recovered: bool,
+        messages: Vec<u64>,
+        presence: Vec<PresenceView>,
+    },
+    Unsubscribed,
+    Published {
+        id: u64,
+        delivered: usize,
+        queued: usize,
+    },
+    /// `ok` to an ack or a presence update.
+    Ok,
+    Enrolled {
+        new: bool,
+        cursor: u64,
+        recovered: bool,
+        messages: Vec<u64>,
+    },
+    Withdrawn {
+        removed: bool,
+    },
+    /// (channel name, `unread_count`), sorted by name.
+    List(Vec<(String, u64)>),
+    Error(&'static str),
+}
+
+/// What one step is seen to do: replies (to whom, for which step's request), and the
+/// messages delivered live to each connection slot, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Obs {
+    /// (caller, the step whose request it answers, the reply), in the order given.
+    pub replies: Vec<(Caller, usize, Reply)>,
+    /// slot → (channel name index, id) in delivery order.
+    pub delivered: BTreeMap<usize, Vec<(usize, u64)>>,
+}
+
+#[derive(Clone, Debug)]
+struct Msg {
+    target: Option<User>,
+}
+
+#[derive(Clone, Debug)]
+struct OnlineSub {
+    slot: usize,
+    user: User,
+    role: Role,
+    meta: Option<u8>,
+}
+
+#[derive(Clone, Debug)]
+struct Chan {
+    org: usize,
+    wedding: Option<usize>,
+    kind: Kind,
+    creator: usize,
+    members_named: Vec<User>,
+    staff: bool,
+    max_subscribers: usize,
+    /// The creation is stored.
+    stored: bool,
+    /// When it was created (for the wedding's owner: the earliest channel's organization).
+    created_seq: u64,
+    /// Every message not rolled back, durable or pending, by id.
+    messages: BTreeMap<u64, Msg>,
+    durable_id: u64,
+    /// Subscribed users and their cursors.
+    subs: BTreeMap<User, u64>,
+    /// Subscribed connections, in presence join order.
+    online: Vec<OnlineSub>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Read,
+    Write,
+}
+
+impl Chan {
+    fn last_id(&self) -> u64 {
+        self.messages
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(self.durable_id)
+    }
+
+    /// SPEC §1's access rule, from the SPEC: the tenant boundary, the organization's
+    /// admin/service, private membership as (org, sub), then the role lists.
+    fn check(&self, p: &Principal, action: Action) -> Result<(), &'static str> {
+        match self.wedding {
+            Some(w) => {
+                let reaches = p.weddings.contains(&w) || (p.star && p.org == self.org);
+                if !reaches {
+                    return Err("WS_WEDDING_ISOLATION_VIOLATION");
+                }
+            }
+            None => {
+                if p.org != self.org {
+                    return Err("WS_FORBIDDEN");
+                }
+            }
+        }
+        if p.role.org_wide() && p.org == self.org {
+            return Ok(());
+        }
+        if self.kind == Kind::Private {
+            let me = (p.org, p.sub);
+            let creator = me == (self.org, self.creator);
+            if !creator && !self.members_named.contains(&me) {
+                return Err("WS_FORBIDDEN");
+            }
+        }
+        let allowed = match (action, self.staff, self.kind) {
+            (Action::Read, true, _) => STAFF_READ.contains(&p.role),
+            (Action::Write, true, _) => STAFF_WRITE.contains(&p.role),
+            (_, false, Kind::Private) => true,
+            (Action::Read, false, _) => true,
+            (Action::Write, false, Kind::Shared) => p.role != Role::Guest,
+            (Action::Write, false, Kind::Broadcast) => matches!(
+                p.role,
+                Role::Coordinator | Role::Venue | Role::Admin | Role::Service
+            ),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err("WS_FORBIDDEN")
+        }
+    }
+
+    /// The kept window: the newest [`MAX_QUEUED`] stored messages (SPEC §2.2). Messages
+    /// still being stored are never seen and never push a stored one out.
+    fn kept(&self) -> Vec<u64> {
+        let durable: Vec<u64> = self
+            .messages
+            .range(..=self.durable_id)
+            .map(|(id, _)| *id)
+            .collect();
+        durable[durable.len().saturating_sub(MAX_QUEUED)..].to_vec()
+    }
+
+    fn may_see(&self, id: u64, viewer: User) -> bool {
+        self.messages[&id].target.is_none_or(|t| t == viewer)
+    }
+
+    /// What follows `position` for `viewer`, and whether nothing after it was dropped.
+    fn visible_after(&self, position: u64, viewer: User) -> (bool, Vec<u64>) {
+        let kept = self.kept();
+        let first = kept.first().copied().unwrap_or(self.durable_id + 1);
+        let (recovered, ids): (bool, Vec<u64>) = if position > self.durable_id {
+            // A position from the future (another life's ids): not trusted.
+            (false, kept)
+        } else if position + 1 >= first {
+            (true, kept.into_iter().filter(|id| *id > position).collect())
+        } else {
+            (false, kept)
+        };
+        (
+            recovered,
+            ids.into_iter()
+                .filter(|id| self.may_see(*id, viewer))
+                .collect(),
+        )
+    }
+
+    fn unread(&self, user: User) -> Option<u64> {
+        let cursor = *self.subs.get(&user)?;
+        Some(
+            self.kept()
+                .into_iter()
+                .filter(|id| *id > cursor && self.may_see(*id, user))
+                .count() as u64,
+        )
+    }
+
+    fn is_online(&self, slot: usize) -> bool {
+        self.online.iter().any(|o| o.slot == slot)
+    }
+
+    fn online_of(&self, user: User) -> usize {
+        self.online.iter().filter(|o| o.user == user).count()
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Pending {
+    Created { to: Waiter, name: usize },
+    Message { to: Waiter, name: usize, id: u64 },
+    Repeat { to: Waiter, id: u64 },
+}
+
+/// Who waits for a pending answer: a caller, for its request of step `step`, on its
+/// connection of generation `generation` (an answer to a connection that has gone since is
+/// never seen).
+#[derive(Clone, Copy, Debug)]
+struct Waiter {
+    to: Caller,
+    step: usize,
+    generation: u64,
+}
+
+/// The reference state.
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    pub now: u64,
+    step: usize,
+    seq: u64,
+    channels: BTreeMap<usize, Chan>,
+    /// Idempotency keys per channel: key → (id, when).
+    keys: BTreeMap<(usize, u8), (u64, u64)>,
+    pending: Vec<Pending>,
+    /// Connection generation per slot (a new connection after each disconnect/restart).
+    pub generation: [u64; SLOTS],
+    /// Which known divergences to predict (the owner's behaviour) instead of the SPEC's.
+    known: Known,
+    /// Weddings claimed by creates that were not stored ([`Known`]); until a restart.
+    claimed: BTreeMap<usize, usize>,
+}
+
+impl Model {
+    /// A model predicting the SPEC, except for the owner's `known` divergences.
+    pub fn new(now: u64, known: Known) -> Model {
+        Model {
+            now,
+            known,
+            ..Model::default()
+        }
+    }
+
+    /// Whether channel `name` exists (stored or being stored).
+    pub fn exists(&self, name: usize) -> bool {
+        self.channels.contains_key(&name)
+    }
+
+    /// Users subscribed to `name` and their cursors (for checks against the registry).
+    pub fn cursors(&self, name: usize) -> BTreeMap<User, u64> {
+        self.channels
+            .get(&name)
+            .map(|c| c.subs.clone())
+            .unwrap_or_default()
+    }
+
+    /// The owner of a wedding: the organization of its earliest channel (SPEC §1).
+    fn wedding_owner(&self, w: usize) -> Option<usize> {
+        if let Some(org) = self.claimed.get(&w) {
+            return Some(*org);
+        }
+        self.channels
+            .values()
+            .filter(|c| c.wedding == Some(w))
+            .min_by_key(|c| c.created_seq)
+            .map(|c| c.org)
+    }
+
+    /// Applies `op` as step number `step` and predicts what is seen.
+    pub fn apply(&mut self, step: usize, op: &Op) -> Obs {
+        self.step = step;
+        self.now += 1;
+        let mut obs = Obs::default();
+        match *op {
+            Op::Create {
+                by,
+                name,
+                kind,
+                wedding,
+                members,
+                staff,
+                max_subscribers,
+                then,
+            } => {
+                self.create(
+                    &mut obs,
+                    by,
+                    name,
+                    kind,
+                    wedding,
+                    members,
+                    staff,
+                    max_subscribers,
+                    then,
+                );
+                self.then(&mut obs, then);
+            }
+            Op::Subscribe {
+                slot,
+                name,
+                last_seen,
+                epoch,
+                history,
+            } => {
+                let r = self.subscribe(slot, name, last_seen, epoch, history);
+                obs.replies.push((Caller::Conn(slot), step, r));
+            }
+            Op::Unsubscribe { slot, name } => {
+                let r = match self.channels.get_mut(&name) {
+                    None => Reply::Error("WS_CHANNEL_NOT_FOUND"),
+                    Some(c) => {
+                        if let Some(i) = c.online.iter().position(|o| o.slot == slot) {
+                            let o = c.online.remove(i);
+                            if c.online_of(o.user) == 0 {
+                                c.subs.remove(&o.user);
+                            }
+                        }
+                        Reply::Unsubscribed
+                    }
+                };
+                obs.replies.push((Caller::Conn(slot), step, r));
+            }
+            Op::Disconnect { slot } => {
+                for c in self.channels.values_mut() {
+                    c.online.retain(|o| o.slot != slot);
+                }
+                self.generation[slot] += 1;
+            }
+            Op::Publish {
+                slot,
+                name,
+                target,
+                key,
+                then,
+            } => {
+                self.publish(&mut obs, slot, name, target, key, then);
+                self.then(&mut obs, then);
+            }
+            Op::Ack { slot, name, id } => {
+                let user = user_of(SLOT_PRINCIPAL[slot]);
+                let r = match self.channels.get_mut(&name) {
+                    None => Reply::Error("WS_CHANNEL_NOT_FOUND"),
+                    Some(c) => {
+                        let last = c.durable_id;
+                        if let Some(cur) = c.subs.get_mut(&user) {
+                            *cur = (*cur).max(id.min(last));
+                        }
+                        Reply::Ok
+                    }
+                };
+                obs.replies.push((Caller::Conn(slot), step, r));
+            }
+            Op::Presence { slot, name, meta } => {
+                let r = match self.channels.get_mut(&name) {
+                    None => Reply::Error("WS_CHANNEL_NOT_FOUND"),
+                    Some(c) => match c.online.iter_mut().find(|o| o.slot == slot) {
+                        None => Reply::Error("WS_SUBSCRIPTION_FAILED"),
+                        Some(o) => {
+                            o.meta = Some(meta);
+                            Reply::Ok
+                        }
+                    },
+                };
+                obs.replies.push((Caller::Conn(slot), step, r));
+            }
+            Op::Enroll {
+                caller,
+                sub,
+                name,
+                history,
+            } => {
+                let p = PRINCIPALS[caller];
+                let user = (p.org, sub);
+                let r = match self.channels.get_mut(&name) {
+                    None => Reply::Error("WS_CHANNEL_NOT_FOUND"),
+                    Some(c) => match c.check(&p, Action::Read) {
+                        Err(e) => Reply::Error(e),
+                        Ok(()) => {
+                            let new = !c.subs.contains_key(&user);
+                            if new && c.subs.len() >= c.max_subscribers {
+                                Reply::Error("WS_CHANNEL_FULL")
+                            } else {
+                                let cursor = *c.subs.entry(user).or_insert(c.durable_id);
+                                let (recovered, messages) = if history {
+                                    c.visible_after(0, user)
+                                } else {
+                                    (true, vec![])
+                                };
+                                Reply::Enrolled {
+                                    new,
+                                    cursor,
+                                    recovered,
+                                    messages,
+                                }
+                            }
+                        }
+                    },
+                };
+                obs.replies.push((Caller::Rest(caller), step, r));
+            }
+            Op::Withdraw { caller, sub, name } => {
+                let p = PRINCIPALS[caller];
+                let r = match self.channels.get_mut(&name) {
+                    None => Reply::Error("WS_CHANNEL_NOT_FOUND"),
+                    Some(c) => match c.check(&p, Action::Read) {
+                        Err(e) => Reply::Error(e),
+                        Ok(()) => Reply::Withdrawn {
+                            removed: c.subs.remove(&(p.org, sub)).is_some(),
+                        },
+                    },
+                };
+                obs.replies.push((Caller::Rest(caller), step, r));
+            }
+            Op::List { caller, sub } => {
+                let p = PRINCIPALS[caller];
+                let user = (p.org, sub);
+                let mut list: Vec<(String, u64)> = self
+                    .channels
+                    .iter()
+                    .filter(|(_, c)| c.check(&p, Action::Read).is_ok())
+                    .filter_map(|(n, c)| Some((NAMES[*n].0.to_owned(), c.unread(user)?)))
+                    .collect();
+                list.sort();
+                obs.replies
+                    .push((Caller::Rest(caller), step, Reply::List(list)));
+            }
+            Op::Flush { fail } => self.complete(&mut obs, !fail),
+            Op::Wait => self.now += WAIT_MS,
+            Op::Restart => self.restart(),
+        }
+        obs
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &mut self,
+        obs: &mut Obs,
+        by: Caller,
+        name: usize,
+        kind: Kind,
+        wedding: Option<usize>,
+        members: u8,
+        staff: bool,
+        max_subscribers: Option<usize>,
+        then: Then,
+    ) {
+        let step = self.step;
+        let p = PRINCIPALS[by.principal()];
+        let wedding = NAMES[name].1.or(wedding);
+        if let Some(c) = self.channels.get(&name) {
+            // An existing name: the same error a subscribe would get; another organization
+            // with access is told WS_FORBIDDEN; its own organization gets the channel.
+            let r = c.check(&p, Action::Read).and_then(|()| {
+                if c.org == p.org {
+                    Ok(())
+                } else {
+                    Err("WS_FORBIDDEN")
+                }
+            });
+            match r {
+                Err(e) => obs.replies.push((by, step, Reply::Error(e))),
+                Ok(()) if !c.stored => {
+                    let to = self.waiter(by);
+                    self.pending.push(Pending::Created { to, name })
+                }
+                Ok(()) => obs.replies.push((by, step, Reply::Created)),
+            }
+            return;
+        }
+        if p.role == Role::Guest {
+            obs.replies.push((by, step, Reply::Error("WS_FORBIDDEN")));
+            return;
+        }
+        if let Some(w) = wedding {
+            let owner = self.wedding_owner(w);
+            let listed = p.weddings.contains(&w);
+            let star = p.star && owner.is_none_or(|o| o == p.org);
+            if !listed && !star {
+                obs.replies
+                    .push((by, step, Reply::Error("WS_WEDDING_ISOLATION_VIOLATION")));
+                return;
+            }
+        }
+        if let Some(w) = wedding {
+            if self.known.unstored_create_claims_wedding && self.wedding_owner(w).is_none() {
+                self.claimed.insert(w, p.org);
+            }
+        }
+        if then == Then::Refuse {
+            obs.replies.push((by, step, Reply::Error("WS_OVERLOADED")));
+            return;
+        }
+        self.seq += 1;
+        self.channels.insert(
+            name,
+            Chan {
+                org: p.org,
+                wedding,
+                kind,
+                creator: p.sub,
+                members_named: if kind == Kind::Private {
+                    members_of(members, p.org)
+                } else {
+                    vec![]
+                },
+                staff,
+                max_subscribers: max_subscribers.unwrap_or(100),
+                stored: false,
+                created_seq: self.seq,
+                messages: BTreeMap::new(),
+                durable_id: 0,
+                subs: BTreeMap::new(),
+                online: Vec::new(),
+            },
+        );
+        let to = self.waiter(by);
+        self.pending.push(Pending::Created { to, name });
+    }
+
+    /// After a create or publish, whatever it did: `Commit` and `Fail` complete everything
+    /// pending (group commit: the log answers for all of it at once).
+    fn then(&mut self, obs: &mut Obs, then: Then) {
+        match then {
+            Then::Commit => self.complete(obs, true),
+            Then::Fail => self.complete(obs, false),
+            Then::Hold | Then::Refuse => {}
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        slot: usize,
+        name: usize,
+        last_seen: Option<u64>,
+        epoch: EpochArg,
+        history: bool,
+    ) -> Reply {
+        let p = PRINCIPALS[SLOT_PRINCIPAL[slot]];
+        let user = (p.org, p.sub);
+        let Some(c) = self.channels.get_mut(&name) else {
+            return Reply::Error("WS_CHANNEL_NOT_FOUND");
+        };
+        if let Err(e) = c.check(&p, Action::Read) {
+            return Reply::Error(e);
+        }
+        let repeat = c.is_online(slot);
+        if !repeat && !c.subs.contains_key(&user) && c.subs.len() >= c.max_subscribers {
+            return Reply::Error("WS_CHANNEL_FULL");
+        }
+        let epoch_ok = epoch != EpochArg::Stale;
+        let client = if epoch_ok { last_seen } else { None };
+        let stored = c.subs.get(&user).copied();
+        let position = match (stored, client) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let (recovered, messages) = match position {
+            Some(pos) => {
+                let (r, m) = c.visible_after(pos, user);
+                (r && epoch_ok, m)
+            }
+            None if !epoch_ok || history => (epoch_ok, c.visible_after(0, user).1),
+            None => (true, vec![]),
+        };
+        if !repeat {
+            let last = c.durable_id;
+            c.subs
+                .entry(user)
+                .or_insert(position.unwrap_or(last).min(last));
+            c.online.push(OnlineSub {
+                slot,
+                user,
+                role: p.role,
+                meta: None,
+            });
+        }
+        let presence = c
+            .online
+            .iter()
+            .map(|o| PresenceView {
+                user: o.user,
+                slot: o.slot,
+                role: o.role,
+                meta: o.meta,
+            })
+            .collect();
+        Reply::Subscribed {
+            recovered,
+            messages,
+            presence,
+        }
+    }
+
+    fn publish(
+        &mut self,
+        obs: &mut Obs,
+        slot: usize,
+        name: usize,
+        target: Option<(Option<usize>, usize)>,
+        key: Option<u8>,
+        then: Then,
+    ) {
+        let step = self.step;
+        let to = Caller::Conn(slot);
+        let p = PRINCIPALS[SLOT_PRINCIPAL[slot]];
+        let Some(c) = self.channels.get_mut(&name) else {
+            obs.replies
+                .push((to, step, Reply::Error("WS_CHANNEL_NOT_FOUND")));
+            return;
+        };
+        if let Err(e) = c.check(&p, Action::Write) {
+            obs.replies.push((to, step, Reply::Error(e)));
+            return;
+        }
+        if let Some(k) = key {
+            if let Some(&(id, at)) = self.keys.get(&(name, k)) {
+                if self.now.saturating_sub(at) <= IDEMPOTENCY_WINDOW_MS {
+                    if id <= c.durable_id {
+                        obs.replies.push((
+                            to,
+                            step,
+                            Reply::Published {
+                                id,
+                                delivered: 0,
+                                queued: 0,
+                            },
+                        ));
+                    } else {
+                        let to = self.waiter(to);
+                        self.pending.push(Pending::Repeat { to, id });
+                    }
+                    return;
+                }
+            }
+        }
+        if then == Then::Refuse {
+            obs.replies.push((to, step, Reply::Error("WS_OVERLOADED")));
+            return;
+        }
+        let id = c.last_id() + 1;
+        let target = target.map(|(org, sub)| (org.unwrap_or(p.org), sub));
+        c.messages.insert(id, Msg { target });
+        if let Some(k) = key {
+            self.keys.insert((name, k), (id, self.now));
+        }
+        let to = self.waiter(to);
+        self.pending.push(Pending::Message { to, name, id });
+    }
+
+    fn waiter(&self, to: Caller) -> Waiter {
+        Waiter {
+            to,
+            step: self.step,
+            generation: match to {
+                Caller::Conn(s) => self.generation[s],
+                Caller::Rest(_) => 0,
+            },
+        }
+    }
+
+    /// An answer that waited: seen unless its connection has gone.
+    fn answer(&self, obs: &mut Obs, w: Waiter, r: Reply) {
+        let gone = matches!(w.to, Caller::Conn(s) if self.generation[s] != w.generation);
+        if !gone {
+            obs.replies.push((w.to, w.step, r));
+        }
+    }
+
+    /// The log answered for everything pending: stored (`ok`), or the store failed and
+    /// everything waiting is refused and forgotten — ids, keys, channels being created.
+    fn complete(&mut self, obs: &mut Obs, ok: bool) {
+        let pending = std::mem::take(&mut self.pending);
+        if !ok {
+            for p in &pending {
+                let (Pending::Created { to, .. }
+                | Pending::Message { to, .. }
+                | Pending::Repeat { to, .. }) = p;
+                self.answer(obs, *to, Reply::Error("WS_INTERNAL"));
+            }
+            self.forget_unstored();
+            return;
+        }
+        for p in pending {
+            match p {
+                Pending::Created { to, name } => {
+                    if let Some(c) = self.channels.get_mut(&name) {
+                        c.stored = true;
+                    }
+                    self.answer(obs, to, Reply::Created);
+                }
+                Pending::Repeat { to, id } => self.answer(
+                    obs,
+                    to,
+                    Reply::Published {
+                        id,
+                        delivered: 0,
+                        queued: 0,
+                    },
+                ),
+                Pending::Message { to, name, id } => {
+                    let c = self.channels.get_mut(&name).expect("pending channel");
+                    c.durable_id = id;
+                    let target = c.messages[&id].target;
+                    let mut delivered = 0;
+                    for o in &c.online {
+                        if target.is_none_or(|t| t == o.user) {
+                            delivered += 1;
+                            obs.delivered.entry(o.slot).or_default().push((name, id));
+                        }
+                    }
+                    let queued = c
+                        .subs
+                        .keys()
+                        .filter(|u| target.is_none_or(|t| t == **u))
+                        .filter(|u| c.online_of(**u) == 0)
+                        .count();
+                    let r = Reply::Published {
+                        id,
+                        delivered,
+                        queued,
+                    };
+                    self.answer(obs, to, r);
+                }
+            }
+        }
+    }
+
+    /// Drops everything not stored: channels being created, messages being stored, and
+    /// their idempotency keys.
+    fn forget_unstored(&mut self) {
+        self.channels.retain(|_, c| c.stored);
+        for (name, c) in self.channels.iter_mut() {
+            let d = c.durable_id;
+            c.messages.retain(|id, _| *id <= d);
+            self.keys.retain(|(n, _), (id, _)| n != name || *id <= d);
+        }
+        let names: BTreeSet<usize> = self.channels.keys().copied().collect();
+        self.keys.retain(|(n, _), _| names.contains(n));
+    }
+
+    fn restart(&mut self) {
+        self.claimed.clear();
+        // Pending work never got an answer; it was not stored.
+        self.pending.clear();
+        self.forget_unstored();
+        for c in self.channels.values_mut() {
+            c.online.clear();
+        }
+        for g in self.generation.iter_mut() {
+            *g += 1;
+        }
+        // Keys come back from the stored frames, each for what is left of its window.
+        let now = self.now;
+        self.keys
+            .retain(|_, (_, at)| now.saturating_sub(*at) < IDEMPOTENCY_WINDOW_MS);
+    }
+}
+
+// ---- the generator ----
+
+fn then() -> impl Strategy<Value = Then> {
+    prop_oneof![
+        8 => Just(Then::Commit),
+        2 => Just(Then::Hold),
+        1 => Just(Then::Fail),
+        1 => Just(Then::Refuse),
+    ]
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        3 => Just(Kind::Shared),
+        1 => Just(Kind::Broadcast),
+        2 => Just(Kind::Private),
+    ]
+}
+
+fn caller() -> impl Strategy<Value = Caller> {
+    prop_oneof![
+        4 => (0..SLOTS).prop_map(Caller::Conn),
+        1 => (0..PRINCIPALS.len()).prop_map(Caller::Rest),
+    ]
+}
+
+fn name() -> impl Strategy<Value = usize> {
+    0..NAMES.len()
+}
+
+/// One random operation. Weighted so that channels exist early and publishes, subscribes
+/// and acks dominate.
+pub fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (caller(), name(), kind(), proptest::option::of(0..WEDDINGS.len()), 0u8..8, prop::bool::weighted(0.15),
+              prop_oneof![4 => Just(None), 1 => (1usize..3).prop_map(Some)], then())
+            .prop_map(|(by, name, kind, wedding, members, staff, max_subscribers, then)| Op::Create {
+                by, name, kind, wedding, members, staff, max_subscribers, then
+            }),
+        9 => (0..SLOTS, name(), proptest::option::of(0u64..10),
+              prop_oneof![4 => Just(EpochArg::None), 2 => Just(EpochArg::Current), 1 => Just(EpochArg::Stale)],
+              any::<bool>())
+            .prop_map(|(slot, name, last_seen, epoch, history)| Op::Subscribe { slot, name, last_seen, epoch, history }),
+        1 => (0..SLOTS, name()).prop_map(|(slot, name)| Op::Unsubscribe { slot, name }),
+        1 => (0..SLOTS).prop_map(|slot| Op::Disconnect { slot }),
+        12 => (0..SLOTS, name(),
+              proptest::option::of((proptest::option::of(0..ORGS.len()), 0..SUBS.len())),
+              proptest::option::of(0u8..2), then())
+            .prop_map(|(slot, name, target, key, then)| Op::Publish { slot, name, target, key, then }),
+        3 => (0..SLOTS, name(), 0u64..12).prop_map(|(slot, name, id)| Op::Ack { slot, name, id }),
+        1 => (0..SLOTS, name(), 0u8..3).prop_map(|(slot, name, meta)| Op::Presence { slot, name, meta }),
+        2 => (0..PRINCIPALS.len(), 0..SUBS.len(), name(), any::<bool>())
+            .prop_map(|(caller, sub, name, history)| Op::Enroll { caller, sub, name, history }),
+        1 => (0..PRINCIPALS.len(), 0..SUBS.len(), name())
+            .prop_map(|(caller, sub, name)| Op::Withdraw { caller, sub, name }),
+        2 => (0..PRINCIPALS.len(), 0..SUBS.len()).prop_map(|(caller, sub)| Op::List { caller, sub }),
+        1 => prop::bool::weighted(0.25).prop_map(|fail| Op::Flush { fail }),
+        1 => Just(Op::Wait),
+        1 => Just(Op::Restart),
+    ]
+}
+
+/// A create that succeeds (a creator allowed to name the channel's wedding), stored at
+/// once: the start of every sequence, so that most later operations find channels.
+fn setup_create() -> impl Strategy<Value = Op> {
+    // (name, slot of the creator, wedding for names outside the `wedding` scope)
+    let valid: Vec<(usize, usize, Option<usize>)> = vec![
+        (0, 0, None),
+        (0, 1, None),
+        (1, 1, None),
+        (1, 4, None),
+        (2, 0, None),
+        (2, 4, None),
+        (2, 5, None),
+        (2, 1, Some(0)),
+        (3, 0, Some(0)),
+        (3, 2, None),
+        (3, 1, Some(1)),
+        (3, 4, None),
+    ];
+    (
+        prop::sample::select(valid),
+        kind(),
+        0u8..8,
+        prop_oneof![4 => Just(None), 1 => (1usize..3).prop_map(Some)],
+    )
+        .prop_map(
+            |((name, slot, wedding), kind, members, max_subscribers)| Op::Create {
+                by: Caller::Conn(slot),
+                name,
+                kind,
+                wedding,
+                members,
+                staff: false,
+                max_subscribers,
+                then: Then::Commit,
+            },
+        )
+}
+
+/// A sequence: two to four creates, then up to `max` random operations.
+pub fn ops(max: usize) -> impl Strategy<Value = Vec<Op>> {
+    (
+        proptest::collection::vec(setup_create(), 2..5),
+        proptest::collection::vec(op(), 1..max),
+    )
+        .prop_map(|(mut a, b)| {
+            a.extend(b);
+            a
+        })
+}
