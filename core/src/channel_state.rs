@@ -21,14 +21,6 @@ pub struct ConnRef {
 }
 
 impl ConnRef {
-    /// Set in the `conn` of a REST call (not a connection): its answers carry detail a
-    /// connection's do not (who a message went to).
-    pub const CALL_BIT: u64 = 1 << 63;
-
-    pub fn is_call(self) -> bool {
-        self.conn & Self::CALL_BIT != 0
-    }
-
     /// The `connection_id` clients see in presence.
     pub fn public_id(self) -> String {
         format!("c-{}-{}", self.shard, self.conn)

@@ -3,22 +3,25 @@
 //! binary (`server/src/rest.rs` implements [`HttpHandler`]); this module reads requests,
 //! writes responses, and gives the handler an [`Api`]: the same owner-shard operations the
 //! WebSocket ops use (one implementation of each rule, two doors). A REST call travels to
-//! the channel's owner as the same [`ShardMsg`] a connection would send, from a call id on
-//! this shard instead of a connection, and its answer comes back as the same JSON reply.
+//! the channel's owner as the same typed request a connection sends, from a call id on
+//! this shard instead of a connection, and its typed answer comes back to the handler,
+//! which renders the REST shapes.
 //!
 //! It does not route paths, check API keys or render the REST shapes.
 
+use crate::host::{CallSlot, ShardCtx, CALL_BIT};
 use crate::http::{self, RequestHead};
 use crate::journal::LocalBoxFuture;
+use crate::mesh::ShardMsg;
 use crate::metrics::{ShardMetrics, Totals};
-use crate::shard::{CallSlot, ShardCtx, ShardMsg};
-use bytes::Bytes;
+use crate::owner::{ChannelDetail, ChannelSummary, Op, Published, Reply, Request};
 use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use ringbearer_core::channel_state::ConnRef;
 use ringbearer_core::error::{ErrorCode, Refusal};
+use ringbearer_core::message::FrameBytes;
 use ringbearer_core::protocol::{CreateReq, PublishReq, SubscribeReq};
-use ringbearer_core::{shard_for, ChannelName, Claims, UserKey};
+use ringbearer_core::{shard_for, ChannelName, Claims};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -115,19 +118,28 @@ pub struct Api {
     ctx: Rc<ShardCtx>,
 }
 
-fn parse_reply(b: &[u8]) -> Result<serde_json::Value, Refusal> {
-    let v: serde_json::Value = serde_json::from_slice(b)
-        .map_err(|e| Refusal::new(ErrorCode::Internal, format!("unreadable reply: {e}")))?;
-    if v["op"] == "error" {
-        let code = v["code"]
-            .as_str()
-            .and_then(ErrorCode::parse)
-            .unwrap_or(ErrorCode::Internal);
-        let mut r = Refusal::new(code, v["message"].as_str().unwrap_or(""));
-        r.retry_after = v["retry_after"].as_u64();
-        return Err(r);
-    }
-    Ok(v)
+/// An answer of the wrong kind: a bug between the door and the owner, told as one.
+fn unexpected(r: &Reply) -> Refusal {
+    Refusal::new(
+        ErrorCode::Internal,
+        format!("unexpected answer from the owner: {r:?}"),
+    )
+}
+
+/// The typed answers of the owner's operations, as the REST door gets them.
+pub struct Created {
+    pub channel_id: String,
+    pub name: ChannelName,
+    pub created_at_ms: u64,
+}
+
+pub struct Enrolled {
+    pub channel_id: String,
+    pub wedding_id: Option<String>,
+    pub new: bool,
+    pub cursor: u64,
+    pub recovered: bool,
+    pub messages: Vec<Arc<FrameBytes>>,
 }
 
 impl Api {
@@ -147,18 +159,21 @@ impl Api {
         &self.ctx.shared
     }
 
-    /// Records an audit event through this shard's catalog (the REST door's own refusals).
+    /// Records a refused credential of the REST door in the audit log.
     pub fn audit_unauthorized(&self, door: &str, peer: Option<std::net::SocketAddr>, e: &Refusal) {
-        crate::shard::audit_unauthorized(&self.ctx.state.borrow().catalog, door, peer, e);
+        let now = crate::clock::now_ms();
+        let a = crate::owner::audit::unauthorized(now, door, peer, e);
+        self.ctx.state.borrow().audit(a);
     }
 
-    /// Sends one message per shard in `owners` from a fresh call id and waits for as many
+    /// Sends `op` to each shard in `owners` from a fresh call id and waits for as many
     /// replies (bounded by `rest_call_timeout_ms`).
     async fn call(
         &self,
         owners: &[u32],
-        make: impl Fn(ConnRef) -> ShardMsg,
-    ) -> Result<Vec<Bytes>, Refusal> {
+        claims: &Arc<Claims>,
+        op: Op,
+    ) -> Result<Vec<Reply>, Refusal> {
         let cfg = &self.ctx.cfg;
         for o in owners {
             if self.ctx.router.backlog(*o) >= cfg.mesh_backlog_max {
@@ -172,7 +187,7 @@ impl Api {
         slot.expect.set(owners.len());
         let from = {
             let mut st = self.ctx.state.borrow_mut();
-            let id = st.next_conn | ConnRef::CALL_BIT;
+            let id = st.next_conn | CALL_BIT;
             st.next_conn += 1;
             st.calls.insert(id, slot.clone());
             ConnRef {
@@ -181,7 +196,13 @@ impl Api {
             }
         };
         for o in owners {
-            self.ctx.router.route(*o, make(from));
+            let req = Request {
+                from,
+                r#ref: None,
+                claims: claims.clone(),
+                op: op.clone(),
+            };
+            self.ctx.router.route(*o, ShardMsg::Request(req));
         }
         let timeout = Duration::from_millis(cfg.rest_call_timeout_ms);
         let answered = future::or(
@@ -202,44 +223,58 @@ impl Api {
                 "the channel's shard did not answer in time (rest_call_timeout_ms); retry, with an idempotency_key for publishes",
             ));
         }
-        Ok(slot.replies.take())
+        let replies = slot.replies.take();
+        if let Some(e) = replies.iter().find_map(|r| match r {
+            Reply::Error(e) => Some(e.clone()),
+            _ => None,
+        }) {
+            return Err(e);
+        }
+        Ok(replies)
     }
 
+    /// One call to the owner of `channel`.
     async fn call_one(
         &self,
         channel: &str,
-        make: impl Fn(ConnRef) -> ShardMsg,
-    ) -> Result<serde_json::Value, Refusal> {
+        claims: &Arc<Claims>,
+        op: Op,
+    ) -> Result<Reply, Refusal> {
         let owner = shard_for(channel, self.ctx.state.borrow().shards) as u32;
-        let replies = self.call(&[owner], make).await?;
-        parse_reply(replies.first().map(|b| &b[..]).unwrap_or(b"null"))
+        let mut replies = self.call(&[owner], claims, op).await?;
+        replies.pop().ok_or_else(|| unexpected(&Reply::Ok))
     }
 
-    /// The `create` op (answers the `created` reply).
-    pub async fn create(
-        &self,
-        claims: Arc<Claims>,
-        req: CreateReq,
-    ) -> Result<serde_json::Value, Refusal> {
+    fn all_shards(&self) -> Vec<u32> {
+        (0..self.ctx.state.borrow().shards as u32).collect()
+    }
+
+    /// The `create` op.
+    pub async fn create(&self, claims: Arc<Claims>, req: CreateReq) -> Result<Created, Refusal> {
         let name = req.name.as_str().to_owned();
-        self.call_one(&name, |from| ShardMsg::Create {
-            from,
-            r#ref: None,
-            claims: claims.clone(),
-            req: req.clone(),
-        })
-        .await
+        match self.call_one(&name, &claims, Op::Create(req)).await? {
+            Reply::Created {
+                channel_id,
+                name,
+                created_at_ms,
+            } => Ok(Created {
+                channel_id,
+                name,
+                created_at_ms,
+            }),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// The channel a `channel_id` names (the id carries its owner shard).
-    pub async fn resolve(&self, id: &str) -> Result<ChannelName, Refusal> {
+    pub async fn resolve(&self, claims: &Arc<Claims>, id: &str) -> Result<ChannelName, Refusal> {
         let not_found = || {
             Refusal::new(
                 ErrorCode::ChannelNotFound,
                 format!("no channel has id {}", id.escape_default()),
             )
         };
-        // `ch_` + 12 hex digits of boot + 2 of shard + 6 of sequence (see `Shard::on_create`).
+        // `ch_` + 12 hex digits of boot + 2 of shard + 6 of sequence (see `owner/create.rs`).
         let shard = id
             .strip_prefix("ch_")
             .filter(|r| r.len() == 20 && r.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -248,114 +283,120 @@ impl Api {
         if shard as usize >= self.ctx.state.borrow().shards {
             return Err(not_found());
         }
-        let id = id.to_owned();
-        let replies = self
-            .call(&[shard], |from| ShardMsg::Resolve {
-                from,
-                id: id.clone(),
-            })
-            .await?;
-        let v = parse_reply(replies.first().map(|b| &b[..]).unwrap_or(b"null"))?;
-        v["channel"]
-            .as_str()
-            .and_then(|n| ChannelName::parse(n).ok())
-            .ok_or_else(not_found)
+        let op = Op::Resolve { id: id.to_owned() };
+        match self.call(&[shard], claims, op).await?.pop() {
+            Some(Reply::Resolved { channel }) => Ok(channel),
+            Some(other) => Err(unexpected(&other)),
+            None => Err(not_found()),
+        }
     }
 
     /// Subscribes `user` — a user id of the caller's own organization, never another's
-    /// (SPEC §1) — without a connection (answers `enrolled`).
+    /// (SPEC §1) — without a connection.
     pub async fn enroll(
         &self,
         claims: Arc<Claims>,
         user: String,
         req: SubscribeReq,
-    ) -> Result<serde_json::Value, Refusal> {
+    ) -> Result<Enrolled, Refusal> {
         let name = req.channel.as_str().to_owned();
-        self.call_one(&name, |from| ShardMsg::Enroll {
-            from,
-            claims: claims.clone(),
-            user: UserKey::new(claims.org.clone(), user.clone()),
-            req: req.clone(),
-        })
-        .await
+        match self
+            .call_one(&name, &claims, Op::Enroll { user, req })
+            .await?
+        {
+            Reply::Enrolled {
+                channel_id,
+                wedding_id,
+                new,
+                cursor,
+                recovered,
+                messages,
+                ..
+            } => Ok(Enrolled {
+                channel_id,
+                wedding_id,
+                new,
+                cursor,
+                recovered,
+                messages,
+            }),
+            other => Err(unexpected(&other)),
+        }
     }
 
-    /// The `publish` op (answers `published`).
+    /// The `publish` op, answered with who the message went to.
     pub async fn publish(
         &self,
         claims: Arc<Claims>,
         req: PublishReq,
-    ) -> Result<serde_json::Value, Refusal> {
+    ) -> Result<Published, Refusal> {
         let name = req.channel.as_str().to_owned();
-        self.call_one(&name, |from| ShardMsg::Publish {
-            from,
-            r#ref: None,
-            claims: claims.clone(),
-            req: req.clone(),
-        })
-        .await
+        let op = Op::Publish {
+            req,
+            recipients: true,
+        };
+        match self.call_one(&name, &claims, op).await? {
+            Reply::Published(p) => Ok(p),
+            other => Err(unexpected(&other)),
+        }
     }
 
-    /// Ends the subscription of `user`, a user id of the caller's own organization
-    /// (answers `withdrawn`).
+    /// Ends the subscription of `user`, a user id of the caller's own organization;
+    /// whether there was one.
     pub async fn withdraw(
         &self,
         claims: Arc<Claims>,
         user: String,
         channel: ChannelName,
-    ) -> Result<serde_json::Value, Refusal> {
+    ) -> Result<bool, Refusal> {
         let name = channel.as_str().to_owned();
-        self.call_one(&name, |from| ShardMsg::Withdraw {
-            from,
-            claims: claims.clone(),
-            user: UserKey::new(claims.org.clone(), user.clone()),
-            channel: channel.clone(),
-        })
-        .await
+        match self
+            .call_one(&name, &claims, Op::Withdraw { user, channel })
+            .await?
+        {
+            Reply::Withdrawn { removed, .. } => Ok(removed),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Every channel `user` (of the caller's organization) is subscribed to that `claims`
-    /// may read, from every shard.
+    /// may read, from every shard, sorted by name.
     pub async fn list(
         &self,
         claims: Arc<Claims>,
         user: String,
-    ) -> Result<Vec<serde_json::Value>, Refusal> {
-        let shards: Vec<u32> = (0..self.ctx.state.borrow().shards as u32).collect();
-        let replies = self
-            .call(&shards, |from| ShardMsg::ListFor {
-                from,
-                claims: claims.clone(),
-                user: UserKey::new(claims.org.clone(), user.clone()),
-            })
-            .await?;
+    ) -> Result<Vec<ChannelSummary>, Refusal> {
+        let shards = self.all_shards();
         let mut all = Vec::new();
-        for r in replies {
-            if let serde_json::Value::Array(v) = parse_reply(&r)?["channels"].take() {
-                all.extend(v);
+        for r in self.call(&shards, &claims, Op::ListFor { user }).await? {
+            match r {
+                Reply::Subscriptions(v) => all.extend(v),
+                other => return Err(unexpected(&other)),
             }
         }
+        all.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
         Ok(all)
     }
 
-    /// The admin page's view of one channel (answers `detail`): admin and service roles of
-    /// the channel's organization only; `subscribers[offset..offset + limit]`.
+    /// The admin page's view of one channel: admin and service roles of the channel's
+    /// organization only; `subscribers[offset..offset + limit]`.
     pub async fn detail(
         &self,
         claims: Arc<Claims>,
         channel: ChannelName,
         offset: usize,
         limit: usize,
-    ) -> Result<serde_json::Value, Refusal> {
+    ) -> Result<ChannelDetail, Refusal> {
         let name = channel.as_str().to_owned();
-        self.call_one(&name, |from| ShardMsg::Inspect {
-            from,
-            claims: claims.clone(),
-            channel: channel.clone(),
+        let op = Op::Inspect {
+            channel,
             offset,
             limit,
-        })
-        .await
+        };
+        match self.call_one(&name, &claims, op).await? {
+            Reply::Detail(d) => Ok(*d),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Every channel of the caller's organization, from every shard, sorted by name:
@@ -365,26 +406,21 @@ impl Api {
         claims: Arc<Claims>,
         offset: usize,
         limit: usize,
-    ) -> Result<(Vec<serde_json::Value>, u64), Refusal> {
-        let shards: Vec<u32> = (0..self.ctx.state.borrow().shards as u32).collect();
+    ) -> Result<(Vec<ChannelSummary>, usize), Refusal> {
+        let shards = self.all_shards();
         let take = offset.saturating_add(limit);
-        let replies = self
-            .call(&shards, |from| ShardMsg::ListOrg {
-                from,
-                claims: claims.clone(),
-                take,
-            })
-            .await?;
         let mut all = Vec::new();
         let mut total = 0;
-        for r in replies {
-            let mut v = parse_reply(&r)?;
-            total += v["total"].as_u64().unwrap_or(0);
-            if let serde_json::Value::Array(c) = v["channels"].take() {
-                all.extend(c);
+        for r in self.call(&shards, &claims, Op::ListOrg { take }).await? {
+            match r {
+                Reply::OrgChannels { channels, total: t } => {
+                    total += t;
+                    all.extend(channels);
+                }
+                other => return Err(unexpected(&other)),
             }
         }
-        all.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        all.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
         let page = all.into_iter().skip(offset).take(limit).collect();
         Ok((page, total))
     }

@@ -1,29 +1,27 @@
-//! One client connection: the HTTP upgrade (or a plain HTTP answer), then two halves joined
-//! in one task — a reader that feeds tungstenite's protocol state machine and handles
-//! requests, and a writer that coalesces everything pending for the connection into one
-//! socket write per wake-up (glommio's socket writes are plain `send(2)`: batching has to
-//! come from here).
-//!
-//! Closing protocol: anything may call [`Conn::close`] (slow consumer, heartbeat timeout,
-//! token expiry, shutdown, a protocol error). The writer then drops the backlog, writes the
-//! close frame (bounded by the write timeout), and sets `done`; the reader stops at `done`.
+//! The `/ws` door: the HTTP upgrade (or a plain HTTP answer), then two halves joined in one
+//! task — a reader that feeds tungstenite's protocol state machine and turns request frames
+//! into the owner's typed requests, and a writer that coalesces everything pending for the
+//! connection into one socket write per wake-up (glommio's socket writes are plain
+//! `send(2)`: batching has to come from here). The connection's state (`host::Conn`) and
+//! the rendering of the owner's replies (`host::render`) live in the host.
 
 use crate::auth::find_token;
+pub use crate::host::close_code;
+use crate::host::{Conn, ShardCtx};
 use crate::http::{self, RequestHead};
-use crate::notify::Notify;
-use crate::outbox::{encode_frame, Opcode, OutFrame, Outbox};
-use crate::shard::{ShardCtx, ShardMsg};
+use crate::mesh::ShardMsg;
+use crate::outbox::{encode_frame, Opcode, OutFrame};
+use crate::owner::{self, Op};
 use crate::stream::Stream;
 use bytes::Bytes;
 use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use hashbrown::HashSet;
 use ringbearer_core::channel_state::ConnRef;
 use ringbearer_core::error::{ErrorCode, Refusal};
 use ringbearer_core::protocol::{self, parse_request, Request};
-use ringbearer_core::{shard_for, ChannelName, Claims, Priority};
-use std::cell::{Cell, RefCell};
+use ringbearer_core::{shard_for, ChannelName, Claims};
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -32,325 +30,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::protocol::{Role as WsRole, WebSocketConfig, WebSocketContext};
 use tungstenite::Message;
-
-/// Close codes (RFC 6455 §7.4 and ours, `docs/protocol.md`).
-pub mod close_code {
-    pub const NORMAL: u16 = 1000;
-    pub const GOING_AWAY: u16 = 1001;
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    pub const INVALID_DATA: u16 = 1007;
-    pub const POLICY: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
-    pub const INTERNAL: u16 = 1011;
-    pub const HEARTBEAT_TIMEOUT: u16 = 4000;
-    pub const SLOW_CONSUMER: u16 = 4001;
-    /// The token expired and no fresh one came (`op: token`); reconnect with a new token.
-    pub const TOKEN_EXPIRED: u16 = 4002;
-}
-
-pub struct Conn {
-    pub id: u64,
-    pub cref: ConnRef,
-    claims: RefCell<Arc<Claims>>,
-    pub outbox: RefCell<Outbox>,
-    /// Channels whose `subscribed` reply reached this connection.
-    pub channels: RefCell<HashSet<String>>,
-    /// Channels with a subscribe on its way to the owner, each holding a reservation of
-    /// the user's `subscriptions_per_user` until confirmed or refused.
-    reserved: RefCell<HashSet<String>>,
-    cfg: Rc<crate::IoConfig>,
-    policy: Arc<crate::policy::Policy>,
-    pub last_seen: Cell<Instant>,
-    /// When the last heartbeat ping was queued (the connection's start before the first).
-    last_ping: Cell<Instant>,
-    /// Pings sent since the peer was last heard from.
-    unanswered_pings: Cell<u8>,
-    /// `token_expiring` was sent for the current token.
-    expiry_warned: Cell<bool>,
-    /// Set once: the close frame to send.
-    closing: RefCell<Option<(u16, String)>>,
-    /// The peer sent a close frame (tungstenite queues the reply itself); `closing` then
-    /// holds the peer's code and reason.
-    peer_closed: Cell<bool>,
-    /// The peer's socket ended without a close frame (EOF or reset).
-    peer_lost: Cell<bool>,
-    /// A socket write failed part-way: the stream's framing is broken, so no close frame
-    /// may follow; the socket is just dropped.
-    write_failed: Cell<bool>,
-    ping_due: Cell<bool>,
-    pub wake_writer: Notify,
-    pub done: Notify,
-}
-
-impl Conn {
-    pub(crate) fn new(
-        id: u64,
-        cref: ConnRef,
-        claims: Arc<Claims>,
-        cfg: &Rc<crate::IoConfig>,
-        policy: Arc<crate::policy::Policy>,
-    ) -> Self {
-        Conn {
-            id,
-            cref,
-            claims: RefCell::new(claims),
-            outbox: RefCell::new(Outbox::new(cfg.outbox_max_messages, cfg.outbox_max_bytes)),
-            channels: RefCell::new(HashSet::new()),
-            reserved: RefCell::new(HashSet::new()),
-            cfg: cfg.clone(),
-            policy,
-            last_seen: Cell::new(Instant::now()),
-            last_ping: Cell::new(Instant::now()),
-            unanswered_pings: Cell::new(0),
-            expiry_warned: Cell::new(false),
-            closing: RefCell::new(None),
-            peer_closed: Cell::new(false),
-            peer_lost: Cell::new(false),
-            write_failed: Cell::new(false),
-            ping_due: Cell::new(false),
-            wake_writer: Notify::default(),
-            done: Notify::default(),
-        }
-    }
-
-    pub fn claims(&self) -> Arc<Claims> {
-        self.claims.borrow().clone()
-    }
-
-    /// Who the connection speaks for: (`org`, `sub`).
-    pub fn user(&self) -> ringbearer_core::UserKey {
-        self.claims.borrow().user_key()
-    }
-
-    /// Reserves a subscription to `channel` before asking its owner: `Ok(false)` when the
-    /// connection already has (or is getting) it.
-    pub fn reserve(&self, channel: &str) -> Result<bool, Refusal> {
-        if self.channels.borrow().contains(channel) || self.reserved.borrow().contains(channel) {
-            return Ok(false);
-        }
-        let max = self.cfg.limits.max_subscriptions_per_connection;
-        if self.channels.borrow().len() + self.reserved.borrow().len() >= max {
-            return Err(Refusal::new(
-                ErrorCode::SubscriptionFailed,
-                format!("at most {max} subscriptions per connection"),
-            ));
-        }
-        self.policy.reserve_subscription(
-            &self.claims(),
-            &self.cfg.limits,
-            crate::shard::now_ms(),
-        )?;
-        self.reserved.borrow_mut().insert(channel.to_owned());
-        Ok(true)
-    }
-
-    fn release(&self) {
-        self.policy
-            .release_subscription(&self.claims(), &self.cfg.limits, crate::shard::now_ms());
-    }
-
-    /// Takes `channel` out of `reserved`; an emptied set gives its table back (most
-    /// connections hold no reservation most of their life).
-    fn unreserve(&self, channel: &str) -> bool {
-        let mut r = self.reserved.borrow_mut();
-        let was = r.remove(channel);
-        if r.is_empty() {
-            *r = HashSet::new();
-        }
-        was
-    }
-
-    /// The owner confirmed: `true` when the channel is new on this connection.
-    pub fn confirm(&self, channel: &str) -> bool {
-        let was_reserved = self.unreserve(channel);
-        let added = self.channels.borrow_mut().insert(channel.to_owned());
-        if was_reserved && !added {
-            self.release();
-        }
-        added
-    }
-
-    /// The owner refused: give the reservation back.
-    pub fn refused(&self, channel: &str) {
-        if self.unreserve(channel) {
-            self.release();
-        }
-    }
-
-    /// Unsubscribed: `true` when it was subscribed here.
-    pub fn unsubscribed(&self, channel: &str) -> bool {
-        let had = self.channels.borrow_mut().remove(channel);
-        if had {
-            self.release();
-        }
-        had
-    }
-
-    /// The connection ended: every subscription and reservation it held is given back.
-    /// Returns the channels it was subscribed to.
-    pub fn release_all(&self) -> Vec<String> {
-        let channels: Vec<String> = self.channels.borrow_mut().drain().collect();
-        let reserved = self.reserved.borrow_mut().drain().count();
-        for _ in 0..channels.len() + reserved {
-            self.release();
-        }
-        channels
-    }
-
-    /// Whether the connection is user (`org`, `sub`) (SPEC §1 identity: never `sub` alone).
-    pub fn is_user(&self, org: &str, sub: &str) -> bool {
-        let c = self.claims.borrow();
-        c.org == org && c.sub == sub
-    }
-
-    /// Channels subscribed or being subscribed to (for a token refresh's re-check).
-    pub fn channels_held(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.channels.borrow().iter().cloned().collect();
-        v.extend(self.reserved.borrow().iter().cloned());
-        v
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.closing.borrow().is_none()
-    }
-
-    /// Starts closing with `code`; the first reason wins.
-    pub fn close(&self, code: u16, reason: &str) {
-        let mut c = self.closing.borrow_mut();
-        if c.is_none() {
-            *c = Some((code, reason.to_owned()));
-            drop(c);
-            self.wake_writer.notify();
-        }
-    }
-
-    pub fn ping(&self) {
-        self.ping_due.set(true);
-        self.wake_writer.notify();
-    }
-
-    /// One heartbeat round at `now` with this connection's `interval` (SPEC §3): pings when
-    /// one is due; closes with 4000 once two pings went unanswered and the peer has been
-    /// silent for two intervals. (Counting unanswered pings, not only silence, keeps a
-    /// connection whose interval just shrank — a wedding day began — from being closed for
-    /// the longer silence the old interval allowed.)
-    pub fn heartbeat(&self, now: Instant, interval: Duration) {
-        if self.last_seen.get() > self.last_ping.get() {
-            self.unanswered_pings.set(0);
-        }
-        if self.unanswered_pings.get() >= 2
-            && now.duration_since(self.last_seen.get()) > interval * 2
-        {
-            if self.is_open() {
-                crate::metrics::with(|m| {
-                    m.heartbeat_closes.fetch_add(1, Ordering::Relaxed);
-                });
-            }
-            self.close(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout");
-        } else if now.duration_since(self.last_ping.get()) >= interval {
-            self.unanswered_pings
-                .set(self.unanswered_pings.get().saturating_add(1));
-            self.last_ping.set(now);
-            self.ping();
-        }
-    }
-
-    /// Token expiry at `now_s` (SPEC §4 Tokens): tells the client `token_expiring` once,
-    /// `warning_secs` before `exp`; past `exp` + `leeway_secs` sends `WS_UNAUTHORIZED` and
-    /// closes with 4002. Returns whether the connection stays open.
-    pub fn check_token_expiry(
-        &self,
-        claims: &Claims,
-        now_s: u64,
-        leeway_secs: u64,
-        warning_secs: u64,
-    ) -> bool {
-        if now_s > claims.exp.saturating_add(leeway_secs) {
-            let e = Refusal::new(
-                ErrorCode::Unauthorized,
-                "token expired; reconnect with a fresh token",
-            );
-            self.send_control(protocol::reply_error(None, &e).into());
-            self.close(close_code::TOKEN_EXPIRED, "token expired");
-            return false;
-        }
-        if !self.expiry_warned.get() && now_s.saturating_add(warning_secs) >= claims.exp {
-            self.expiry_warned.set(true);
-            self.send_control(protocol::token_expiring(claims.exp).into());
-        }
-        true
-    }
-
-    pub fn send_control(&self, data: Bytes) {
-        self.push(|o| {
-            o.push_control(OutFrame {
-                opcode: Opcode::Text,
-                channel: 0,
-                data,
-            })
-        });
-    }
-
-    /// A reply followed by frames that must stay with it (see `Outbox::push_control_burst`).
-    pub fn send_burst(&self, frames: Vec<Bytes>) {
-        let frames = frames
-            .into_iter()
-            .map(|data| OutFrame {
-                opcode: Opcode::Text,
-                channel: 0,
-                data,
-            })
-            .collect();
-        self.push(|o| o.push_control_burst(frames));
-    }
-
-    pub fn send_message(&self, p: Priority, channel: u64, data: Bytes) {
-        self.push(|o| {
-            o.push_message(
-                p,
-                OutFrame {
-                    opcode: Opcode::Text,
-                    channel,
-                    data,
-                },
-            )
-        });
-    }
-
-    fn push(&self, f: impl FnOnce(&mut Outbox) -> Result<(), crate::outbox::Overflow>) {
-        if !self.is_open() {
-            return;
-        }
-        if f(&mut self.outbox.borrow_mut()).is_err() {
-            return self.slow_consumer();
-        }
-        self.wake_writer.notify();
-    }
-
-    /// SPEC §2.6: past a bounded backlog the consumer is disconnected; its subscriptions
-    /// stay, so resuming recovers what it missed.
-    fn slow_consumer(&self) {
-        if self.is_open() {
-            crate::metrics::with(|m| {
-                m.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
-            });
-        }
-        self.close(
-            close_code::SLOW_CONSUMER,
-            "slow consumer: outgoing backlog over its bound",
-        );
-    }
-
-    /// tungstenite writes its own replies (a pong per ping, the close reply) into the
-    /// connection's buffer, outside the outbox: `auto_reply_bytes` of them count against
-    /// the same `outbox_max_bytes`, so a client sending pings without reading is a slow
-    /// consumer like any other (without this, its pongs grew without bound).
-    fn check_auto_replies(&self, auto_reply_bytes: usize) {
-        if self.outbox.borrow().bytes() + auto_reply_bytes > self.cfg.outbox_max_bytes {
-            self.slow_consumer();
-        }
-    }
-}
 
 /// What an idle connection's reader holds: enough for a typical request frame.
 const SMALL_READ_BYTES: usize = 256;
@@ -607,7 +286,12 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
             let claims = match ctx.shared.verifier.verify(found.token) {
                 Ok(c) => Arc::new(c),
                 Err(e) => {
-                    crate::shard::audit_unauthorized(&ctx.state.borrow().catalog, "/ws", peer, &e);
+                    ctx.state.borrow().audit(owner::audit::unauthorized(
+                        crate::clock::now_ms(),
+                        "/ws",
+                        peer,
+                        &e,
+                    ));
                     return refuse(&mut stream, 401, &e, peer, &head.path).await;
                 }
             };
@@ -676,7 +360,7 @@ impl Drop for Admission<'_> {
             crate::metrics::with(|m| m.supplier_delta(g, false));
             self.shared
                 .policy
-                .close_connection(c, l, crate::shard::now_ms());
+                .close_connection(c, l, crate::clock::now_ms());
         }
     }
 }
@@ -713,7 +397,7 @@ async fn run_ws(
     if !echo {
         if let Err(e) = shared
             .policy
-            .open_connection(&claims, &cfg.limits, crate::shard::now_ms())
+            .open_connection(&claims, &cfg.limits, crate::clock::now_ms())
         {
             return refuse(&mut stream, 429, &e, peer, path).await;
         }
@@ -1068,7 +752,7 @@ fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
             "not subscribed to this channel",
         )
     };
-    let (owner, msg) = match env.req {
+    let (owner, op) = match env.req {
         Request::Ping => return conn.send_control(protocol::reply_pong(r#ref.as_deref()).into()),
         Request::Token { token } => {
             match ctx.shared.verifier.verify(&token) {
@@ -1079,12 +763,9 @@ fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
                             ErrorCode::Unauthorized,
                             "a refreshed token must name the same sub and org",
                         );
-                        crate::shard::audit_refused_refresh(
-                            &ctx.state.borrow().catalog,
-                            &cur,
-                            from,
-                            &e,
-                        );
+                        let now = crate::clock::now_ms();
+                        let a = owner::audit::refused_refresh(now, &cur, from, &e);
+                        ctx.state.borrow().audit(a);
                         return send_refusal(conn, r#ref.as_deref(), &e);
                     }
                     let claims = Arc::new(c);
@@ -1094,7 +775,10 @@ fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
                     if let Some(r) = &r#ref {
                         conn.send_control(protocol::reply_ok(r).into());
                     }
-                    crate::shard::audit_token_refresh(&ctx.state.borrow().catalog, &claims, from);
+                    let now = crate::clock::now_ms();
+                    ctx.state
+                        .borrow()
+                        .audit(owner::audit::token_refresh(now, &claims, from));
                     // What the new token no longer allows ends now (SPEC §4): each owner
                     // re-checks this connection's channels. Sent on the same ordered path as
                     // subscribes, so one still in flight is re-checked after it lands.
@@ -1109,88 +793,50 @@ fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
                         }
                     }
                     for (owner, channels) in by_owner {
-                        ctx.router.route(
-                            owner,
-                            ShardMsg::Recheck {
-                                conn: from,
-                                claims: claims.clone(),
-                                channels,
-                            },
-                        );
+                        let req = owner::Request {
+                            from,
+                            r#ref: None,
+                            claims: claims.clone(),
+                            op: Op::Recheck { channels },
+                        };
+                        ctx.router.route(owner, ShardMsg::Request(req));
                     }
                 }
                 Err(e) => {
                     let c = conn.claims();
-                    crate::shard::audit_refused_refresh(&ctx.state.borrow().catalog, &c, from, &e);
+                    let now = crate::clock::now_ms();
+                    let a = owner::audit::refused_refresh(now, &c, from, &e);
+                    ctx.state.borrow().audit(a);
                     send_refusal(conn, r#ref.as_deref(), &e)
                 }
             }
             return;
         }
-        Request::Create(req) => {
-            let owner = shard_for(req.name.as_str(), shards);
-            (
-                owner,
-                ShardMsg::Create {
-                    from,
-                    r#ref,
-                    claims: conn.claims(),
-                    req,
-                },
-            )
-        }
+        Request::Create(req) => (shard_for(req.name.as_str(), shards), Op::Create(req)),
         Request::Subscribe(req) => {
             if let Err(e) = conn.reserve(req.channel.as_str()) {
                 return send_refusal(conn, r#ref.as_deref(), &e);
             }
-            let owner = shard_for(req.channel.as_str(), shards);
-            (
-                owner,
-                ShardMsg::Subscribe {
-                    from,
-                    r#ref,
-                    claims: conn.claims(),
-                    req,
-                },
-            )
+            (shard_for(req.channel.as_str(), shards), Op::Subscribe(req))
         }
         Request::Unsubscribe { channel } => (
             shard_for(channel.as_str(), shards),
-            ShardMsg::Unsubscribe {
-                from,
-                r#ref,
-                channel,
+            Op::Unsubscribe(channel),
+        ),
+        // The user's rate is taken by the owner, which knows whether the channel's wedding
+        // is today (SPEC §1: 3× and `critical`).
+        Request::Publish(req) => (
+            shard_for(req.channel.as_str(), shards),
+            Op::Publish {
+                req,
+                recipients: false,
             },
         ),
-        Request::Publish(req) => {
-            // The user's rate is taken by the owner, which knows whether the channel's
-            // wedding is today (SPEC §1: 3× and `critical`).
-            let owner = shard_for(req.channel.as_str(), shards);
-            (
-                owner,
-                ShardMsg::Publish {
-                    from,
-                    r#ref,
-                    claims: conn.claims(),
-                    req,
-                },
-            )
-        }
         Request::Ack { channel, id } => {
             if !subscribed(&channel) {
                 return send_refusal(conn, r#ref.as_deref(), &not_subscribed());
             }
-            let owner = shard_for(channel.as_str(), shards);
-            (
-                owner,
-                ShardMsg::Ack {
-                    from,
-                    r#ref,
-                    user: conn.user(),
-                    channel,
-                    id,
-                },
-            )
+            (shard_for(channel.as_str(), shards), Op::Ack { channel, id })
         }
         Request::Presence { channel, meta } => {
             if !subscribed(&channel) {
@@ -1198,55 +844,32 @@ fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
             }
             (
                 shard_for(channel.as_str(), shards),
-                ShardMsg::Presence {
-                    from,
-                    r#ref,
-                    channel,
-                    meta,
-                },
+                Op::Presence { channel, meta },
             )
         }
         Request::Typing { channel } => {
             if !subscribed(&channel) {
                 return send_refusal(conn, r#ref.as_deref(), &not_subscribed());
             }
-            let c = conn.claims();
-            let owner = shard_for(channel.as_str(), shards);
-            (
-                owner,
-                ShardMsg::Typing {
-                    from,
-                    r#ref,
-                    user: c.user_key(),
-                    role: c.role,
-                    channel,
-                },
-            )
+            (shard_for(channel.as_str(), shards), Op::Typing { channel })
         }
     };
     let owner = owner as u32;
     if ctx.router.backlog(owner) >= cfg.mesh_backlog_max {
-        if let ShardMsg::Subscribe { req, .. } = &msg {
+        if let Op::Subscribe(req) = &op {
             conn.refused(req.channel.as_str());
         }
         let e = Refusal::new(
             ErrorCode::Overloaded,
             "the channel's shard is saturated; retry",
         );
-        return send_refusal(conn, msg_ref(&msg), &e);
+        return send_refusal(conn, r#ref.as_deref(), &e);
     }
-    ctx.router.route(owner, msg);
-}
-
-fn msg_ref(m: &ShardMsg) -> Option<&str> {
-    match m {
-        ShardMsg::Create { r#ref, .. }
-        | ShardMsg::Subscribe { r#ref, .. }
-        | ShardMsg::Unsubscribe { r#ref, .. }
-        | ShardMsg::Publish { r#ref, .. }
-        | ShardMsg::Ack { r#ref, .. }
-        | ShardMsg::Presence { r#ref, .. }
-        | ShardMsg::Typing { r#ref, .. } => r#ref.as_deref(),
-        _ => None,
-    }
+    let req = owner::Request {
+        from,
+        r#ref,
+        claims: conn.claims(),
+        op,
+    };
+    ctx.router.route(owner, ShardMsg::Request(req));
 }

@@ -7,18 +7,20 @@
 
 pub mod api;
 pub mod auth;
+pub mod clock;
 mod config;
 pub mod conn;
 pub mod fds;
+pub mod host;
 pub mod http;
 pub mod journal;
+pub mod mesh;
 pub mod metrics;
 mod notify;
 pub mod outbox;
+pub mod owner;
 pub mod policy;
-mod router;
 pub mod server;
-pub mod shard;
 pub mod stream;
 pub mod tls;
 pub mod utf8_scan;

@@ -14,8 +14,8 @@ pub struct Store {
     /// The weddings stored before this start (the registry's), loaded into the table.
     pub weddings: Vec<crate::weddings::Wedding>,
 }
-use crate::router::Router;
-use crate::shard::{Shard, ShardCtx, ShardMsg};
+use crate::host::{Shard, ShardCtx};
+use crate::mesh::{Router, ShardMsg};
 use crate::weddings::{CalendarClock, SaturdayMode, Weddings};
 use crate::IoConfig;
 use futures_lite::future;
@@ -279,7 +279,7 @@ pub fn start_with(
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
     let saturday = cfg.saturday.resolve().map_err(invalid)?;
-    let clock = cfg.clock.resolve(crate::shard::now_ms()).map_err(invalid)?;
+    let clock = cfg.clock.resolve(crate::clock::now_ms()).map_err(invalid)?;
     if cfg.clock.start.is_some() {
         tracing::warn!(
             calendar_now = %ringbearer_core::time::rfc3339_ms(clock.now_ms()),
@@ -416,19 +416,36 @@ async fn run_shard(
     let cfg = Rc::new(cfg);
     let router = Rc::new(Router::new(senders, n));
     crate::metrics::install(shared.metrics.clone(), me);
-    let mut shard = Shard::new(me as u32, n, cfg.clone(), boot);
     // The shared tables first: restoring channels counts them into the policy and derives
     // wedding ownership into the weddings table.
-    shard.catalog = catalog;
-    shard.policy = shared.policy.clone();
-    shard.weddings = shared.weddings.clone();
-    shard.clock = shared.clock;
-    if let Some((j, restored)) = journal {
-        let n = restored.len();
-        shard.restore(restored, crate::shard::now_ms());
-        tracing::info!(shard = me, channels = n, "restored");
-        shard.journal = Some(j);
+    let (journal, restored) = match journal {
+        Some((j, restored)) => (Some(j), Some(restored)),
+        None => (None, None),
+    };
+    let mut owner = crate::owner::Owner::new(
+        me as u32,
+        n,
+        cfg.clone(),
+        boot,
+        journal,
+        shared.policy.clone(),
+        shared.weddings.clone(),
+    );
+    let real_now = crate::clock::now_ms();
+    let now = crate::owner::Now {
+        ms: real_now,
+        calendar_ms: shared.clock.at(real_now),
+    };
+    if let Some(restored) = restored {
+        let count = restored.len();
+        owner.restore(restored, now);
+        tracing::info!(shard = me, channels = count, "restored");
     }
+    let mut shard = Shard::new(owner, cfg.clone());
+    shard.catalog = catalog;
+    shard.clock = shared.clock;
+    // The channel gauge, from what was restored.
+    let _ = shard.apply(crate::owner::Effects::default());
     let commit_ready = shard.commit_ready.clone();
     let ctx = Rc::new(ShardCtx {
         state: RefCell::new(shard),
@@ -570,8 +587,8 @@ async fn retention(ctx: Rc<ShardCtx>) {
         if journal.segments() <= 1 {
             continue;
         }
-        let round_ms = crate::shard::now_ms();
-        let crate::shard::RetentionRound {
+        let round_ms = crate::clock::now_ms();
+        let crate::owner::RetentionRound {
             checkpoints,
             first_kept,
         } = ctx.state.borrow_mut().retention_snapshot(round_ms);
@@ -623,7 +640,7 @@ async fn presence_flush(ctx: Rc<ShardCtx>) {
         let out = ctx
             .state
             .borrow_mut()
-            .flush_presence(crate::shard::now_ms());
+            .flush_presence(crate::clock::now_ms());
         ctx.route_all(out);
     }
 }
@@ -666,7 +683,7 @@ async fn heartbeat(ctx: Rc<ShardCtx>) {
     loop {
         glommio::timer::sleep(round).await;
         let now = Instant::now();
-        let now_s = crate::shard::now_ms() / 1000;
+        let now_s = crate::clock::now_ms() / 1000;
         let calendar_now = ctx.shared.calendar_now_ms();
         let all_fast = ctx.shared.saturday_mode(calendar_now);
         let today = if all_fast {

@@ -257,7 +257,7 @@ impl CalendarClock {
 
     /// Calendar now, Unix ms.
     pub fn now_ms(&self) -> u64 {
-        self.at(crate::shard::now_ms())
+        self.at(crate::clock::now_ms())
     }
 
     /// The calendar time for wall-clock `real_ms`.

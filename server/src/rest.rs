@@ -10,9 +10,11 @@
 //! It does not read sockets (that is `ringbearer_io::api`).
 
 use ringbearer_core::error::{ErrorCode, Refusal};
+use ringbearer_core::message::{access_frame, render_message_json, FrameBytes};
 use ringbearer_core::protocol::{parse_request, Request, SubscribeReq};
-use ringbearer_core::{ChannelName, Claims, Role, Tier};
+use ringbearer_core::{ChannelName, Claims, Role, Tier, UserKey};
 use ringbearer_io::metrics::{LatencyWindow, Totals, LATENCY_BUCKETS_US};
+use ringbearer_io::owner::ChannelDetail;
 use ringbearer_io::{Api, HttpHandler, HttpRequest, HttpResponse};
 use ringbearer_persist::registry::{AuditQuery, EventDate, Registry, WeddingRecord};
 use serde::Deserialize;
@@ -214,7 +216,7 @@ fn bad(m: impl Into<String>) -> Refusal {
 }
 
 fn now_ms() -> u64 {
-    ringbearer_io::shard::now_ms()
+    ringbearer_io::clock::now_ms()
 }
 
 type Reply = Result<Value, Refusal>;
@@ -377,11 +379,11 @@ impl Rest {
             unreachable!("op create parses to Create")
         };
         let wedding = req.wedding_id.clone();
-        let v = api.create(claims.clone(), req).await?;
+        let c = api.create(claims.clone(), req).await?;
         let mut data = json!({
-            "channel_id": v["channel_id"],
-            "channel_name": v["channel_name"],
-            "created_at": v["created_at"],
+            "channel_id": c.channel_id,
+            "channel_name": c.name.as_str(),
+            "created_at": ringbearer_core::time::rfc3339_ms(c.created_at_ms),
         });
         if let Some(w) = wedding {
             data["wedding_context"] = Self::wedding_context(api, &w);
@@ -406,13 +408,14 @@ impl Rest {
     async fn channel(
         &self,
         api: &Api,
+        claims: &Arc<Claims>,
         body: &mut Map<String, Value>,
     ) -> Result<ChannelName, Refusal> {
         let name = body.remove("channel_name");
         let id = body.remove("channel_id");
         match (name, id) {
             (Some(Value::String(n)), None) => ChannelName::parse(&n),
-            (None, Some(Value::String(id))) => api.resolve(&id).await,
+            (None, Some(Value::String(id))) => api.resolve(claims, &id).await,
             (Some(_), Some(_)) => Err(bad("give channel_name or channel_id, not both")),
             (None, None) => Err(bad("needs `channel_name` or `channel_id`")),
             _ => Err(bad("`channel_name` and `channel_id` are strings")),
@@ -444,7 +447,7 @@ impl Rest {
         claims: &Arc<Claims>,
         mut body: Map<String, Value>,
     ) -> Reply {
-        let channel = self.channel(api, &mut body).await?;
+        let channel = self.channel(api, claims, &mut body).await?;
         let user = Self::subject(claims, &mut body)?;
         let include_history = take_bool(&mut body, "include_history")?.unwrap_or(false);
         no_more_fields(&body)?;
@@ -454,16 +457,16 @@ impl Rest {
             epoch: None,
             include_history,
         };
-        let mut v = api.enroll(claims.clone(), user.clone(), req).await?;
+        let en = api.enroll(claims.clone(), user.clone(), req).await?;
         let mut data = json!({
-            "subscription_id": format!("{}/{}", v["channel_id"].as_str().unwrap_or(""), user),
-            "channel_id": v["channel_id"],
+            "subscription_id": format!("{}/{}", en.channel_id, user),
+            "channel_id": en.channel_id,
             "channel_name": channel.as_str(),
             "user_id": user,
             "subscribed_at": ringbearer_core::time::rfc3339_ms(now_ms()),
-            "cursor": v["cursor"],
+            "cursor": en.cursor,
         });
-        if let Some(w) = v["wedding_id"].as_str() {
+        if let Some(w) = en.wedding_id.as_deref() {
             let shared = api.shared();
             data["wedding_day_priority"] = shared
                 .weddings
@@ -471,8 +474,8 @@ impl Rest {
                 .into();
         }
         if include_history {
-            data["historical_messages"] = v["messages"].take();
-            data["recovered"] = v["recovered"].take();
+            data["historical_messages"] = messages(&en.messages);
+            data["recovered"] = en.recovered.into();
         }
         Ok(data)
     }
@@ -483,7 +486,7 @@ impl Rest {
         claims: &Arc<Claims>,
         mut body: Map<String, Value>,
     ) -> Reply {
-        let channel = self.channel(api, &mut body).await?;
+        let channel = self.channel(api, claims, &mut body).await?;
         let content = body
             .remove("content")
             .ok_or_else(|| bad("broadcast needs `content`"))?;
@@ -493,15 +496,23 @@ impl Rest {
         let Request::Publish(req) = req else {
             unreachable!("op publish parses to Publish")
         };
-        let v = api.publish(claims.clone(), req).await?;
+        let p = api.publish(claims.clone(), req).await?;
+        // Users of the channel's organization by their id, others as `org/id`.
+        let to = p.recipients.unwrap_or_default();
+        let org = &to.channel_org;
+        let shown = |v: Vec<UserKey>| -> Vec<String> {
+            v.into_iter()
+                .map(|u| if &u.org == org { u.sub } else { u.to_string() })
+                .collect()
+        };
         Ok(json!({
-            "message_id": v["id"],
+            "message_id": p.id,
             "channel_name": channel.as_str(),
-            "delivered_count": v["delivered_count"],
-            "queued_count": v["queued_count"],
+            "delivered_count": p.delivered,
+            "queued_count": p.queued,
             "delivery_guarantees": {
-                "immediate_delivery": v.get("immediate").cloned().unwrap_or(json!([])),
-                "queued_delivery": v.get("queued").cloned().unwrap_or(json!([])),
+                "immediate_delivery": shown(to.online),
+                "queued_delivery": shown(to.queued),
                 "failed_delivery": [],
             },
         }))
@@ -513,18 +524,18 @@ impl Rest {
         claims: &Arc<Claims>,
         mut body: Map<String, Value>,
     ) -> Reply {
-        let channel = self.channel(api, &mut body).await?;
+        let channel = self.channel(api, claims, &mut body).await?;
         let user = Self::subject(claims, &mut body)?;
         // Checked, not needed: the queue goes with the subscription either way (below).
         take_bool(&mut body, "cleanup_queues")?;
         no_more_fields(&body)?;
-        let v = api
+        let removed = api
             .withdraw(claims.clone(), user.clone(), channel.clone())
             .await?;
         // The queue is a position in the channel's shared log (not a copy per user), so
         // ending the subscription frees the position and cursor whether or not
         // `cleanup_queues` is set.
-        let cleaned: Vec<&str> = if v["removed"] == true {
+        let cleaned: Vec<&str> = if removed {
             vec!["subscription", "cursor", "queue_position"]
         } else {
             vec![]
@@ -677,8 +688,20 @@ impl Rest {
             body.insert("user_id".into(), Value::String(u.1.clone()));
         }
         let user = Self::subject(claims, &mut body)?;
-        let mut channels = api.list(claims.clone(), user.clone()).await?;
-        channels.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        let channels: Vec<Value> = api
+            .list(claims.clone(), user.clone())
+            .await?
+            .iter()
+            .map(|c| {
+                json!({
+                    "name": c.name.as_str(),
+                    "type": c.kind,
+                    "active_users": c.active_users,
+                    "last_activity": ringbearer_core::time::rfc3339_ms(c.last_activity_ms),
+                    "unread_count": c.unread.unwrap_or(0),
+                })
+            })
+            .collect();
         Ok(json!({"user_id": user, "channels": channels}))
     }
 
@@ -693,6 +716,19 @@ impl Rest {
         }
         let (offset, limit) = self.page(q)?;
         let (channels, total) = api.list_org(claims.clone(), offset, limit).await?;
+        let channels: Vec<Value> = channels
+            .iter()
+            .map(|c| {
+                json!({
+                    "name": c.name.as_str(),
+                    "type": c.kind,
+                    "wedding_id": c.wedding_id,
+                    "active_users": c.active_users,
+                    "members": c.members,
+                    "last_activity": ringbearer_core::time::rfc3339_ms(c.last_activity_ms),
+                })
+            })
+            .collect();
         Ok(json!({
             "organization_id": claims.org,
             "total": total,
@@ -738,12 +774,9 @@ impl Rest {
         let q = query(req);
         let mut body = channel_query(&q)?;
         let (offset, limit) = self.page(&q)?;
-        let channel = self.channel(api, &mut body).await?;
-        let mut v = api.detail(claims.clone(), channel, offset, limit).await?;
-        if let Some(o) = v.as_object_mut() {
-            o.remove("op");
-        }
-        Ok(v)
+        let channel = self.channel(api, claims, &mut body).await?;
+        let d = api.detail(claims.clone(), channel, offset, limit).await?;
+        Ok(detail_json(&d))
     }
 
     /// `GET /api/websocket/events`: the admin page's live figures as server-sent events,
@@ -769,7 +802,7 @@ impl Rest {
         let channel = if body.is_empty() {
             None
         } else {
-            Some((self.channel(api, &mut body).await?, offset, limit))
+            Some((self.channel(api, claims, &mut body).await?, offset, limit))
         };
         let slot = StreamSlot::take(self.cfg.events_max_streams_per_shard).ok_or_else(|| {
             let mut e = Refusal::new(
@@ -1263,12 +1296,7 @@ impl ringbearer_io::api::BodyStream for Events {
                         .detail(self.claims.clone(), name.clone(), *offset, *limit)
                         .await;
                     match r {
-                        Ok(mut v) => {
-                            if let Some(o) = v.as_object_mut() {
-                                o.remove("op");
-                            }
-                            Some(v)
-                        }
+                        Ok(d) => Some(detail_json(&d)),
                         Err(e) => {
                             ringbearer_io::metrics::with(|m| m.refused(e.code));
                             sse(&mut out, "error", &ringbearer_io::http::error_body(&e));
@@ -1300,6 +1328,56 @@ impl HttpHandler for Routes {
         let rest = self.0.clone();
         Box::pin(async move { rest.route(api, req).await })
     }
+}
+
+/// Stored messages as a JSON array of `message` objects (the `/ws` shape).
+fn messages(frames: &[Arc<FrameBytes>]) -> Value {
+    Value::Array(
+        frames
+            .iter()
+            .filter_map(|f| {
+                let mut buf = Vec::new();
+                render_message_json(access_frame(f).ok()?, &mut buf);
+                serde_json::from_slice(&buf).ok()
+            })
+            .collect(),
+    )
+}
+
+/// `channels/detail`'s `data`: one channel as the admin page shows it.
+fn detail_json(d: &ChannelDetail) -> Value {
+    let subscribers: Vec<Value> = d
+        .subscribers
+        .iter()
+        .map(|s| {
+            json!({
+                "org": s.user.org,
+                "user_id": s.user.sub,
+                "online_connections": s.online_connections,
+                "cursor": s.cursor,
+                "unread": s.unread,
+            })
+        })
+        .collect();
+    json!({
+        "name": d.name.as_str(),
+        "channel_id": d.channel_id,
+        "type": d.kind,
+        "wedding_id": d.wedding_id,
+        "created_at": ringbearer_core::time::rfc3339_ms(d.created_at_ms),
+        "last_id": d.last_id,
+        "durable_id": d.durable_id,
+        "last_activity": ringbearer_core::time::rfc3339_ms(d.last_activity_ms),
+        "members": d.members,
+        "active_users": d.active_users,
+        "online_connections": d.online_connections,
+        "offset": d.offset,
+        "limit": d.limit,
+        "subscribers": subscribers,
+        "presence": d.presence,
+        "presence_total": d.presence_total,
+        "recent_messages": messages(&d.recent),
+    })
 }
 
 #[cfg(test)]

@@ -2,26 +2,25 @@
 //! its [`Journal`] (publishes and channel creations are stored before anyone hears of them)
 //! and the SQLite registry is the [`Catalog`] (channels mirrored for queries; subscriptions
 //! and cursors written off the executors). At start, each shard's log is replayed into its
-//! channels, and members come back from the registry.
+//! channels (`ringbearer_io::owner::rebuild`), and members come back from the registry.
 //!
 //! Log record convention: `id = 0` holds a channel's `ChannelCheckpoint` (metadata and
 //! last id) as JSON, written when the channel is created and at every retention round (the
 //! newest wins); `id ≥ 1` is a message's rkyv frame.
 
 use anyhow::{bail, Context, Result};
-use ringbearer_core::channel_state::{ChannelCheckpoint, ChannelMeta};
+use ringbearer_core::channel_state::ChannelMeta;
 use ringbearer_core::UserKey;
 use ringbearer_io::journal::{
-    Catalog, Entry, Journal, JournalError, JournalFactory, LocalBoxFuture, Opened, RestoredChannel,
-    RestoredMessage,
+    Catalog, Entry, Journal, JournalError, JournalFactory, LocalBoxFuture, Opened,
 };
+use ringbearer_io::owner::rebuild::{rebuild, LogRecord};
 use ringbearer_io::weddings::Wedding;
 use ringbearer_persist::registry::{
     CursorAck, EventDate, Registry, RegistryConfig, SubscriptionRecord, WeddingRecord,
 };
 use ringbearer_persist::{Durability, Lsn, Record, Wal, WalConfig, WalError};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -269,26 +268,6 @@ impl JournalFactory for WalFactory {
                     "write-ahead log upgraded: new segments use format version 2"
                 );
             }
-            let mut channels: BTreeMap<String, (Option<ChannelCheckpoint>, Vec<RestoredMessage>)> =
-                BTreeMap::new();
-            for r in recovery.records {
-                let entry = channels.entry(r.channel.clone()).or_default();
-                if r.id == 0 {
-                    // Checkpoints come in log order: the newest wins.
-                    match serde_json::from_slice::<ChannelCheckpoint>(&r.body) {
-                        Ok(cp) => entry.0 = Some(cp),
-                        Err(e) => {
-                            tracing::error!(shard, channel = %r.channel, "unreadable channel record skipped: {e}")
-                        }
-                    }
-                } else {
-                    entry.1.push(RestoredMessage {
-                        id: r.id,
-                        ts_ms: r.ts_ms,
-                        frame: r.body,
-                    });
-                }
-            }
             let members = match registry.load_all_subscriptions().await {
                 Ok(l) => {
                     for w in &l.warnings {
@@ -298,40 +277,25 @@ impl JournalFactory for WalFactory {
                 }
                 Err(e) => return Err(format!("registry: loading subscriptions: {e}")),
             };
-            let mut by_channel: HashMap<String, Vec<(UserKey, u64)>> = HashMap::new();
-            for m in members {
-                by_channel
-                    .entry(m.channel)
-                    .or_default()
-                    .push((UserKey::new(m.org, m.user_id), m.cursor));
+            let records = recovery.records.into_iter().map(|r| LogRecord {
+                channel: r.channel,
+                id: r.id,
+                ts_ms: r.ts_ms,
+                body: r.body,
+            });
+            let members = members
+                .into_iter()
+                .map(|m| (m.channel, UserKey::new(m.org, m.user_id), m.cursor));
+            let (restored, skipped) = rebuild(records, members);
+            for s in skipped {
+                tracing::error!(shard, "recovery left out: {s:?}");
             }
-            let mut restored = Vec::new();
-            for (name, (checkpoint, mut messages)) in channels {
-                let Some(ChannelCheckpoint { meta, last_id }) = checkpoint else {
-                    tracing::error!(shard, channel = %name, "messages without a channel record skipped");
-                    continue;
-                };
-                messages.sort_by_key(|m| m.id);
-                messages.dedup_by_key(|m| m.id);
-                // Keep the contiguous run that ends at the newest id: a gap would break the
-                // window's "ids are contiguous" rule (it cannot happen with one writer per log,
-                // but recovery does not trust it).
-                if let Some(gap) = messages.windows(2).rposition(|w| w[1].id != w[0].id + 1) {
-                    tracing::error!(shard, channel = %name, "gap in stored ids; keeping the run after it");
-                    messages.drain(..=gap);
-                }
+            for c in &restored {
                 // The log is the truth about channels; the registry mirrors it. A crash
                 // between the log's commit and the registry's loses the row, and every
                 // later subscription to the channel would fail its foreign key: put it
                 // back (queued before the shard serves, so before any subscription).
-                fire("channel", registry.upsert_channel(meta.clone()));
-                let members = by_channel.remove(&name).unwrap_or_default();
-                restored.push(RestoredChannel {
-                    meta,
-                    last_id,
-                    messages,
-                    members,
-                });
+                fire("channel", registry.upsert_channel(c.meta.clone()));
             }
             let journal = WalJournal {
                 wal: std::cell::RefCell::new(Some(Rc::new(wal))),

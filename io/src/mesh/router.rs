@@ -5,8 +5,8 @@
 //! Messages to the shard itself take the same path through a local queue, so handlers
 //! never re-enter each other.
 
+use super::ShardMsg;
 use crate::notify::Notify;
-use crate::shard::ShardMsg;
 use glommio::channels::channel_mesh::Senders;
 use glommio::{GlommioError, ResourceType};
 use std::cell::RefCell;
