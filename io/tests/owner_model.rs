@@ -11,25 +11,27 @@
 //! Runs a bounded budget in `cargo test`; a longer run:
 //! `PROPTEST_CASES=20000 cargo test -p ringbearer-io --test owner_model`.
 //!
-//! Today this drives `ringbearer_io::shard::Shard::handle` on two shards (the owner before
-//! issue 11's split), routing its outputs as the runtime would; the connection side (which
-//! connection of a shard a `Deliver` reaches) is the test's own few lines applying
-//! `may_see`, since `Conn` cannot be built outside the crate.
+//! The driver plays the host for two shards: it hands each request to the owner of its
+//! channel (`ringbearer_io::owner::Owner::handle`, time as an argument), completes the
+//! log's pending stores when the sequence says (or fails them), applies the registry
+//! records, and rebuilds the owners with `owner::rebuild` on a restart. Which connection of
+//! a shard a `Deliver` reaches is the test's own few lines applying `may_see` to the
+//! subscriptions the owner confirmed (the host's fan-out is tested with real sockets in
+//! `server/tests/`).
 
 #[path = "owner_model/model.rs"]
 mod model;
 
 use model::{Caller, EpochArg, Kind, Model, Obs, Op, PresenceView, Reply, Then};
 use proptest::prelude::*;
-use ringbearer_core::channel_state::{ChannelCheckpoint, ConnRef};
+use ringbearer_core::channel_state::ConnRef;
 use ringbearer_core::identity::may_see;
-use ringbearer_core::message::access_frame;
-use ringbearer_core::protocol::{parse_request, Request, SubscribeReq};
+use ringbearer_core::message::{access_frame, FrameBytes};
+use ringbearer_core::protocol::{parse_request, Request as Parsed, SubscribeReq};
 use ringbearer_core::{ChannelName, Claims, Tier, UserKey};
-use ringbearer_io::journal::{
-    Catalog, Entry, Journal, JournalError, LocalBoxFuture, RestoredChannel, RestoredMessage,
-};
-use ringbearer_io::shard::{Shard, ShardMsg};
+use ringbearer_io::journal::{Entry, Journal, JournalError, LocalBoxFuture};
+use ringbearer_io::owner::rebuild::{rebuild, LogRecord};
+use ringbearer_io::owner::{self, Effect, Effects, Now, Owner, Record, Request};
 use ringbearer_io::IoConfig;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -38,19 +40,14 @@ use std::sync::{Arc, Mutex};
 
 const SHARDS: usize = 2;
 
-// ---- an in-memory log and registry ----
-
-#[derive(Clone, Debug)]
-enum Rec {
-    Channel(Vec<u8>),
-    Message { id: u64, frame: Vec<u8> },
-}
+// ---- an in-memory log ----
 
 /// A log held in memory: positions count appends; the test decides when they are durable
-/// or fail (a failed store loses everything not yet durable).
+/// or fail (a failed store loses everything not yet durable). Records are kept as the log
+/// returns them to recovery.
 #[derive(Default)]
 struct MemJournal {
-    records: RefCell<Vec<(u64, String, u64, Rec)>>,
+    records: RefCell<Vec<(u64, LogRecord)>>,
     next: Cell<u64>,
     durable: Cell<u64>,
     refuse: Cell<bool>,
@@ -60,6 +57,7 @@ impl MemJournal {
     fn stored(&self, upto: u64) {
         self.durable.set(self.durable.get().max(upto));
     }
+    /// The store failed (or the process died): what was not durable is gone.
     fn failed(&self) {
         let d = self.durable.get();
         self.records.borrow_mut().retain(|r| r.0 <= d);
@@ -73,16 +71,19 @@ impl Journal for MemJournal {
         }
         let pos = self.next.get() + 1;
         self.next.set(pos);
-        let rec = match entry {
-            Entry::Channel { meta_json } => Rec::Channel(meta_json.to_vec()),
-            Entry::Message { id, frame } => Rec::Message {
-                id,
-                frame: frame.to_vec(),
-            },
+        let (id, body) = match entry {
+            Entry::Channel { meta_json } => (0, meta_json.to_vec()),
+            Entry::Message { id, frame } => (id, frame.to_vec()),
         };
-        self.records
-            .borrow_mut()
-            .push((pos, channel.to_owned(), ts_ms, rec));
+        self.records.borrow_mut().push((
+            pos,
+            LogRecord {
+                channel: channel.to_owned(),
+                id,
+                ts_ms,
+                body,
+            },
+        ));
         Ok(pos)
     }
     fn durable(&self, _: u64) -> LocalBoxFuture<'_, Result<(), JournalError>> {
@@ -100,46 +101,6 @@ impl Journal for MemJournal {
     ) -> LocalBoxFuture<'_, Result<usize, JournalError>> {
         Box::pin(async { Ok(0) })
     }
-}
-
-/// The registry's mirror of subscriptions and cursors, per channel.
-#[derive(Default)]
-struct MemCatalog {
-    members: Mutex<BTreeMap<String, BTreeMap<UserKey, u64>>>,
-}
-
-impl Catalog for MemCatalog {
-    fn channel_created(&self, meta: &ringbearer_core::channel_state::ChannelMeta) {
-        self.members
-            .lock()
-            .unwrap()
-            .insert(meta.name.as_str().to_owned(), BTreeMap::new());
-    }
-    fn channel_dropped(&self, channel: &str) {
-        self.members.lock().unwrap().remove(channel);
-    }
-    fn subscribed(&self, channel: &str, user: &UserKey, cursor: u64) {
-        self.members
-            .lock()
-            .unwrap()
-            .entry(channel.to_owned())
-            .or_default()
-            .insert(user.clone(), cursor);
-    }
-    fn unsubscribed(&self, channel: &str, user: &UserKey) {
-        if let Some(m) = self.members.lock().unwrap().get_mut(channel) {
-            m.remove(user);
-        }
-    }
-    fn acked(&self, channel: &str, user: &UserKey, cursor: u64) {
-        self.members
-            .lock()
-            .unwrap()
-            .entry(channel.to_owned())
-            .or_default()
-            .insert(user.clone(), cursor);
-    }
-    fn wedding_upserted(&self, _: &ringbearer_io::weddings::Wedding) {}
 }
 
 // ---- translation between the model's world and real requests ----
@@ -173,6 +134,13 @@ fn user_key(u: model::User) -> UserKey {
     UserKey::new(model::ORGS[u.0], model::SUBS[u.1])
 }
 
+fn model_user(u: &UserKey) -> model::User {
+    (
+        model::ORGS.iter().position(|o| *o == u.org).expect("org"),
+        model::SUBS.iter().position(|s| *s == u.sub).expect("sub"),
+    )
+}
+
 fn channel(name: usize) -> ChannelName {
     ChannelName::parse(model::NAMES[name].0).expect("valid")
 }
@@ -188,40 +156,27 @@ fn owner_of(name: &str) -> usize {
     ringbearer_core::shard_for(name, SHARDS)
 }
 
-/// Error codes as `&'static str` (the model's shape).
-fn code(s: &str) -> &'static str {
-    const CODES: [&str; 14] = [
-        "WS_UNAUTHORIZED",
-        "WS_FORBIDDEN",
-        "WS_INVALID_CHANNEL",
-        "WS_CHANNEL_NOT_FOUND",
-        "WS_SUBSCRIPTION_FAILED",
-        "WS_RATE_LIMITED",
-        "WS_CHANNEL_FULL",
-        "WS_TIER_LIMIT",
-        "WS_PAYLOAD_TOO_LARGE",
-        "WS_BAD_REQUEST",
-        "WS_INVALID_WEDDING_CONTEXT",
-        "WS_WEDDING_ISOLATION_VIOLATION",
-        "WS_OVERLOADED",
-        "WS_INTERNAL",
-    ];
-    CODES
+fn ids(frames: &[Arc<FrameBytes>]) -> Vec<u64> {
+    frames
         .iter()
-        .find(|c| **c == s)
-        .unwrap_or_else(|| panic!("unknown code {s}"))
+        .map(|f| access_frame(f).expect("frame").id())
+        .collect()
 }
 
 const CALL_BIT: u64 = 1 << 63;
+/// The clock of step 0.
+const T0: u64 = 1_800_000_000_000;
 
-/// The two shards as the runtime would run them, with the connection side reduced to
-/// "which slot is subscribed to what".
+/// Two shards' owners as the host runs them, with the connection side reduced to "which
+/// slot is subscribed to what".
 struct World {
     cfg: Rc<IoConfig>,
-    shards: Vec<Shard>,
+    owners: Vec<Owner>,
     journals: Vec<Rc<MemJournal>>,
-    catalog: Arc<MemCatalog>,
+    /// The registry: subscriptions and cursors per channel, from the owners' records.
+    registry: BTreeMap<String, BTreeMap<UserKey, u64>>,
     boot: u64,
+    now: u64,
     generation: [u64; model::SLOTS],
     /// slot → channels its current connection is subscribed to (confirmed by the owner).
     host: BTreeMap<usize, BTreeSet<String>>,
@@ -231,44 +186,46 @@ struct World {
     /// Problems seen while reading the owner's output (beyond the model's shapes).
     anomalies: Vec<String>,
     /// step → the principal of that step's REST call.
-    rest: Rc<RefCell<HashMap<usize, usize>>>,
+    rest: HashMap<usize, usize>,
 }
 
 impl World {
     fn new() -> World {
         let mut cfg = IoConfig::default();
         cfg.limits.max_queued = model::MAX_QUEUED;
-        let cfg = Rc::new(cfg);
-        let catalog = Arc::new(MemCatalog::default());
-        let journals: Vec<Rc<MemJournal>> = (0..SHARDS).map(|_| Rc::default()).collect();
         let mut w = World {
-            cfg,
-            shards: Vec::new(),
-            journals,
-            catalog,
+            cfg: Rc::new(cfg),
+            owners: Vec::new(),
+            journals: (0..SHARDS).map(|_| Rc::default()).collect(),
+            registry: BTreeMap::new(),
             boot: 1,
+            now: T0,
             generation: [0; model::SLOTS],
             host: BTreeMap::new(),
             epochs: HashMap::new(),
             ids: HashMap::new(),
             anomalies: Vec::new(),
-            rest: Rc::default(),
+            rest: HashMap::new(),
         };
-        w.shards = w.fresh_shards();
+        w.owners = w.fresh_owners();
         w
     }
 
-    fn fresh_shards(&self) -> Vec<Shard> {
+    fn fresh_owners(&self) -> Vec<Owner> {
         let policy = Arc::new(ringbearer_io::policy::Policy::default());
         let weddings = ringbearer_io::weddings::Weddings::default();
         (0..SHARDS)
             .map(|i| {
-                let mut s = Shard::new(i as u32, SHARDS, self.cfg.clone(), self.boot);
-                s.journal = Some(self.journals[i].clone());
-                s.catalog = Some(self.catalog.clone());
-                s.policy = policy.clone();
-                s.weddings = weddings.clone();
-                s
+                let journal: Rc<dyn Journal> = self.journals[i].clone();
+                Owner::new(
+                    i as u32,
+                    SHARDS,
+                    self.cfg.clone(),
+                    self.boot,
+                    Some(journal),
+                    policy.clone(),
+                    weddings.clone(),
+                )
             })
             .collect()
     }
@@ -296,173 +253,195 @@ impl World {
         }
     }
 
-    /// Hands `msg` to the owner of `name` and routes what comes out.
-    fn to_owner(&mut self, name: &str, msg: ShardMsg, ctx: &mut Ctx) {
-        let out = self.shards[owner_of(name)].handle(msg);
-        self.route(out, ctx);
+    fn at(&self) -> Now {
+        Now::at(self.now)
     }
 
-    fn route(&mut self, out: Vec<(u32, ShardMsg)>, ctx: &mut Ctx) {
-        for (dest, msg) in out {
-            match msg {
-                ShardMsg::Reply { to, bytes } => {
-                    let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
-                    self.reply(to, v, ctx);
-                }
-                ShardMsg::SubscribeRefused { to, bytes, .. } => {
-                    let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
-                    self.reply(to, v, ctx);
-                }
-                ShardMsg::Subscribed {
-                    to,
-                    channel,
-                    frames,
-                } => {
-                    let Some(slot) = self.slot_of(to) else {
-                        self.anomalies.push(format!("subscribed to a gone {to:?}"));
-                        continue;
-                    };
-                    self.host
-                        .entry(slot)
-                        .or_default()
-                        .insert(channel.as_str().to_owned());
-                    let mut v: serde_json::Value =
-                        serde_json::from_slice(&frames[0]).expect("json");
-                    // Recovered messages past one frame follow as `message` frames.
-                    for f in &frames[1..] {
-                        let m: serde_json::Value = serde_json::from_slice(f).expect("json");
-                        v["messages"].as_array_mut().expect("messages").push(m);
-                    }
-                    self.reply(to, v, ctx);
-                }
-                ShardMsg::Unsubscribed { to, channel, bytes } => {
-                    if let Some(slot) = self.slot_of(to) {
-                        if let Some(h) = self.host.get_mut(&slot) {
-                            h.remove(channel.as_str());
-                        }
-                    }
-                    let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
-                    self.reply(to, v, ctx);
-                }
-                ShardMsg::Deliver { frame } => {
+    /// Hands `op` to the owner of `name` and applies what comes out.
+    fn to_owner(
+        &mut self,
+        name: &str,
+        from: ConnRef,
+        p: usize,
+        r: &str,
+        op: owner::Op,
+        obs: &mut Obs,
+    ) {
+        let req = Request {
+            from,
+            r#ref: Some(r.to_owned()),
+            claims: claims(p),
+            op,
+        };
+        let now = self.at();
+        let fx = self.owners[owner_of(name)].handle(now, req);
+        self.apply_effects(fx, obs);
+    }
+
+    fn apply_effects(&mut self, fx: Effects, obs: &mut Obs) {
+        for e in fx.list {
+            match e {
+                Effect::Reply { to, r#ref, reply } => self.reply(to, r#ref, reply, obs),
+                Effect::Deliver { shard, frame } => {
                     let f = access_frame(&frame).expect("frame");
                     let name = f.channel.as_str().to_owned();
                     let id = f.id();
                     let target = f.target().map(|(o, s)| (o.to_owned(), s.to_owned()));
                     for (slot, chans) in &self.host {
-                        if *slot % SHARDS != dest as usize || !chans.contains(&name) {
+                        if *slot % SHARDS != shard as usize || !chans.contains(&name) {
                             continue;
                         }
                         let viewer = user_key(model::user_of(model::SLOT_PRINCIPAL[*slot]));
                         let t = target.as_ref().map(|(o, s)| (o.as_str(), s.as_str()));
                         if may_see(t, &viewer) {
-                            ctx.obs
-                                .delivered
+                            obs.delivered
                                 .entry(*slot)
                                 .or_default()
                                 .push((name_index(&name), id));
                         }
                     }
                 }
-                ShardMsg::Broadcast { .. } => {}
-                other => self.anomalies.push(format!(
-                    "unexpected output to shard {dest}: {}",
-                    variant(&other)
-                )),
+                Effect::Event { .. } => {}
+                Effect::Record(r) => match r {
+                    Record::ChannelCreated(meta) => {
+                        self.registry
+                            .insert(meta.name.as_str().to_owned(), BTreeMap::new());
+                    }
+                    Record::ChannelDropped(name) => {
+                        self.registry.remove(name.as_str());
+                    }
+                    Record::Subscribed {
+                        channel,
+                        user,
+                        cursor,
+                    }
+                    | Record::Acked {
+                        channel,
+                        user,
+                        cursor,
+                    } => {
+                        self.registry
+                            .entry(channel.as_str().to_owned())
+                            .or_default()
+                            .insert(user, cursor);
+                    }
+                    Record::Unsubscribed { channel, user } => {
+                        if let Some(m) = self.registry.get_mut(channel.as_str()) {
+                            m.remove(&user);
+                        }
+                    }
+                    Record::WeddingUpserted(_) | Record::Audit(_) => {}
+                },
             }
         }
     }
 
     /// Records an answer in the model's shape.
-    fn reply(&mut self, to: ConnRef, v: serde_json::Value, ctx: &mut Ctx) {
-        let (caller, step) = if to.conn & CALL_BIT != 0 {
-            let step = (to.conn & !CALL_BIT) as usize;
-            (Caller::Rest(ctx.rest_caller(step)), step)
+    fn reply(&mut self, to: ConnRef, r#ref: Option<String>, reply: owner::Reply, obs: &mut Obs) {
+        let step: usize = r#ref
+            .as_deref()
+            .and_then(|r| r.strip_prefix('r'))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(usize::MAX);
+        let caller = if to.conn & CALL_BIT != 0 {
+            Caller::Rest(self.rest.get(&step).copied().unwrap_or(usize::MAX))
         } else {
-            let Some(slot) = self.slot_of(to) else {
+            match self.slot_of(to) {
+                Some(slot) => Caller::Conn(slot),
                 // The connection has gone: its shard drops the answer.
-                return;
-            };
-            let step = v["ref"]
-                .as_str()
-                .and_then(|r| r.strip_prefix('r'))
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(usize::MAX);
-            (Caller::Conn(slot), step)
+                None => return,
+            }
         };
-        let ids = |v: &serde_json::Value| -> Vec<u64> {
-            v.as_array()
-                .expect("messages")
-                .iter()
-                .map(|m| m["id"].as_u64().expect("id"))
-                .collect()
-        };
-        let r = match v["op"].as_str().expect("op") {
-            "error" => Reply::Error(code(v["code"].as_str().expect("code"))),
-            "created" => {
-                let name = v["channel_name"].as_str().expect("name").to_owned();
-                let id = v["channel_id"].as_str().expect("id").to_owned();
+        let r = match reply {
+            owner::Reply::Ok => Reply::Ok,
+            owner::Reply::Error(e) | owner::Reply::SubscribeRefused { error: e, .. } => {
+                Reply::Error(e.code.as_str())
+            }
+            owner::Reply::Created {
+                channel_id, name, ..
+            } => {
+                let name = name.as_str().to_owned();
                 if let Some(old) = self.ids.get(&name) {
-                    if *old != id {
+                    if *old != channel_id {
                         self.anomalies.push(format!(
-                            "{name} created again with another id: {old} then {id}"
+                            "{name} created again with another id: {old} then {channel_id}"
                         ));
                     }
                 }
-                self.ids.insert(name, id);
+                self.ids.insert(name, channel_id);
                 Reply::Created
             }
-            "subscribed" => {
-                let name = v["channel"].as_str().expect("channel").to_owned();
-                self.epochs
-                    .insert(name, v["epoch"].as_str().expect("epoch").to_owned());
-                let presence = v["presence"]
-                    .as_array()
-                    .expect("presence")
-                    .iter()
-                    .map(|e| self.presence_view(e))
-                    .collect::<Vec<_>>();
-                if v["presence_total"].as_u64() != Some(presence.len() as u64) {
-                    self.anomalies
-                        .push(format!("presence_total is not the list's length: {v}"));
+            owner::Reply::Subscribed {
+                channel,
+                epoch,
+                recovered,
+                messages,
+                presence,
+                presence_total,
+            } => {
+                if let Caller::Conn(slot) = caller {
+                    self.host
+                        .entry(slot)
+                        .or_default()
+                        .insert(channel.as_str().to_owned());
                 }
+                self.epochs.insert(channel.as_str().to_owned(), epoch);
+                if presence_total != presence.len() {
+                    self.anomalies.push(format!(
+                        "presence_total {presence_total} is not the list's length {}",
+                        presence.len()
+                    ));
+                }
+                let presence = presence
+                    .iter()
+                    .map(|e| {
+                        let v = serde_json::to_value(e).expect("json");
+                        self.presence_view(&v)
+                    })
+                    .collect();
                 Reply::Subscribed {
-                    recovered: v["recovered"].as_bool().expect("recovered"),
-                    messages: ids(&v["messages"]),
+                    recovered,
+                    messages: ids(&messages),
                     presence,
                 }
             }
-            "unsubscribed" => Reply::Unsubscribed,
-            "published" => Reply::Published {
-                id: v["id"].as_u64().expect("id"),
-                delivered: v["delivered_count"].as_u64().expect("d") as usize,
-                queued: v["queued_count"].as_u64().expect("q") as usize,
+            owner::Reply::Unsubscribed { channel, why } => {
+                if let Caller::Conn(slot) = caller {
+                    if let Some(h) = self.host.get_mut(&slot) {
+                        h.remove(channel.as_str());
+                    }
+                }
+                if why.is_some() {
+                    self.anomalies
+                        .push(format!("unsubscribed unasked: {why:?}"));
+                }
+                Reply::Unsubscribed
+            }
+            owner::Reply::Published(p) => Reply::Published {
+                id: p.id,
+                delivered: p.delivered,
+                queued: p.queued,
             },
-            "ok" => Reply::Ok,
-            "enrolled" => Reply::Enrolled {
-                new: v["new"].as_bool().expect("new"),
-                cursor: v["cursor"].as_u64().expect("cursor"),
-                recovered: v["recovered"].as_bool().expect("recovered"),
-                messages: ids(&v["messages"]),
+            owner::Reply::Enrolled {
+                new,
+                cursor,
+                recovered,
+                messages,
+                ..
+            } => Reply::Enrolled {
+                new,
+                cursor,
+                recovered,
+                messages: ids(&messages),
             },
-            "withdrawn" => Reply::Withdrawn {
-                removed: v["removed"].as_bool().expect("removed"),
-            },
-            "list" => {
-                let mut l: Vec<(String, u64)> = v["channels"]
-                    .as_array()
-                    .expect("channels")
+            owner::Reply::Withdrawn { removed, .. } => Reply::Withdrawn { removed },
+            owner::Reply::Subscriptions(list) => {
+                let mut l: Vec<(String, u64)> = list
                     .iter()
-                    .map(|c| {
-                        (
-                            c["name"].as_str().expect("name").to_owned(),
-                            c["unread_count"].as_u64().expect("unread"),
-                        )
-                    })
+                    .map(|c| (c.name.as_str().to_owned(), c.unread.unwrap_or(u64::MAX)))
                     .collect();
                 // Every shard answers a list; the door merges them.
-                if let Some((_, _, Reply::List(prev))) = ctx
-                    .obs
+                if let Some((_, _, Reply::List(prev))) = obs
                     .replies
                     .iter_mut()
                     .find(|(c, s, _)| *c == caller && *s == step)
@@ -474,18 +453,16 @@ impl World {
                 l.sort();
                 Reply::List(l)
             }
-            other => panic!("unexpected reply {other}: {v}"),
+            other => panic!("unexpected reply {other:?}"),
         };
-        ctx.obs.replies.push((caller, step, r));
+        obs.replies.push((caller, step, r));
     }
 
     fn presence_view(&self, e: &serde_json::Value) -> PresenceView {
-        let org = e["org"].as_str().expect("org");
-        let sub = e["user_id"].as_str().expect("user_id");
-        let user = (
-            model::ORGS.iter().position(|o| *o == org).expect("org"),
-            model::SUBS.iter().position(|s| *s == sub).expect("sub"),
-        );
+        let user = model_user(&UserKey::new(
+            e["org"].as_str().expect("org"),
+            e["user_id"].as_str().expect("user_id"),
+        ));
         let cid = e["connection_id"].as_str().expect("connection_id");
         let slot = (0..model::SLOTS)
             .find(|s| self.conn(*s).public_id() == cid)
@@ -512,137 +489,92 @@ impl World {
     }
 
     /// Completes what the shards' logs hold: stored, or failed.
-    fn complete(&mut self, ok: bool, ctx: &mut Ctx) {
+    fn complete(&mut self, ok: bool, obs: &mut Obs) {
         for i in 0..SHARDS {
-            let Some((_, upto)) = self.shards[i].pending_upto() else {
+            let Some((_, upto)) = self.owners[i].pending_upto() else {
                 continue;
             };
-            let out = if ok {
+            let now = self.at();
+            let fx = if ok {
                 self.journals[i].stored(upto);
-                self.shards[i].complete_pending(upto, Ok(()))
+                self.owners[i].committed(now, upto, Ok(()))
             } else {
                 self.journals[i].failed();
-                self.shards[i].complete_pending(upto, Err(JournalError::Failed("test".into())))
+                self.owners[i].committed(now, upto, Err(JournalError::Failed("test".into())))
             };
-            self.route(out, ctx);
+            self.apply_effects(fx, obs);
         }
     }
 
-    fn then(&mut self, then: Then, ctx: &mut Ctx) {
+    fn then(&mut self, then: Then, obs: &mut Obs) {
         match then {
-            Then::Commit => self.complete(true, ctx),
-            Then::Fail => self.complete(false, ctx),
+            Then::Commit => self.complete(true, obs),
+            Then::Fail => self.complete(false, obs),
             Then::Hold | Then::Refuse => {}
         }
     }
 
-    fn request(&mut self, from: ConnRef, p: usize, json: &str, ctx: &mut Ctx) {
-        let env = parse_request(json, &self.cfg.limits).unwrap_or_else(|e| panic!("{json}: {e:?}"));
-        let claims = claims(p);
-        let r#ref = env.r#ref;
-        let (name, msg) = match env.req {
-            Request::Create(req) => (
-                req.name.as_str().to_owned(),
-                ShardMsg::Create {
-                    from,
-                    r#ref,
-                    claims,
-                    req,
-                },
-            ),
-            Request::Subscribe(req) => (
+    /// A request as the WebSocket door parses it.
+    fn request(&mut self, from: ConnRef, p: usize, json: &serde_json::Value, obs: &mut Obs) {
+        let text = json.to_string();
+        let env =
+            parse_request(&text, &self.cfg.limits).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        let r = env.r#ref.expect("a ref");
+        let (name, op) = match env.req {
+            Parsed::Create(req) => (req.name.as_str().to_owned(), owner::Op::Create(req)),
+            Parsed::Subscribe(req) => (req.channel.as_str().to_owned(), owner::Op::Subscribe(req)),
+            Parsed::Publish(req) => (
                 req.channel.as_str().to_owned(),
-                ShardMsg::Subscribe {
-                    from,
-                    r#ref,
-                    claims,
+                owner::Op::Publish {
                     req,
-                },
-            ),
-            Request::Publish(req) => (
-                req.channel.as_str().to_owned(),
-                ShardMsg::Publish {
-                    from,
-                    r#ref,
-                    claims,
-                    req,
+                    recipients: false,
                 },
             ),
             other => panic!("not built from JSON here: {other:?}"),
         };
-        self.to_owner(&name, msg, ctx);
+        self.to_owner(&name, from, p, &r, op, obs);
     }
 
-    /// A restart: every connection goes, the shards are rebuilt from what the logs stored
-    /// and the registry holds.
+    /// A restart: every connection goes, what the logs did not store is lost, and the
+    /// owners are rebuilt from the logs' records and the registry.
     fn restart(&mut self) {
         self.boot += 1;
         for g in self.generation.iter_mut() {
             *g += 1;
         }
         self.host.clear();
-        let members = self.catalog.members.lock().unwrap().clone();
-        let mut per_shard: Vec<Vec<RestoredChannel>> = (0..SHARDS).map(|_| Vec::new()).collect();
-        for (i, j) in self.journals.iter().enumerate() {
-            j.failed(); // what was not durable is lost
-            let mut chans: BTreeMap<String, RestoredChannel> = BTreeMap::new();
-            for (_, name, ts, rec) in j.records.borrow().iter() {
-                match rec {
-                    Rec::Channel(json) => {
-                        let cp: ChannelCheckpoint = serde_json::from_slice(json).expect("cp");
-                        chans.insert(
-                            name.clone(),
-                            RestoredChannel {
-                                meta: cp.meta,
-                                last_id: cp.last_id,
-                                messages: Vec::new(),
-                                members: Vec::new(),
-                            },
-                        );
-                    }
-                    Rec::Message { id, frame } => {
-                        let c = chans.get_mut(name).expect("a message of a logged channel");
-                        c.messages.push(RestoredMessage {
-                            id: *id,
-                            ts_ms: *ts,
-                            frame: frame.clone(),
-                        });
-                    }
-                }
+        let members: Vec<(String, UserKey, u64)> = self
+            .registry
+            .iter()
+            .flat_map(|(c, m)| m.iter().map(|(u, cur)| (c.clone(), u.clone(), *cur)))
+            .collect();
+        let mut logged = BTreeSet::new();
+        self.owners = self.fresh_owners();
+        for i in 0..SHARDS {
+            self.journals[i].failed();
+            let records: Vec<LogRecord> = self.journals[i]
+                .records
+                .borrow()
+                .iter()
+                .map(|(_, r)| r.clone())
+                .collect();
+            let mine = members.iter().filter(|(c, _, _)| owner_of(c) == i).cloned();
+            let (channels, skipped) = rebuild(records, mine);
+            if !skipped.is_empty() {
+                self.anomalies.push(format!("rebuild skipped {skipped:?}"));
             }
-            for (name, c) in chans.iter_mut() {
-                c.members = members
-                    .get(name)
-                    .map(|m| m.iter().map(|(u, c)| (u.clone(), *c)).collect())
-                    .unwrap_or_default();
-            }
-            per_shard[i] = chans.into_values().collect();
+            logged.extend(channels.iter().map(|c| c.meta.name.as_str().to_owned()));
+            let now = self.at();
+            self.owners[i].restore(channels, now);
         }
         // The registry forgets channels the log never stored.
-        {
-            let logged: BTreeSet<String> = per_shard
-                .iter()
-                .flatten()
-                .map(|c| c.meta.name.as_str().to_owned())
-                .collect();
-            self.catalog
-                .members
-                .lock()
-                .unwrap()
-                .retain(|n, _| logged.contains(n));
-        }
-        self.shards = self.fresh_shards();
-        for (i, chans) in per_shard.into_iter().enumerate() {
-            self.shards[i].restore(chans, ringbearer_io::shard::now_ms());
-        }
+        self.registry.retain(|n, _| logged.contains(n));
     }
 
     /// Drives `op` (step number `step`) and returns what was seen.
     fn apply(&mut self, step: usize, op: &Op, m: &Model) -> Obs {
-        let mut ctx = Ctx {
-            obs: Obs::default(),
-            rest: self.rest.clone(),
-        };
+        let mut obs = Obs::default();
+        self.now += 1;
         let r = format!("r{step}");
         match *op {
             Op::Create {
@@ -696,22 +628,14 @@ impl World {
                 let from = match by {
                     Caller::Conn(s) => self.conn(s),
                     Caller::Rest(p) => {
-                        ctx.rest.borrow_mut().insert(step, p);
+                        self.rest.insert(step, p);
                         Self::call(step)
                     }
                 };
                 self.journals[owner_of(n)].refuse.set(then == Then::Refuse);
-                self.request(from, p, &req.to_string(), &mut ctx);
+                self.request(from, p, &req, &mut obs);
                 self.journals[owner_of(n)].refuse.set(false);
-                self.then(then, &mut ctx);
-                // The shard stamps channels with the wall clock in ms, and a restart gives a
-                // wedding to the organization of its earliest channel: two channels of one
-                // wedding created in the same ms tie, and the restore order decides (a
-                // finding reported to the lead). Keep creates in distinct ms here.
-                let t = ringbearer_io::shard::now_ms();
-                while ringbearer_io::shard::now_ms() == t {
-                    std::hint::spin_loop();
-                }
+                self.then(then, &mut obs);
             }
             Op::Subscribe {
                 slot,
@@ -735,20 +659,19 @@ impl World {
                     EpochArg::Stale => req["epoch"] = "stale-epoch".into(),
                 }
                 let from = self.conn(slot);
-                self.request(
-                    from,
-                    model::SLOT_PRINCIPAL[slot],
-                    &req.to_string(),
-                    &mut ctx,
-                );
+                self.request(from, model::SLOT_PRINCIPAL[slot], &req, &mut obs);
             }
             Op::Unsubscribe { slot, name } => {
-                let msg = ShardMsg::Unsubscribe {
-                    from: self.conn(slot),
-                    r#ref: Some(r),
-                    channel: channel(name),
-                };
-                self.to_owner(model::NAMES[name].0, msg, &mut ctx);
+                let from = self.conn(slot);
+                let op = owner::Op::Unsubscribe(channel(name));
+                self.to_owner(
+                    model::NAMES[name].0,
+                    from,
+                    model::SLOT_PRINCIPAL[slot],
+                    &r,
+                    op,
+                    &mut obs,
+                );
             }
             Op::Disconnect { slot } => {
                 let conn = self.conn(slot);
@@ -760,9 +683,9 @@ impl World {
                         .or_default()
                         .push(ChannelName::parse(&c).expect("valid"));
                 }
-                for (owner, channels) in by_owner {
-                    let out = self.shards[owner].handle(ShardMsg::Disconnect { conn, channels });
-                    self.route(out, &mut ctx);
+                for (o, channels) in by_owner {
+                    let fx = self.owners[o].disconnect(conn, &channels);
+                    self.apply_effects(fx, &mut obs);
                 }
                 self.generation[slot] += 1;
             }
@@ -786,33 +709,39 @@ impl World {
                 }
                 let from = self.conn(slot);
                 self.journals[owner_of(n)].refuse.set(then == Then::Refuse);
-                self.request(
-                    from,
-                    model::SLOT_PRINCIPAL[slot],
-                    &req.to_string(),
-                    &mut ctx,
-                );
+                self.request(from, model::SLOT_PRINCIPAL[slot], &req, &mut obs);
                 self.journals[owner_of(n)].refuse.set(false);
-                self.then(then, &mut ctx);
+                self.then(then, &mut obs);
             }
             Op::Ack { slot, name, id } => {
-                let msg = ShardMsg::Ack {
-                    from: self.conn(slot),
-                    r#ref: Some(r),
-                    user: user_key(model::user_of(model::SLOT_PRINCIPAL[slot])),
+                let from = self.conn(slot);
+                let op = owner::Op::Ack {
                     channel: channel(name),
                     id,
                 };
-                self.to_owner(model::NAMES[name].0, msg, &mut ctx);
+                self.to_owner(
+                    model::NAMES[name].0,
+                    from,
+                    model::SLOT_PRINCIPAL[slot],
+                    &r,
+                    op,
+                    &mut obs,
+                );
             }
             Op::Presence { slot, name, meta } => {
-                let msg = ShardMsg::Presence {
-                    from: self.conn(slot),
-                    r#ref: Some(r),
+                let from = self.conn(slot);
+                let op = owner::Op::Presence {
                     channel: channel(name),
                     meta: format!("{{\"n\":{meta}}}"),
                 };
-                self.to_owner(model::NAMES[name].0, msg, &mut ctx);
+                self.to_owner(
+                    model::NAMES[name].0,
+                    from,
+                    model::SLOT_PRINCIPAL[slot],
+                    &r,
+                    op,
+                    &mut obs,
+                );
             }
             Op::Enroll {
                 caller,
@@ -820,12 +749,9 @@ impl World {
                 name,
                 history,
             } => {
-                ctx.rest.borrow_mut().insert(step, caller);
-                let org = model::PRINCIPALS[caller].org;
-                let msg = ShardMsg::Enroll {
-                    from: Self::call(step),
-                    claims: claims(caller),
-                    user: user_key((org, sub)),
+                self.rest.insert(step, caller);
+                let op = owner::Op::Enroll {
+                    user: model::SUBS[sub].into(),
                     req: SubscribeReq {
                         channel: channel(name),
                         last_seen_id: None,
@@ -833,78 +759,59 @@ impl World {
                         include_history: history,
                     },
                 };
-                self.to_owner(model::NAMES[name].0, msg, &mut ctx);
+                self.to_owner(
+                    model::NAMES[name].0,
+                    Self::call(step),
+                    caller,
+                    &r,
+                    op,
+                    &mut obs,
+                );
             }
             Op::Withdraw { caller, sub, name } => {
-                ctx.rest.borrow_mut().insert(step, caller);
-                let org = model::PRINCIPALS[caller].org;
-                let msg = ShardMsg::Withdraw {
-                    from: Self::call(step),
-                    claims: claims(caller),
-                    user: user_key((org, sub)),
+                self.rest.insert(step, caller);
+                let op = owner::Op::Withdraw {
+                    user: model::SUBS[sub].into(),
                     channel: channel(name),
                 };
-                self.to_owner(model::NAMES[name].0, msg, &mut ctx);
+                self.to_owner(
+                    model::NAMES[name].0,
+                    Self::call(step),
+                    caller,
+                    &r,
+                    op,
+                    &mut obs,
+                );
             }
             Op::List { caller, sub } => {
-                ctx.rest.borrow_mut().insert(step, caller);
-                let org = model::PRINCIPALS[caller].org;
+                self.rest.insert(step, caller);
                 for i in 0..SHARDS {
-                    let out = self.shards[i].handle(ShardMsg::ListFor {
+                    let req = Request {
                         from: Self::call(step),
+                        r#ref: Some(r.clone()),
                         claims: claims(caller),
-                        user: user_key((org, sub)),
-                    });
-                    self.route(out, &mut ctx);
+                        op: owner::Op::ListFor {
+                            user: model::SUBS[sub].into(),
+                        },
+                    };
+                    let now = self.at();
+                    let fx = self.owners[i].handle(now, req);
+                    self.apply_effects(fx, &mut obs);
                 }
             }
-            Op::Flush { fail } => self.complete(!fail, &mut ctx),
-            Op::Wait => unreachable!("the shard reads the wall clock: no Wait"),
+            Op::Flush { fail } => self.complete(!fail, &mut obs),
+            Op::Wait => self.now += model::WAIT_MS,
             Op::Restart => self.restart(),
         }
-        ctx.obs
+        obs
     }
 
     /// The registry's subscriptions and cursors of channel `name`.
     fn registry(&self, name: usize) -> BTreeMap<model::User, u64> {
-        let n = model::NAMES[name].0;
-        self.catalog
-            .members
-            .lock()
-            .unwrap()
-            .get(n)
-            .map(|m| {
-                m.iter()
-                    .map(|(u, c)| {
-                        let org = model::ORGS.iter().position(|o| *o == u.org).expect("org");
-                        let sub = model::SUBS.iter().position(|s| *s == u.sub).expect("sub");
-                        ((org, sub), *c)
-                    })
-                    .collect()
-            })
+        self.registry
+            .get(model::NAMES[name].0)
+            .map(|m| m.iter().map(|(u, c)| (model_user(u), *c)).collect())
             .unwrap_or_default()
-    }
-}
-
-fn variant(m: &ShardMsg) -> &'static str {
-    match m {
-        ShardMsg::Create { .. } => "Create",
-        ShardMsg::Subscribe { .. } => "Subscribe",
-        ShardMsg::Disconnect { .. } => "Disconnect",
-        _ => "another",
-    }
-}
-
-/// One step's collection: what was seen, and which principal each REST call was (a call's
-/// answer may come in a later step, when its store completes).
-struct Ctx {
-    obs: Obs,
-    rest: Rc<RefCell<HashMap<usize, usize>>>,
-}
-
-impl Ctx {
-    fn rest_caller(&self, step: usize) -> usize {
-        self.rest.borrow().get(&step).copied().unwrap_or(usize::MAX)
     }
 }
 
@@ -1004,7 +911,6 @@ proptest! {
 
     #[test]
     fn the_owner_agrees_with_the_model(ops in model::ops(80)) {
-        let ops: Vec<Op> = ops.into_iter().filter(|o| !matches!(o, Op::Wait)).collect();
         if let Err(e) = run(&ops, model::KNOWN) {
             prop_assert!(false, "{}", e);
         }
@@ -1024,7 +930,6 @@ fn coverage() {
     });
     runner
         .run(&model::ops(80), |ops| {
-            let ops: Vec<Op> = ops.into_iter().filter(|o| !matches!(o, Op::Wait)).collect();
             run(&ops, model::KNOWN).map_err(proptest::test_runner::TestCaseError::fail)
         })
         .unwrap();
