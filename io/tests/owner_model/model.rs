@@ -30,10 +30,17 @@ pub struct Known {
     /// organization the wedding's owner until the next restart (SPEC §1: the owner is the
     /// organization that created the first channel with it).
     pub unstored_create_claims_wedding: bool,
+    /// A connection may subscribe to a channel whose creation is still being stored; if
+    /// the store fails the channel is dropped but its subscribers are never told, so their
+    /// shards keep delivering that name to them — including messages of a later channel of
+    /// the same name created by another organization. (The driver, not the model, plays
+    /// this one: while `true` it ends those subscriptions itself.)
+    pub unstored_channel_keeps_subscribers: bool,
 }
 
 pub const KNOWN: Known = Known {
     unstored_create_claims_wedding: true,
+    unstored_channel_keeps_subscribers: true,
 };
 
 pub const ORGS: [&str; 3] = ["org-a", "org-b", "org-c"];
@@ -278,6 +285,9 @@ pub enum Op {
         /// (`target_org` if given, `target_user_id`).
         target: Option<(Option<usize>, usize)>,
         key: Option<u8>,
+        /// A REST broadcast by the slot's principal (no connection), which is also told who
+        /// the message went to (`delivery_guarantees`).
+        rest: bool,
         then: Then,
     },
     Ack {
@@ -314,6 +324,10 @@ pub enum Op {
     },
     /// The clock moves [`WAIT_MS`].
     Wait,
+    /// The owners announce presence changes (the periodic flush): afterwards every
+    /// subscribed connection's presence list — its `subscribed` list with every diff since
+    /// applied — must be the channel's presence.
+    Tick,
     /// The process restarts: every connection is gone, anything not durable is lost, and
     /// the owner is rebuilt from the log and the registry.
     Restart,
@@ -342,6 +356,8 @@ pub enum Reply {
         id: u64,
         delivered: usize,
         queued: usize,
+        /// For a REST broadcast: subscribed users online, and offline, that may see it.
+        recipients: Option<(Vec<User>, Vec<User>)>,
     },
     /// `ok` to an ack or a presence update.
     Ok,
@@ -380,6 +396,17 @@ struct OnlineSub {
     user: User,
     role: Role,
     meta: Option<u8>,
+}
+
+impl OnlineSub {
+    fn view(&self) -> PresenceView {
+        PresenceView {
+            user: self.user,
+            slot: self.slot,
+            role: self.role,
+            meta: self.meta,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -519,9 +546,20 @@ impl Chan {
 
 #[derive(Clone, Debug)]
 enum Pending {
-    Created { to: Waiter, name: usize },
-    Message { to: Waiter, name: usize, id: u64 },
-    Repeat { to: Waiter, id: u64 },
+    Created {
+        to: Waiter,
+        name: usize,
+    },
+    Message {
+        to: Waiter,
+        name: usize,
+        id: u64,
+        recipients: bool,
+    },
+    Repeat {
+        to: Waiter,
+        id: u64,
+    },
 }
 
 /// Who waits for a pending answer: a caller, for its request of step `step`, on its
@@ -565,6 +603,14 @@ impl Model {
     /// Whether channel `name` exists (stored or being stored).
     pub fn exists(&self, name: usize) -> bool {
         self.channels.contains_key(&name)
+    }
+
+    /// The presence of channel `name` now, in join order.
+    pub fn presence(&self, name: usize) -> Vec<PresenceView> {
+        self.channels
+            .get(&name)
+            .map(|c| c.online.iter().map(OnlineSub::view).collect())
+            .unwrap_or_default()
     }
 
     /// Users subscribed to `name` and their cursors (for checks against the registry).
@@ -652,9 +698,10 @@ impl Model {
                 name,
                 target,
                 key,
+                rest,
                 then,
             } => {
-                self.publish(&mut obs, slot, name, target, key, then);
+                self.publish(&mut obs, slot, name, target, key, rest, then);
                 self.then(&mut obs, then);
             }
             Op::Ack { slot, name, id } => {
@@ -747,6 +794,7 @@ impl Model {
             }
             Op::Flush { fail } => self.complete(&mut obs, !fail),
             Op::Wait => self.now += WAIT_MS,
+            Op::Tick => {}
             Op::Restart => self.restart(),
         }
         obs
@@ -912,6 +960,7 @@ impl Model {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn publish(
         &mut self,
         obs: &mut Obs,
@@ -919,10 +968,15 @@ impl Model {
         name: usize,
         target: Option<(Option<usize>, usize)>,
         key: Option<u8>,
+        rest: bool,
         then: Then,
     ) {
         let step = self.step;
-        let to = Caller::Conn(slot);
+        let to = if rest {
+            Caller::Rest(SLOT_PRINCIPAL[slot])
+        } else {
+            Caller::Conn(slot)
+        };
         let p = PRINCIPALS[SLOT_PRINCIPAL[slot]];
         let Some(c) = self.channels.get_mut(&name) else {
             obs.replies
@@ -944,6 +998,7 @@ impl Model {
                                 id,
                                 delivered: 0,
                                 queued: 0,
+                                recipients: None,
                             },
                         ));
                     } else {
@@ -965,7 +1020,12 @@ impl Model {
             self.keys.insert((name, k), (id, self.now));
         }
         let to = self.waiter(to);
-        self.pending.push(Pending::Message { to, name, id });
+        self.pending.push(Pending::Message {
+            to,
+            name,
+            id,
+            recipients: rest,
+        });
     }
 
     fn waiter(&self, to: Caller) -> Waiter {
@@ -1016,9 +1076,15 @@ impl Model {
                         id,
                         delivered: 0,
                         queued: 0,
+                        recipients: None,
                     },
                 ),
-                Pending::Message { to, name, id } => {
+                Pending::Message {
+                    to,
+                    name,
+                    id,
+                    recipients,
+                } => {
                     let c = self.channels.get_mut(&name).expect("pending channel");
                     c.durable_id = id;
                     let target = c.messages[&id].target;
@@ -1035,10 +1101,22 @@ impl Model {
                         .filter(|u| target.is_none_or(|t| t == **u))
                         .filter(|u| c.online_of(**u) == 0)
                         .count();
+                    let recipients = recipients.then(|| {
+                        let (mut online, mut offline) = (vec![], vec![]);
+                        for u in c.subs.keys().filter(|u| target.is_none_or(|t| t == **u)) {
+                            if c.online_of(*u) > 0 {
+                                online.push(*u);
+                            } else {
+                                offline.push(*u);
+                            }
+                        }
+                        (online, offline)
+                    });
                     let r = Reply::Published {
                         id,
                         delivered,
                         queued,
+                        recipients,
                     };
                     self.answer(obs, to, r);
                 }
@@ -1124,8 +1202,8 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => (0..SLOTS).prop_map(|slot| Op::Disconnect { slot }),
         12 => (0..SLOTS, name(),
               proptest::option::of((proptest::option::of(0..ORGS.len()), 0..SUBS.len())),
-              proptest::option::of(0u8..2), then())
-            .prop_map(|(slot, name, target, key, then)| Op::Publish { slot, name, target, key, then }),
+              proptest::option::of(0u8..2), prop::bool::weighted(0.15), then())
+            .prop_map(|(slot, name, target, key, rest, then)| Op::Publish { slot, name, target, key, rest, then }),
         3 => (0..SLOTS, name(), 0u64..12).prop_map(|(slot, name, id)| Op::Ack { slot, name, id }),
         1 => (0..SLOTS, name(), 0u8..3).prop_map(|(slot, name, meta)| Op::Presence { slot, name, meta }),
         2 => (0..PRINCIPALS.len(), 0..SUBS.len(), name(), any::<bool>())
@@ -1135,6 +1213,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         2 => (0..PRINCIPALS.len(), 0..SUBS.len()).prop_map(|(caller, sub)| Op::List { caller, sub }),
         1 => prop::bool::weighted(0.25).prop_map(|fail| Op::Flush { fail }),
         1 => Just(Op::Wait),
+        3 => Just(Op::Tick),
         1 => Just(Op::Restart),
     ]
 }
