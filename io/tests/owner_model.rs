@@ -191,6 +191,8 @@ struct World {
     /// with every `presence_diff`/`presence_state` since applied, by `connection_id`.
     views: BTreeMap<(usize, String), BTreeMap<String, PresenceView>>,
     known: model::Known,
+    /// Connections whose token was refreshed to one without weddings.
+    reduced: [bool; model::SLOTS],
 }
 
 impl World {
@@ -212,6 +214,7 @@ impl World {
             rest: HashMap::new(),
             views: BTreeMap::new(),
             known,
+            reduced: [false; model::SLOTS],
         };
         w.owners = w.fresh_owners();
         w
@@ -234,6 +237,17 @@ impl World {
                 )
             })
             .collect()
+    }
+
+    /// The claims a caller acts with now (a refreshed connection's reduced token).
+    fn claims_for(&self, c: Caller) -> Arc<Claims> {
+        let mut cl = claims(c.principal());
+        if let Caller::Conn(s) = c {
+            if self.reduced[s] {
+                Arc::make_mut(&mut cl).weddings.clear();
+            }
+        }
+        cl
     }
 
     fn conn(&self, slot: usize) -> ConnRef {
@@ -268,7 +282,7 @@ impl World {
         &mut self,
         name: &str,
         from: ConnRef,
-        p: usize,
+        claims: Arc<Claims>,
         r: &str,
         op: owner::Op,
         obs: &mut Obs,
@@ -276,7 +290,7 @@ impl World {
         let req = Request {
             from,
             r#ref: Some(r.to_owned()),
-            claims: claims(p),
+            claims,
             op,
         };
         let now = self.at();
@@ -337,7 +351,13 @@ impl World {
                                 self.views.remove(&(slot, name.clone()));
                                 entries.iter().map(|e| self.entry(e)).collect()
                             }
-                            ChannelEvent::Typing { .. } => continue,
+                            ChannelEvent::Typing { user, .. } => {
+                                obs.typing
+                                    .entry(slot)
+                                    .or_default()
+                                    .push((name_index(&name), model_user(user)));
+                                continue;
+                            }
                         };
                         self.views
                             .entry((slot, name.clone()))
@@ -465,11 +485,13 @@ impl World {
                     }
                     self.views.remove(&(slot, channel.as_str().to_owned()));
                 }
-                if why.is_some() {
-                    self.anomalies
-                        .push(format!("unsubscribed unasked: {why:?}"));
+                match why {
+                    Some(e) => Reply::Dropped {
+                        name: name_index(channel.as_str()),
+                        code: e.code.as_str(),
+                    },
+                    None => Reply::Unsubscribed,
                 }
-                Reply::Unsubscribed
             }
             owner::Reply::Published(p) => Reply::Published {
                 id: p.id,
@@ -587,7 +609,7 @@ impl World {
     fn request(
         &mut self,
         from: ConnRef,
-        p: usize,
+        claims: Arc<Claims>,
         json: &serde_json::Value,
         recipients: bool,
         obs: &mut Obs,
@@ -605,7 +627,7 @@ impl World {
             ),
             other => panic!("not built from JSON here: {other:?}"),
         };
-        self.to_owner(&name, from, p, &r, op, obs);
+        self.to_owner(&name, from, claims, &r, op, obs);
     }
 
     /// A restart: every connection goes, what the logs did not store is lost, and the
@@ -617,6 +639,7 @@ impl World {
         }
         self.host.clear();
         self.views.clear();
+        self.reduced = [false; model::SLOTS];
         let members: Vec<(String, UserKey, u64)> = self
             .registry
             .iter()
@@ -707,7 +730,8 @@ impl World {
                     }
                 };
                 self.journals[owner_of(n)].refuse.set(then == Then::Refuse);
-                self.request(from, p, &req, false, &mut obs);
+                let cl = self.claims_for(by);
+                self.request(from, cl, &req, false, &mut obs);
                 self.journals[owner_of(n)].refuse.set(false);
                 self.then(then, &mut obs);
             }
@@ -733,7 +757,8 @@ impl World {
                     EpochArg::Stale => req["epoch"] = "stale-epoch".into(),
                 }
                 let from = self.conn(slot);
-                self.request(from, model::SLOT_PRINCIPAL[slot], &req, false, &mut obs);
+                let cl = self.claims_for(Caller::Conn(slot));
+                self.request(from, cl, &req, false, &mut obs);
             }
             Op::Unsubscribe { slot, name } => {
                 let from = self.conn(slot);
@@ -741,7 +766,7 @@ impl World {
                 self.to_owner(
                     model::NAMES[name].0,
                     from,
-                    model::SLOT_PRINCIPAL[slot],
+                    self.claims_for(Caller::Conn(slot)),
                     &r,
                     op,
                     &mut obs,
@@ -763,6 +788,7 @@ impl World {
                 }
                 self.views.retain(|(s, _), _| *s != slot);
                 self.generation[slot] += 1;
+                self.reduced[slot] = false;
             }
             Op::Publish {
                 slot,
@@ -791,7 +817,12 @@ impl World {
                     self.conn(slot)
                 };
                 self.journals[owner_of(n)].refuse.set(then == Then::Refuse);
-                self.request(from, p, &req, rest, &mut obs);
+                let cl = if rest {
+                    claims(p)
+                } else {
+                    self.claims_for(Caller::Conn(slot))
+                };
+                self.request(from, cl, &req, rest, &mut obs);
                 self.journals[owner_of(n)].refuse.set(false);
                 self.then(then, &mut obs);
             }
@@ -804,7 +835,7 @@ impl World {
                 self.to_owner(
                     model::NAMES[name].0,
                     from,
-                    model::SLOT_PRINCIPAL[slot],
+                    self.claims_for(Caller::Conn(slot)),
                     &r,
                     op,
                     &mut obs,
@@ -819,7 +850,7 @@ impl World {
                 self.to_owner(
                     model::NAMES[name].0,
                     from,
-                    model::SLOT_PRINCIPAL[slot],
+                    self.claims_for(Caller::Conn(slot)),
                     &r,
                     op,
                     &mut obs,
@@ -844,7 +875,7 @@ impl World {
                 self.to_owner(
                     model::NAMES[name].0,
                     Self::call(step),
-                    caller,
+                    claims(caller),
                     &r,
                     op,
                     &mut obs,
@@ -859,7 +890,7 @@ impl World {
                 self.to_owner(
                     model::NAMES[name].0,
                     Self::call(step),
-                    caller,
+                    claims(caller),
                     &r,
                     op,
                     &mut obs,
@@ -890,6 +921,38 @@ impl World {
                     self.apply_effects(fx, &mut obs);
                 }
             }
+            Op::Typing { slot, name } => {
+                let from = self.conn(slot);
+                let cl = self.claims_for(Caller::Conn(slot));
+                let op = owner::Op::Typing {
+                    channel: channel(name),
+                };
+                self.to_owner(model::NAMES[name].0, from, cl, &r, op, &mut obs);
+            }
+            Op::Refresh { slot } => {
+                self.reduced[slot] = true;
+                let conn = self.conn(slot);
+                let cl = self.claims_for(Caller::Conn(slot));
+                let chans = self.host.get(&slot).cloned().unwrap_or_default();
+                let mut by_owner: BTreeMap<usize, Vec<ChannelName>> = BTreeMap::new();
+                for c in chans {
+                    by_owner
+                        .entry(owner_of(&c))
+                        .or_default()
+                        .push(ChannelName::parse(&c).expect("valid"));
+                }
+                for (o, channels) in by_owner {
+                    let req = Request {
+                        from: conn,
+                        r#ref: None,
+                        claims: cl.clone(),
+                        op: owner::Op::Recheck { channels },
+                    };
+                    let now = self.at();
+                    let fx = self.owners[o].handle(now, req);
+                    self.apply_effects(fx, &mut obs);
+                }
+            }
             Op::Restart => self.restart(),
         }
         obs
@@ -906,15 +969,16 @@ impl World {
 
 /// Replies compared by (step, caller): a step answers each caller at most once, and two
 /// shards' logs complete in either order.
-fn normalize(
-    mut o: Obs,
-) -> (
+type Seen = (
     Vec<(usize, Caller, Reply)>,
     BTreeMap<(usize, usize), Vec<u64>>,
-) {
+    BTreeMap<usize, Vec<(usize, model::User)>>,
+);
+
+fn normalize(mut o: Obs) -> Seen {
     let mut replies: Vec<(usize, Caller, Reply)> =
         o.replies.drain(..).map(|(c, s, r)| (s, c, r)).collect();
-    replies.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    replies.sort();
     // Per connection and channel, in order (SPEC §2.1); across channels no order is promised.
     let mut per: BTreeMap<(usize, usize), Vec<u64>> = BTreeMap::new();
     for (slot, v) in o.delivered {
@@ -922,7 +986,11 @@ fn normalize(
             per.entry((slot, name)).or_default().push(id);
         }
     }
-    (replies, per)
+    // Typing indicators: per connection, across channels in any order.
+    for v in o.typing.values_mut() {
+        v.sort();
+    }
+    (replies, per, o.typing)
 }
 
 /// What the runs exercised (printed by `coverage`): how often each kind of answer was seen.

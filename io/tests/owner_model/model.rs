@@ -324,6 +324,17 @@ pub enum Op {
     },
     /// The clock moves [`WAIT_MS`].
     Wait,
+    /// A typing indicator: relayed to the channel's other subscribed connections.
+    Typing {
+        slot: usize,
+        name: usize,
+    },
+    /// The connection refreshes its token (`op: token`) to one listing no wedding (and no
+    /// `*`): its subscriptions the new claims no longer reach end, each with an unasked
+    /// `unsubscribed`; its later requests carry the new claims.
+    Refresh {
+        slot: usize,
+    },
     /// The owners announce presence changes (the periodic flush): afterwards every
     /// subscribed connection's presence list — its `subscribed` list with every diff since
     /// applied — must be the channel's presence.
@@ -343,8 +354,13 @@ pub struct PresenceView {
 }
 
 /// An answer as the model predicts it (the driver renders the owner's into this shape).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Reply {
+    /// An `unsubscribed` nobody asked for (after a token refresh), with its code.
+    Dropped {
+        name: usize,
+        code: &'static str,
+    },
     Created,
     Subscribed {
         recovered: bool,
@@ -383,6 +399,8 @@ pub struct Obs {
     pub replies: Vec<(Caller, usize, Reply)>,
     /// slot → (channel name index, id) in delivery order.
     pub delivered: BTreeMap<usize, Vec<(usize, u64)>>,
+    /// slot → (channel name index, who is typing) relayed to it.
+    pub typing: BTreeMap<usize, Vec<(usize, User)>>,
 }
 
 #[derive(Clone, Debug)]
@@ -586,6 +604,8 @@ pub struct Model {
     pub generation: [u64; SLOTS],
     /// Which known divergences to predict (the owner's behaviour) instead of the SPEC's.
     known: Known,
+    /// Connections whose token was refreshed to one without weddings ([`Op::Refresh`]).
+    pub reduced: [bool; SLOTS],
     /// Weddings claimed by creates that were not stored ([`Known`]); until a restart.
     claimed: BTreeMap<usize, usize>,
 }
@@ -603,6 +623,21 @@ impl Model {
     /// Whether channel `name` exists (stored or being stored).
     pub fn exists(&self, name: usize) -> bool {
         self.channels.contains_key(&name)
+    }
+
+    /// The claims a caller acts with now.
+    pub fn principal(&self, c: Caller) -> Principal {
+        match c {
+            Caller::Conn(s) => {
+                let mut p = PRINCIPALS[SLOT_PRINCIPAL[s]];
+                if self.reduced[s] {
+                    p.weddings = &[];
+                    p.star = false;
+                }
+                p
+            }
+            Caller::Rest(p) => PRINCIPALS[p],
+        }
     }
 
     /// The presence of channel `name` now, in join order.
@@ -692,6 +727,7 @@ impl Model {
                     c.online.retain(|o| o.slot != slot);
                 }
                 self.generation[slot] += 1;
+                self.reduced[slot] = false;
             }
             Op::Publish {
                 slot,
@@ -795,6 +831,38 @@ impl Model {
             Op::Flush { fail } => self.complete(&mut obs, !fail),
             Op::Wait => self.now += WAIT_MS,
             Op::Tick => {}
+            Op::Typing { slot, name } => {
+                let user = user_of(SLOT_PRINCIPAL[slot]);
+                let r = match self.channels.get(&name) {
+                    None => Reply::Error("WS_CHANNEL_NOT_FOUND"),
+                    Some(c) if !c.is_online(slot) => Reply::Error("WS_SUBSCRIPTION_FAILED"),
+                    Some(c) => {
+                        for o in c.online.iter().filter(|o| o.slot != slot) {
+                            obs.typing.entry(o.slot).or_default().push((name, user));
+                        }
+                        Reply::Ok
+                    }
+                };
+                obs.replies.push((Caller::Conn(slot), step, r));
+            }
+            Op::Refresh { slot } => {
+                self.reduced[slot] = true;
+                let p = self.principal(Caller::Conn(slot));
+                for (name, c) in self.channels.iter_mut() {
+                    let Some(i) = c.online.iter().position(|o| o.slot == slot) else {
+                        continue;
+                    };
+                    let Err(code) = c.check(&p, Action::Read) else {
+                        continue;
+                    };
+                    let o = c.online.remove(i);
+                    if c.online_of(o.user) == 0 {
+                        c.subs.remove(&o.user);
+                    }
+                    let r = Reply::Dropped { name: *name, code };
+                    obs.replies.push((Caller::Conn(slot), usize::MAX, r));
+                }
+            }
             Op::Restart => self.restart(),
         }
         obs
@@ -814,7 +882,7 @@ impl Model {
         then: Then,
     ) {
         let step = self.step;
-        let p = PRINCIPALS[by.principal()];
+        let p = self.principal(by);
         let wedding = NAMES[name].1.or(wedding);
         if let Some(c) = self.channels.get(&name) {
             // An existing name: the same error a subscribe would get; another organization
@@ -904,7 +972,7 @@ impl Model {
         epoch: EpochArg,
         history: bool,
     ) -> Reply {
-        let p = PRINCIPALS[SLOT_PRINCIPAL[slot]];
+        let p = self.principal(Caller::Conn(slot));
         let user = (p.org, p.sub);
         let Some(c) = self.channels.get_mut(&name) else {
             return Reply::Error("WS_CHANNEL_NOT_FOUND");
@@ -977,7 +1045,7 @@ impl Model {
         } else {
             Caller::Conn(slot)
         };
-        let p = PRINCIPALS[SLOT_PRINCIPAL[slot]];
+        let p = self.principal(to);
         let Some(c) = self.channels.get_mut(&name) else {
             obs.replies
                 .push((to, step, Reply::Error("WS_CHANNEL_NOT_FOUND")));
@@ -1148,6 +1216,7 @@ impl Model {
         for g in self.generation.iter_mut() {
             *g += 1;
         }
+        self.reduced = [false; SLOTS];
         // Keys come back from the stored frames, each for what is left of its window.
         let now = self.now;
         self.keys
@@ -1214,6 +1283,8 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => prop::bool::weighted(0.25).prop_map(|fail| Op::Flush { fail }),
         1 => Just(Op::Wait),
         3 => Just(Op::Tick),
+        1 => (0..SLOTS, name()).prop_map(|(slot, name)| Op::Typing { slot, name }),
+        1 => (0..SLOTS).prop_map(|slot| Op::Refresh { slot }),
         1 => Just(Op::Restart),
     ]
 }
