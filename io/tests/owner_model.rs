@@ -1063,6 +1063,10 @@ fn run(ops: &[Op], known: model::Known) -> Result<(), String> {
             }
         }
     }
+    let mut seen = SEEN.lock().unwrap();
+    for (k, n) in &m.stats {
+        *seen.entry((*k).to_owned()).or_default() += n;
+    }
     Ok(())
 }
 

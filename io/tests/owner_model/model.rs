@@ -604,6 +604,9 @@ pub struct Model {
     pub generation: [u64; SLOTS],
     /// Which known divergences to predict (the owner's behaviour) instead of the SPEC's.
     known: Known,
+    /// How often interesting branches were taken (printed by the `coverage` run).
+    pub stats: BTreeMap<&'static str, usize>,
+    restarted: bool,
     /// Connections whose token was refreshed to one without weddings ([`Op::Refresh`]).
     pub reduced: [bool; SLOTS],
     /// Weddings claimed by creates that were not stored ([`Known`]); until a restart.
@@ -623,6 +626,10 @@ impl Model {
     /// Whether channel `name` exists (stored or being stored).
     pub fn exists(&self, name: usize) -> bool {
         self.channels.contains_key(&name)
+    }
+
+    fn hit(&mut self, what: &'static str) {
+        *self.stats.entry(what).or_default() += 1;
     }
 
     /// The claims a caller acts with now.
@@ -991,9 +998,19 @@ impl Model {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        let restarted = self.restarted;
         let (recovered, messages) = match position {
             Some(pos) => {
                 let (r, m) = c.visible_after(pos, user);
+                *self
+                    .stats
+                    .entry(match (r && epoch_ok, m.is_empty(), restarted) {
+                        (true, false, true) => "resume with messages after a restart",
+                        (true, false, false) => "resume with messages",
+                        (false, _, _) => "resume not recovered",
+                        (true, true, _) => "resume with nothing missed",
+                    })
+                    .or_default() += 1;
                 (r && epoch_ok, m)
             }
             None if !epoch_ok || history => (epoch_ok, c.visible_after(0, user).1),
@@ -1058,6 +1075,14 @@ impl Model {
         if let Some(k) = key {
             if let Some(&(id, at)) = self.keys.get(&(name, k)) {
                 if self.now.saturating_sub(at) <= IDEMPOTENCY_WINDOW_MS {
+                    *self
+                        .stats
+                        .entry(if id <= c.durable_id {
+                            "idempotent repeat of a stored message"
+                        } else {
+                            "idempotent repeat of a message being stored"
+                        })
+                        .or_default() += 1;
                     if id <= c.durable_id {
                         obs.replies.push((
                             to,
@@ -1082,6 +1107,12 @@ impl Model {
             return;
         }
         let id = c.last_id() + 1;
+        if key.is_some_and(|k| self.keys.contains_key(&(name, k))) {
+            *self
+                .stats
+                .entry("idempotency key reused after its window")
+                .or_default() += 1;
+        }
         let target = target.map(|(org, sub)| (org.unwrap_or(p.org), sub));
         c.messages.insert(id, Msg { target });
         if let Some(k) = key {
@@ -1126,6 +1157,9 @@ impl Model {
                 | Pending::Repeat { to, .. }) = p;
                 self.answer(obs, *to, Reply::Error("WS_INTERNAL"));
             }
+            if !pending.is_empty() {
+                self.hit("failed store with something pending");
+            }
             self.forget_unstored();
             return;
         }
@@ -1161,6 +1195,14 @@ impl Model {
                         if target.is_none_or(|t| t == o.user) {
                             delivered += 1;
                             obs.delivered.entry(o.slot).or_default().push((name, id));
+                            if target.is_some() {
+                                *self.stats.entry("targeted live delivery").or_default() += 1;
+                            }
+                        } else {
+                            *self
+                                .stats
+                                .entry("targeted, withheld from a subscriber")
+                                .or_default() += 1;
                         }
                     }
                     let queued = c
@@ -1206,6 +1248,10 @@ impl Model {
     }
 
     fn restart(&mut self) {
+        self.restarted = true;
+        if self.channels.values().any(|c| !c.subs.is_empty()) {
+            self.hit("restart with subscriptions");
+        }
         self.claimed.clear();
         // Pending work never got an answer; it was not stored.
         self.pending.clear();
@@ -1250,13 +1296,15 @@ fn caller() -> impl Strategy<Value = Caller> {
     ]
 }
 
-fn name() -> impl Strategy<Value = usize> {
-    0..NAMES.len()
+/// A channel name: the sequence's `focus` three times in five, so that operations meet.
+fn name_near(focus: usize) -> impl Strategy<Value = usize> {
+    prop_oneof![3 => Just(focus), 2 => 0..NAMES.len()]
 }
 
-/// One random operation. Weighted so that channels exist early and publishes, subscribes
+/// One random operation, mostly on channel `focus`. Weighted so that publishes, subscribes
 /// and acks dominate.
-pub fn op() -> impl Strategy<Value = Op> {
+pub fn op(focus: usize) -> impl Strategy<Value = Op> {
+    let name = move || name_near(focus);
     prop_oneof![
         4 => (caller(), name(), kind(), proptest::option::of(0..WEDDINGS.len()), 0u8..8, prop::bool::weighted(0.15),
               prop_oneof![4 => Just(None), 1 => (1usize..3).prop_map(Some)], then())
@@ -1291,9 +1339,9 @@ pub fn op() -> impl Strategy<Value = Op> {
 
 /// A create that succeeds (a creator allowed to name the channel's wedding), stored at
 /// once: the start of every sequence, so that most later operations find channels.
-fn setup_create() -> impl Strategy<Value = Op> {
+fn setup_create(only: Option<usize>) -> impl Strategy<Value = Op> {
     // (name, slot of the creator, wedding for names outside the `wedding` scope)
-    let valid: Vec<(usize, usize, Option<usize>)> = vec![
+    let mut valid: Vec<(usize, usize, Option<usize>)> = vec![
         (0, 0, None),
         (0, 1, None),
         (1, 1, None),
@@ -1307,6 +1355,9 @@ fn setup_create() -> impl Strategy<Value = Op> {
         (3, 1, Some(1)),
         (3, 4, None),
     ];
+    if let Some(n) = only {
+        valid.retain(|v| v.0 == n);
+    }
     (
         prop::sample::select(valid),
         kind(),
@@ -1327,14 +1378,19 @@ fn setup_create() -> impl Strategy<Value = Op> {
         )
 }
 
-/// A sequence: two to four creates, then up to `max` random operations.
+/// A sequence: a channel in focus, created first with one to three others, then up to
+/// `max` random operations, mostly on it.
 pub fn ops(max: usize) -> impl Strategy<Value = Vec<Op>> {
-    (
-        proptest::collection::vec(setup_create(), 2..5),
-        proptest::collection::vec(op(), 1..max),
-    )
-        .prop_map(|(mut a, b)| {
-            a.extend(b);
-            a
-        })
+    (0..NAMES.len()).prop_flat_map(move |focus| {
+        (
+            setup_create(Some(focus)),
+            proptest::collection::vec(setup_create(None), 1..4),
+            proptest::collection::vec(op(focus), 1..max),
+        )
+            .prop_map(|(first, mut a, b)| {
+                a.insert(0, first);
+                a.extend(b);
+                a
+            })
+    })
 }
