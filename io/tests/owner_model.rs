@@ -193,6 +193,8 @@ struct World {
     known: model::Known,
     /// Connections whose token was refreshed to one without weddings.
     reduced: [bool; model::SLOTS],
+    /// This step's audited refusals: (actor, channel, channel's organization, code).
+    denied: Vec<(model::User, Option<String>, Option<String>, String)>,
 }
 
 impl World {
@@ -215,6 +217,7 @@ impl World {
             views: BTreeMap::new(),
             known,
             reduced: [false; model::SLOTS],
+            denied: Vec::new(),
         };
         w.owners = w.fresh_owners();
         w
@@ -400,6 +403,15 @@ impl World {
                         if let Some(m) = self.registry.get_mut(channel.as_str()) {
                             m.remove(&user);
                         }
+                    }
+                    Record::Audit(a) if a.action == "denied" => {
+                        let code = a.detail["code"].as_str().unwrap_or("?").to_owned();
+                        self.denied.push((
+                            model_user(&UserKey::new(a.actor_org.clone(), a.actor_user_id.clone())),
+                            a.channel.clone(),
+                            a.channel_org.clone(),
+                            code,
+                        ));
                     }
                     Record::WeddingUpserted(_) | Record::Audit(_) => {}
                 },
@@ -1027,8 +1039,46 @@ fn run(ops: &[Op], known: model::Known) -> Result<(), String> {
     let mut m = Model::new(0, known);
     let mut w = World::new(known);
     for (step, op) in ops.iter().enumerate() {
+        w.denied.clear();
         let seen = w.apply(step, op, &m);
         let want = m.apply(step, op);
+        // SPEC §1: every refusal of the access rule is audited, where the channel's own
+        // organization sees it.
+        let mut audited: Vec<(model::User, Option<String>, String)> = w
+            .denied
+            .iter()
+            .map(|(u, c, _, code)| (*u, c.clone(), code.clone()))
+            .collect();
+        let mut refused: Vec<(model::User, Option<String>, String)> = want
+            .replies
+            .iter()
+            .filter_map(|(caller, _, r)| match r {
+                Reply::Error(c @ ("WS_FORBIDDEN" | "WS_WEDDING_ISOLATION_VIOLATION")) => {
+                    let p = m.principal(*caller);
+                    let ch = op.channel().map(|n| model::NAMES[n].0.to_owned());
+                    Some(((p.org, p.sub), ch, (*c).to_owned()))
+                }
+                _ => None,
+            })
+            .collect();
+        audited.sort();
+        refused.sort();
+        if audited != refused {
+            return Err(format!(
+                "step {step}: {op:?}\n  refusals {refused:?}\n  audited {audited:?}"
+            ));
+        }
+        for (_, c, org, _) in &w.denied {
+            let exists = c.as_deref().map(name_index).and_then(|n| m.channel_org(n));
+            if let Some(o) = exists {
+                if org.as_deref() != Some(model::ORGS[o]) {
+                    return Err(format!(
+                        "step {step}: {op:?}\n  refusal on {c:?} audited for {org:?}, not its owner {}",
+                        model::ORGS[o]
+                    ));
+                }
+            }
+        }
         let (seen, want) = (normalize(seen), normalize(want));
         count(&want.0, want.1.values().map(Vec::len).sum());
         if seen != want || !w.anomalies.is_empty() {
@@ -1074,7 +1124,7 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(96)
+        .unwrap_or(128)
 }
 
 proptest! {

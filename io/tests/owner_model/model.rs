@@ -344,6 +344,24 @@ pub enum Op {
     Restart,
 }
 
+impl Op {
+    /// The channel an operation names, if one.
+    pub fn channel(&self) -> Option<usize> {
+        match *self {
+            Op::Create { name, .. }
+            | Op::Subscribe { name, .. }
+            | Op::Unsubscribe { name, .. }
+            | Op::Publish { name, .. }
+            | Op::Ack { name, .. }
+            | Op::Presence { name, .. }
+            | Op::Enroll { name, .. }
+            | Op::Withdraw { name, .. }
+            | Op::Typing { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+}
+
 /// One entry of a `subscribed` reply's presence list.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PresenceView {
@@ -645,6 +663,11 @@ impl Model {
             }
             Caller::Rest(p) => PRINCIPALS[p],
         }
+    }
+
+    /// The organization that owns channel `name`, if it exists.
+    pub fn channel_org(&self, name: usize) -> Option<usize> {
+        self.channels.get(&name).map(|c| c.org)
     }
 
     /// The presence of channel `name` now, in join order.
