@@ -550,6 +550,22 @@ impl World {
                 l.sort();
                 Reply::List(l)
             }
+            owner::Reply::Detail(d) => {
+                let mut subscribers: Vec<(model::User, usize, u64, u64)> = d
+                    .subscribers
+                    .iter()
+                    .map(|s| {
+                        let u = model_user(&s.user);
+                        (u, s.online_connections as usize, s.cursor, s.unread)
+                    })
+                    .collect();
+                subscribers.sort();
+                Reply::Detail {
+                    subscribers,
+                    recent: ids(&d.recent),
+                    presence: d.presence.iter().map(|e| self.entry(e).1).collect(),
+                }
+            }
             other => panic!("unexpected reply {other:?}"),
         };
         obs.replies.push((caller, step, r));
@@ -965,6 +981,16 @@ impl World {
                     self.apply_effects(fx, &mut obs);
                 }
             }
+            Op::Inspect { caller, name } => {
+                self.rest.insert(step, caller);
+                let op = owner::Op::Inspect {
+                    channel: channel(name),
+                    offset: 0,
+                    limit: 100,
+                };
+                let cl = claims(caller);
+                self.to_owner(model::NAMES[name].0, Self::call(step), cl, &r, op, &mut obs);
+            }
             Op::Restart => self.restart(),
         }
         obs
@@ -1027,6 +1053,7 @@ fn count(replies: &[(usize, Caller, Reply)], delivered: usize) {
                 format!("enrolled messages={}", !messages.is_empty())
             }
             Reply::List(l) => format!("list unread>0={}", l.iter().any(|x| x.1 > 0)),
+            Reply::Detail { recent, .. } => format!("detail recent={}", !recent.is_empty()),
             other => format!("{other:?}"),
         };
         *seen.entry(k).or_default() += 1;

@@ -335,6 +335,11 @@ pub enum Op {
     Refresh {
         slot: usize,
     },
+    /// The admin page's view of a channel (REST `channels/detail`), by a principal.
+    Inspect {
+        caller: usize,
+        name: usize,
+    },
     /// The owners announce presence changes (the periodic flush): afterwards every
     /// subscribed connection's presence list — its `subscribed` list with every diff since
     /// applied — must be the channel's presence.
@@ -356,7 +361,8 @@ impl Op {
             | Op::Presence { name, .. }
             | Op::Enroll { name, .. }
             | Op::Withdraw { name, .. }
-            | Op::Typing { name, .. } => Some(name),
+            | Op::Typing { name, .. }
+            | Op::Inspect { name, .. } => Some(name),
             _ => None,
         }
     }
@@ -395,6 +401,13 @@ pub enum Reply {
     },
     /// `ok` to an ack or a presence update.
     Ok,
+    /// A channel's detail: subscribers (user, online connections, cursor, unread), the
+    /// newest kept messages the viewer may see, and the presence list.
+    Detail {
+        subscribers: Vec<(User, usize, u64, u64)>,
+        recent: Vec<u64>,
+        presence: Vec<PresenceView>,
+    },
     Enrolled {
         new: bool,
         cursor: u64,
@@ -471,6 +484,7 @@ struct Chan {
 enum Action {
     Read,
     Write,
+    Admin,
 }
 
 impl Chan {
@@ -509,6 +523,9 @@ impl Chan {
             }
         }
         let allowed = match (action, self.staff, self.kind) {
+            (Action::Admin, true, _) => p.role == Role::Coordinator,
+            (Action::Admin, false, Kind::Private) => p.role.org_wide(),
+            (Action::Admin, false, _) => p.role.org_wide() || p.role == Role::Coordinator,
             (Action::Read, true, _) => STAFF_READ.contains(&p.role),
             (Action::Write, true, _) => STAFF_WRITE.contains(&p.role),
             (_, false, Kind::Private) => true,
@@ -861,6 +878,28 @@ impl Model {
             Op::Flush { fail } => self.complete(&mut obs, !fail),
             Op::Wait => self.now += WAIT_MS,
             Op::Tick => {}
+            Op::Inspect { caller, name } => {
+                let p = PRINCIPALS[caller];
+                let r = match self.channels.get(&name) {
+                    None => Reply::Error("WS_CHANNEL_NOT_FOUND"),
+                    // Only the channel organization's admin and service look.
+                    Some(c) if !(p.role.org_wide() && p.org == c.org) => {
+                        Reply::Error(c.check(&p, Action::Admin).err().unwrap_or("WS_FORBIDDEN"))
+                    }
+                    Some(c) => Reply::Detail {
+                        subscribers: c
+                            .subs
+                            .iter()
+                            .map(|(u, cur)| (*u, c.online_of(*u), *cur, c.unread(*u).unwrap_or(0)))
+                            .collect(),
+                        // The viewer is the admin: a message targeted at anyone else is
+                        // not shown, not even on its channel's own admin page.
+                        recent: c.visible_after(0, (p.org, p.sub)).1,
+                        presence: c.online.iter().map(OnlineSub::view).collect(),
+                    },
+                };
+                obs.replies.push((Caller::Rest(caller), step, r));
+            }
             Op::Typing { slot, name } => {
                 let user = user_of(SLOT_PRINCIPAL[slot]);
                 let r = match self.channels.get(&name) {
@@ -1356,6 +1395,7 @@ pub fn op(focus: usize) -> impl Strategy<Value = Op> {
         3 => Just(Op::Tick),
         1 => (0..SLOTS, name()).prop_map(|(slot, name)| Op::Typing { slot, name }),
         1 => (0..SLOTS).prop_map(|slot| Op::Refresh { slot }),
+        1 => (0..PRINCIPALS.len(), name()).prop_map(|(caller, name)| Op::Inspect { caller, name }),
         1 => Just(Op::Restart),
     ]
 }
