@@ -281,7 +281,7 @@ impl World {
     }
 
     /// Hands `op` to the owner of `name` and applies what comes out.
-    fn to_owner(
+    fn ask_owner(
         &mut self,
         name: &str,
         from: ConnRef,
@@ -655,7 +655,7 @@ impl World {
             ),
             other => panic!("not built from JSON here: {other:?}"),
         };
-        self.to_owner(&name, from, claims, &r, op, obs);
+        self.ask_owner(&name, from, claims, &r, op, obs);
     }
 
     /// A restart: every connection goes, what the logs did not store is lost, and the
@@ -791,7 +791,7 @@ impl World {
             Op::Unsubscribe { slot, name } => {
                 let from = self.conn(slot);
                 let op = owner::Op::Unsubscribe(channel(name));
-                self.to_owner(
+                self.ask_owner(
                     model::NAMES[name].0,
                     from,
                     self.claims_for(Caller::Conn(slot)),
@@ -860,7 +860,7 @@ impl World {
                     channel: channel(name),
                     id,
                 };
-                self.to_owner(
+                self.ask_owner(
                     model::NAMES[name].0,
                     from,
                     self.claims_for(Caller::Conn(slot)),
@@ -875,7 +875,7 @@ impl World {
                     channel: channel(name),
                     meta: format!("{{\"n\":{meta}}}"),
                 };
-                self.to_owner(
+                self.ask_owner(
                     model::NAMES[name].0,
                     from,
                     self.claims_for(Caller::Conn(slot)),
@@ -900,7 +900,7 @@ impl World {
                         include_history: history,
                     },
                 };
-                self.to_owner(
+                self.ask_owner(
                     model::NAMES[name].0,
                     Self::call(step),
                     claims(caller),
@@ -915,7 +915,7 @@ impl World {
                     user: model::SUBS[sub].into(),
                     channel: channel(name),
                 };
-                self.to_owner(
+                self.ask_owner(
                     model::NAMES[name].0,
                     Self::call(step),
                     claims(caller),
@@ -955,7 +955,7 @@ impl World {
                 let op = owner::Op::Typing {
                     channel: channel(name),
                 };
-                self.to_owner(model::NAMES[name].0, from, cl, &r, op, &mut obs);
+                self.ask_owner(model::NAMES[name].0, from, cl, &r, op, &mut obs);
             }
             Op::Refresh { slot } => {
                 self.reduced[slot] = true;
@@ -989,7 +989,7 @@ impl World {
                     limit: 100,
                 };
                 let cl = claims(caller);
-                self.to_owner(model::NAMES[name].0, Self::call(step), cl, &r, op, &mut obs);
+                self.ask_owner(model::NAMES[name].0, Self::call(step), cl, &r, op, &mut obs);
             }
             Op::Restart => self.restart(),
         }

@@ -957,11 +957,8 @@ impl Model {
             // An existing name: the same error a subscribe would get; another organization
             // with access is told WS_FORBIDDEN; its own organization gets the channel.
             let r = c.check(&p, Action::Read).and_then(|()| {
-                if c.org == p.org {
-                    Ok(())
-                } else {
-                    Err("WS_FORBIDDEN")
-                }
+                let own = c.org == p.org;
+                own.then_some(()).ok_or("WS_FORBIDDEN")
             });
             match r {
                 Err(e) => obs.replies.push((by, step, Reply::Error(e))),
