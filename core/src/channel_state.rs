@@ -238,14 +238,22 @@ impl<F: Clone> ChannelState<F> {
         s
     }
 
-    /// The oldest id still kept after expiring by age at `now_ms` (the next id when none
-    /// is): log records of this channel below it are no longer needed.
+    /// The oldest id still needed at `now_ms` (the next id when none is): log records of
+    /// this channel below it are no longer needed. That is the oldest message kept after
+    /// expiring by age — or an older one whose idempotency key is still remembered: keys
+    /// travel inside the frames, and a publish retried after a restart within the key's
+    /// window must still get its first id (SPEC §2.4).
     pub fn first_kept_id(&mut self, now_ms: u64) -> u64 {
         self.window.expire(now_ms);
-        self.window
+        let kept = self
+            .window
             .first_id()
             .unwrap_or(self.window.last_id() + 1)
-            .min(self.durable_id + 1)
+            .min(self.durable_id + 1);
+        match self.idem.oldest_id(now_ms) {
+            Some(id) => kept.min(id),
+            None => kept,
+        }
     }
 
     /// Subscribed users and their cursors (for tools and tests).
@@ -787,6 +795,12 @@ impl Idempotency {
         self.map.get(key).map(|(id, _)| *id)
     }
 
+    /// The oldest message id a remembered key names.
+    fn oldest_id(&mut self, now_ms: u64) -> Option<u64> {
+        self.expire(now_ms);
+        self.map.values().map(|(id, _)| *id).min()
+    }
+
     /// Forgets keys of messages that were rolled back.
     fn forget_ids_after(&mut self, id: u64) {
         self.map.retain(|_, (mid, _)| *mid <= id);
@@ -1247,6 +1261,24 @@ mod tests {
             s.kept().map(|(id, _)| id).collect::<Vec<_>>(),
             vec![2, 3, 4, 5, 6]
         );
+    }
+
+    /// Regression (found by io/tests/owner_model.rs): retention keeps the log records of
+    /// messages whose idempotency key is still remembered, even out of the kept window, so a
+    /// publish retried after a restart within 10 minutes still gets its first id (SPEC
+    /// §2.4); the keys travel inside the frames.
+    #[test]
+    fn retention_keeps_what_a_remembered_key_needs() {
+        let mut s = state(10); // max_queued 5
+        let id = s.next_id();
+        s.publish(id, 0, None, Some("k"), 0);
+        for t in 1..=6 {
+            publish(&mut s, t);
+        }
+        assert_eq!(s.kept().next().map(|(id, _)| id), Some(3), "1 left the window");
+        assert_eq!(s.first_kept_id(10), 1, "its key is remembered: its record stays");
+        let window = 10 * 60 * 1000;
+        assert_eq!(s.first_kept_id(window + 1), 3, "once the key is forgotten, it may go");
     }
 
     #[test]
