@@ -658,6 +658,32 @@ impl World {
         self.ask_owner(&name, from, claims, &r, op, obs);
     }
 
+    /// A retention round as the server runs it (`io/src/server.rs` `retention`): every
+    /// channel's checkpoint is logged and stored (and with it everything pending, which the
+    /// commit pump then answers), then the log drops every record that round calls dead —
+    /// per record here, the limit of one record per segment.
+    fn retention(&mut self, obs: &mut Obs) {
+        self.complete(true, obs);
+        for i in 0..SHARDS {
+            let round_ms = self.now;
+            let round = self.owners[i].retention_snapshot(round_ms);
+            for (name, json) in &round.checkpoints {
+                let pos = self.journals[i]
+                    .append(name, round_ms, Entry::Channel { meta_json: json })
+                    .expect("checkpoint logged");
+                self.journals[i].stored(pos);
+            }
+            let first_kept = round.first_kept;
+            self.journals[i].records.borrow_mut().retain(|(_, r)| {
+                let Some(&first) = first_kept.get(&r.channel) else {
+                    return true;
+                };
+                let newest_id = if r.id == 0 { 0 } else { r.id };
+                newest_id >= first || r.ts_ms >= round_ms
+            });
+        }
+    }
+
     /// A restart: every connection goes, what the logs did not store is lost, and the
     /// owners are rebuilt from the logs' records and the registry.
     fn restart(&mut self) {
@@ -991,6 +1017,7 @@ impl World {
                 let cl = claims(caller);
                 self.ask_owner(model::NAMES[name].0, Self::call(step), cl, &r, op, &mut obs);
             }
+            Op::Retention => self.retention(&mut obs),
             Op::Restart => self.restart(),
         }
         obs
@@ -1323,4 +1350,26 @@ fn regression_a_dropped_channel_leaves_no_subscribers_behind() {
         ..model::KNOWN
     };
     run(&ops, known).unwrap();
+}
+
+/// Found by the random runs: a publish with an idempotency key, four more (the window holds
+/// four), a retention round, a restart, and the publish retried with its key a moment
+/// later: the round had dropped the first message's log record (out of the window), and
+/// with it the key (keys travel inside the frames), so the retry was stored again as a new
+/// message (SPEC §2.4: it returns the first id). Fixed in `core/src/channel_state.rs`
+/// (`first_kept_id` keeps what a remembered key needs).
+#[test]
+fn regression_a_retry_after_retention_and_restart_gets_its_first_id() {
+    let keyed = Op::Publish {
+        slot: 5,
+        name: 2,
+        target: None,
+        key: Some(1),
+        rest: false,
+        then: Then::Commit,
+    };
+    let mut ops = vec![create(5, 2, Kind::Shared, None, Then::Commit), keyed.clone()];
+    ops.extend((0..4).map(|_| publish(5, 2, Then::Commit)));
+    ops.extend([Op::Retention, Op::Restart, keyed]);
+    run(&ops, model::KNOWN).unwrap();
 }

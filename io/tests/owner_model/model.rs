@@ -344,6 +344,11 @@ pub enum Op {
     /// subscribed connection's presence list — its `subscribed` list with every diff since
     /// applied — must be the channel's presence.
     Tick,
+    /// A retention round: the owners checkpoint every channel and the log drops what is no
+    /// longer kept (messages out of the window). Invisible by the SPEC: nothing kept, no
+    /// cursor and no idempotency key within its window is lost. (The checkpoints are
+    /// stored, and so, with them, is everything pending: group commit.)
+    Retention,
     /// The process restarts: every connection is gone, anything not durable is lost, and
     /// the owner is rebuilt from the log and the registry.
     Restart,
@@ -878,6 +883,7 @@ impl Model {
             Op::Flush { fail } => self.complete(&mut obs, !fail),
             Op::Wait => self.now += WAIT_MS,
             Op::Tick => {}
+            Op::Retention => self.complete(&mut obs, true),
             Op::Inspect { caller, name } => {
                 let p = PRINCIPALS[caller];
                 let r = match self.channels.get(&name) {
@@ -1393,6 +1399,7 @@ pub fn op(focus: usize) -> impl Strategy<Value = Op> {
         1 => (0..SLOTS, name()).prop_map(|(slot, name)| Op::Typing { slot, name }),
         1 => (0..SLOTS).prop_map(|slot| Op::Refresh { slot }),
         1 => (0..PRINCIPALS.len(), name()).prop_map(|(caller, name)| Op::Inspect { caller, name }),
+        1 => Just(Op::Retention),
         1 => Just(Op::Restart),
     ]
 }
