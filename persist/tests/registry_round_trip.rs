@@ -148,6 +148,50 @@ fn subscriptions_round_trip_and_go_with_their_channel() {
     reg.close().unwrap();
 }
 
+/// Regression (found by io/tests/owner_model.rs): a channel whose creation never reached
+/// the log (the process died first) leaves its row and subscriptions in the registry; a
+/// new channel of the same name (a new `channel_id`, perhaps another organization's) must
+/// not inherit them — after the next restart they would be its members, counted in its
+/// `queued_count` and named in its `delivery_guarantees`. An upsert of the same channel
+/// (same id: a checkpoint, a restart) keeps them.
+#[test]
+fn a_new_channel_of_an_old_name_starts_without_the_old_ones_subscriptions() {
+    let (_dir, path) = temp_db();
+    let reg = open(&path);
+    let old = channel("venue:hall:v-1");
+    wait(reg.upsert_channel(old.clone())).unwrap();
+    wait(reg.upsert_subscription(sub("venue:hall:v-1", "u-a", 0))).unwrap();
+    let key = IdempotencyRecord {
+        channel: "venue:hall:v-1".into(),
+        key: "k".into(),
+        message_id: 1,
+        created_at_ms: 1,
+    };
+    wait(reg.put_idempotency(key)).unwrap();
+    // The same channel again: everything stays.
+    wait(reg.upsert_channel(old.clone())).unwrap();
+    assert_eq!(
+        wait(reg.load_subscriptions("venue:hall:v-1"))
+            .unwrap()
+            .rows
+            .len(),
+        1
+    );
+    // Another channel of that name.
+    let mut new = old;
+    new.id = "ch_another_life".into();
+    new.access.org = "org-c".into();
+    wait(reg.upsert_channel(new.clone())).unwrap();
+    assert!(wait(reg.load_subscriptions("venue:hall:v-1"))
+        .unwrap()
+        .rows
+        .is_empty());
+    assert!(wait(reg.load_idempotency(0)).unwrap().rows.is_empty());
+    let loaded = wait(reg.load_channels()).unwrap();
+    assert_eq!(loaded.rows, vec![new]);
+    reg.close().unwrap();
+}
+
 #[test]
 fn idempotency_keys_round_trip() {
     let (_dir, path) = temp_db();

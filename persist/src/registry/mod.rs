@@ -410,7 +410,8 @@ impl Registry {
     // ---- channels ----
 
     /// Creates the channel or replaces its metadata; its subscriptions and idempotency keys
-    /// stay.
+    /// stay — unless the row held another channel of that name (another `channel_id`),
+    /// whose subscriptions and keys go with it.
     pub fn upsert_channel(&self, meta: ChannelMeta) -> Reply<()> {
         self.submit_checked(channel_row(meta), |conn, row| {
             store::upsert_channel(conn, &row)

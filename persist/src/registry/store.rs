@@ -112,6 +112,12 @@ pub(crate) struct ChannelRow {
 }
 
 pub(crate) fn upsert_channel(conn: &Connection, c: &ChannelRow) -> Result<()> {
+    // Another channel of this name (another `channel_id`: one whose creation never reached
+    // the log, say) goes first, with its subscriptions and keys: a new channel never
+    // inherits them.
+    conn.prepare_cached("DELETE FROM channels WHERE name = ?1 AND channel_id <> ?2")
+        .and_then(|mut s| s.execute(params![c.name, c.channel_id]))
+        .map_err(from_sqlite)?;
     conn.prepare_cached(
         "INSERT INTO channels (name, channel_id, organization_id, wedding_id, type, permissions,
                                creator, members, max_subscribers, retention_ms, created_at_ms, epoch)
