@@ -1275,10 +1275,22 @@ mod tests {
         for t in 1..=6 {
             publish(&mut s, t);
         }
-        assert_eq!(s.kept().next().map(|(id, _)| id), Some(3), "1 left the window");
-        assert_eq!(s.first_kept_id(10), 1, "its key is remembered: its record stays");
+        assert_eq!(
+            s.kept().next().map(|(id, _)| id),
+            Some(3),
+            "1 left the window"
+        );
+        assert_eq!(
+            s.first_kept_id(10),
+            1,
+            "its key is remembered: its record stays"
+        );
         let window = 10 * 60 * 1000;
-        assert_eq!(s.first_kept_id(window + 1), 3, "once the key is forgotten, it may go");
+        assert_eq!(
+            s.first_kept_id(window + 1),
+            3,
+            "once the key is forgotten, it may go"
+        );
     }
 
     #[test]
