@@ -143,7 +143,7 @@ impl Api {
         self.ctx.shared.verifier.verify(token)
     }
 
-    pub fn shared(&self) -> &Arc<crate::server::Shared> {
+    pub fn shared(&self) -> &Arc<crate::shared::Shared> {
         &self.ctx.shared
     }
 
@@ -446,6 +446,10 @@ async fn next_head<S: AsyncRead + Unpin>(
     }
 }
 
+/// Bytes asked of the socket per read of a REST request: a typical head and JSON body fit
+/// in one read, and a larger body (up to `max_http_body_bytes`) takes a few more.
+const READ_CHUNK_BYTES: usize = 4096;
+
 /// One read into `buf`, bounded by `idle`; `false` on EOF, error or timeout.
 async fn read_more<S: AsyncRead + Unpin>(
     stream: &mut S,
@@ -453,7 +457,7 @@ async fn read_more<S: AsyncRead + Unpin>(
     idle: Duration,
 ) -> bool {
     // On the heap: this future's state is kept while a kept-alive connection idles.
-    let mut chunk = vec![0u8; 4096];
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let n = future::or(
         async { stream.read(&mut chunk).await.unwrap_or(0) },
         async {
@@ -500,11 +504,8 @@ async fn serve_stream<S: AsyncWrite + Unpin>(
         resp.headers,
     );
     if send(stream, head.as_bytes()).await {
-        let shared = &ctx.shared;
         let stopping = async {
-            while !shared.shutdown.load(Ordering::Relaxed) {
-                glommio::timer::sleep(STREAM_SHUTDOWN_POLL).await;
-            }
+            ctx.shared.shutdown.wait().await;
             None
         };
         let mut stopping = std::pin::pin!(stopping);
@@ -528,9 +529,6 @@ async fn serve_stream<S: AsyncWrite + Unpin>(
     drop(body);
     let _ = stream.close().await;
 }
-
-/// How often an open stream looks at the shutdown flag.
-const STREAM_SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 
 pub(crate) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: Rc<ShardCtx>,
@@ -583,7 +581,10 @@ pub(crate) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         let body: Vec<u8> = buf.drain(..len).collect();
-        let keep = head.keep_alive && served < cfg.http_max_requests_per_connection;
+        // At shutdown the connection ends after this answer (`Connection: close`).
+        let keep = head.keep_alive
+            && served < cfg.http_max_requests_per_connection
+            && !ctx.shared.shutdown.is_set();
         let handler = ctx.shared.http.clone();
         let upgrade_path = head.path == "/ws" || (head.path == "/echo" && cfg.echo_endpoint);
         // Kept for the `debug` line only when it is on (the head moves into the call).
@@ -627,7 +628,16 @@ pub(crate) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
             let _ = stream.close().await;
             return;
         }
-        head = match next_head(stream, &mut buf, cfg.max_handshake_bytes, idle).await {
+        // Waiting for the next request ends at shutdown too (the server stops waiting for
+        // this socket to end, `runtime/mod.rs` step 2).
+        let next = future::or(
+            next_head(stream, &mut buf, cfg.max_handshake_bytes, idle),
+            async {
+                ctx.shared.shutdown.wait().await;
+                Ok(None)
+            },
+        );
+        head = match next.await {
             Ok(Some(h)) => h,
             Ok(None) => return,
             Err((status, e)) => {

@@ -48,6 +48,9 @@ pub mod close_code {
     pub const TOKEN_EXPIRED: u16 = 4002;
 }
 
+/// The reason sent with [`close_code::GOING_AWAY`] when the server shuts down.
+pub const SHUTDOWN_REASON: &str = "server shutting down; reconnect later";
+
 pub struct Conn {
     pub id: u64,
     pub cref: ConnRef,
@@ -360,6 +363,28 @@ const SMALL_READ_BYTES: usize = 256;
 /// large enough that one ~450-byte message per wake-up reuses it.
 const RETAINED_BUFFER_BYTES: usize = 512;
 
+/// Bytes per read of an upgrade request head: most heads (a token included) fit in one,
+/// and the head is bounded by `max_handshake_bytes` anyway.
+const HEAD_READ_BYTES: usize = 1024;
+
+/// Bytes per read while discarding what a client sends after our close frame
+/// (`close_linger_ms`): nothing of it is kept, so one modest buffer serves.
+const LINGER_READ_BYTES: usize = 4096;
+
+/// Longest close reason we send: RFC 6455 §5.5 caps a control frame's payload at 125
+/// bytes, 2 of which are the close code.
+pub const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// `reason` cut to [`MAX_CLOSE_REASON_BYTES`] at a character boundary (RFC 6455 §7.4: the
+/// reason is UTF-8, and a client fails a connection whose close reason is not).
+fn close_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(MAX_CLOSE_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
 /// The stream tungstenite's state machine reads from and writes into: plain buffers. The
 /// socket I/O is ours.
 #[derive(Default)]
@@ -426,7 +451,7 @@ async fn read_head(
     let mut buf = Vec::with_capacity(1024);
     // On the heap, like the linger buffer in `run_ws`: an array would stay in every
     // connection's future after the handshake.
-    let mut chunk = vec![0u8; 1024];
+    let mut chunk = vec![0u8; HEAD_READ_BYTES];
     loop {
         let n = stream.read(&mut chunk).await.map_err(|_| None)?;
         if n == 0 {
@@ -663,7 +688,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
 /// Counts a connection against `max_connections` and the user's `connections_per_user`
 /// for as long as it lives.
 struct Admission<'a> {
-    shared: &'a crate::server::Shared,
+    shared: &'a crate::shared::Shared,
     /// The claims it was counted under (`None` for the echo endpoint).
     user: Option<(Arc<Claims>, &'a ringbearer_core::Limits)>,
 }
@@ -744,6 +769,10 @@ async fn run_ws(
         st.conns.insert(id, conn.clone());
         conn
     };
+    // Upgraded after its shard told every connection to go (`runtime/mod.rs` step 2).
+    if shared.shutdown.is_set() {
+        conn.close(close_code::GOING_AWAY, SHUTDOWN_REASON);
+    }
     let opened = Instant::now();
     log_opened(&conn, peer, echo);
     let mut scan = crate::utf8_scan::Utf8Scan::default();
@@ -836,7 +865,7 @@ async fn run_ws(
                 }
                 if !conn.peer_closed.get() {
                     let mut payload = code.to_be_bytes().to_vec();
-                    payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(120)]);
+                    payload.extend_from_slice(close_reason(&reason).as_bytes());
                     tx.push(0x88);
                     tx.push(payload.len() as u8);
                     tx.extend_from_slice(&payload);
@@ -886,7 +915,7 @@ async fn run_ws(
         let linger = Duration::from_millis(cfg.close_linger_ms);
         // On the heap: an array here would be part of every connection's future for its
         // whole life (futures are as large as their largest state), ~4 KiB each.
-        let mut sink = vec![0u8; 4096];
+        let mut sink = vec![0u8; LINGER_READ_BYTES];
         future::or(
             async {
                 while let Ok(n) = rd.read(&mut sink).await {

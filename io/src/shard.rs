@@ -1958,7 +1958,7 @@ pub struct ShardCtx {
     pub state: RefCell<Shard>,
     pub router: Rc<Router>,
     pub cfg: Rc<IoConfig>,
-    pub shared: Arc<crate::server::Shared>,
+    pub shared: Arc<crate::shared::Shared>,
 }
 
 impl ShardCtx {
