@@ -448,7 +448,7 @@ async fn read_head(
     stream: &mut Stream,
     max: usize,
 ) -> Result<(RequestHead, Vec<u8>), Option<(u16, Refusal)>> {
-    let mut buf = Vec::with_capacity(1024);
+    let mut buf = Vec::with_capacity(HEAD_READ_BYTES);
     // On the heap, like the linger buffer in `run_ws`: an array would stay in every
     // connection's future after the handshake.
     let mut chunk = vec![0u8; HEAD_READ_BYTES];
@@ -1277,5 +1277,24 @@ fn msg_ref(m: &ShardMsg) -> Option<&str> {
         | ShardMsg::Presence { r#ref, .. }
         | ShardMsg::Typing { r#ref, .. } => r#ref.as_deref(),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 6455 §5.5 and §7.4: a close reason fits the control frame with its code, and is
+    /// never cut inside a UTF-8 character.
+    #[test]
+    fn close_reasons_fit_the_frame_and_stay_utf8() {
+        assert_eq!(close_reason(SHUTDOWN_REASON), SHUTDOWN_REASON);
+        let long = "x".repeat(200);
+        assert_eq!(close_reason(&long).len(), MAX_CLOSE_REASON_BYTES);
+        // 122 ASCII bytes then a 3-byte character across the limit.
+        let split = format!("{}€€", "y".repeat(122));
+        let cut = close_reason(&split);
+        assert_eq!(cut.len(), 122);
+        assert!(2 + close_reason(&"é".repeat(100)).len() <= 125);
     }
 }

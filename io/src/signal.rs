@@ -85,7 +85,8 @@ mod tests {
                 glommio::LocalExecutorBuilder::default()
                     .io_memory(512 * 1024)
                     .spawn(move || async move {
-                        let waiter = |s: Arc<Signal>| glommio::spawn_local(async move { s.wait().await });
+                        let waiter =
+                            |s: Arc<Signal>| glommio::spawn_local(async move { s.wait().await });
                         let dropped = waiter(s.clone());
                         let kept = waiter(s.clone());
                         // Let both run up to their first `Pending` (listening).
