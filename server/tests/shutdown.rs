@@ -2,7 +2,8 @@
 //! `io.shutdown_drain_ms` allows: with a WebSocket client, an open event stream
 //! (`GET /api/websocket/events`) and an idle kept-alive REST connection, SIGTERM gives the
 //! client 1001, ends the stream and the REST connection, and the process exits 0 in a
-//! fraction of the drain setting (each shard waits on its sockets ending, not a timer).
+//! fraction of the drain setting (each shard waits on its sockets ending, not a timer);
+//! and a client that never leaves holds the stop for `io.shutdown_drain_ms`, not longer.
 
 mod common;
 use common::*;
@@ -84,4 +85,25 @@ async fn stop_with_a_client_a_stream_and_an_idle_rest_connection_is_prompt() {
         took < PROMPT,
         "stopping took {took:?} (io.shutdown_drain_ms = {DRAIN_MS})"
     );
+}
+
+/// A client that neither answers the close nor closes its socket (under a long
+/// `io.close_linger_ms`) holds the stop for `io.shutdown_drain_ms`, then the server exits 0.
+#[tokio::test]
+async fn a_client_that_never_leaves_holds_the_stop_for_the_drain_setting_only() {
+    const DRAIN: Duration = Duration::from_millis(500);
+    let mut server = TestServer::start(&format!(
+        "[io]\nshutdown_drain_ms = {}\nclose_linger_ms = 600000\n",
+        DRAIN.as_millis()
+    ));
+    let mut ws = server.connect(&server.token("a", "o", "couple", &[])).await;
+    assert_eq!(ws.request(json!({"op": "ping"})).await["op"], "pong");
+    // `ws` is not read again until the server has exited: it never answers the close.
+    let started = Instant::now();
+    let status = server.stop();
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took >= DRAIN, "stopped in {took:?}, before the client left");
+    assert!(took < PROMPT, "stopping took {took:?}");
+    assert_eq!(ws.ended().await, Ended::Close(Some(1001)));
 }
