@@ -154,7 +154,7 @@ impl Api {
         self.ctx.shared.verifier.verify(token)
     }
 
-    pub fn shared(&self) -> &Arc<crate::server::Shared> {
+    pub fn shared(&self) -> &Arc<crate::shared::Shared> {
         &self.ctx.shared
     }
 

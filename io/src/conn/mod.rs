@@ -14,6 +14,12 @@ mod ws;
 
 use ws::run_ws;
 
+/// What the doors of a shard serve besides the owner's operations: the binary's REST
+/// routes (`None`: only `/ws` is served, and every other path is 404).
+pub struct Doors {
+    pub http: Option<Arc<dyn crate::api::HttpHandler>>,
+}
+
 use crate::auth::find_token;
 pub use crate::host::close_code;
 use crate::host::ShardCtx;
@@ -103,7 +109,7 @@ pub async fn serve_overloaded(ctx: Rc<ShardCtx>, tcp: TcpStream) {
 
 /// Serves one accepted TCP connection to its end: the TLS handshake when `[tls]` is
 /// configured, then one request head (both within `handshake_timeout_ms`).
-pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
+pub async fn serve(ctx: Rc<ShardCtx>, doors: Rc<Doors>, tcp: TcpStream) {
     let cfg = ctx.cfg.clone();
     let accepted = Instant::now();
     let _ = tcp.set_nodelay(true);
@@ -238,12 +244,19 @@ pub async fn serve(ctx: Rc<ShardCtx>, tcp: TcpStream) {
             // Everything else is the REST door (SPEC §4), kept alive between requests.
             // Boxed: a future is as large as its largest state, and every `/ws`
             // connection's `serve` would otherwise carry the REST door's buffers for life.
-            Box::pin(rest::serve_http(ctx, &mut stream, head, leftover, peer)).await
+            let handler = doors.http.clone();
+            Box::pin(rest::serve_http(
+                ctx,
+                handler,
+                &mut stream,
+                head,
+                leftover,
+                peer,
+            ))
+            .await
         }
     }
 }
-
-/// Counts a connection against `max_connections` and the user's `connections_per_user`
 
 /// A peer address for logs (`-` when unknown).
 pub(super) struct DisplayPeer(pub(super) Option<SocketAddr>);

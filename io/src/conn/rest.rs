@@ -3,7 +3,7 @@
 //! binary's [`HttpHandler`] with an [`Api`], and a streamed answer (server-sent events) is
 //! written piece by piece until it ends, the client leaves or the server shuts down.
 
-use crate::api::{Api, BodyStream, HttpRequest, HttpResponse};
+use crate::api::{Api, BodyStream, HttpHandler, HttpRequest, HttpResponse};
 use crate::host::ShardCtx;
 use crate::http::{self, RequestHead};
 use futures_lite::future;
@@ -12,7 +12,12 @@ use ringbearer_core::error::{ErrorCode, Refusal};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Bytes asked of the socket per read of a REST request body: a typical JSON body fits in
+/// one read, and a larger one (up to `max_http_body_bytes`) takes a few more.
+const READ_CHUNK_BYTES: usize = 4096;
 
 /// One read into `buf`, bounded by `idle`; `false` on EOF, error or timeout.
 async fn read_more<S: AsyncRead + Unpin>(
@@ -21,7 +26,7 @@ async fn read_more<S: AsyncRead + Unpin>(
     idle: Duration,
 ) -> bool {
     // On the heap: this future's state is kept while a kept-alive connection idles.
-    let mut chunk = vec![0u8; 4096];
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let n = future::or(
         async { stream.read(&mut chunk).await.unwrap_or(0) },
         async {
@@ -68,11 +73,8 @@ async fn serve_stream<S: AsyncWrite + Unpin>(
         resp.headers,
     );
     if send(stream, head.as_bytes()).await {
-        let shared = &ctx.shared;
         let stopping = async {
-            while !shared.shutdown.load(Ordering::Relaxed) {
-                glommio::timer::sleep(STREAM_SHUTDOWN_POLL).await;
-            }
+            ctx.shared.shutdown.wait().await;
             None
         };
         let mut stopping = std::pin::pin!(stopping);
@@ -97,11 +99,9 @@ async fn serve_stream<S: AsyncWrite + Unpin>(
     let _ = stream.close().await;
 }
 
-/// How often an open stream looks at the shutdown flag.
-const STREAM_SHUTDOWN_POLL: Duration = Duration::from_millis(50);
-
 pub(super) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: Rc<ShardCtx>,
+    handler: Option<Arc<dyn HttpHandler>>,
     stream: &mut S,
     first: RequestHead,
     mut buf: Vec<u8>,
@@ -151,8 +151,10 @@ pub(super) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         let body: Vec<u8> = buf.drain(..len).collect();
-        let keep = head.keep_alive && served < cfg.http_max_requests_per_connection;
-        let handler = ctx.shared.http.clone();
+        // At shutdown the connection ends after this answer (`Connection: close`).
+        let keep = head.keep_alive
+            && served < cfg.http_max_requests_per_connection
+            && !ctx.shared.shutdown.is_set();
         let upgrade_path = head.path == "/ws" || (head.path == "/echo" && cfg.echo_endpoint);
         // Kept for the `debug` line only when it is on (the head moves into the call).
         let call = tracing::enabled!(tracing::Level::DEBUG)
@@ -195,11 +197,12 @@ pub(super) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
             let _ = stream.close().await;
             return;
         }
-        // The next request's head, whole within `http_idle_timeout_ms`.
+        // The next request's head, whole within `http_idle_timeout_ms`; waiting for it ends
+        // at shutdown too (the server stops waiting for this socket, `runtime/mod.rs` step 2).
         let next = future::or(
             http::read_head(stream, &mut buf, cfg.max_handshake_bytes),
             async {
-                glommio::timer::sleep(idle).await;
+                future::or(glommio::timer::sleep(idle), ctx.shared.shutdown.wait()).await;
                 Ok(None)
             },
         )

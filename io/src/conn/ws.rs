@@ -36,6 +36,24 @@ const SMALL_READ_BYTES: usize = 256;
 /// large enough that one ~450-byte message per wake-up reuses it.
 const RETAINED_BUFFER_BYTES: usize = 512;
 
+/// Bytes per read while discarding what a client sends after our close frame
+/// (`close_linger_ms`): nothing of it is kept, so one modest buffer serves.
+const LINGER_READ_BYTES: usize = 4096;
+
+/// Longest close reason we send: RFC 6455 §5.5 caps a control frame's payload at 125
+/// bytes, 2 of which are the close code.
+pub const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// `reason` cut to [`MAX_CLOSE_REASON_BYTES`] at a character boundary (RFC 6455 §7.4: the
+/// reason is UTF-8, and a client fails a connection whose close reason is not).
+fn close_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(MAX_CLOSE_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
 /// The stream tungstenite's state machine reads from and writes into: plain buffers. The
 /// socket I/O is ours.
 #[derive(Default)]
@@ -93,9 +111,10 @@ fn ws_config(cfg: &crate::IoConfig) -> WebSocketConfig {
         .accept_unmasked_frames(false)
 }
 
+/// Counts a connection against `max_connections` and the user's `connections_per_user`
 /// for as long as it lives.
 struct Admission<'a> {
-    shared: &'a crate::server::Shared,
+    shared: &'a crate::shared::Shared,
     /// The claims it was counted under (`None` for the echo endpoint).
     user: Option<(Arc<Claims>, &'a ringbearer_core::Limits)>,
 }
@@ -176,6 +195,10 @@ pub(super) async fn run_ws(
         st.conns.insert(id, conn.clone());
         conn
     };
+    // Upgraded after its shard told every connection to go (`runtime/mod.rs` step 2).
+    if shared.shutdown.is_set() {
+        conn.close(close_code::GOING_AWAY, crate::host::SHUTDOWN_REASON);
+    }
     let opened = Instant::now();
     log_opened(&conn, peer, echo);
     let mut scan = crate::utf8_scan::Utf8Scan::default();
@@ -268,7 +291,7 @@ pub(super) async fn run_ws(
                 }
                 if !conn.peer_closed.get() {
                     let mut payload = code.to_be_bytes().to_vec();
-                    payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(120)]);
+                    payload.extend_from_slice(close_reason(&reason).as_bytes());
                     tx.push(0x88);
                     tx.push(payload.len() as u8);
                     tx.extend_from_slice(&payload);
@@ -318,7 +341,7 @@ pub(super) async fn run_ws(
         let linger = Duration::from_millis(cfg.close_linger_ms);
         // On the heap: an array here would be part of every connection's future for its
         // whole life (futures are as large as their largest state), ~4 KiB each.
-        let mut sink = vec![0u8; 4096];
+        let mut sink = vec![0u8; LINGER_READ_BYTES];
         future::or(
             async {
                 while let Ok(n) = rd.read(&mut sink).await {
@@ -463,5 +486,25 @@ fn process(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, ws: &RefCell<Ws>, echo: bool) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::SHUTDOWN_REASON;
+
+    /// RFC 6455 §5.5 and §7.4: a close reason fits the control frame with its code, and is
+    /// never cut inside a UTF-8 character.
+    #[test]
+    fn close_reasons_fit_the_frame_and_stay_utf8() {
+        assert_eq!(close_reason(SHUTDOWN_REASON), SHUTDOWN_REASON);
+        let long = "x".repeat(200);
+        assert_eq!(close_reason(&long).len(), MAX_CLOSE_REASON_BYTES);
+        // 122 ASCII bytes then a 3-byte character across the limit.
+        let split = format!("{}€€", "y".repeat(122));
+        let cut = close_reason(&split);
+        assert_eq!(cut.len(), 122);
+        assert!(2 + close_reason(&"é".repeat(100)).len() <= 125);
     }
 }
