@@ -65,6 +65,12 @@ pub struct IoConfig {
     /// After sending a close frame, how long to keep reading for the client's close
     /// before dropping the socket (RFC 6455 §7.1.1).
     pub close_linger_ms: u64,
+    /// At shutdown, how long each shard waits, after telling its WebSocket clients 1001
+    /// "going away", for its sockets to end (close handshakes, REST requests in flight)
+    /// and for the other shards to get as far, before it stops its services and closes its
+    /// log anyway. Clients that leave at once end the wait at once; this bounds the ones
+    /// that do not answer (`close_linger_ms` already bounds each close). 0: do not wait.
+    pub shutdown_drain_ms: u64,
     /// Bytes read from the socket per read call while data keeps coming (an idle
     /// connection reads into 256 bytes and switches up when a read fills them).
     pub socket_read_bytes: usize,
@@ -245,6 +251,7 @@ impl Default for IoConfig {
             max_handshake_bytes: 8 * 1024,
             write_timeout_ms: 10_000,
             close_linger_ms: 1000,
+            shutdown_drain_ms: 2000,
             socket_read_bytes: 4096,
             ws_read_buffer_bytes: 512,
             write_batch_bytes: 64 * 1024,

@@ -107,6 +107,48 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
     Ok(Some((head, consumed)))
 }
 
+/// Bytes asked of the socket per read while a request head arrives. On the heap, never in a
+/// future: an array would stay in every connection's future after the handshake.
+pub const HEAD_READ_CHUNK_BYTES: usize = 1024;
+
+/// The one request-head reader of both doors: reads until `buf` holds a whole request head
+/// and returns it, leaving what followed it in `buf` (a pipelined request, or the first
+/// WebSocket frames). `Ok(None)` when the peer closed (or failed) before a whole head came;
+/// a head over `max_bytes` is refused with 431 and garbage with 400. Time bounds are the
+/// caller's (`handshake_timeout_ms` for a new connection, `http_idle_timeout_ms` between
+/// kept-alive requests).
+pub async fn read_head<S: futures_lite::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    max_bytes: usize,
+) -> Result<Option<RequestHead>, (u16, Refusal)> {
+    use futures_lite::io::AsyncReadExt;
+    let mut chunk = Vec::new();
+    loop {
+        match parse_head(buf) {
+            Ok(Some((head, used))) => {
+                buf.drain(..used);
+                return Ok(Some(head));
+            }
+            Ok(None) if buf.len() >= max_bytes => {
+                return Err((
+                    431,
+                    Refusal::new(ErrorCode::BadRequest, "request head too large"),
+                ))
+            }
+            Ok(None) => {}
+            Err(e) => return Err((400, e)),
+        }
+        if chunk.is_empty() {
+            chunk = vec![0u8; HEAD_READ_CHUNK_BYTES];
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 impl RequestHead {
     /// Checks the upgrade headers of RFC 6455 §4.2.1.
     pub fn check_upgrade(&self) -> Result<&str, Refusal> {

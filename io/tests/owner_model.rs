@@ -22,7 +22,7 @@
 //! channel (`ringbearer_io::owner::Owner::handle`, time as an argument), completes the
 //! log's pending stores when the sequence says (or fails them), applies the registry
 //! records to a registry that behaves as `persist`'s, runs retention rounds as
-//! `io/src/server.rs` does, and rebuilds the owners with `owner::rebuild` on a restart.
+//! `io/src/runtime/tasks.rs` does, and rebuilds the owners with `owner::rebuild` on a restart.
 //! Which connection of a shard a `Deliver` reaches is the test's own few lines applying
 //! `may_see` to the subscriptions the owner confirmed, by channel name as
 //! `io/src/host/mod.rs` does (the host's fan-out is tested with real sockets in
@@ -677,7 +677,7 @@ impl World {
         self.ask_owner(&name, from, claims, &r, op, obs);
     }
 
-    /// A retention round as the server runs it (`io/src/server.rs` `retention`): every
+    /// A retention round as the server runs it (`io/src/runtime/tasks.rs` `retention`): every
     /// channel's checkpoint is logged and stored (and with it everything pending, which the
     /// commit pump then answers), then the log drops every record that round calls dead —
     /// per record here, the limit of one record per segment.

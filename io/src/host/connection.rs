@@ -37,6 +37,9 @@ pub mod close_code {
     pub const TOKEN_EXPIRED: u16 = 4002;
 }
 
+/// The reason sent with [`close_code::GOING_AWAY`] when the server shuts down.
+pub const SHUTDOWN_REASON: &str = "server shutting down; reconnect later";
+
 pub struct Conn {
     pub id: u64,
     pub cref: ConnRef,

@@ -10,7 +10,7 @@
 pub mod connection;
 pub mod render;
 
-pub use connection::{close_code, Conn};
+pub use connection::{close_code, Conn, SHUTDOWN_REASON};
 
 use crate::journal::{Catalog, Journal, JournalError};
 use crate::mesh::{Router, ShardMsg};
@@ -398,7 +398,7 @@ pub struct ShardCtx {
     pub state: RefCell<Shard>,
     pub router: Rc<Router>,
     pub cfg: Rc<IoConfig>,
-    pub shared: Arc<crate::server::Shared>,
+    pub shared: Arc<crate::shared::Shared>,
 }
 
 impl ShardCtx {

@@ -276,7 +276,6 @@ impl Owner {
                 if let Some(ch) = self.channels.remove(c.as_str()) {
                     fx.record(Record::ChannelDropped(c.clone()));
                     self.policy.release_channel_of(&ch.meta.access.org);
-                    fx.tally.channels_dropped += 1;
                 }
             } else if let Some(ch) = self.channels.get_mut(c.as_str()) {
                 ch.rollback_to_durable();

@@ -148,7 +148,6 @@ impl Owner {
             fx.wake_commit = true;
         }
         self.channels.insert(name.to_owned(), ch);
-        fx.tally.channels_created += 1;
     }
 
     /// A create's `wedding_context {event_date, time_zone}` (SPEC §1: it registers the

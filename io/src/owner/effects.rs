@@ -209,9 +209,9 @@ pub enum Effect {
 /// Counter changes the host adds to its metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
+    /// Messages stored and announced.
     pub published: u64,
-    pub channels_created: u64,
-    pub channels_dropped: u64,
+    /// Journal failures (a store that refused a write or sync).
     pub storage_failures: u64,
 }
 

@@ -1,0 +1,510 @@
+//! A `/ws` connection's life: the upgrade answer, then two halves joined in one task — a
+//! reader that feeds tungstenite's protocol state machine (its input buffers ours, sized
+//! small for 20,000 connections) and hands each complete text frame to `requests.rs`, and a
+//! writer that coalesces everything pending for the connection into one socket write per
+//! wake-up (glommio's socket writes are plain `send(2)`: batching has to come from here).
+
+use super::requests::handle_text;
+use super::{refuse, DisplayPeer};
+use crate::host::close_code;
+use crate::host::{Conn, ShardCtx};
+use crate::http::{self};
+use crate::outbox::{encode_frame, Opcode, OutFrame};
+use crate::stream::Stream;
+use bytes::Bytes;
+use futures_lite::future;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use ringbearer_core::channel_state::ConnRef;
+use ringbearer_core::error::{ErrorCode, Refusal};
+use ringbearer_core::protocol::{self};
+use ringbearer_core::Claims;
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tungstenite::protocol::{Role as WsRole, WebSocketConfig, WebSocketContext};
+use tungstenite::Message;
+
+/// What an idle connection's reader holds: enough for a typical request frame.
+const SMALL_READ_BYTES: usize = 256;
+/// Buffers larger than this are released once empty instead of kept between uses (the
+/// socket write buffer and the input tungstenite reads from). Small enough that an idle connection does
+/// not keep the capacity of its largest reply (a `subscribed` with its presence list),
+/// large enough that one ~450-byte message per wake-up reuses it.
+const RETAINED_BUFFER_BYTES: usize = 512;
+
+/// Bytes per read while discarding what a client sends after our close frame
+/// (`close_linger_ms`): nothing of it is kept, so one modest buffer serves.
+const LINGER_READ_BYTES: usize = 4096;
+
+/// Longest close reason we send: RFC 6455 §5.5 caps a control frame's payload at 125
+/// bytes, 2 of which are the close code.
+pub const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// `reason` cut to [`MAX_CLOSE_REASON_BYTES`] at a character boundary (RFC 6455 §7.4: the
+/// reason is UTF-8, and a client fails a connection whose close reason is not).
+fn close_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(MAX_CLOSE_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// The stream tungstenite's state machine reads from and writes into: plain buffers. The
+/// socket I/O is ours.
+#[derive(Default)]
+struct Buffers {
+    rx: Vec<u8>,
+    rx_pos: usize,
+    tx: Vec<u8>,
+}
+
+impl Read for Buffers {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let avail = &self.rx[self.rx_pos..];
+        if avail.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.rx_pos += n;
+        if self.rx_pos == self.rx.len() {
+            if self.rx.capacity() > RETAINED_BUFFER_BYTES {
+                self.rx = Vec::new();
+            } else {
+                self.rx.clear();
+            }
+            self.rx_pos = 0;
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Buffers {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tx.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Ws {
+    ctx: WebSocketContext,
+    bufs: Buffers,
+    /// Fail-fast UTF-8 over the raw input (tungstenite checks only whole frames).
+    scan: crate::utf8_scan::Utf8Scan,
+}
+
+fn ws_config(cfg: &crate::IoConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(cfg.ws_read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_write_buffer_size(cfg.outbox_max_bytes)
+        .max_message_size(Some(cfg.limits.max_frame_bytes))
+        .max_frame_size(Some(cfg.limits.max_frame_bytes))
+        .accept_unmasked_frames(false)
+}
+
+/// Counts a connection against `max_connections` and the user's `connections_per_user`
+/// for as long as it lives.
+struct Admission<'a> {
+    shared: &'a crate::shared::Shared,
+    /// The claims it was counted under (`None` for the echo endpoint).
+    user: Option<(Arc<Claims>, &'a ringbearer_core::Limits)>,
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some((c, l)) = &self.user {
+            let g = crate::metrics::RoleGroup::of(c.role);
+            crate::metrics::with(|m| m.supplier_delta(g, false));
+            self.shared
+                .policy
+                .close_connection(c, l, crate::clock::now_ms());
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run_ws(
+    ctx: Rc<ShardCtx>,
+    mut stream: Stream,
+    key: &str,
+    protocol: Option<&str>,
+    claims: Arc<Claims>,
+    leftover: Vec<u8>,
+    echo: bool,
+    peer: Option<SocketAddr>,
+) {
+    let cfg = ctx.cfg.clone();
+    let shared = ctx.shared.clone();
+    let path = if echo { "/echo" } else { "/ws" };
+    // SPEC §1 Saturday mode: the cap doubles while it is on.
+    let max = shared.max_connections(shared.calendar_now_ms());
+    if shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
+        shared.connections.fetch_sub(1, Ordering::Relaxed);
+        let e = Refusal {
+            code: ErrorCode::Overloaded,
+            message: format!("server at capacity ({max} connections); retry later"),
+            retry_after: Some(cfg.overloaded_retry_after_secs),
+        };
+        return refuse(&mut stream, 503, &e, peer, path).await;
+    }
+    let mut admission = Admission {
+        shared: &shared,
+        user: None,
+    };
+    if !echo {
+        if let Err(e) = shared
+            .policy
+            .open_connection(&claims, &cfg.limits, crate::clock::now_ms())
+        {
+            return refuse(&mut stream, 429, &e, peer, path).await;
+        }
+        admission.user = Some((claims.clone(), &cfg.limits));
+        let g = crate::metrics::RoleGroup::of(claims.role);
+        crate::metrics::with(|m| {
+            m.connections_opened.fetch_add(1, Ordering::Relaxed);
+            m.supplier_delta(g, true);
+        });
+    }
+    if stream
+        .write_all(&http::switching_protocols(key, protocol))
+        .await
+        .is_err()
+        || stream.flush().await.is_err()
+    {
+        return;
+    }
+    let conn = {
+        let mut st = ctx.state.borrow_mut();
+        let id = st.next_conn;
+        st.next_conn += 1;
+        let cref = ConnRef {
+            shard: st.id,
+            conn: id,
+        };
+        let conn = Rc::new(Conn::new(id, cref, claims, &cfg, shared.policy.clone()));
+        st.conns.insert(id, conn.clone());
+        conn
+    };
+    // Upgraded after its shard told every connection to go (`runtime/mod.rs` step 2).
+    if shared.shutdown.is_set() {
+        conn.close(close_code::GOING_AWAY, crate::host::SHUTDOWN_REASON);
+    }
+    let opened = Instant::now();
+    log_opened(&conn, peer, echo);
+    let mut scan = crate::utf8_scan::Utf8Scan::default();
+    let leftover_text_ok = scan.feed(&leftover);
+    let ws = RefCell::new(Ws {
+        ctx: WebSocketContext::from_partially_read(leftover, WsRole::Server, Some(ws_config(&cfg))),
+        bufs: Buffers::default(),
+        scan,
+    });
+    let (mut rd, mut wr) = futures_lite::io::split(stream);
+    let reader = async {
+        // Anything already buffered after the head is handled before the first read.
+        process(&ctx, &conn, &ws, echo);
+        if !leftover_text_ok {
+            conn.close(close_code::INVALID_DATA, "text frame is not UTF-8");
+        }
+        // An idle connection holds only `small`; a read that fills it switches to a
+        // `socket_read_bytes` buffer until reads come back short again (memory per idle
+        // connection is what 20,000 phones cost; see docs/performance.md S1).
+        let mut small = [0u8; SMALL_READ_BYTES];
+        let mut big: Option<Vec<u8>> = None;
+        while conn.is_open() {
+            let buf: &mut [u8] = match &mut big {
+                Some(b) => b,
+                None => &mut small,
+            };
+            let cap = buf.len();
+            let n = match rd.read(buf).await {
+                Ok(0) | Err(_) => {
+                    if conn.is_open() {
+                        conn.peer_lost.set(true);
+                    }
+                    conn.close(close_code::NORMAL, "");
+                    break;
+                }
+                Ok(n) => n,
+            };
+            conn.last_seen.set(Instant::now());
+            let data = match &big {
+                Some(b) => &b[..n],
+                None => &small[..n],
+            };
+            let text_ok = {
+                let mut w = ws.borrow_mut();
+                w.bufs.rx.extend_from_slice(data);
+                w.scan.feed(data)
+            };
+            // Whole messages before the invalid bytes are still handled, in order.
+            process(&ctx, &conn, &ws, echo);
+            if !text_ok {
+                // RFC 6455 §8.1: fail fast, even inside a frame that has not ended.
+                conn.close(close_code::INVALID_DATA, "text frame is not UTF-8");
+            }
+            if n == cap && big.is_none() {
+                big = Some(vec![0u8; cfg.socket_read_bytes.max(SMALL_READ_BYTES)]);
+            } else if n < cap && big.is_some() {
+                big = None;
+            }
+        }
+    };
+    let writer = async {
+        let mut tx: Vec<u8> = Vec::new();
+        loop {
+            conn.wake_writer.wait().await;
+            let closing = conn.closing.borrow().clone();
+            {
+                let mut w = ws.borrow_mut();
+                let Ws {
+                    ctx: wsctx, bufs, ..
+                } = &mut *w;
+                let _ = wsctx.flush(bufs);
+                tx.append(&mut bufs.tx);
+            }
+            if let Some((code, reason)) = closing {
+                // A slow or dead consumer gets nothing more (not even the pongs tungstenite
+                // queued); any other close first sends the replies still queued (e.g. the
+                // error that explains a 1009).
+                let cut_off = !conn.peer_closed.get()
+                    && (code == close_code::SLOW_CONSUMER || code == close_code::HEARTBEAT_TIMEOUT);
+                if cut_off {
+                    tx.clear();
+                } else {
+                    conn.outbox
+                        .borrow_mut()
+                        .drain_control_into(&mut tx, cfg.write_batch_bytes);
+                }
+                conn.outbox.borrow_mut().clear();
+                if conn.write_failed.get() {
+                    break;
+                }
+                if !conn.peer_closed.get() {
+                    let mut payload = code.to_be_bytes().to_vec();
+                    payload.extend_from_slice(close_reason(&reason).as_bytes());
+                    tx.push(0x88);
+                    tx.push(payload.len() as u8);
+                    tx.extend_from_slice(&payload);
+                }
+                let _ = wr.write_all(&tx).await;
+                let _ = wr.flush().await;
+                let _ = wr.close().await;
+                break;
+            }
+            if conn.ping_due.replace(false) {
+                encode_frame(&mut tx, Opcode::Ping, b"");
+            }
+            loop {
+                conn.outbox
+                    .borrow_mut()
+                    .drain_into(&mut tx, cfg.write_batch_bytes);
+                if tx.is_empty() {
+                    break;
+                }
+                // `flush` pushes out a TLS record rustls held back on a full socket; it
+                // costs nothing on plaintext.
+                if wr.write_all(&tx).await.is_err() || wr.flush().await.is_err() {
+                    conn.write_failed.set(true);
+                    conn.close(close_code::INTERNAL, "write failed or timed out");
+                    break;
+                }
+                tx.clear();
+                if conn.outbox.borrow().is_empty() || !conn.is_open() {
+                    break;
+                }
+            }
+            // Keep a small write buffer between wake-ups; give a large one back.
+            if tx.capacity() > RETAINED_BUFFER_BYTES {
+                tx = Vec::new();
+            }
+            if !conn.is_open() {
+                conn.wake_writer.notify();
+            }
+        }
+        conn.done.notify();
+    };
+    future::zip(future::or(reader, conn.done.wait_sticky()), writer).await;
+    // After our close frame, keep reading (and discarding) briefly: closing a socket with
+    // unread input sends a reset, which can destroy the close frame before the client
+    // reads it (RFC 6455 §7.1.1 has the server wait for the client's close).
+    if !conn.peer_closed.get() && !conn.write_failed.get() {
+        let linger = Duration::from_millis(cfg.close_linger_ms);
+        // On the heap: an array here would be part of every connection's future for its
+        // whole life (futures are as large as their largest state), ~4 KiB each.
+        let mut sink = vec![0u8; LINGER_READ_BYTES];
+        future::or(
+            async {
+                while let Ok(n) = rd.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            },
+            glommio::timer::sleep(linger),
+        )
+        .await;
+    }
+    log_closed(&conn, peer, opened);
+    let out = ctx.state.borrow_mut().forget_conn(&conn);
+    ctx.route_all(out);
+}
+
+/// `info`: one line per WebSocket connection opened (docs/operations.md "Logging").
+fn log_opened(conn: &Conn, peer: Option<SocketAddr>, echo: bool) {
+    let c = conn.claims();
+    tracing::info!(
+        conn = %format_args!("c-{}-{}", conn.cref.shard, conn.cref.conn),
+        peer = %DisplayPeer(peer),
+        org = %c.org,
+        sub = %c.sub,
+        role = c.role.as_str(),
+        path = if echo { "/echo" } else { "/ws" },
+        "connection opened"
+    );
+}
+
+/// `info`: one line per WebSocket connection closed, with who closed it, the close code
+/// and reason (4000 heartbeat timeout and 4001 slow consumer among them), and how long it
+/// lived.
+fn log_closed(conn: &Conn, peer: Option<SocketAddr>, opened: Instant) {
+    let (code, reason) = conn
+        .closing
+        .borrow()
+        .clone()
+        .unwrap_or((close_code::NORMAL, String::new()));
+    let (by, code, reason) = if conn.peer_lost.get() {
+        (
+            "peer",
+            1006,
+            "connection lost without a close frame".to_owned(),
+        )
+    } else if conn.peer_closed.get() {
+        ("peer", code, reason)
+    } else {
+        ("server", code, reason)
+    };
+    let c = conn.claims();
+    tracing::info!(
+        conn = %format_args!("c-{}-{}", conn.cref.shard, conn.cref.conn),
+        peer = %DisplayPeer(peer),
+        org = %c.org,
+        sub = %c.sub,
+        by,
+        code,
+        reason = %reason,
+        duration_ms = opened.elapsed().as_millis() as u64,
+        "connection closed"
+    );
+}
+
+/// Runs tungstenite over whatever bytes have arrived and handles each complete message.
+fn process(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, ws: &RefCell<Ws>, echo: bool) {
+    loop {
+        if !conn.is_open() {
+            return;
+        }
+        let r = {
+            let mut w = ws.borrow_mut();
+            let Ws {
+                ctx: wsctx, bufs, ..
+            } = &mut *w;
+            wsctx.read(bufs)
+        };
+        match r {
+            Ok(Message::Text(t)) => {
+                if echo {
+                    conn.send_control(Bytes::copy_from_slice(t.as_bytes()));
+                } else {
+                    handle_text(ctx, conn, t.as_str());
+                }
+            }
+            Ok(Message::Binary(b)) => {
+                if echo {
+                    conn.push(|o| {
+                        o.push_control(OutFrame {
+                            opcode: Opcode::Binary,
+                            channel: 0,
+                            data: b,
+                        })
+                    });
+                } else {
+                    let e = Refusal::new(
+                        ErrorCode::BadRequest,
+                        "binary frames are not accepted; send JSON text",
+                    );
+                    conn.send_control(protocol::reply_error(None, &e).into());
+                }
+            }
+            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) | Ok(Message::Frame(_)) => {
+                // tungstenite queued the pong for a ping (written into `bufs.tx` by its next
+                // read or flush); the writer flushes it.
+                let auto = ws.borrow().bufs.tx.len();
+                conn.check_auto_replies(auto);
+                conn.wake_writer.notify();
+            }
+            Ok(Message::Close(frame)) => {
+                if conn.is_open() {
+                    conn.peer_closed.set(true);
+                }
+                match frame {
+                    Some(f) => conn.close(u16::from(f.code), f.reason.as_str()),
+                    // RFC 6455 §7.1.5: no status code (1005; never sent on the wire).
+                    None => conn.close(1005, ""),
+                }
+                return;
+            }
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(tungstenite::Error::Capacity(e)) => {
+                let r = Refusal::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("{e}; the limit is max_frame_bytes"),
+                );
+                conn.send_control(protocol::reply_error(None, &r).into());
+                conn.close(close_code::TOO_BIG, "frame over max_frame_bytes");
+                return;
+            }
+            Err(tungstenite::Error::Utf8(_)) => {
+                conn.close(close_code::INVALID_DATA, "text frame is not UTF-8");
+                return;
+            }
+            Err(tungstenite::Error::Protocol(e)) => {
+                conn.close(close_code::PROTOCOL_ERROR, &e.to_string());
+                return;
+            }
+            Err(_) => {
+                conn.close(close_code::NORMAL, "");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::SHUTDOWN_REASON;
+
+    /// RFC 6455 §5.5 and §7.4: a close reason fits the control frame with its code, and is
+    /// never cut inside a UTF-8 character.
+    #[test]
+    fn close_reasons_fit_the_frame_and_stay_utf8() {
+        assert_eq!(close_reason(SHUTDOWN_REASON), SHUTDOWN_REASON);
+        let long = "x".repeat(200);
+        assert_eq!(close_reason(&long).len(), MAX_CLOSE_REASON_BYTES);
+        // 122 ASCII bytes then a 3-byte character across the limit.
+        let split = format!("{}€€", "y".repeat(122));
+        let cut = close_reason(&split);
+        assert_eq!(cut.len(), 122);
+        assert!(2 + close_reason(&"é".repeat(100)).len() <= 125);
+    }
+}

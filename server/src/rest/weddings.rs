@@ -1,0 +1,105 @@
+//! `POST /api/websocket/weddings`: registering or updating a wedding's date and time zone
+//! (stored in the registry first, then in the live weddings table), and the
+//! `wedding_context` a create answers with.
+//!
+//! It does not decide which day is a wedding day (that is `ringbearer_io::weddings`).
+
+use super::{bad, internal, no_more_fields, now_ms, Reply, Rest};
+use ringbearer_core::error::{ErrorCode, Refusal};
+use ringbearer_core::{Claims, Role};
+use ringbearer_io::Api;
+use ringbearer_persist::registry::{EventDate, WeddingRecord};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+impl Rest {
+    /// `{wedding_id, event_date, is_wedding_day}` as far as the weddings table knows it.
+    pub(super) fn wedding_context(api: &Api, wedding_id: &str) -> Value {
+        let shared = api.shared();
+        match shared.weddings.get(wedding_id) {
+            Some(w) => json!({
+                "wedding_id": w.id,
+                "event_date": w.event_date,
+                "is_wedding_day": w.is_wedding_day(shared.calendar_now_ms()),
+            }),
+            None => json!({"wedding_id": wedding_id, "event_date": null, "is_wedding_day": false}),
+        }
+    }
+
+    pub(super) async fn wedding(
+        &self,
+        api: &Api,
+        claims: &Arc<Claims>,
+        mut body: Map<String, Value>,
+    ) -> Reply {
+        if !matches!(claims.role, Role::Admin | Role::Service) {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "registering a wedding needs the admin or service role",
+            ));
+        }
+        let field = |body: &mut Map<String, Value>, k: &str| match body.remove(k) {
+            Some(Value::String(s)) => Ok(Some(s)),
+            None => Ok(None),
+            Some(_) => Err(bad(format!("`{k}` is a string"))),
+        };
+        let id = field(&mut body, "wedding_id")?.ok_or_else(|| bad("needs `wedding_id`"))?;
+        let org = field(&mut body, "organization_id")?.unwrap_or_else(|| claims.org.clone());
+        let date = field(&mut body, "event_date")?.ok_or_else(|| bad("needs `event_date`"))?;
+        let tz = field(&mut body, "time_zone")?.ok_or_else(|| bad("needs `time_zone`"))?;
+        no_more_fields(&body)?;
+        if org != claims.org {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "organization_id must be the caller's organization",
+            ));
+        }
+        if id.is_empty() || id.len() > ringbearer_core::access::CLAIM_ID_MAX_BYTES {
+            return Err(bad("`wedding_id` must be 1 to 128 bytes"));
+        }
+        let wedding = ringbearer_io::weddings::Wedding::new(&id, &org, &date, &tz)?;
+        let shared = api.shared();
+        // SPEC §1: a wedding belongs to the organization that registered it first or created
+        // the first channel naming it; only that organization changes its facts.
+        if shared
+            .weddings
+            .owner(&id)
+            .is_some_and(|owner| owner != claims.org)
+        {
+            let e = Refusal::new(
+                ErrorCode::Forbidden,
+                "that wedding belongs to another organization",
+            );
+            let owner = shared.weddings.owner(&id);
+            self.audit_denied(claims, "wedding_upsert", None, owner.as_deref(), &e);
+            return Err(e);
+        }
+        // Stored first (awaited: the answer means it survives a restart), then live.
+        if let Some(registry) = &self.registry {
+            let event_date = EventDate::parse(&wedding.event_date)
+                .ok_or_else(|| bad("`event_date` must be YYYY-MM-DD"))?;
+            let rec = WeddingRecord {
+                wedding_id: wedding.id.clone(),
+                organization_id: wedding.organization_id.clone(),
+                event_date,
+                time_zone: wedding.time_zone.clone(),
+                updated_at_ms: now_ms(),
+            };
+            registry.upsert_wedding(rec).await.map_err(internal)?;
+        }
+        let stored = shared.weddings.upsert(wedding)?;
+        let is_day = stored.is_wedding_day(shared.calendar_now_ms());
+        self.audit_admin(
+            claims,
+            "wedding_upsert",
+            json!({"wedding_id": id, "event_date": date}),
+        );
+        Ok(json!({
+            "wedding_id": stored.id,
+            "organization_id": stored.organization_id,
+            "event_date": stored.event_date,
+            "time_zone": stored.time_zone,
+            "is_wedding_day": is_day,
+        }))
+    }
+}
