@@ -87,7 +87,7 @@ pub struct Principal {
 }
 
 /// Everyone who acts. Users of different organizations share ids on purpose.
-pub const PRINCIPALS: [Principal; 8] = [
+pub const PRINCIPALS: [Principal; 9] = [
     // 0: org-a/u-1, coordinator of w-1.
     Principal {
         org: 0,
@@ -152,11 +152,20 @@ pub const PRINCIPALS: [Principal; 8] = [
         weddings: &[1],
         star: false,
     },
+    // 8: org-a/u-1 again, with a guest's token (one user, two roles on two connections).
+    Principal {
+        org: 0,
+        sub: 0,
+        role: Role::Guest,
+        weddings: &[0],
+        star: false,
+    },
 ];
 
 /// Connection slots: slot `s` is a connection of `SLOT_PRINCIPAL[s]` on shard `s % 2`.
-/// Slots 6 and 7 are second connections of principals 0 and 1.
-pub const SLOT_PRINCIPAL: [usize; 8] = [0, 1, 2, 3, 4, 5, 0, 1];
+/// Slot 6 is org-a/u-1 again with a guest's token (principal 8), slot 7 a second
+/// connection of principal 1.
+pub const SLOT_PRINCIPAL: [usize; 8] = [0, 1, 2, 3, 4, 5, 8, 1];
 pub const SLOTS: usize = SLOT_PRINCIPAL.len();
 
 /// Candidate channel names, and the wedding a `wedding:` name must name.
