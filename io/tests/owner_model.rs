@@ -212,6 +212,7 @@ impl World {
     fn new(known: model::Known) -> World {
         let mut cfg = IoConfig::default();
         cfg.limits.max_queued = model::MAX_QUEUED;
+        cfg.limits.presence_list_max = model::PRESENCE_LIST_MAX;
         let mut w = World {
             cfg: Rc::new(cfg),
             owners: Vec::new(),
@@ -490,12 +491,6 @@ impl World {
                     self.views.insert((slot, channel.as_str().to_owned()), view);
                 }
                 self.epochs.insert(channel.as_str().to_owned(), epoch);
-                if presence_total != presence.len() {
-                    self.anomalies.push(format!(
-                        "presence_total {presence_total} is not the list's length {}",
-                        presence.len()
-                    ));
-                }
                 let presence = presence
                     .iter()
                     .map(|e| {
@@ -507,6 +502,7 @@ impl World {
                     recovered,
                     messages: ids(&messages),
                     presence,
+                    presence_total,
                 }
             }
             owner::Reply::Unsubscribed { channel, why } => {
@@ -1090,6 +1086,7 @@ fn count(replies: &[(usize, Caller, Reply)], delivered: usize) {
                 recovered,
                 messages,
                 presence,
+                ..
             } => format!(
                 "subscribed recovered={recovered} messages={} presence>1={}",
                 !messages.is_empty(),

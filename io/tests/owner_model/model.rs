@@ -14,6 +14,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// The kept window of every channel (the owner's `max_queued` in the test's config).
 pub const MAX_QUEUED: usize = 4;
+/// Most entries in a presence list (`presence_list_max`): small, so that lists are cut
+/// and the window of the first connections in join order moves (SPEC §3, protocol.md
+/// "Presence").
+pub const PRESENCE_LIST_MAX: usize = 2;
 /// SPEC §2.4: a repeated idempotency key within 10 minutes returns the first id.
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1000;
 /// What [`Op::Wait`] moves the clock by: past the idempotency window, well inside the
@@ -403,7 +407,10 @@ pub enum Reply {
     Subscribed {
         recovered: bool,
         messages: Vec<u64>,
+        /// The first [`PRESENCE_LIST_MAX`] connections in join order, and how many there
+        /// are.
         presence: Vec<PresenceView>,
+        presence_total: usize,
     },
     Unsubscribed,
     Published {
@@ -701,11 +708,18 @@ impl Model {
         self.channels.get(&name).map(|c| c.org)
     }
 
-    /// The presence of channel `name` now, in join order.
+    /// The presence list of channel `name` now: its first [`PRESENCE_LIST_MAX`]
+    /// connections in join order.
     pub fn presence(&self, name: usize) -> Vec<PresenceView> {
         self.channels
             .get(&name)
-            .map(|c| c.online.iter().map(OnlineSub::view).collect())
+            .map(|c| {
+                c.online
+                    .iter()
+                    .take(PRESENCE_LIST_MAX)
+                    .map(OnlineSub::view)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -910,7 +924,12 @@ impl Model {
                         // The viewer is the admin: a message targeted at anyone else is
                         // not shown, not even on its channel's own admin page.
                         recent: c.visible_after(0, (p.org, p.sub)).1,
-                        presence: c.online.iter().map(OnlineSub::view).collect(),
+                        presence: c
+                            .online
+                            .iter()
+                            .take(PRESENCE_LIST_MAX)
+                            .map(OnlineSub::view)
+                            .collect(),
                     },
                 };
                 obs.replies.push((Caller::Rest(caller), step, r));
@@ -1105,17 +1124,14 @@ impl Model {
         let presence = c
             .online
             .iter()
-            .map(|o| PresenceView {
-                user: o.user,
-                slot: o.slot,
-                role: o.role,
-                meta: o.meta,
-            })
+            .take(PRESENCE_LIST_MAX)
+            .map(OnlineSub::view)
             .collect();
         Reply::Subscribed {
             recovered,
             messages,
             presence,
+            presence_total: c.online.len(),
         }
     }
 
