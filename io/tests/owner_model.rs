@@ -213,6 +213,7 @@ impl World {
         let mut cfg = IoConfig::default();
         cfg.limits.max_queued = model::MAX_QUEUED;
         cfg.limits.presence_list_max = model::PRESENCE_LIST_MAX;
+        cfg.limits.tiers.enterprise.channels_per_org = model::CHANNELS_PER_ORG as u32;
         let mut w = World {
             cfg: Rc::new(cfg),
             owners: Vec::new(),

@@ -18,6 +18,9 @@ pub const MAX_QUEUED: usize = 4;
 /// and the window of the first connections in join order moves (SPEC §3, protocol.md
 /// "Presence").
 pub const PRESENCE_LIST_MAX: usize = 2;
+/// Channels per organization (every token is of a tier with this limit): small, so that
+/// creates meet it, and refused or failed creates must give their place back.
+pub const CHANNELS_PER_ORG: usize = 2;
 /// SPEC §2.4: a repeated idempotency key within 10 minutes returns the first id.
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1000;
 /// What [`Op::Wait`] moves the clock by: past the idempotency window, well inside the
@@ -1017,6 +1020,11 @@ impl Model {
                     .push((by, step, Reply::Error("WS_WEDDING_ISOLATION_VIOLATION")));
                 return;
             }
+        }
+        // SPEC §1 tiers: channels per organization (those being stored count).
+        if self.channels.values().filter(|c| c.org == p.org).count() >= CHANNELS_PER_ORG {
+            obs.replies.push((by, step, Reply::Error("WS_TIER_LIMIT")));
+            return;
         }
         if let Some(w) = wedding {
             if self.known.unstored_create_claims_wedding && self.wedding_owner(w).is_none() {
