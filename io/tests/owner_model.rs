@@ -4,7 +4,9 @@
 //! history), unsubscribe, disconnect, open and targeted publishes with and without
 //! idempotency keys (over WebSocket, and over REST with `delivery_guarantees`), acks,
 //! presence, typing, token refresh, REST enroll/withdraw/list/detail, stores that commit
-//! late or fail, retention rounds, the clock passing the idempotency window, and restarts —
+//! late or fail, retention rounds, the clock passing the idempotency window, and restarts,
+//! with small limits so they are met (kept window 4, presence lists 2, channels per
+//! organization 2, 5 publishes per channel per minute) —
 //! go through the real owner with an in-memory log and registry, and every observation is
 //! compared with the reference model in `owner_model/model.rs`: replies and error codes,
 //! who gets which message live (in id order per channel), resume and history,
@@ -214,6 +216,8 @@ impl World {
         cfg.limits.max_queued = model::MAX_QUEUED;
         cfg.limits.presence_list_max = model::PRESENCE_LIST_MAX;
         cfg.limits.tiers.enterprise.channels_per_org = model::CHANNELS_PER_ORG as u32;
+        cfg.limits.channel_messages_per_min = model::CHANNEL_RATE as u32;
+        cfg.limits.rate_window_ms = model::RATE_WINDOW_MS;
         let mut w = World {
             cfg: Rc::new(cfg),
             owners: Vec::new(),

@@ -21,6 +21,11 @@ pub const PRESENCE_LIST_MAX: usize = 2;
 /// Channels per organization (every token is of a tier with this limit): small, so that
 /// creates meet it, and refused or failed creates must give their place back.
 pub const CHANNELS_PER_ORG: usize = 2;
+/// Publishes per channel per [`RATE_WINDOW_MS`] (`channel_messages_per_min`): small, so
+/// that bursts meet it (SPEC §1; a token bucket: a burst of this many, refilled
+/// continuously over the window).
+pub const CHANNEL_RATE: u64 = 5;
+pub const RATE_WINDOW_MS: u64 = 60_000;
 /// SPEC §2.4: a repeated idempotency key within 10 minutes returns the first id.
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1000;
 /// What [`Op::Wait`] moves the clock by: past the idempotency window, well inside the
@@ -502,6 +507,9 @@ struct Chan {
     subs: BTreeMap<User, u64>,
     /// Subscribed connections, in presence join order.
     online: Vec<OnlineSub>,
+    /// The publish rate's bucket: what is used, in 1/`RATE_WINDOW_MS` tokens, and when.
+    rate_used: u64,
+    rate_at: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -610,6 +618,20 @@ impl Chan {
                 .filter(|id| *id > cursor && self.may_see(*id, user))
                 .count() as u64,
         )
+    }
+
+    /// Takes one publish from the channel's rate at `now` (SPEC §1's token bucket: refilled
+    /// by `CHANNEL_RATE` per `RATE_WINDOW_MS`, at most `CHANNEL_RATE` at once).
+    fn take_rate(&mut self, now: u64) -> bool {
+        let refill = now.saturating_sub(self.rate_at) * CHANNEL_RATE;
+        self.rate_used = self.rate_used.saturating_sub(refill);
+        self.rate_at = self.rate_at.max(now);
+        if self.rate_used + RATE_WINDOW_MS <= CHANNEL_RATE * RATE_WINDOW_MS {
+            self.rate_used += RATE_WINDOW_MS;
+            true
+        } else {
+            false
+        }
     }
 
     fn is_online(&self, slot: usize) -> bool {
@@ -1056,6 +1078,8 @@ impl Model {
                 durable_id: 0,
                 subs: BTreeMap::new(),
                 online: Vec::new(),
+                rate_used: 0,
+                rate_at: self.now,
             },
         );
         let to = self.waiter(by);
@@ -1199,6 +1223,11 @@ impl Model {
                     return;
                 }
             }
+        }
+        if !c.take_rate(self.now) {
+            obs.replies
+                .push((to, step, Reply::Error("WS_RATE_LIMITED")));
+            return;
         }
         if then == Then::Refuse {
             obs.replies.push((to, step, Reply::Error("WS_OVERLOADED")));
@@ -1356,6 +1385,8 @@ impl Model {
         self.forget_unstored();
         for c in self.channels.values_mut() {
             c.online.clear();
+            // Rates live in memory: a restarted channel's bucket is full.
+            c.rate_used = 0;
         }
         for g in self.generation.iter_mut() {
             *g += 1;
