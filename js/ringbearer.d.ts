@@ -1,7 +1,7 @@
 // Types of @ringbearer/client (ringbearer.js). Hand-written; keep in step with the module.
 
 export type ConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
-export type Priority = 'low' | 'normal' | 'high' | 'critical';
+export type Priority = 'low' | 'normal' | 'high' | 'critical' | 'emergency';
 
 export interface BackoffOptions {
   /** Ceiling of the first reconnect delay, ms. Default 100. */

@@ -94,7 +94,7 @@ export function backoffDelay(attempt, opts = {}, random = Math.random) {
   return Math.min(ceiling, Math.max(0, random() * ceiling));
 }
 
-const PRIORITIES = ['critical', 'high', 'normal', 'low'];
+const PRIORITIES = ['emergency', 'critical', 'high', 'normal', 'low'];
 
 /**
  * Per-channel resume positions and de-duplication. A message is new when its id is above
@@ -110,10 +110,10 @@ export class DedupTracker {
   /** A `subscribed` reply: remember the channel; a changed epoch resets its marks. */
   onSubscribed(channel, epoch) {
     const s = this.channels.get(channel);
-    if (!s) this.channels.set(channel, { epoch, high: [null, null, null, null] });
+    if (!s) this.channels.set(channel, { epoch, high: PRIORITIES.map(() => null) });
     else if (s.epoch !== epoch) {
       s.epoch = epoch;
-      s.high = [null, null, null, null];
+      s.high = PRIORITIES.map(() => null);
     }
   }
 
@@ -122,7 +122,7 @@ export class DedupTracker {
     const s = this.channels.get(channel);
     if (!s) return true;
     let i = PRIORITIES.indexOf(priority);
-    if (i < 0) i = 2;
+    if (i < 0) i = PRIORITIES.indexOf('normal');
     const mark = s.high[i];
     if (mark !== null && id <= mark) return false;
     s.high[i] = id;

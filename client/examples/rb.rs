@@ -126,6 +126,7 @@ fn main() {
                         "low" => Priority::Low,
                         "high" => Priority::High,
                         "critical" => Priority::Critical,
+                        "emergency" => Priority::Emergency,
                         _ => Priority::Normal,
                     };
                 }

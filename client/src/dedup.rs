@@ -24,7 +24,7 @@ struct ChannelState {
     /// From the last `subscribed` reply.
     epoch: String,
     /// Highest id delivered to the app, per priority class (`Priority::index`).
-    high: [Option<u64>; 4],
+    high: [Option<u64>; Priority::CLASSES],
 }
 
 impl ChannelState {
@@ -50,12 +50,12 @@ impl Tracker {
             Some(state) if state.epoch == epoch => {}
             Some(state) => {
                 state.epoch = epoch.to_owned();
-                state.high = [None; 4];
+                state.high = [None; Priority::CLASSES];
             }
             None => {
                 let state = ChannelState {
                     epoch: epoch.to_owned(),
-                    high: [None; 4],
+                    high: [None; Priority::CLASSES],
                 };
                 self.channels.insert(channel.to_owned(), state);
             }

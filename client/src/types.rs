@@ -9,8 +9,9 @@ use crate::error::{DisconnectReason, Error};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A message's priority (SPEC §2.6). Under back-pressure the server drains `critical`
-/// first, then `high`, `normal`, `low`; ids are in order within one priority class.
+/// A message's priority (SPEC §2.6). Under back-pressure the server drains `emergency`
+/// first, then `critical`, `high`, `normal`, `low`; ids are in order within one priority
+/// class. Only a channel's admin roles may send `emergency`.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -21,10 +22,14 @@ pub enum Priority {
     Normal,
     High,
     Critical,
+    Emergency,
 }
 
 impl Priority {
-    /// 0 for `low` … 3 for `critical`.
+    /// How many priority classes there are.
+    pub(crate) const CLASSES: usize = 5;
+
+    /// 0 for `low` … 4 for `emergency`.
     pub(crate) fn index(self) -> usize {
         self as usize
     }

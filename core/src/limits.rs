@@ -127,6 +127,14 @@ pub struct Limits {
     /// `rate_window_ms`: they skip the user and channel rates (SPEC §1) but not this; the
     /// next gets `WS_RATE_LIMITED` with `retry_after`.
     pub critical_messages_per_min: u32,
+    /// The abuse ceiling of `emergency` publishes, per user per `rate_window_ms`, on any
+    /// day: they skip every other rate (SPEC §2) but not this; the next gets
+    /// `WS_RATE_LIMITED` with `retry_after`.
+    pub emergency_messages_per_min: u32,
+    /// Roles that may publish `emergency` on any channel they may write to, besides the
+    /// roles of the channel's own `admin` list (and its organization's `admin`/`service`).
+    /// Empty by default: the channel's admin list decides.
+    pub emergency_roles: Vec<crate::access::Role>,
     pub tiers: Tiers,
 }
 
@@ -153,6 +161,8 @@ impl Default for Limits {
             rate_window_ms: 60_000,
             wedding_day_rate_multiplier: 3,
             critical_messages_per_min: 60,
+            emergency_messages_per_min: 30,
+            emergency_roles: Vec::new(),
             tiers: Tiers::default(),
         }
     }
@@ -192,6 +202,9 @@ impl Limits {
         }
         if self.critical_messages_per_min == 0 {
             return Err("limits.critical_messages_per_min must be greater than 0".into());
+        }
+        if self.emergency_messages_per_min == 0 {
+            return Err("limits.emergency_messages_per_min must be greater than 0".into());
         }
         if self.rate_window_ms == 0 {
             return Err("limits.rate_window_ms must be greater than 0".into());

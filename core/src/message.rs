@@ -17,11 +17,16 @@ pub enum Priority {
     Normal = 1,
     High = 2,
     Critical = 3,
+    /// Above `critical` (SPEC §2): only for roles a channel's `admin` list names (or
+    /// `limits.emergency_roles`), exempt from every rate but its own abuse ceiling
+    /// (`emergency_messages_per_min`), always audited.
+    Emergency = 4,
 }
 
 impl Priority {
     /// Highest first: the order a connection's backlog is drained in (SPEC §2.6).
-    pub const DRAIN_ORDER: [Priority; 4] = [
+    pub const DRAIN_ORDER: [Priority; 5] = [
+        Priority::Emergency,
         Priority::Critical,
         Priority::High,
         Priority::Normal,
@@ -34,6 +39,7 @@ impl Priority {
             "normal" => Some(Priority::Normal),
             "high" => Some(Priority::High),
             "critical" => Some(Priority::Critical),
+            "emergency" => Some(Priority::Emergency),
             _ => None,
         }
     }
@@ -44,6 +50,7 @@ impl Priority {
             Priority::Normal => "normal",
             Priority::High => "high",
             Priority::Critical => "critical",
+            Priority::Emergency => "emergency",
         }
     }
 
@@ -52,6 +59,7 @@ impl Priority {
             0 => Priority::Low,
             2 => Priority::High,
             3 => Priority::Critical,
+            4 => Priority::Emergency,
             _ => Priority::Normal,
         }
     }

@@ -118,7 +118,7 @@ pub struct AuditEvent {
     pub at_ms: u64,
     pub actor_user_id: String,
     pub actor_org: String,
-    /// `create`, `subscribe`, `unsubscribe`, `denied`, `admin`, `unauthorized` or
+    /// `create`, `subscribe`, `unsubscribe`, `denied`, `admin`, `unauthorized`, `emergency` or
     /// `token_refresh`.
     pub action: &'static str,
     pub channel: Option<String>,

@@ -33,14 +33,15 @@ pub struct OutFrame {
 pub struct Overflow;
 
 const CONTROL: usize = 0;
-const LEVELS: usize = 5;
+const LEVELS: usize = 6;
 
 fn level(p: Priority) -> usize {
     match p {
-        Priority::Critical => 1,
-        Priority::High => 2,
-        Priority::Normal => 3,
-        Priority::Low => 4,
+        Priority::Emergency => 1,
+        Priority::Critical => 2,
+        Priority::High => 3,
+        Priority::Normal => 4,
+        Priority::Low => 5,
     }
 }
 
@@ -286,6 +287,33 @@ mod tests {
         );
         assert!(o.is_empty());
         assert_eq!(o.bytes(), 0);
+    }
+
+    /// SPEC §2 `emergency`: ahead of every `critical` of other channels, and it promotes its
+    /// own channel's waiting messages like any higher priority.
+    #[test]
+    fn emergency_goes_before_critical() {
+        let mut o = Outbox::new(100, 1 << 20);
+        o.push_message(Priority::Critical, msg(1, "a1-critical"))
+            .unwrap();
+        o.push_message(Priority::Critical, msg(1, "a2-critical"))
+            .unwrap();
+        o.push_message(Priority::Normal, msg(2, "b1-normal"))
+            .unwrap();
+        o.push_message(Priority::Emergency, msg(3, "c1-emergency"))
+            .unwrap();
+        o.push_message(Priority::Emergency, msg(2, "b2-emergency"))
+            .unwrap();
+        assert_eq!(
+            drain(&mut o),
+            [
+                "c1-emergency",
+                "b1-normal",
+                "b2-emergency",
+                "a1-critical",
+                "a2-critical"
+            ]
+        );
     }
 
     #[test]

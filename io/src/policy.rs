@@ -24,6 +24,8 @@ struct UserState {
     messages: TokenBucket,
     /// `critical` publishes on wedding-day channels (the abuse ceiling).
     critical: TokenBucket,
+    /// `emergency` publishes (their abuse ceiling).
+    emergency: TokenBucket,
     connections: u32,
     subscriptions: u32,
 }
@@ -64,6 +66,7 @@ impl Policy {
         let st = map.entry(key(c)).or_insert_with(|| UserState {
             messages: TokenBucket::full(t.messages_per_min, l.rate_window_ms, now_ms),
             critical: TokenBucket::full(l.critical_messages_per_min, l.rate_window_ms, now_ms),
+            emergency: TokenBucket::full(l.emergency_messages_per_min, l.rate_window_ms, now_ms),
             connections: 0,
             subscriptions: 0,
         });
@@ -83,6 +86,9 @@ impl Policy {
                     && st
                         .critical
                         .is_full(l.critical_messages_per_min, l.rate_window_ms, now_ms)
+                    && st
+                        .emergency
+                        .is_full(l.emergency_messages_per_min, l.rate_window_ms, now_ms)
                 {
                     map.remove(&key(c));
                 }
@@ -158,6 +164,23 @@ impl Policy {
             code: ErrorCode::RateLimited,
             message: format!(
                 "critical message ceiling reached: {cap} per {} s",
+                l.rate_window_ms / 1000
+            ),
+            retry_after: Some(retry_after_secs(wait_ms)),
+        })
+    }
+
+    /// Takes one `emergency` publish: it skips every other rate (SPEC §2) but not this
+    /// abuse ceiling (`emergency_messages_per_min`).
+    pub fn take_emergency(&self, c: &Claims, l: &Limits, now_ms: u64) -> Result<(), Refusal> {
+        let cap = l.emergency_messages_per_min;
+        self.with_user(c, l, now_ms, |st| {
+            st.emergency.try_take(cap, l.rate_window_ms, now_ms)
+        })
+        .map_err(|wait_ms| Refusal {
+            code: ErrorCode::RateLimited,
+            message: format!(
+                "emergency message ceiling reached: {cap} per {} s",
                 l.rate_window_ms / 1000
             ),
             retry_after: Some(retry_after_secs(wait_ms)),

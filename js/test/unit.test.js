@@ -34,7 +34,11 @@ test('dedup: repeats dropped per priority class; epoch change resets', () => {
   assert.ok(t.accept(ch, 4, 'critical'));
   assert.ok(t.accept(ch, 3, 'normal'));
   assert.ok(!t.accept(ch, 4, 'critical'));
-  assert.deepEqual(t.position(ch), { lastSeenId: 4, epoch: 'e1' });
+  // emergency 6 overtakes critical 5: its own class, 5 still gets through.
+  assert.ok(t.accept(ch, 6, 'emergency'));
+  assert.ok(t.accept(ch, 5, 'critical'));
+  assert.ok(!t.accept(ch, 6, 'emergency'));
+  assert.deepEqual(t.position(ch), { lastSeenId: 6, epoch: 'e1' });
   t.onSubscribed(ch, 'e1');
   assert.ok(!t.accept(ch, 3));
   t.onSubscribed(ch, 'e2');

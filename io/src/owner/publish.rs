@@ -5,9 +5,9 @@
 
 use super::commit::deliver_and_reply;
 use super::effects::{Caller, Effects, Published, Reply};
-use super::{check_access, not_found, Now, Owner};
+use super::{audit, check_access, deny, not_found, Now, Owner};
 use crate::journal::Entry;
-use ringbearer_core::access::Action;
+use ringbearer_core::access::{self, Action};
 use ringbearer_core::error::{ErrorCode, Refusal};
 use ringbearer_core::message::MessageFrame;
 use ringbearer_core::protocol::PublishReq;
@@ -60,17 +60,35 @@ impl Owner {
                 return;
             }
         }
+        let limits = &self.cfg.limits;
+        if req.priority == Priority::Emergency {
+            // SPEC §2: `emergency` is for the roles of the channel's `admin` list (and its
+            // organization's admin/service), or those `limits.emergency_roles` names.
+            let allowed = limits.emergency_roles.contains(&claims.role)
+                || access::check(&ch.meta.access, claims, Action::Admin).is_ok();
+            if !allowed {
+                let e = Refusal::new(
+                    ErrorCode::Forbidden,
+                    "emergency is for the channel's admin roles (or limits.emergency_roles)",
+                );
+                let (name, org) = (ch.meta.name.as_str(), ch.meta.access.org.as_str());
+                deny(fx, now, claims, "publish", name, Some(org), &e);
+                return fx.refuse(from, r#ref, e);
+            }
+        }
         // SPEC §1 rates, decided here where the channel's wedding is known: a wedding-day
         // channel gets `wedding_day_rate_multiplier` × the user and channel rates, and its
-        // `critical` publishes skip both, held only by `critical_messages_per_min`.
-        let limits = &self.cfg.limits;
+        // `critical` publishes skip both, held only by `critical_messages_per_min`. An
+        // `emergency` skips them on any day, held only by `emergency_messages_per_min`.
         let wedding_day = ch
             .meta
             .access
             .wedding_id
             .as_deref()
             .is_some_and(|w| self.weddings.is_wedding_day(w, now.calendar_ms));
-        let rated = if wedding_day && req.priority == Priority::Critical {
+        let rated = if req.priority == Priority::Emergency {
+            self.policy.take_emergency(claims, limits, now.ms)
+        } else if wedding_day && req.priority == Priority::Critical {
             self.policy.take_critical(claims, limits, now.ms)
         } else {
             let m = if wedding_day {
@@ -112,6 +130,17 @@ impl Owner {
             .as_ref()
             .zip(frame.target_org.as_ref())
             .map(|(sub, org)| UserKey::new(org.clone(), sub.clone()));
+        if req.priority == Priority::Emergency {
+            // Always audited (SPEC §2), when taken: the id it was given and who it is for.
+            let detail = serde_json::json!({
+                "id": id,
+                "type": frame.msg_type,
+                "target_user_id": frame.target_user_id,
+                "target_org": frame.target_org,
+            });
+            let channel = Some((req.channel.as_str(), ch.meta.access.org.as_str()));
+            fx.audit(audit::event(now.ms, claims, "emergency", channel, detail));
+        }
         let key = frame.idempotency_key.as_deref();
         if self.commit.is_memory() {
             // `memory` policy: durable on append.

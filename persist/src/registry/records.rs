@@ -152,10 +152,12 @@ pub enum AuditAction {
     Unauthorized,
     /// A connection refreshed its token in band (`op: token`).
     TokenRefresh,
+    /// An `emergency` message was published (SPEC §2: always audited).
+    Emergency,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 8] = [
+    pub const ALL: [AuditAction; 9] = [
         AuditAction::Create,
         AuditAction::Delete,
         AuditAction::Subscribe,
@@ -164,6 +166,7 @@ impl AuditAction {
         AuditAction::Admin,
         AuditAction::Unauthorized,
         AuditAction::TokenRefresh,
+        AuditAction::Emergency,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -176,6 +179,7 @@ impl AuditAction {
             AuditAction::Admin => "admin",
             AuditAction::Unauthorized => "unauthorized",
             AuditAction::TokenRefresh => "token_refresh",
+            AuditAction::Emergency => "emergency",
         }
     }
 
