@@ -276,6 +276,11 @@ impl<F: Clone> ChannelState<F> {
     }
 
     /// The user a connection is subscribed as.
+    /// The connections subscribed now.
+    pub fn online_conns(&self) -> impl Iterator<Item = ConnRef> + '_ {
+        self.online.keys().copied()
+    }
+
     pub fn online_user(&self, conn: ConnRef) -> Option<UserKey> {
         self.online.get(&conn).map(|s| s.user.clone())
     }

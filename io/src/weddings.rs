@@ -95,7 +95,7 @@ impl Wedding {
 #[derive(Clone, Default)]
 pub struct Weddings {
     inner: Arc<RwLock<HashMap<String, Wedding>>>,
-    claims: Arc<RwLock<HashMap<String, (String, u64)>>>,
+    claims: Arc<RwLock<HashMap<String, Claim>>>,
     /// Most weddings kept (`io.max_weddings`); 0 until set by the server (no bound).
     max: usize,
 }
@@ -122,6 +122,15 @@ impl Today {
     }
 }
 
+/// Who owns a wedding only named by channels: the organization of its earliest channel,
+/// and how many of that organization's channels name it.
+#[derive(Clone, Debug)]
+struct Claim {
+    org: String,
+    at_ms: u64,
+    channels: u32,
+}
+
 impl Weddings {
     /// An empty table holding at most `max` weddings.
     pub fn with_capacity(max: usize) -> Weddings {
@@ -137,23 +146,48 @@ impl Weddings {
         if let Some(w) = self.inner.read().get(id) {
             return Some(w.organization_id.clone());
         }
-        self.claims.read().get(id).map(|(org, _)| org.clone())
+        self.claims.read().get(id).map(|c| c.org.clone())
     }
 
     /// A channel of `org` naming wedding `id` was created at `at_ms`: if nobody owns the
-    /// wedding, the earliest such channel's organization does. Returns the owner.
+    /// wedding, the earliest such channel's organization does. Returns the owner. Each
+    /// claim by the owning organization is counted, so [`Weddings::unclaim`] of a channel
+    /// that was never stored gives the wedding up only when no other channel holds it.
     pub fn claim(&self, id: &str, org: &str, at_ms: u64) -> String {
         if let Some(w) = self.inner.read().get(id) {
             return w.organization_id.clone();
         }
         let mut claims = self.claims.write();
-        let e = claims
-            .entry(id.to_owned())
-            .or_insert_with(|| (org.to_owned(), at_ms));
-        if at_ms < e.1 {
-            *e = (org.to_owned(), at_ms);
+        let e = claims.entry(id.to_owned()).or_insert_with(|| Claim {
+            org: org.to_owned(),
+            at_ms,
+            channels: 0,
+        });
+        if e.org == org {
+            e.channels += 1;
+            e.at_ms = e.at_ms.min(at_ms);
+        } else if at_ms < e.at_ms {
+            // An earlier channel of another organization (restore order): it owns it.
+            *e = Claim {
+                org: org.to_owned(),
+                at_ms,
+                channels: 1,
+            };
         }
-        e.0.clone()
+        e.org.clone()
+    }
+
+    /// A channel of `org` that claimed wedding `id` was never stored (its create was
+    /// refused by the log, or the log failed): its claim is given back, and the wedding is
+    /// nobody's again if no other channel of `org` holds it.
+    pub fn unclaim(&self, id: &str, org: &str) {
+        let mut claims = self.claims.write();
+        if let Some(e) = claims.get_mut(id).filter(|e| e.org == org) {
+            e.channels = e.channels.saturating_sub(1);
+            if e.channels == 0 {
+                claims.remove(id);
+            }
+        }
     }
 
     /// Inserts or replaces a wedding; returns it as stored. A wedding keeps its owner:
@@ -161,7 +195,7 @@ impl Weddings {
     /// channel) is `WS_FORBIDDEN`. Past `io.max_weddings` a new one is `WS_OVERLOADED`.
     pub fn upsert(&self, w: Wedding) -> Result<Wedding, Refusal> {
         let mut map = self.inner.write();
-        let claimed = self.claims.read().get(&w.id).map(|(o, _)| o.clone());
+        let claimed = self.claims.read().get(&w.id).map(|c| c.org.clone());
         let owner = map
             .get(&w.id)
             .map(|old| old.organization_id.clone())

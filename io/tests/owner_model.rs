@@ -1336,14 +1336,13 @@ fn regression_a_pending_publish_never_evicts_a_stored_one() {
     run(&ops, model::KNOWN).unwrap();
 }
 
-/// Found by the random runs, NOT fixed (in the owner; reported to the lead): org-a's
-/// create of `wedding:main:w-1` is refused (its store failed), so no channel names `w-1`;
-/// yet org-b's admin (`weddings: ["*"]`) is then refused creating it with
-/// `WS_WEDDING_ISOLATION_VIOLATION`: the failed create still made org-a the wedding's owner
-/// (until a restart, which derives owners from stored channels). SPEC §1: the owner is the
-/// organization that created the first channel with it. Run with `--ignored`.
+/// Found by the random runs (fixed in `owner/create.rs`, `owner/commit.rs` and
+/// `Weddings::unclaim`): org-a's create of `wedding:main:w-1` is refused (its store failed),
+/// so no channel names `w-1`; yet org-b's admin (`weddings: ["*"]`) was then refused
+/// creating it with `WS_WEDDING_ISOLATION_VIOLATION`: the failed create still made org-a
+/// the wedding's owner (until a restart, which derives owners from stored channels). SPEC
+/// §1: the owner is the organization that created the first channel with it.
 #[test]
-#[ignore = "owner bug, reported: an unstored create claims its wedding"]
 fn regression_an_unstored_create_does_not_claim_the_wedding() {
     let ops = vec![
         create(0, 0, Kind::Shared, None, Then::Fail),
@@ -1352,14 +1351,14 @@ fn regression_an_unstored_create_does_not_claim_the_wedding() {
     run(&ops, model::Known::default()).unwrap();
 }
 
-/// Found by the random runs, NOT fixed (in the owner; reported to the lead): org-a's
-/// coordinator (slot 0, shard 0) subscribes to `venue:hall:v-1` while its creation is still
-/// being stored; the store fails and the channel is dropped, but the subscriber is never
-/// told, so its shard keeps the subscription. Org-c's venue then creates its own
-/// `venue:hall:v-1` (an org-c channel) and subscribes on the same shard: org-c's message is
-/// delivered to org-a's coordinator too — across the tenant boundary. Run with `--ignored`.
+/// Found by the random runs (fixed in `owner/commit.rs`: the subscribers of a dropped
+/// channel get `unsubscribed` with the store's refusal): org-a's coordinator (slot 0, shard
+/// 0) subscribes to `venue:hall:v-1` while its creation is still being stored; the store
+/// fails and the channel is dropped, but the subscriber was never told, so its shard kept
+/// the subscription. Org-c's venue then creates its own `venue:hall:v-1` (an org-c channel)
+/// and subscribes on the same shard: org-c's message was delivered to org-a's coordinator
+/// too — across the tenant boundary.
 #[test]
-#[ignore = "owner bug, reported: subscribers of a channel whose creation failed are never told"]
 fn regression_a_dropped_channel_leaves_no_subscribers_behind() {
     let ops = vec![
         create(0, 2, Kind::Shared, None, Then::Hold),

@@ -276,6 +276,19 @@ impl Owner {
                 if let Some(ch) = self.channels.remove(c.as_str()) {
                     fx.record(Record::ChannelDropped(c.clone()));
                     self.policy.release_channel_of(&ch.meta.access.org);
+                    if let Some(w) = &ch.meta.access.wedding_id {
+                        self.weddings.unclaim(w, &ch.meta.access.org);
+                    }
+                    // Connections that subscribed while it was being stored are told it is
+                    // gone; their shards forget it, so a later channel of that name (even
+                    // another organization's) never reaches them.
+                    for conn in ch.online_conns() {
+                        let gone = Reply::Unsubscribed {
+                            channel: c.clone(),
+                            why: Some(refusal.clone()),
+                        };
+                        fx.reply(conn, None, gone);
+                    }
                 }
             } else if let Some(ch) = self.channels.get_mut(c.as_str()) {
                 ch.rollback_to_durable();

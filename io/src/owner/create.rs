@@ -137,6 +137,9 @@ impl Owner {
                 Ok(pos) => pos,
                 Err(e) => {
                     self.policy.release_channel(claims);
+                    if let Some(w) = &meta.access.wedding_id {
+                        self.weddings.unclaim(w, &meta.access.org);
+                    }
                     return fx.refuse(from, r#ref, e);
                 }
             };

@@ -51,8 +51,8 @@ pub struct Known {
 }
 
 pub const KNOWN: Known = Known {
-    unstored_create_claims_wedding: true,
-    unstored_channel_keeps_subscribers: true,
+    unstored_create_claims_wedding: false,
+    unstored_channel_keeps_subscribers: false,
 };
 
 pub const ORGS: [&str; 3] = ["org-a", "org-b", "org-c"];
@@ -1286,6 +1286,21 @@ impl Model {
             }
             if !pending.is_empty() {
                 self.hit("failed store with something pending");
+            }
+            // A channel never stored is gone: whoever subscribed while it was being stored
+            // is told, with the store's refusal.
+            for (name, c) in self.channels.iter().filter(|(_, c)| !c.stored) {
+                for o in &c.online {
+                    let r = Reply::Dropped {
+                        name: *name,
+                        code: "WS_INTERNAL",
+                    };
+                    obs.replies.push((Caller::Conn(o.slot), usize::MAX, r));
+                    *self
+                        .stats
+                        .entry("subscriber of a dropped channel told")
+                        .or_default() += 1;
+                }
             }
             self.forget_unstored();
             return;
