@@ -657,3 +657,46 @@ async fn the_audit_log_is_usable_per_tenant() {
     let (_, v) = rest(&server, "GET", "/api/websocket/audit", &admin_a, None).await;
     assert_eq!(audit(&v), Vec::<Value>::new(), "expired: {v}");
 }
+
+/// Found by the owner model test: idempotency keys were per channel, so a publish by org-b's
+/// `u-1` that happened to reuse org-a's `u-1`'s key was answered with org-a's message id
+/// and never stored. Keys are per publisher (SPEC §2 promise 4: a publish *repeated*), on
+/// a live server and after a restart (the keys come back from the stored frames).
+#[tokio::test]
+async fn an_idempotency_key_answers_only_for_its_own_publisher() {
+    let mut server = TestServer::start("");
+    let a = server.token("u-1", "org-a", "coordinator", &["w-1"]);
+    let b = server.token("u-1", "org-b", "photographer", &["w-1"]);
+    let publish = |payload: &str| json!({"op": "publish", "channel": W, "type": "general", "payload": payload, "idempotency_key": "same-key"});
+    let mut ca = server.connect(&a).await;
+    assert_eq!(ca.create(W, Some("w-1")).await["op"], "created");
+    let first = ca.request(publish("from a")).await;
+    assert_eq!(first["id"], 1, "{first}");
+    let mut cb = server.connect(&b).await;
+    let other = cb.request(publish("from b")).await;
+    assert_eq!(
+        other["id"], 2,
+        "another publisher's key is its own: {other}"
+    );
+    // A real repeat is still answered with the first id, by each publisher.
+    assert_eq!(ca.request(publish("from a")).await["id"], 1);
+    assert_eq!(cb.request(publish("from b")).await["id"], 2);
+    drop((ca, cb));
+    server.restart(None);
+    let mut cb = server.connect(&b).await;
+    assert_eq!(
+        cb.request(publish("from b")).await["id"],
+        2,
+        "after a restart"
+    );
+    let mut ca = server.connect(&a).await;
+    assert_eq!(
+        ca.request(publish("from a")).await["id"],
+        1,
+        "after a restart"
+    );
+    let s = ca
+        .request(json!({"op": "subscribe", "channel": W, "include_history": true}))
+        .await;
+    assert_eq!(payloads(&s), [json!("from a"), json!("from b")], "{s}");
+}

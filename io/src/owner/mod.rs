@@ -52,6 +52,7 @@ use commit::Commit;
 use hashbrown::{HashMap, HashSet};
 use ringbearer_core::channel_state::{ChannelState, ConnRef};
 use ringbearer_core::error::{ErrorCode, Refusal};
+use ringbearer_core::identity::idempotency_scope;
 use ringbearer_core::message::{access_frame, FrameBytes};
 use ringbearer_core::protocol::{CreateReq, PublishReq, SubscribeReq};
 use ringbearer_core::{ChannelName, Claims, UserKey};
@@ -316,7 +317,8 @@ impl Owner {
                 .filter_map(|(id, ts, f, _)| {
                     let a = access_frame(f).ok()?;
                     let k = a.idempotency_key.as_ref()?;
-                    Some((k.as_str().to_owned(), *id, *ts))
+                    let (org, sub) = (a.sender_org.as_str(), a.sender_user_id.as_str());
+                    Some((idempotency_scope(org, sub, k.as_str()), *id, *ts))
                 })
                 .collect();
             let mut st = ChannelState::restore(

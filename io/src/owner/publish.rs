@@ -9,6 +9,7 @@ use super::{audit, check_access, deny, not_found, Now, Owner};
 use crate::journal::Entry;
 use ringbearer_core::access::{self, Action};
 use ringbearer_core::error::{ErrorCode, Refusal};
+use ringbearer_core::identity::idempotency_scope;
 use ringbearer_core::message::MessageFrame;
 use ringbearer_core::protocol::PublishReq;
 use ringbearer_core::{Claims, Priority, UserKey};
@@ -41,7 +42,12 @@ impl Owner {
                 return fx.refuse(from, r#ref, e);
             }
         }
-        if let Some(k) = &req.idempotency_key {
+        // Keys are the publisher's own: another user's key never answers for this publish.
+        let scoped = req
+            .idempotency_key
+            .as_deref()
+            .map(|k| idempotency_scope(&claims.org, &claims.sub, k));
+        if let Some(k) = &scoped {
             if let Some(id) = ch.idempotent_id(k, now.ms) {
                 if id <= ch.durable_id() {
                     let published = Published {
@@ -141,7 +147,7 @@ impl Owner {
             let channel = Some((req.channel.as_str(), ch.meta.access.org.as_str()));
             fx.audit(audit::event(now.ms, claims, "emergency", channel, detail));
         }
-        let key = frame.idempotency_key.as_deref();
+        let key = scoped.as_deref();
         if self.commit.is_memory() {
             // `memory` policy: durable on append.
             let o = ch.publish(bytes.clone(), now.ms, target.as_ref(), key, now.ms);

@@ -678,8 +678,9 @@ pub struct Model {
     step: usize,
     seq: u64,
     channels: BTreeMap<usize, Chan>,
-    /// Idempotency keys per channel: key → (id, when).
-    keys: BTreeMap<(usize, u8), (u64, u64)>,
+    /// Idempotency keys per channel and publisher (SPEC §2 promise 4: a publish
+    /// *repeated*; another user's key never answers for it): → (id, when).
+    keys: BTreeMap<(usize, User, u8), (u64, u64)>,
     pending: Vec<Pending>,
     /// Connection generation per slot (a new connection after each disconnect/restart).
     pub generation: [u64; SLOTS],
@@ -1195,7 +1196,7 @@ impl Model {
             return;
         }
         if let Some(k) = key {
-            if let Some(&(id, at)) = self.keys.get(&(name, k)) {
+            if let Some(&(id, at)) = self.keys.get(&(name, (p.org, p.sub), k)) {
                 if self.now.saturating_sub(at) <= IDEMPOTENCY_WINDOW_MS {
                     *self
                         .stats
@@ -1234,7 +1235,7 @@ impl Model {
             return;
         }
         let id = c.last_id() + 1;
-        if key.is_some_and(|k| self.keys.contains_key(&(name, k))) {
+        if key.is_some_and(|k| self.keys.contains_key(&(name, (p.org, p.sub), k))) {
             *self
                 .stats
                 .entry("idempotency key reused after its window")
@@ -1243,7 +1244,7 @@ impl Model {
         let target = target.map(|(org, sub)| (org.unwrap_or(p.org), sub));
         c.messages.insert(id, Msg { target });
         if let Some(k) = key {
-            self.keys.insert((name, k), (id, self.now));
+            self.keys.insert((name, (p.org, p.sub), k), (id, self.now));
         }
         let to = self.waiter(to);
         self.pending.push(Pending::Message {
@@ -1383,10 +1384,10 @@ impl Model {
         for (name, c) in self.channels.iter_mut() {
             let d = c.durable_id;
             c.messages.retain(|id, _| *id <= d);
-            self.keys.retain(|(n, _), (id, _)| n != name || *id <= d);
+            self.keys.retain(|(n, _, _), (id, _)| n != name || *id <= d);
         }
         let names: BTreeSet<usize> = self.channels.keys().copied().collect();
-        self.keys.retain(|(n, _), _| names.contains(n));
+        self.keys.retain(|(n, _, _), _| names.contains(n));
     }
 
     fn restart(&mut self) {
