@@ -43,6 +43,15 @@ pub fn may_see(target: Option<(&str, &str)>, viewer: &UserKey) -> bool {
     }
 }
 
+/// An idempotency key as a channel remembers it: scoped to its publisher (`org`, `sub`), so
+/// a key answers only for a publish *repeated* by the same user (SPEC §2 promise 4), never
+/// for another user's — of another organization above all — which would otherwise be
+/// answered with the first message's id and never stored. Lengths keep the parts apart
+/// whatever bytes the ids hold.
+pub fn idempotency_scope(org: &str, sub: &str, key: &str) -> String {
+    format!("{}:{org}{}:{sub}{key}", org.len(), sub.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,13 +66,4 @@ mod tests {
         assert!(!may_see(Some(("org-a", "u-2")), &a));
         assert_ne!(a, b);
     }
-}
-
-/// An idempotency key as a channel remembers it: scoped to its publisher (`org`, `sub`), so
-/// a key answers only for a publish *repeated* by the same user (SPEC §2 promise 4), never
-/// for another user's — of another organization above all — which would otherwise be
-/// answered with the first message's id and never stored. Lengths keep the parts apart
-/// whatever bytes the ids hold.
-pub fn idempotency_scope(org: &str, sub: &str, key: &str) -> String {
-    format!("{}:{org}{}:{sub}{key}", org.len(), sub.len())
 }
