@@ -1,0 +1,1 @@
+//! Parsing of the Phoenix door's frames.

@@ -1,0 +1,1 @@
+//! Rendering of the Phoenix door's frames.
