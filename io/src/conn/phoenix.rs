@@ -14,7 +14,7 @@
 //! | `access_token` | the `/ws` token refresh (`requests::refresh_token`) |
 
 use super::requests::refresh_token;
-use crate::host::phoenix::{self, owner_ref, Joined, Session, Vsn, TOPIC_PREFIX};
+use crate::host::phoenix::{self, owner_ref, Session, Vsn, TOPIC_PREFIX};
 use crate::host::{Conn, ShardCtx};
 use crate::mesh::ShardMsg;
 use crate::owner::{self, Op};
@@ -395,9 +395,7 @@ fn join(
     conn.reserve(channel.as_str())?;
     {
         let mut topics = p.topics.borrow_mut();
-        let e = topics
-            .entry(channel.as_str().to_owned())
-            .or_insert_with(Joined::default);
+        let e = topics.entry(channel.as_str().to_owned()).or_default();
         e.join_ref = f.join_ref.clone();
         e.self_broadcast = j.config.broadcast.self_;
         e.ack = j.config.broadcast.ack;
