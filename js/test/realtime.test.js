@@ -159,6 +159,20 @@ test('realtime-js and a native /ws client on one channel, both ways; vsn 1.0.0',
   assert.equal(nativeSeen[1].event, 'timeline:update');
   assert.deepEqual(nativeSeen[1].payload, { cake: '21:30' });
   assert.equal(nativeSeen[1].sender.user_id, 'u-rt');
+
+  // realtime-js's REST path (send() on a channel it has not joined posts to
+  // /realtime/v1/api/broadcast with its apikey): stored and delivered to both.
+  const warn = console.warn;
+  console.warn = () => {};
+  try {
+    const backend = realtime(server.addr, server.token('u-api', 'org-1', 'coordinator', ['w-1']));
+    assert.equal(await backend.channel(CH).send({ type: 'broadcast', event: 'timeline:update', payload: { cake: '22:00' } }), 'ok');
+  } finally {
+    console.warn = warn;
+  }
+  await waitFor(() => nativeSeen.length === 3 && rtSeen.length === 2, 'the REST broadcast at both');
+  assert.deepEqual(nativeSeen[2].payload, { cake: '22:00' });
+  assert.equal(rtSeen[1].meta.id, 3);
 });
 
 /** A TCP relay to the server that the test can cut and restore (a network outage). */

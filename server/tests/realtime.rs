@@ -223,3 +223,105 @@ async fn upgrades_without_a_key_or_with_an_unknown_vsn_are_refused() {
     assert_eq!(r["event"], "phx_reply");
     assert_eq!(r["payload"]["status"], "ok");
 }
+
+/// One HTTP/1.1 POST with `Connection: close`: (status, JSON body).
+fn post(server: &TestServer, path: &str, headers: &[(&str, &str)], body: &Value) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let body = body.to_string();
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let json = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(json).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn rest_broadcast_in_supabase_shape() {
+    let server = TestServer::start("");
+    let mut native = server
+        .connect(&server.token("u-ws", "org-1", "coordinator", &["w-1"]))
+        .await;
+    assert_eq!(native.create(CH, Some("w-1")).await["op"], "created");
+    assert_eq!(native.subscribe(CH).await["op"], "subscribed");
+    let key = server.token("u-api", "org-1", "coordinator", &["w-1"]);
+    let body = json!({"messages": [
+        {"topic": CH, "event": "cake", "payload": {"at": "21:15"}, "private": false},
+        {"topic": TOPIC, "event": "cake", "payload": {"at": "21:30"}},
+    ]});
+    // realtime-js sends its key in the `apikey` header.
+    for path in ["/api/broadcast", "/realtime/v1/api/broadcast"] {
+        let (status, v) = post(&server, path, &[("apikey", &key)], &body);
+        assert_eq!(status, 202, "{v}");
+        assert_eq!(v["success"], true);
+        assert_eq!(v["data"]["messages"].as_array().unwrap().len(), 2);
+    }
+    let got = native.messages(CH, 4).await;
+    let ids: Vec<u64> = got.iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [1, 2, 3, 4]);
+    assert_eq!(got[1]["event"], "cake");
+    assert_eq!(got[1]["type"], "broadcast");
+    assert_eq!(got[1]["payload"], json!({"at": "21:30"}));
+    // Refusals with their codes; nothing stored by them.
+    let auth = format!("Bearer {key}");
+    let h = [("Authorization", auth.as_str())];
+    let cases = [
+        (
+            json!({"messages": [{"topic": CH, "event": "e", "payload": 1, "extra": 1}]}),
+            400,
+            "WS_BAD_REQUEST",
+        ),
+        (json!({"msgs": []}), 400, "WS_BAD_REQUEST"),
+        (
+            json!({"messages": [{"topic": "wedding:*:w-1", "event": "e", "payload": 1}]}),
+            400,
+            "WS_INVALID_CHANNEL",
+        ),
+        (
+            json!({"messages": [{"topic": "wedding:main:w-9", "event": "e", "payload": 1}]}),
+            404,
+            "WS_CHANNEL_NOT_FOUND",
+        ),
+    ];
+    for (b, status, code) in cases {
+        let (s, v) = post(&server, "/api/broadcast", &h, &b);
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{b} → {v}"
+        );
+    }
+    let (s, v) = post(&server, "/api/broadcast", &[], &body);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("WS_UNAUTHORIZED"))
+    );
+    // Another wedding's channel, by a token without it.
+    let mut other = server
+        .connect(&server.token("u-x", "org-1", "coordinator", &["w-2"]))
+        .await;
+    assert_eq!(
+        other.create("wedding:main:w-2", Some("w-2")).await["op"],
+        "created"
+    );
+    let b = json!({"messages": [{"topic": "wedding:main:w-2", "event": "e", "payload": 1}]});
+    let (s, v) = post(&server, "/api/broadcast", &h, &b);
+    assert_eq!(
+        v["error"]["code"], "WS_WEDDING_ISOLATION_VIOLATION",
+        "{s} {v}"
+    );
+    native.publish(CH, json!({"n": 5})).await;
+    assert_eq!(native.messages(CH, 1).await[0]["id"], 5);
+}
