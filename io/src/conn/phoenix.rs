@@ -337,7 +337,9 @@ fn handle(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, p: &Session, f: &Frame<'_>, paylo
     let r = match f.event.as_str() {
         "phx_join" => join(ctx, conn, p, f, channel, payload),
         "phx_leave" => {
-            if p.join_ref(channel.as_str()).is_none() {
+            // Not joined (nor a join in flight): nothing to end.
+            let held = conn.channels_held().iter().any(|c| c == channel.as_str());
+            if p.join_ref(channel.as_str()).is_none() && !held {
                 ok(conn, p, f, b"{}");
                 return;
             }
@@ -379,7 +381,16 @@ fn join(
     }
     let _ = j.config.private; // every Ringbearer channel is authorized (docs/realtime-js.md)
     if let Some(t) = &j.access_token {
-        refresh_token(ctx, conn, t)?;
+        // realtime-js repeats its token in every join: the one the connection already
+        // has is not a refresh (no audit, no re-check).
+        let same = ctx
+            .shared
+            .verifier
+            .verify(t)
+            .is_ok_and(|c| c == *conn.claims());
+        if !same {
+            refresh_token(ctx, conn, t)?;
+        }
     }
     let replay = j.config.broadcast.replay.map(|r| {
         let cap = ctx.cfg.realtime_replay_max;
