@@ -325,3 +325,50 @@ async fn rest_broadcast_in_supabase_shape() {
     native.publish(CH, json!({"n": 5})).await;
     assert_eq!(native.messages(CH, 1).await[0]["id"], 5);
 }
+
+/// `access_token` is `/ws`'s token refresh: another user's token is refused with
+/// `WS_UNAUTHORIZED`; a fresh token of the same user that no longer reaches the channel
+/// ends its subscription with a `system` message carrying the code, then `phx_close`.
+#[tokio::test]
+async fn access_token_refreshes_and_ends_what_it_no_longer_reaches() {
+    let server = TestServer::start("");
+    let mut native = server
+        .connect(&server.token("u-ws", "org-1", "coordinator", &["w-1"]))
+        .await;
+    assert_eq!(native.create(CH, Some("w-1")).await["op"], "created");
+    let token = server.token("u-rt", "org-1", "photographer", &["w-1"]);
+    let mut rt = phoenix(&server, &token, "2.0.0").await;
+    rt.send(json!(["1", "1", TOPIC, "phx_join", {"config": {}}]))
+        .await;
+    assert_eq!(reply(&mut rt, "1").await[4]["status"], "ok");
+    let other = server.token("u-other", "org-1", "photographer", &["w-1"]);
+    rt.send(json!(["1", "2", TOPIC, "access_token", {"access_token": other}]))
+        .await;
+    assert_eq!(
+        reply(&mut rt, "2").await[4]["response"]["code"],
+        "WS_UNAUTHORIZED"
+    );
+    let fresh = server.token("u-rt", "org-1", "photographer", &["w-1"]);
+    rt.send(json!(["1", "3", TOPIC, "access_token", {"access_token": fresh}]))
+        .await;
+    assert_eq!(reply(&mut rt, "3").await[4]["status"], "ok");
+    native.publish(CH, json!({"n": 1})).await;
+    assert_eq!(
+        rt.wait_for(|v| v[3] == "broadcast").await[4]["payload"],
+        json!({"n": 1})
+    );
+    let elsewhere = server.token("u-rt", "org-1", "photographer", &["w-2"]);
+    rt.send(json!(["1", "4", TOPIC, "access_token", {"access_token": elsewhere}]))
+        .await;
+    assert_eq!(reply(&mut rt, "4").await[4]["status"], "ok");
+    let system = rt.wait_for(|v| v[3] == "system").await;
+    assert_eq!(system[0], "1");
+    assert_eq!(system[4]["code"], "WS_WEDDING_ISOLATION_VIOLATION");
+    let close = rt.wait_for(|v| v[3] == "phx_close").await;
+    assert_eq!(close[2], TOPIC);
+    // The topic is no longer joined: a broadcast on it is refused.
+    let b = json!({"type": "broadcast", "event": "e", "payload": {}});
+    rt.send(json!(["1", "5", TOPIC, "broadcast", b])).await;
+    let r = reply(&mut rt, "5").await;
+    assert_eq!(r[4]["response"]["code"], "WS_SUBSCRIPTION_FAILED");
+}
