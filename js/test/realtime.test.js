@@ -3,8 +3,9 @@
 // changed (and `transport: ws`, which realtime-js asks for on Node < 22): subscribe,
 // broadcast to others and to self, broadcast with ack, presence track/untrack/sync with two
 // clients, token refresh, a channel of another wedding refused, a mixed session with a
-// native /ws client, and a server restart during which messages are published, then all
-// delivered (replay from the durable log).
+// native /ws client, a server restart during which messages are published, then all
+// delivered (replay from the durable log), a network outage, and the guide's example page
+// (test/pages/realtime.html) in chromium.
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -12,6 +13,7 @@ import WebSocket from 'ws';
 import { RealtimeClient } from '@supabase/realtime-js';
 import { RingbearerClient } from '../ringbearer.js';
 import { TestServer, waitFor } from './server.js';
+import { launch, pageServer } from './browser.js';
 
 const CH = 'wedding:main:w-1';
 
@@ -266,4 +268,43 @@ test('realtime-js after a network outage: its durable subscription hands over wh
   // Exactly what it missed, once, in order, marked as replayed.
   assert.deepEqual(seen.map((m) => m.meta.id), [1, 2, 3]);
   assert.deepEqual(seen.slice(1).map((m) => m.meta.replayed), [true, true]);
+});
+
+test('the guide\'s example page in a browser: realtime-js from its package, URL and key changed only', async (t) => {
+  const server = await TestServer.start();
+  const pages = await pageServer();
+  const browser = await launch();
+  const native = new RingbearerClient({ url: server.wsUrl, WebSocket, token: server.token('u-ws', 'org-1', 'coordinator', ['w-1']) });
+  t.after(async () => {
+    native.close();
+    await browser.close();
+    await pages.close();
+    await server.stop();
+  });
+  await native.connect();
+  await native.create({ name: CH, wedding_id: 'w-1' });
+  const nativeSeen = [];
+  native.on('message', (m) => nativeSeen.push(m));
+  await native.subscribe(CH);
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e));
+  const q = new URLSearchParams({
+    url: `ws://${server.addr}/realtime/v1`,
+    key: server.token('u-page', 'org-1', 'photographer', ['w-1']),
+    channel: CH,
+  });
+  await page.goto(`${pages.url}/realtime.html?${q}`);
+  await page.waitForFunction(() => window.sent === 'ok', null, { timeout: 10000 });
+  assert.equal(await page.evaluate(() => window.status), 'SUBSCRIBED');
+  // Its broadcast is stored and reaches the /ws client; the /ws client's reaches the page.
+  await waitFor(() => nativeSeen.length === 1, 'the page\'s broadcast at /ws');
+  assert.deepEqual(nativeSeen[0].payload, { cake: '21:15' });
+  assert.equal(nativeSeen[0].sender.user_id, 'u-page');
+  await native.publish({ channel: CH, type: 'timeline_change', event: 'timeline:update', payload: { cake: '21:30' } });
+  await page.waitForFunction(() => window.received.length === 1, null, { timeout: 10000 });
+  assert.deepEqual(await page.evaluate(() => window.received[0].payload), { cake: '21:30' });
+  // Its presence, as realtime-js shows it.
+  await page.waitForFunction(() => window.presence?.['u-page']?.[0]?.activity === 'setup', null, { timeout: 10000 });
+  assert.deepEqual(errors, []);
 });
