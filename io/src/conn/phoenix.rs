@@ -310,7 +310,10 @@ fn ok(conn: &Conn, p: &Session, f: &Frame<'_>, response: &[u8]) {
 fn handle(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, p: &Session, f: &Frame<'_>, payload: &str) {
     if f.topic == "phoenix" {
         if f.event == "heartbeat" {
-            ok(conn, p, f, b"{}");
+            // Behind every message queued before it (see `Session::take_acks`).
+            let r = f.r#ref.as_deref();
+            let reply = phoenix::reply_ok(p.vsn, None, r, "phoenix", b"{}");
+            conn.send_message(Priority::Low, 0, reply.into());
             return acknowledge(ctx, conn, p);
         }
         return refuse(
@@ -569,9 +572,10 @@ fn presence(
     )
 }
 
-/// Acknowledges, for the user's durable subscription, what was delivered on each joined
-/// channel since the last heartbeat (SPEC §2.3; realtime-js has no acks of its own). A
-/// connection lost between two heartbeats gets the rest again on its next join.
+/// Acknowledges, for the user's durable subscription, what the client has received on each
+/// joined channel (all that was queued by its previous heartbeat, `Session::take_acks`;
+/// SPEC §2.3: realtime-js has no acks of its own). A connection lost between heartbeats
+/// gets the rest again on its next join.
 fn acknowledge(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, p: &Session) {
     for (c, id) in p.take_acks() {
         let Ok(channel) = ChannelName::parse(&c) else {

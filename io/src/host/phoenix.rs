@@ -58,8 +58,10 @@ pub struct Joined {
     pub replay: Option<(u64, usize)>,
     /// Ids of its own broadcasts not yet come back (`self_broadcast` false), oldest first.
     own: VecDeque<u64>,
-    /// Highest id written to the connection, and the highest acknowledged for it.
+    /// Highest id queued for the connection; the same at its last heartbeat; the highest
+    /// acknowledged for it.
     pub delivered: u64,
+    pub at_last_heartbeat: u64,
     pub acked: u64,
 }
 
@@ -125,14 +127,21 @@ impl Session {
         true
     }
 
-    /// Channels with deliveries not acknowledged yet, marked acknowledged: (channel, id).
+    /// A heartbeat came in: what the client has provably received, per channel, not yet
+    /// acknowledged — (channel, id) — marked acknowledged.
+    ///
+    /// The proof: the heartbeat reply is queued behind every message queued before it
+    /// (`Priority::Low`, FIFO), so it reaches the client after them, and Phoenix's client
+    /// sends its next heartbeat only once the previous one was answered (else it closes and
+    /// reconnects). So at heartbeat N everything queued by heartbeat N − 1 was received.
     pub fn take_acks(&self) -> Vec<(String, u64)> {
         let mut out = Vec::new();
         for (c, j) in self.topics.borrow_mut().iter_mut() {
-            if j.delivered > j.acked {
-                j.acked = j.delivered;
-                out.push((c.clone(), j.delivered));
+            if j.at_last_heartbeat > j.acked {
+                j.acked = j.at_last_heartbeat;
+                out.push((c.clone(), j.acked));
             }
+            j.at_last_heartbeat = j.delivered;
         }
         out
     }

@@ -178,11 +178,15 @@ fn own_broadcasts_are_skipped_once_and_acks_collected() {
     s.published("c", 6);
     assert!(s.deliver("c", 7));
     assert!(s.deliver("c", 8));
+    // Acknowledged one heartbeat later (what the client has provably received).
+    assert!(s.take_acks().is_empty());
+    assert!(s.deliver("c", 9));
     assert_eq!(s.take_acks(), vec![("c".to_owned(), 8)]);
+    assert_eq!(s.take_acks(), vec![("c".to_owned(), 9)]);
     assert!(s.take_acks().is_empty());
     // With `broadcast.self` nothing is skipped; with `ack` the reply is asked for.
     s.topics.borrow_mut().get_mut("c").unwrap().self_broadcast = true;
     s.topics.borrow_mut().get_mut("c").unwrap().ack = true;
-    assert!(s.published("c", 9));
-    assert!(s.deliver("c", 9));
+    assert!(s.published("c", 10));
+    assert!(s.deliver("c", 10));
 }
