@@ -76,7 +76,7 @@ test('realtime-js: broadcast to others, to self, with ack; presence; refusals; t
     .on('broadcast', { event: 'cake' }, (m) => seenA.push(m))
     .on('presence', { event: 'sync' }, () => syncs.push(Object.keys(chA.presenceState())))
     .on('presence', { event: 'leave' }, (e) => leaves.push(e));
-  const chB = b.channel(CH, { config: { broadcast: { self: true } } })
+  const chB = b.channel(CH, { config: { broadcast: { self: true }, presence: { key: 'photo-desk' } } })
     .on('broadcast', { event: '*' }, (m) => seenB.push(m));
   await Promise.all([subscribed(chA), subscribed(chB)]);
 
@@ -99,12 +99,14 @@ test('realtime-js: broadcast to others, to self, with ack; presence; refusals; t
   await waitFor(() => Object.keys(chA.presenceState()).length === 2, 'two presences at a');
   const state = chA.presenceState();
   assert.equal(state['u-a'][0].activity, 'ceremony');
-  assert.equal(state['u-b'][0].location, 'aisle');
-  assert.ok(state['u-b'][0].presence_ref, 'presence_ref');
+  // b's presence is under the key it joined with (config.presence.key), a's under its user id.
+  assert.equal(state['photo-desk'][0].location, 'aisle');
+  assert.ok(state['photo-desk'][0].presence_ref, 'presence_ref');
   await waitFor(() => Object.keys(chB.presenceState()).length === 2, 'two presences at b');
   assert.equal(await chB.untrack(), 'ok');
-  await waitFor(() => !chA.presenceState()['u-b'], 'b left a\'s presence');
-  assert.equal(leaves.at(-1).key, 'u-b');
+  await waitFor(() => !chA.presenceState()['photo-desk'], 'b left a\'s presence');
+  assert.equal(leaves.at(-1).key, 'photo-desk');
+  assert.deepEqual(Object.keys(chA.presenceState()), ['u-a']);
   assert.ok(syncs.length > 0);
 
   // Token refresh in band (setAuth → access_token), then still delivered.
