@@ -138,6 +138,10 @@ pub struct IoConfig {
     /// generator (perf/) opens 19,900 connections from 4 loopback addresses (~5,000
     /// each), so its server config raises this to 20,000.
     pub max_connections_per_ip: usize,
+    /// Most messages one realtime-js join replays (`config.broadcast.replay.limit`, which
+    /// defaults to it and is capped by it; docs/realtime-js.md). Replay reads the channel's
+    /// kept window, so `limits.max_queued` bounds it too.
+    pub realtime_replay_max: usize,
     /// Loaded from the config file's top-level `[limits]` table, not from `[io]`.
     #[serde(skip)]
     pub limits: Limits,
@@ -272,6 +276,7 @@ impl Default for IoConfig {
             echo_endpoint: false,
             allowed_origins: Vec::new(),
             max_connections_per_ip: 1000,
+            realtime_replay_max: 1000,
             limits: Limits::default(),
             saturday: SaturdayConfig::default(),
             clock: ClockConfig::default(),
@@ -311,6 +316,7 @@ impl IoConfig {
                 self.http_max_requests_per_connection,
             ),
             ("io.max_weddings", self.max_weddings),
+            ("io.realtime_replay_max", self.realtime_replay_max),
         ];
         for (name, v) in positive {
             if v == 0 {

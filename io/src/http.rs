@@ -26,6 +26,9 @@ pub struct RequestHead {
     /// unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`).
     pub keep_alive: bool,
     pub api_key: Option<String>,
+    /// The `apikey` header realtime-js sends with its REST broadcasts (a Ringbearer JWT or
+    /// API key; read only by `POST /api/broadcast`, docs/realtime-js.md).
+    pub apikey: Option<String>,
 }
 
 /// Most headers one request may carry.
@@ -78,6 +81,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
             head.chunked |= !v.trim().eq_ignore_ascii_case("identity");
         } else if name.eq_ignore_ascii_case("x-api-key") {
             head.api_key = Some(v.trim().to_owned());
+        } else if name.eq_ignore_ascii_case("apikey") {
+            head.apikey = Some(v.trim().to_owned());
         } else if name.eq_ignore_ascii_case("upgrade") {
             head.upgrade_websocket = v
                 .split(',')

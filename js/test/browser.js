@@ -17,10 +17,33 @@ export function launch() {
   });
 }
 
-/** Serves test/pages/ on 127.0.0.1:0; resolves with {url, close}. */
+/**
+ * A file of an installed `@supabase/` package for the realtime-js page, resolved as a
+ * bundler would (`./lib/x` is `./lib/x.js`); `null` outside node_modules/@supabase/.
+ */
+function packageFile(path) {
+  const m = /^\/node_modules\/(@supabase\/[A-Za-z0-9_./-]+)$/.exec(path);
+  if (!m || m[1].includes('..')) return null;
+  for (const candidate of [m[1], `${m[1]}.js`]) {
+    try {
+      return readFileSync(join(here, '..', 'node_modules', candidate));
+    } catch {
+      // next candidate
+    }
+  }
+  return null;
+}
+
+/** Serves test/pages/ (and node_modules/@supabase/) on 127.0.0.1:0; resolves with {url, close}. */
 export async function pageServer() {
   const srv = createServer((req, res) => {
-    const name = new URL(req.url, 'http://x').pathname.replace(/^\/+/, '');
+    const path = new URL(req.url, 'http://x').pathname;
+    const pkg = packageFile(path);
+    if (pkg) {
+      res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8' }).end(pkg);
+      return;
+    }
+    const name = path.replace(/^\/+/, '');
     if (!/^[a-z0-9_-]+\.html$/.test(name)) {
       res.writeHead(404).end();
       return;

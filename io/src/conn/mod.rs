@@ -8,6 +8,7 @@
 //! It does not hold connection state (`host::Conn`) or render the owner's replies
 //! (`host::render`).
 
+pub mod phoenix;
 mod requests;
 mod rest;
 mod ws;
@@ -51,7 +52,7 @@ pub(super) async fn refuse(
     peer: Option<SocketAddr>,
     path: &str,
 ) {
-    let upgrade = path == "/ws" || path == "/echo";
+    let upgrade = path == "/ws" || path == "/echo" || PHOENIX_PATHS.contains(&path);
     tracing::info!(
         status,
         code = e.code.as_str(),
@@ -219,10 +220,12 @@ pub async fn serve(ctx: Rc<ShardCtx>, doors: Rc<Doors>, tcp: TcpStream) {
                 claims,
                 leftover,
                 false,
+                None,
                 peer,
             )
             .await
         }
+        p if PHOENIX_PATHS.contains(&p) => serve_phoenix(ctx, stream, head, leftover, peer).await,
         "/echo" if cfg.echo_endpoint => {
             let key = match head.check_upgrade() {
                 Ok(k) => k.to_owned(),
@@ -238,7 +241,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, doors: Rc<Doors>, tcp: TcpStream) {
                 nbf: None,
             });
             drop(head);
-            run_ws(ctx, stream, &key, None, claims, leftover, true, peer).await
+            run_ws(ctx, stream, &key, None, claims, leftover, true, None, peer).await
         }
         _ => {
             // Everything else is the REST door (SPEC §4), kept alive between requests.
@@ -256,6 +259,80 @@ pub async fn serve(ctx: Rc<ShardCtx>, doors: Rc<Doors>, tcp: TcpStream) {
             .await
         }
     }
+}
+
+/// Where realtime-js (and other Phoenix-channels clients) connect: `<endpoint>/websocket`
+/// for the endpoints `/realtime/v1` (Supabase's) and `/socket` (Phoenix's default).
+pub const PHOENIX_PATHS: [&str; 2] = ["/realtime/v1/websocket", "/socket/websocket"];
+
+/// The value of `name` in a query string (as sent: realtime-js's keys need no decoding).
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// The Phoenix-channels door (`phoenix.rs`): the upgrade with `apikey` (a Ringbearer JWT,
+/// the same claims and keys as `/ws`) and `vsn` (`1.0.0` or `2.0.0`) in the query.
+async fn serve_phoenix(
+    ctx: Rc<ShardCtx>,
+    mut stream: Stream,
+    head: http::RequestHead,
+    leftover: Vec<u8>,
+    peer: Option<SocketAddr>,
+) {
+    let path = head.path.clone();
+    let key = match head.check_upgrade() {
+        Ok(k) => k.to_owned(),
+        Err(e) => return refuse(&mut stream, 426, &e, peer, &path).await,
+    };
+    if !http::origin_allowed(&ctx.cfg.allowed_origins, head.origin.as_deref()) {
+        let e = Refusal::new(
+            ErrorCode::Forbidden,
+            "this Origin may not open WebSockets here (io.allowed_origins)",
+        );
+        return refuse(&mut stream, 403, &e, peer, &path).await;
+    }
+    let query = head.query.as_deref();
+    let Some(vsn) = crate::host::phoenix::Vsn::parse(query_param(query, "vsn")) else {
+        let e = Refusal::new(ErrorCode::BadRequest, "vsn must be 1.0.0 or 2.0.0");
+        return refuse(&mut stream, 400, &e, peer, &path).await;
+    };
+    let token = query_param(query, "apikey")
+        .filter(|t| !t.is_empty())
+        .or_else(|| find_token(head.authorization.as_deref(), query, None).map(|f| f.token));
+    let Some(token) = token else {
+        let e = Refusal::new(
+            ErrorCode::Unauthorized,
+            "no token: pass a Ringbearer JWT as `apikey` (docs/realtime-js.md)",
+        );
+        return refuse(&mut stream, 401, &e, peer, &path).await;
+    };
+    let claims = match ctx.shared.verifier.verify(token) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            ctx.state.borrow().audit(owner::audit::unauthorized(
+                crate::clock::now_ms(),
+                "/realtime/v1/websocket",
+                peer,
+                &e,
+            ));
+            return refuse(&mut stream, 401, &e, peer, &path).await;
+        }
+    };
+    drop(head);
+    run_ws(
+        ctx,
+        stream,
+        &key,
+        None,
+        claims,
+        leftover,
+        false,
+        Some(vsn),
+        peer,
+    )
+    .await
 }
 
 /// A peer address for logs (`-` when unknown).

@@ -16,6 +16,69 @@ pub(super) fn send_refusal(conn: &Conn, r#ref: Option<&str>, e: &Refusal) {
     conn.send_control(protocol::reply_error(r#ref, e).into());
 }
 
+/// A fresh token for `conn` (`op: token` on `/ws`, `access_token` on the Phoenix door):
+/// verified, the same `sub` and `org`, audited; then every owner of a channel the
+/// connection holds re-checks it under the new claims (what they no longer allow ends
+/// now, SPEC §4).
+pub(super) fn refresh_token(
+    ctx: &Rc<ShardCtx>,
+    conn: &Rc<Conn>,
+    token: &str,
+) -> Result<(), Refusal> {
+    let from = conn.cref;
+    let shards = ctx.state.borrow().shards;
+    let c = match ctx.shared.verifier.verify(token) {
+        Ok(c) => c,
+        Err(e) => {
+            let c = conn.claims();
+            let now = crate::clock::now_ms();
+            let a = owner::audit::refused_refresh(now, &c, from, &e);
+            ctx.state.borrow().audit(a);
+            return Err(e);
+        }
+    };
+    let cur = conn.claims();
+    if c.sub != cur.sub || c.org != cur.org {
+        let e = Refusal::new(
+            ErrorCode::Unauthorized,
+            "a refreshed token must name the same sub and org",
+        );
+        let now = crate::clock::now_ms();
+        let a = owner::audit::refused_refresh(now, &cur, from, &e);
+        ctx.state.borrow().audit(a);
+        return Err(e);
+    }
+    let claims = Arc::new(c);
+    *conn.claims.borrow_mut() = claims.clone();
+    // A fresh token gets its own warning before it expires.
+    conn.expiry_warned.set(false);
+    let now = crate::clock::now_ms();
+    ctx.state
+        .borrow()
+        .audit(owner::audit::token_refresh(now, &claims, from));
+    // Sent on the same ordered path as subscribes, so one still in flight is re-checked
+    // after it lands.
+    let mut by_owner: std::collections::HashMap<u32, Vec<ChannelName>> = Default::default();
+    for c in conn.channels_held() {
+        if let Ok(name) = ChannelName::parse(&c) {
+            by_owner
+                .entry(shard_for(&c, shards) as u32)
+                .or_default()
+                .push(name);
+        }
+    }
+    for (owner, channels) in by_owner {
+        let req = owner::Request {
+            from,
+            r#ref: None,
+            claims: claims.clone(),
+            op: Op::Recheck { channels },
+        };
+        ctx.router.route(owner, ShardMsg::Request(req));
+    }
+    Ok(())
+}
+
 /// Handles one request frame of a `/ws` connection.
 pub(super) fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
     let cfg = &ctx.cfg;
@@ -36,60 +99,13 @@ pub(super) fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
     let (owner, op) = match env.req {
         Request::Ping => return conn.send_control(protocol::reply_pong(r#ref.as_deref()).into()),
         Request::Token { token } => {
-            match ctx.shared.verifier.verify(&token) {
-                Ok(c) => {
-                    let cur = conn.claims();
-                    if c.sub != cur.sub || c.org != cur.org {
-                        let e = Refusal::new(
-                            ErrorCode::Unauthorized,
-                            "a refreshed token must name the same sub and org",
-                        );
-                        let now = crate::clock::now_ms();
-                        let a = owner::audit::refused_refresh(now, &cur, from, &e);
-                        ctx.state.borrow().audit(a);
-                        return send_refusal(conn, r#ref.as_deref(), &e);
-                    }
-                    let claims = Arc::new(c);
-                    *conn.claims.borrow_mut() = claims.clone();
-                    // A fresh token gets its own warning before it expires.
-                    conn.expiry_warned.set(false);
+            match refresh_token(ctx, conn, &token) {
+                Ok(()) => {
                     if let Some(r) = &r#ref {
                         conn.send_control(protocol::reply_ok(r).into());
                     }
-                    let now = crate::clock::now_ms();
-                    ctx.state
-                        .borrow()
-                        .audit(owner::audit::token_refresh(now, &claims, from));
-                    // What the new token no longer allows ends now (SPEC §4): each owner
-                    // re-checks this connection's channels. Sent on the same ordered path as
-                    // subscribes, so one still in flight is re-checked after it lands.
-                    let mut by_owner: std::collections::HashMap<u32, Vec<ChannelName>> =
-                        Default::default();
-                    for c in conn.channels_held() {
-                        if let Ok(name) = ChannelName::parse(&c) {
-                            by_owner
-                                .entry(shard_for(&c, shards) as u32)
-                                .or_default()
-                                .push(name);
-                        }
-                    }
-                    for (owner, channels) in by_owner {
-                        let req = owner::Request {
-                            from,
-                            r#ref: None,
-                            claims: claims.clone(),
-                            op: Op::Recheck { channels },
-                        };
-                        ctx.router.route(owner, ShardMsg::Request(req));
-                    }
                 }
-                Err(e) => {
-                    let c = conn.claims();
-                    let now = crate::clock::now_ms();
-                    let a = owner::audit::refused_refresh(now, &c, from, &e);
-                    ctx.state.borrow().audit(a);
-                    send_refusal(conn, r#ref.as_deref(), &e)
-                }
+                Err(e) => send_refusal(conn, r#ref.as_deref(), &e),
             }
             return;
         }

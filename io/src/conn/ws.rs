@@ -7,6 +7,7 @@
 use super::requests::handle_text;
 use super::{refuse, DisplayPeer};
 use crate::host::close_code;
+use crate::host::phoenix::{Session, Vsn};
 use crate::host::{Conn, ShardCtx};
 use crate::http::{self};
 use crate::outbox::{encode_frame, Opcode, OutFrame};
@@ -141,11 +142,12 @@ pub(super) async fn run_ws(
     claims: Arc<Claims>,
     leftover: Vec<u8>,
     echo: bool,
+    phoenix: Option<Vsn>,
     peer: Option<SocketAddr>,
 ) {
     let cfg = ctx.cfg.clone();
     let shared = ctx.shared.clone();
-    let path = if echo { "/echo" } else { "/ws" };
+    let path = path_of(echo, phoenix);
     // SPEC §1 Saturday mode: the cap doubles while it is on.
     let max = shared.max_connections(shared.calendar_now_ms());
     if shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
@@ -191,7 +193,9 @@ pub(super) async fn run_ws(
             shard: st.id,
             conn: id,
         };
-        let conn = Rc::new(Conn::new(id, cref, claims, &cfg, shared.policy.clone()));
+        let mut conn = Conn::new(id, cref, claims, &cfg, shared.policy.clone());
+        conn.phoenix = phoenix.map(|v| Rc::new(Session::new(v, cfg.outbox_max_messages)));
+        let conn = Rc::new(conn);
         st.conns.insert(id, conn.clone());
         conn
     };
@@ -200,7 +204,7 @@ pub(super) async fn run_ws(
         conn.close(close_code::GOING_AWAY, crate::host::SHUTDOWN_REASON);
     }
     let opened = Instant::now();
-    log_opened(&conn, peer, echo);
+    log_opened(&conn, peer, path);
     let mut scan = crate::utf8_scan::Utf8Scan::default();
     let leftover_text_ok = scan.feed(&leftover);
     let ws = RefCell::new(Ws {
@@ -359,8 +363,17 @@ pub(super) async fn run_ws(
     ctx.route_all(out);
 }
 
+/// The path a connection came in at, for logs.
+fn path_of(echo: bool, phoenix: Option<Vsn>) -> &'static str {
+    match (echo, phoenix) {
+        (true, _) => "/echo",
+        (false, Some(_)) => "/realtime/v1/websocket",
+        (false, None) => "/ws",
+    }
+}
+
 /// `info`: one line per WebSocket connection opened (docs/operations.md "Logging").
-fn log_opened(conn: &Conn, peer: Option<SocketAddr>, echo: bool) {
+fn log_opened(conn: &Conn, peer: Option<SocketAddr>, path: &str) {
     let c = conn.claims();
     tracing::info!(
         conn = %format_args!("c-{}-{}", conn.cref.shard, conn.cref.conn),
@@ -368,7 +381,7 @@ fn log_opened(conn: &Conn, peer: Option<SocketAddr>, echo: bool) {
         org = %c.org,
         sub = %c.sub,
         role = c.role.as_str(),
-        path = if echo { "/echo" } else { "/ws" },
+        path,
         "connection opened"
     );
 }
@@ -424,6 +437,8 @@ fn process(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, ws: &RefCell<Ws>, echo: bool) {
             Ok(Message::Text(t)) => {
                 if echo {
                     conn.send_control(Bytes::copy_from_slice(t.as_bytes()));
+                } else if let Some(p) = &conn.phoenix {
+                    super::phoenix::handle_text(ctx, conn, p, t.as_str());
                 } else {
                     handle_text(ctx, conn, t.as_str());
                 }
@@ -437,6 +452,8 @@ fn process(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, ws: &RefCell<Ws>, echo: bool) {
                             data: b,
                         })
                     });
+                } else if let Some(p) = &conn.phoenix {
+                    super::phoenix::handle_binary(ctx, conn, p, &b);
                 } else {
                     let e = Refusal::new(
                         ErrorCode::BadRequest,
@@ -469,7 +486,9 @@ fn process(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, ws: &RefCell<Ws>, echo: bool) {
                     ErrorCode::PayloadTooLarge,
                     format!("{e}; the limit is max_frame_bytes"),
                 );
-                conn.send_control(protocol::reply_error(None, &r).into());
+                if conn.phoenix.is_none() {
+                    conn.send_control(protocol::reply_error(None, &r).into());
+                }
                 conn.close(close_code::TOO_BIG, "frame over max_frame_bytes");
                 return;
             }

@@ -72,6 +72,9 @@ pub struct Conn {
     pub(crate) ping_due: Cell<bool>,
     pub wake_writer: Notify,
     pub done: Notify,
+    /// Set for a connection of the Phoenix-channels door (`/realtime/v1/websocket`): what
+    /// it joined and its serializer; `None` for `/ws`.
+    pub phoenix: Option<Rc<super::phoenix::Session>>,
 }
 
 impl Conn {
@@ -102,6 +105,7 @@ impl Conn {
             ping_due: Cell::new(false),
             wake_writer: Notify::default(),
             done: Notify::default(),
+            phoenix: None,
         }
     }
 
@@ -262,12 +266,19 @@ impl Conn {
                 ErrorCode::Unauthorized,
                 "token expired; reconnect with a fresh token",
             );
-            self.send_control(protocol::reply_error(None, &e).into());
+            // A Phoenix client has no frame for it: the close code and reason say it.
+            if self.phoenix.is_none() {
+                self.send_control(protocol::reply_error(None, &e).into());
+            }
             self.close(close_code::TOKEN_EXPIRED, "token expired");
             return false;
         }
         if !self.expiry_warned.get() && now_s.saturating_add(warning_secs) >= claims.exp {
             self.expiry_warned.set(true);
+            if self.phoenix.is_some() {
+                // realtime-js refreshes by itself (`access_token`); it has no such frame.
+                return true;
+            }
             self.send_control(protocol::token_expiring(claims.exp).into());
         }
         true

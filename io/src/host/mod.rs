@@ -8,6 +8,8 @@
 //! caller routes them after the borrow ends, so handlers never re-enter each other.
 
 pub mod connection;
+pub mod phoenix;
+mod phoenix_reply;
 pub mod render;
 
 pub use connection::{close_code, Conn, SHUTDOWN_REASON};
@@ -129,13 +131,29 @@ impl Shard {
                 except,
             } => {
                 if let Some(subs) = self.local.get(channel.as_str()) {
-                    let bytes = Bytes::from(render::event(&channel, &event));
+                    // Rendered once per protocol (and serializer) that has a subscriber here.
+                    let mut ws: Option<Bytes> = None;
+                    let mut phx: [Option<Option<Bytes>>; 2] = [None, None];
                     for s in subs {
                         // Connection ids are per shard: compare the whole reference.
                         if except.contains(&s.conn.cref) {
                             continue;
                         }
-                        s.conn.send_message(Priority::Normal, 0, bytes.clone());
+                        let bytes = match &s.conn.phoenix {
+                            None => ws
+                                .get_or_insert_with(|| render::event(&channel, &event).into())
+                                .clone(),
+                            Some(p) => {
+                                let slot = phx[p.vsn.index()].get_or_insert_with(|| {
+                                    phoenix::event(p.vsn, channel.as_str(), &event).map(Bytes::from)
+                                });
+                                match slot {
+                                    Some(b) => b.clone(),
+                                    None => continue,
+                                }
+                            }
+                        };
+                        s.conn.send_message(Priority::Normal, 0, bytes);
                     }
                 }
                 Out::new()
@@ -257,6 +275,11 @@ impl Shard {
             return out;
         }
         let conn = self.conns.get(&to.conn).cloned();
+        if let Some(c) = conn.clone() {
+            if let Some(p) = c.phoenix.clone() {
+                return self.on_phoenix_reply(c, &p, to, r#ref, reply);
+            }
+        }
         match reply {
             Reply::Subscribed {
                 channel,
@@ -334,10 +357,10 @@ impl Shard {
         let Some(subs) = self.local.get(f.channel.as_str()) else {
             return;
         };
-        // Serialize once per shard; every local subscriber shares these bytes.
-        let mut buf = Vec::new();
-        render_message_json(f, &mut buf);
-        let bytes = Bytes::from(buf);
+        // Serialize once per shard and protocol; every local subscriber of that protocol
+        // shares these bytes.
+        let mut ws: Option<Bytes> = None;
+        let mut phx: [Option<Bytes>; 2] = [None, None];
         let prio = f.priority();
         let h = channel_hash(f.channel.as_str());
         let target = f.target();
@@ -348,7 +371,25 @@ impl Shard {
             if target.is_some_and(|(org, sub)| !s.conn.is_user(org, sub)) {
                 continue;
             }
-            s.conn.send_message(prio, h, bytes.clone());
+            let bytes = match &s.conn.phoenix {
+                None => ws
+                    .get_or_insert_with(|| {
+                        let mut buf = Vec::new();
+                        render_message_json(f, &mut buf);
+                        buf.into()
+                    })
+                    .clone(),
+                Some(p) => {
+                    // Its own broadcast, unless it joined with `broadcast.self`.
+                    if !p.deliver(f.channel.as_str(), f.id()) {
+                        continue;
+                    }
+                    phx[p.vsn.index()]
+                        .get_or_insert_with(|| phoenix::message(p.vsn, f, false).into())
+                        .clone()
+                }
+            };
+            s.conn.send_message(prio, h, bytes);
             sent += 1;
         }
         let ts_ms = f.ts_ms.to_native();

@@ -17,6 +17,7 @@ mod audit;
 mod channels;
 mod config;
 mod observability;
+mod realtime;
 mod weddings;
 
 pub use config::RestConfig;
@@ -75,12 +76,20 @@ type Reply = Result<Value, Refusal>;
 
 impl Rest {
     /// The caller: a configured API key (`X-API-Key`, or as the bearer) or a JWT.
-    fn caller(&self, api: &Api, req: &HttpRequest) -> Result<Arc<Claims>, Refusal> {
+    /// `apikey_header`: the `apikey` header counts as a bearer too (realtime-js's REST
+    /// broadcast sends its key there).
+    fn caller(
+        &self,
+        api: &Api,
+        req: &HttpRequest,
+        apikey_header: bool,
+    ) -> Result<Arc<Claims>, Refusal> {
         let bearer = req
             .head
             .authorization
             .as_deref()
-            .and_then(|a| a.strip_prefix("Bearer ").map(str::trim));
+            .and_then(|a| a.strip_prefix("Bearer ").map(str::trim))
+            .or_else(|| req.head.apikey.as_deref().filter(|_| apikey_header));
         if let Some(k) = req.head.api_key.as_deref().or(bearer) {
             if let Some((_, c)) = self
                 .keys
@@ -106,7 +115,9 @@ impl Rest {
         if let Some(r) = crate::assets::serve(&req) {
             return r;
         }
-        const ROUTES: [(&str, &str); 11] = [
+        const ROUTES: [(&str, &str); 13] = [
+            ("POST", realtime::BROADCAST_PATHS[0]),
+            ("POST", realtime::BROADCAST_PATHS[1]),
             ("POST", "/api/websocket/channels/create"),
             ("POST", "/api/websocket/channels/subscribe"),
             ("POST", "/api/websocket/channels/broadcast"),
@@ -156,7 +167,8 @@ impl Rest {
                 );
             }
         }
-        let claims = match self.caller(&api, &req) {
+        let realtime = realtime::BROADCAST_PATHS.contains(&path);
+        let claims = match self.caller(&api, &req, realtime) {
             Ok(c) => c,
             Err(e) => {
                 // SPEC §5: denied access is audited, 401s included (no identity trusted).
@@ -190,6 +202,16 @@ impl Rest {
                         self.unsubscribe(&api, &claims, body).await
                     }
                     "/api/websocket/weddings" => self.wedding(&api, &claims, body).await,
+                    p if realtime::BROADCAST_PATHS.contains(&p) => {
+                        return match self.realtime_broadcast(&api, &claims, body).await {
+                            Ok(data) => HttpResponse::json(
+                                202,
+                                serde_json::to_vec(&json!({"success": true, "data": data}))
+                                    .expect("json"),
+                            ),
+                            Err(e) => HttpResponse::refusal(&e),
+                        };
+                    }
                     _ => unreachable!("every POST route is matched"),
                 },
             },
