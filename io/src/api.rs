@@ -273,12 +273,7 @@ impl Api {
                 format!("no channel has id {}", id.escape_default()),
             )
         };
-        // `ch_` + 12 hex digits of boot + 2 of shard + 6 of sequence (see `owner/create.rs`).
-        let shard = id
-            .strip_prefix("ch_")
-            .filter(|r| r.len() == 20 && r.bytes().all(|b| b.is_ascii_hexdigit()))
-            .and_then(|r| u32::from_str_radix(&r[12..14], 16).ok())
-            .ok_or_else(not_found)?;
+        let shard = crate::owner::shard_of_channel_id(id).ok_or_else(not_found)?;
         if shard as usize >= self.ctx.state.borrow().shards {
             return Err(not_found());
         }

@@ -398,7 +398,7 @@ fn log_closed(conn: &Conn, peer: Option<SocketAddr>, opened: Instant) {
     let (by, code, reason) = if conn.peer_lost.get() {
         (
             "peer",
-            1006,
+            close_code::ABNORMAL,
             "connection lost without a close frame".to_owned(),
         )
     } else if conn.peer_closed.get() {
@@ -476,7 +476,7 @@ fn process(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, ws: &RefCell<Ws>, echo: bool) {
                 match frame {
                     Some(f) => conn.close(u16::from(f.code), f.reason.as_str()),
                     // RFC 6455 §7.1.5: no status code (1005; never sent on the wire).
-                    None => conn.close(1005, ""),
+                    None => conn.close(close_code::NO_STATUS, ""),
                 }
                 return;
             }

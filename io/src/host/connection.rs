@@ -35,6 +35,10 @@ pub mod close_code {
     pub const SLOW_CONSUMER: u16 = 4001;
     /// The token expired and no fresh one came (`op: token`); reconnect with a new token.
     pub const TOKEN_EXPIRED: u16 = 4002;
+    /// RFC 6455 §7.1.5: a close frame with no status code (never sent on the wire).
+    pub const NO_STATUS: u16 = 1005;
+    /// RFC 6455 §7.1.5: the connection ended without a close frame (logs only).
+    pub const ABNORMAL: u16 = 1006;
 }
 
 /// The reason sent with [`close_code::GOING_AWAY`] when the server shuts down.

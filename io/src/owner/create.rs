@@ -12,6 +12,24 @@ use ringbearer_core::error::{ErrorCode, Refusal};
 use ringbearer_core::protocol::CreateReq;
 use ringbearer_core::{Claims, Permissions, Role};
 
+/// A channel's `channel_id`: `ch_` + 12 hex digits of the server's boot + 2 of its owner
+/// shard + 6 of the shard's sequence, so an id names its owner shard
+/// ([`shard_of_channel_id`]) and never repeats across restarts.
+pub fn channel_id(boot: u64, shard: u32, n: u64) -> String {
+    format!("ch_{:012x}{:02x}{:06x}", boot & 0xffff_ffff_ffff, shard, n)
+}
+
+/// The owner shard a well-formed `channel_id` names (`None`: not one of ours).
+pub fn shard_of_channel_id(id: &str) -> Option<u32> {
+    const BOOT_HEX: usize = 12;
+    const SHARD_HEX: usize = 2;
+    const SEQ_HEX: usize = 6;
+    id.strip_prefix("ch_")
+        .filter(|r| r.len() == BOOT_HEX + SHARD_HEX + SEQ_HEX)
+        .filter(|r| r.bytes().all(|b| b.is_ascii_hexdigit()))
+        .and_then(|r| u32::from_str_radix(&r[BOOT_HEX..BOOT_HEX + SHARD_HEX], 16).ok())
+}
+
 impl Owner {
     pub(super) fn create(
         &mut self,
@@ -88,12 +106,7 @@ impl Owner {
         let n = self.next_channel;
         self.next_channel += 1;
         let meta = ChannelMeta {
-            id: format!(
-                "ch_{:012x}{:02x}{:06x}",
-                self.boot & 0xffff_ffff_ffff,
-                self.id,
-                n
-            ),
+            id: channel_id(self.boot, self.id, n),
             name: req.name.clone(),
             access: ChannelAccess {
                 org: claims.org.clone(),

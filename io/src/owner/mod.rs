@@ -39,6 +39,7 @@ mod subscribe;
 mod tests;
 
 pub use commit::RetentionRound;
+pub use create::{channel_id, shard_of_channel_id};
 pub use effects::{
     Caller, ChannelDetail, ChannelEvent, ChannelSummary, Effect, Effects, Published, Recipients,
     Record, Reply, SubscriberView, Tally,

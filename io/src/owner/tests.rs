@@ -277,3 +277,20 @@ fn the_same_steps_give_the_same_effects() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn a_channel_id_names_its_owner_shard() {
+    let id = channel_id(0xdead_beef_1234_5678, 7, 42);
+    assert_eq!(id, "ch_beef123456780700002a");
+    assert_eq!(shard_of_channel_id(&id), Some(7));
+    for bad in [
+        "",
+        "ch_",
+        "ch_xyz",
+        "dh_beef123456780700002a",
+        "ch_beef123456780700002",
+        "ch_beef12345678070000zz",
+    ] {
+        assert_eq!(shard_of_channel_id(bad), None, "{bad}");
+    }
+}
