@@ -225,7 +225,11 @@ pub async fn serve(ctx: Rc<ShardCtx>, doors: Rc<Doors>, tcp: TcpStream) {
             )
             .await
         }
-        p if PHOENIX_PATHS.contains(&p) => serve_phoenix(ctx, stream, head, leftover, peer).await,
+        // Boxed: a future is as large as its largest state, and every `/ws` connection's
+        // `serve` would otherwise carry the Phoenix door's upgrade state for life.
+        p if PHOENIX_PATHS.contains(&p) => {
+            Box::pin(serve_phoenix(ctx, stream, head, leftover, peer)).await
+        }
         "/echo" if cfg.echo_endpoint => {
             let key = match head.check_upgrade() {
                 Ok(k) => k.to_owned(),
@@ -344,5 +348,30 @@ impl std::fmt::Display for DisplayPeer {
             Some(a) => write!(f, "{a}"),
             None => f.write_str("-"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future an async fn returns, without calling it.
+    fn future_size<A, B, C, R>(_: impl Fn(A, B, C) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// Every connection's task is this future for its whole life (S1: memory per idle
+    /// connection): a door's upgrade state must not be inlined into it. Regression: the
+    /// Phoenix door's upgrade, inlined, added ~1.5 KiB to every `/ws` connection
+    /// (`ringbearer-perf s1`: 7.1 → 8.7 KiB per idle connection) until it was boxed.
+    /// 2,792 bytes in a debug build when this test was written (3,752 with the Phoenix
+    /// upgrade inlined), plus headroom for small changes.
+    const SERVE_FUTURE_BYTES_MAX: usize = 3072;
+
+    #[test]
+    fn a_connection_task_stays_small() {
+        let serve_bytes = future_size(serve);
+        eprintln!("serve future: {serve_bytes} bytes");
+        assert!(serve_bytes <= SERVE_FUTURE_BYTES_MAX, "{serve_bytes} bytes");
     }
 }
