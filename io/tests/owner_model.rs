@@ -2,7 +2,8 @@
 //! operations from three organizations whose users share ids, two weddings, every channel
 //! type and several roles — create, subscribe (with and without a position, epoch or
 //! history), unsubscribe, disconnect, open and targeted publishes with and without
-//! idempotency keys (over WebSocket, and over REST with `delivery_guarantees`), acks,
+//! idempotency keys (over WebSocket, and over REST with `delivery_guarantees`), `emergency`
+//! publishes (the channel's admin roles only, past the channel's rate), acks,
 //! presence, typing, token refresh, REST enroll/withdraw/list/detail, stores that commit
 //! late or fail, retention rounds, the clock passing the idempotency window, and restarts,
 //! with small limits so they are met (kept window 4, presence lists 2, channels per
@@ -17,8 +18,8 @@
 //! `cargo test` runs 128 sequences of up to ~85 steps (under two seconds in debug); a
 //! longer run: `PROPTEST_CASES=20000 cargo test -p ringbearer-io --test owner_model`, and
 //! what it exercised: `PROPTEST_CASES=2000 cargo test -p ringbearer-io --test owner_model
-//! coverage -- --ignored --nocapture`. The `regression_*` cases are sequences it found;
-//! those marked `#[ignore]` are owner bugs not fixed yet (run them with `--ignored`).
+//! coverage -- --ignored --nocapture`. The `regression_*` cases are sequences it found
+//! (all fixed; one marked `#[ignore]` would be an owner bug not fixed yet).
 //!
 //! The driver plays the host for two shards: it hands each request to the owner of its
 //! channel (`ringbearer_io::owner::Owner::handle`, time as an argument), completes the
@@ -217,6 +218,8 @@ impl World {
         cfg.limits.presence_list_max = model::PRESENCE_LIST_MAX;
         cfg.limits.tiers.enterprise.channels_per_org = model::CHANNELS_PER_ORG as u32;
         cfg.limits.channel_messages_per_min = model::CHANNEL_RATE as u32;
+        // The model does not count per-user ceilings: out of reach.
+        cfg.limits.emergency_messages_per_min = 1_000_000;
         cfg.limits.rate_window_ms = model::RATE_WINDOW_MS;
         let mut w = World {
             cfg: Rc::new(cfg),
@@ -871,10 +874,14 @@ impl World {
                 target,
                 key,
                 rest,
+                emergency,
                 then,
             } => {
                 let n = model::NAMES[name].0;
                 let mut req = serde_json::json!({"op": "publish", "ref": r, "channel": n, "type": "general", "payload": {"step": step}});
+                if emergency {
+                    req["priority"] = "emergency".into();
+                }
                 if let Some((org, sub)) = target {
                     req["target_user_id"] = model::SUBS[sub].into();
                     if let Some(o) = org {
@@ -1265,6 +1272,7 @@ fn publish(slot: usize, name: usize, then: Then) -> Op {
         target: None,
         key: None,
         rest: false,
+        emergency: false,
         then,
     }
 }
@@ -1389,6 +1397,7 @@ fn regression_a_retry_after_retention_and_restart_gets_its_first_id() {
         target: None,
         key: Some(1),
         rest: false,
+        emergency: false,
         then: Then::Commit,
     };
     let mut ops = vec![
@@ -1423,6 +1432,7 @@ fn regression_a_never_stored_channel_leaves_no_subscriptions_to_its_successor() 
             target: None,
             key: None,
             rest: true,
+            emergency: false,
             then: Then::Commit,
         },
     ];

@@ -309,6 +309,9 @@ pub enum Op {
         /// A REST broadcast by the slot's principal (no connection), which is also told who
         /// the message went to (`delivery_guarantees`).
         rest: bool,
+        /// `priority: "emergency"` (SPEC §2): only the channel's admin roles; exempt from
+        /// the channel's rate.
+        emergency: bool,
         then: Then,
     },
     Ack {
@@ -836,9 +839,10 @@ impl Model {
                 target,
                 key,
                 rest,
+                emergency,
                 then,
             } => {
-                self.publish(&mut obs, slot, name, target, key, rest, then);
+                self.publish(&mut obs, slot, name, target, key, rest, emergency, then);
                 self.then(&mut obs, then);
             }
             Op::Ack { slot, name, id } => {
@@ -1177,6 +1181,7 @@ impl Model {
         target: Option<(Option<usize>, usize)>,
         key: Option<u8>,
         rest: bool,
+        emergency: bool,
         then: Then,
     ) {
         let step = self.step;
@@ -1225,7 +1230,19 @@ impl Model {
                 }
             }
         }
-        if !c.take_rate(self.now) {
+        if emergency {
+            // SPEC §2: only for the roles of the channel's `admin` list (and its
+            // organization's admin/service); a refusal is audited like any other.
+            if c.check(&p, Action::Admin).is_err() {
+                obs.replies.push((to, step, Reply::Error("WS_FORBIDDEN")));
+                *self.stats.entry("emergency refused").or_default() += 1;
+                return;
+            }
+            *self.stats.entry("emergency taken").or_default() += 1;
+        }
+        // An emergency skips the channel's rate (its own per-user ceiling is set out of
+        // reach by the driver).
+        if !emergency && !c.take_rate(self.now) {
             obs.replies
                 .push((to, step, Reply::Error("WS_RATE_LIMITED")));
             return;
@@ -1464,8 +1481,8 @@ pub fn op(focus: usize) -> impl Strategy<Value = Op> {
         1 => (0..SLOTS).prop_map(|slot| Op::Disconnect { slot }),
         12 => (0..SLOTS, name(),
               proptest::option::of((proptest::option::of(0..ORGS.len()), 0..SUBS.len())),
-              proptest::option::of(0u8..2), prop::bool::weighted(0.15), then())
-            .prop_map(|(slot, name, target, key, rest, then)| Op::Publish { slot, name, target, key, rest, then }),
+              proptest::option::of(0u8..2), prop::bool::weighted(0.15), prop::bool::weighted(0.1), then())
+            .prop_map(|(slot, name, target, key, rest, emergency, then)| Op::Publish { slot, name, target, key, rest, emergency, then }),
         3 => (0..SLOTS, name(), 0u64..12).prop_map(|(slot, name, id)| Op::Ack { slot, name, id }),
         1 => (0..SLOTS, name(), 0u8..3).prop_map(|(slot, name, meta)| Op::Presence { slot, name, meta }),
         2 => (0..PRINCIPALS.len(), 0..SUBS.len(), name(), any::<bool>())
