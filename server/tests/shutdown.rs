@@ -3,7 +3,8 @@
 //! (`GET /api/websocket/events`) and an idle kept-alive REST connection, SIGTERM gives the
 //! client 1001, ends the stream and the REST connection, and the process exits 0 in a
 //! fraction of the drain setting (each shard waits on its sockets ending, not a timer);
-//! and a client that never leaves holds the stop for `io.shutdown_drain_ms`, not longer.
+//! a client that has connected but not sent its request head does not hold it either; and
+//! a client that never leaves holds the stop for `io.shutdown_drain_ms`, not longer.
 
 mod common;
 use common::*;
@@ -106,4 +107,36 @@ async fn a_client_that_never_leaves_holds_the_stop_for_the_drain_setting_only() 
     assert!(took >= DRAIN, "stopped in {took:?}, before the client left");
     assert!(took < PROMPT, "stopping took {took:?}");
     assert_eq!(ws.ended().await, Ended::Close(Some(1001)));
+}
+
+/// A client that connected and sent nothing yet (no request head; under a long
+/// `io.handshake_timeout_ms`) is dropped at shutdown: it does not hold the stop until the
+/// drain setting or its handshake timeout runs out.
+#[tokio::test]
+async fn a_connection_without_a_request_head_does_not_hold_the_stop() {
+    let mut server = TestServer::start(&format!(
+        "[io]\nshutdown_drain_ms = {DRAIN_MS}\nhandshake_timeout_ms = 600000\n"
+    ));
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    // A request answered on another connection gives the shards time to accept it (were it
+    // still in the kernel's queue at the stop, the listener's close would end it as well,
+    // and the test would pass without looking at the head wait).
+    let admin = server.token("admin", "org-a", "admin", &["*"]);
+    let mut other = TcpStream::connect(server.addr).await.unwrap();
+    let answer = get(&mut other, "/api/websocket/health", &admin, b"}").await;
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    drop(other);
+    let started = Instant::now();
+    let stopping = tokio::task::spawn_blocking(move || {
+        let status = server.stop();
+        (server, status)
+    });
+    until_closed(&mut silent).await;
+    let (_server, status) = stopping.await.unwrap();
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took < PROMPT,
+        "stopping took {took:?} (io.shutdown_drain_ms = {DRAIN_MS})"
+    );
 }

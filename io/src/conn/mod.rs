@@ -130,8 +130,10 @@ pub async fn serve(ctx: Rc<ShardCtx>, doors: Rc<Doors>, tcp: TcpStream) {
             // Boxed (~1.3 KB mid-handshake) so it can never set the size of this future,
             // which every plaintext connection carries too.
             let handshake = Box::pin(acceptor.accept(tcp));
+            // At shutdown a handshake still under way is dropped: it has no session yet
+            // to be told "going away" in (`runtime/mod.rs` step 2).
             let tls = future::or(async { Some(handshake.await) }, async {
-                glommio::timer::sleep(deadline).await;
+                future::or(glommio::timer::sleep(deadline), ctx.shared.shutdown.wait()).await;
                 None
             })
             .await;
@@ -147,14 +149,20 @@ pub async fn serve(ctx: Rc<ShardCtx>, doors: Rc<Doors>, tcp: TcpStream) {
     };
     let remaining = deadline.saturating_sub(accepted.elapsed());
     let mut leftover = Vec::new();
+    let shutdown = async {
+        ctx.shared.shutdown.wait().await;
+        Some(Ok(None))
+    };
     let head = future::or(
         async { Some(http::read_head(&mut stream, &mut leftover, cfg.max_handshake_bytes).await) },
-        async {
+        future::or(shutdown, async {
             glommio::timer::sleep(remaining).await;
             None
-        },
+        }),
     )
     .await;
+    // At shutdown a request head still under way ends the connection like a peer that
+    // left (`Ok(None)`): nothing was asked, so nothing is answered.
     let head = match head {
         None => {
             let e = Refusal::new(ErrorCode::BadRequest, "handshake timeout");
