@@ -275,12 +275,12 @@ impl<F: Clone> ChannelState<F> {
         self.online.len()
     }
 
-    /// The user a connection is subscribed as.
     /// The connections subscribed now.
     pub fn online_conns(&self) -> impl Iterator<Item = ConnRef> + '_ {
         self.online.keys().copied()
     }
 
+    /// The user a connection is subscribed as.
     pub fn online_user(&self, conn: ConnRef) -> Option<UserKey> {
         self.online.get(&conn).map(|s| s.user.clone())
     }
