@@ -157,30 +157,33 @@ impl Policy {
     /// rates (SPEC §1) but not this abuse ceiling (`critical_messages_per_min`).
     pub fn take_critical(&self, c: &Claims, l: &Limits, now_ms: u64) -> Result<(), Refusal> {
         let cap = l.critical_messages_per_min;
-        self.with_user(c, l, now_ms, |st| {
-            st.critical.try_take(cap, l.rate_window_ms, now_ms)
-        })
-        .map_err(|wait_ms| Refusal {
-            code: ErrorCode::RateLimited,
-            message: format!(
-                "critical message ceiling reached: {cap} per {} s",
-                l.rate_window_ms / 1000
-            ),
-            retry_after: Some(retry_after_secs(wait_ms)),
-        })
+        self.take_ceiling(c, l, now_ms, "critical", cap, |st| &mut st.critical)
     }
 
     /// Takes one `emergency` publish: it skips every other rate (SPEC §2) but not this
     /// abuse ceiling (`emergency_messages_per_min`).
     pub fn take_emergency(&self, c: &Claims, l: &Limits, now_ms: u64) -> Result<(), Refusal> {
         let cap = l.emergency_messages_per_min;
+        self.take_ceiling(c, l, now_ms, "emergency", cap, |st| &mut st.emergency)
+    }
+
+    /// Takes one from a per-user abuse ceiling of `cap` per `rate_window_ms`.
+    fn take_ceiling(
+        &self,
+        c: &Claims,
+        l: &Limits,
+        now_ms: u64,
+        what: &str,
+        cap: u32,
+        bucket: impl FnOnce(&mut UserState) -> &mut TokenBucket,
+    ) -> Result<(), Refusal> {
         self.with_user(c, l, now_ms, |st| {
-            st.emergency.try_take(cap, l.rate_window_ms, now_ms)
+            bucket(st).try_take(cap, l.rate_window_ms, now_ms)
         })
         .map_err(|wait_ms| Refusal {
             code: ErrorCode::RateLimited,
             message: format!(
-                "emergency message ceiling reached: {cap} per {} s",
+                "{what} message ceiling reached: {cap} per {} s",
                 l.rate_window_ms / 1000
             ),
             retry_after: Some(retry_after_secs(wait_ms)),

@@ -185,11 +185,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, doors: Rc<Doors>, tcp: TcpStream) {
             };
             // RFC 6455 §10.2: a browser page from an origin not listed is refused before
             // any WebSocket state exists.
-            if !http::origin_allowed(&cfg.allowed_origins, head.origin.as_deref()) {
-                let e = Refusal::new(
-                    ErrorCode::Forbidden,
-                    "this Origin may not open WebSockets here (io.allowed_origins)",
-                );
+            if let Err(e) = check_origin(&cfg, &head) {
                 return refuse(&mut stream, 403, &e, peer, &head.path).await;
             }
             let found = find_token(
@@ -204,17 +200,9 @@ pub async fn serve(ctx: Rc<ShardCtx>, doors: Rc<Doors>, tcp: TcpStream) {
                 );
                 return refuse(&mut stream, 401, &e, peer, &head.path).await;
             };
-            let claims = match ctx.shared.verifier.verify(found.token) {
-                Ok(c) => Arc::new(c),
-                Err(e) => {
-                    ctx.state.borrow().audit(owner::audit::unauthorized(
-                        crate::clock::now_ms(),
-                        "/ws",
-                        peer,
-                        &e,
-                    ));
-                    return refuse(&mut stream, 401, &e, peer, &head.path).await;
-                }
+            let claims = match verify_audited(&ctx, found.token, "/ws", peer) {
+                Ok(c) => c,
+                Err(e) => return refuse(&mut stream, 401, &e, peer, &head.path).await,
             };
             let protocol = found.echo_protocol.map(str::to_owned);
             // The head's strings (the token among them) are not needed for the
@@ -298,11 +286,7 @@ async fn serve_phoenix(
         Ok(k) => k.to_owned(),
         Err(e) => return refuse(&mut stream, 426, &e, peer, &path).await,
     };
-    if !http::origin_allowed(&ctx.cfg.allowed_origins, head.origin.as_deref()) {
-        let e = Refusal::new(
-            ErrorCode::Forbidden,
-            "this Origin may not open WebSockets here (io.allowed_origins)",
-        );
+    if let Err(e) = check_origin(&ctx.cfg, &head) {
         return refuse(&mut stream, 403, &e, peer, &path).await;
     }
     let query = head.query.as_deref();
@@ -320,17 +304,9 @@ async fn serve_phoenix(
         );
         return refuse(&mut stream, 401, &e, peer, &path).await;
     };
-    let claims = match ctx.shared.verifier.verify(token) {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            ctx.state.borrow().audit(owner::audit::unauthorized(
-                crate::clock::now_ms(),
-                "/realtime/v1/websocket",
-                peer,
-                &e,
-            ));
-            return refuse(&mut stream, 401, &e, peer, &path).await;
-        }
+    let claims = match verify_audited(&ctx, token, "/realtime/v1/websocket", peer) {
+        Ok(c) => c,
+        Err(e) => return refuse(&mut stream, 401, &e, peer, &path).await,
     };
     drop(head);
     run_ws(
@@ -345,6 +321,39 @@ async fn serve_phoenix(
         peer,
     )
     .await
+}
+
+/// RFC 6455 §10.2: a browser page from an origin not in `io.allowed_origins` is refused
+/// before any WebSocket state exists (both WebSocket doors).
+fn check_origin(cfg: &crate::IoConfig, head: &http::RequestHead) -> Result<(), Refusal> {
+    if http::origin_allowed(&cfg.allowed_origins, head.origin.as_deref()) {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        ErrorCode::Forbidden,
+        "this Origin may not open WebSockets here (io.allowed_origins)",
+    ))
+}
+
+/// The claims of an upgrade's token; a refused one is audited under `door` (SPEC §5: the
+/// record trusts nothing of the token, see `owner::audit::unauthorized`).
+fn verify_audited(
+    ctx: &ShardCtx,
+    token: &str,
+    door: &str,
+    peer: Option<SocketAddr>,
+) -> Result<Arc<Claims>, Refusal> {
+    ctx.shared
+        .verifier
+        .verify(token)
+        .map(Arc::new)
+        .map_err(|e| {
+            let now = crate::clock::now_ms();
+            ctx.state
+                .borrow()
+                .audit(owner::audit::unauthorized(now, door, peer, &e));
+            e
+        })
 }
 
 /// A peer address for logs (`-` when unknown).

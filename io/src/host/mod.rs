@@ -306,12 +306,7 @@ impl Shard {
                     presence_total,
                     self.cfg.limits.max_request_bytes,
                 );
-                if c.confirm(channel.as_str()) {
-                    self.local
-                        .entry(channel.as_str().to_owned())
-                        .or_default()
-                        .push(LocalSub { conn: c.clone() });
-                }
+                self.confirm_local(&c, &channel);
                 c.send_burst(frames);
             }
             Reply::SubscribeRefused { channel, error } => {
@@ -401,6 +396,16 @@ impl Shard {
                 );
             }
         });
+    }
+
+    /// A connection's subscription is in place: the fan-out reaches it from now on.
+    fn confirm_local(&mut self, c: &Rc<Conn>, channel: &ChannelName) {
+        if c.confirm(channel.as_str()) {
+            self.local
+                .entry(channel.as_str().to_owned())
+                .or_default()
+                .push(LocalSub { conn: c.clone() });
+        }
     }
 
     fn remove_local(&mut self, channel: &str, conn: u64) {

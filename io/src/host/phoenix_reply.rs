@@ -3,7 +3,7 @@
 //! an acknowledged broadcast, a tracked presence, refusals with their Ringbearer code.
 
 use super::phoenix::{self, split_ref, Session};
-use super::{channel_hash, Conn, LocalSub, Out, Shard};
+use super::{channel_hash, Conn, Out, Shard};
 use crate::mesh::ShardMsg;
 use crate::owner::Reply;
 use bytes::Bytes;
@@ -54,12 +54,7 @@ impl Shard {
                 ))];
                 frames.push(phoenix::presence_state(vsn, channel.as_str(), &presence).into());
                 frames.extend(replayed(p, &channel, &messages));
-                if c.confirm(channel.as_str()) {
-                    self.local
-                        .entry(channel.as_str().to_owned())
-                        .or_default()
-                        .push(LocalSub { conn: c.clone() });
-                }
+                self.confirm_local(&c, &channel);
                 c.send_burst(frames);
             }
             Reply::SubscribeRefused { channel, error } => {
