@@ -347,12 +347,11 @@ fn verify_audited(
         .verifier
         .verify(token)
         .map(Arc::new)
-        .map_err(|e| {
+        .inspect_err(|e| {
             let now = crate::clock::now_ms();
             ctx.state
                 .borrow()
-                .audit(owner::audit::unauthorized(now, door, peer, &e));
-            e
+                .audit(owner::audit::unauthorized(now, door, peer, e));
         })
 }
 
