@@ -364,7 +364,7 @@ impl World {
                         .collect();
                     for slot in slots {
                         let views: Vec<(String, PresenceView)> = match &*event {
-                            ChannelEvent::PresenceDiff(d) => {
+                            ChannelEvent::PresenceDiff { diff: d, .. } => {
                                 let view = self.views.entry((slot, name.clone())).or_default();
                                 for l in &d.leaves {
                                     view.remove(&l.connection_id());
@@ -489,6 +489,7 @@ impl World {
                 messages,
                 presence,
                 presence_total,
+                ..
             } => {
                 if let Caller::Conn(slot) = caller {
                     self.host

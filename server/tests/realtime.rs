@@ -372,3 +372,85 @@ async fn access_token_refreshes_and_ends_what_it_no_longer_reaches() {
     let r = reply(&mut rt, "5").await;
     assert_eq!(r[4]["response"]["code"], "WS_SUBSCRIPTION_FAILED");
 }
+
+/// Joins `TOPIC` with `config` and waits for the ok.
+async fn join(c: &mut Raw, r: &str, config: Value) {
+    c.send(json!([r, r, TOPIC, "phx_join", {"config": config}]))
+        .await;
+    let joined = reply(c, r).await;
+    assert_eq!(joined[4]["status"], "ok", "{joined}");
+}
+
+/// Who sees what, on this door too, with two organizations whose users share an id:
+/// org-1's `u-1` and org-2's `u-1` (its token lists the wedding) both join the channel of
+/// org-1's wedding. A message targeted at org-1's `u-1` reaches it alone, live and in a
+/// replay after a restart; and their presences are two (`u-1` and `org-2/u-1`), not one.
+#[tokio::test]
+async fn two_organizations_users_with_one_id_stay_apart_on_this_door() {
+    let mut server = TestServer::start("");
+    let coord = server.token("coord", "org-1", "coordinator", &["w-1"]);
+    let mut native = server.connect(&coord).await;
+    assert_eq!(native.create(CH, Some("w-1")).await["op"], "created");
+    let a = server.token("u-1", "org-1", "photographer", &["w-1"]);
+    let b = server.token("u-1", "org-2", "photographer", &["w-1"]);
+    let mut ra = phoenix(&server, &a, "2.0.0").await;
+    let mut rb = phoenix(&server, &b, "2.0.0").await;
+    join(&mut ra, "1", json!({"presence": {"key": ""}})).await;
+    join(&mut rb, "1", json!({"presence": {"key": ""}})).await;
+    for (c, what) in [(&mut ra, "org-1"), (&mut rb, "org-2")] {
+        let track = json!({"type": "presence", "event": "track", "payload": {"who": what}});
+        c.send(json!(["1", "2", TOPIC, "presence", track])).await;
+        assert_eq!(reply(c, "2").await[4]["status"], "ok");
+    }
+    // Presence: a client joining now is handed two keys, one per organization's u-1.
+    let watcher = server.token("w", "org-1", "coordinator", &["w-1"]);
+    let mut rw = phoenix(&server, &watcher, "2.0.0").await;
+    rw.send(json!(["1", "1", TOPIC, "phx_join", {"config": {}}]))
+        .await;
+    let state = rw.wait_for(|v| v[3] == "presence_state").await;
+    let mut keys: Vec<&String> = state[4].as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["org-2/u-1", "u-1"],
+        "one presence per organization's u-1"
+    );
+    assert_eq!(state[4]["u-1"]["metas"][0]["who"], "org-1");
+    assert_eq!(state[4]["org-2/u-1"]["metas"][0]["who"], "org-2");
+    drop(rw);
+    // Live: the targeted message reaches org-1's u-1 only; the open one reaches both.
+    let p = native
+        .request(json!({"op": "publish", "channel": CH, "type": "general", "payload": "for org-1/u-1", "target_user_id": "u-1"}))
+        .await;
+    assert_eq!(p["delivered_count"], 1, "{p}");
+    native.publish(CH, json!("open")).await;
+    let got = ra.wait_for(|v| v[3] == "broadcast").await;
+    assert_eq!(got[4]["payload"], "for org-1/u-1");
+    assert_eq!(
+        ra.wait_for(|v| v[3] == "broadcast").await[4]["payload"],
+        "open"
+    );
+    let got = rb.wait_for(|v| v[3] == "broadcast").await;
+    assert_eq!(
+        got[4]["payload"], "open",
+        "org-2's u-1 never gets org-1's u-1's message"
+    );
+    drop((ra, rb, native));
+
+    // After a restart, a replay from the start: the same rule.
+    server.restart(None);
+    let replay = json!({"broadcast": {"replay": {"since": 0, "limit": 50}}});
+    let mut rb = phoenix(&server, &b, "2.0.0").await;
+    join(&mut rb, "1", replay.clone()).await;
+    let got = rb.wait_for(|v| v[3] == "broadcast").await;
+    assert_eq!(got[4]["payload"], "open", "replayed: only what it may see");
+    assert_eq!(got[4]["meta"]["id"], 2);
+    let mut ra = phoenix(&server, &a, "2.0.0").await;
+    join(&mut ra, "1", replay).await;
+    let got = ra.wait_for(|v| v[3] == "broadcast").await;
+    assert_eq!(got[4]["payload"], "for org-1/u-1");
+    assert_eq!(
+        ra.wait_for(|v| v[3] == "broadcast").await[4]["payload"],
+        "open"
+    );
+}

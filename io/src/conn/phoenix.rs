@@ -9,7 +9,7 @@
 //! | `phx_join` on `realtime:<channel>` | `Op::Subscribe` (replay: history) |
 //! | `phx_leave` | `Op::Unsubscribe` |
 //! | `broadcast` (JSON, or a 2.0.0 binary push) | `Op::Publish` (type `broadcast`) |
-//! | `presence` `track` / `untrack` | `Op::Presence` (meta = payload + `presence_key` / `{}`) |
+//! | `presence` `track` / `untrack` | `Op::Presence` (meta = payload, + the join's `presence.key` / `{}`) |
 //! | `heartbeat` on `phoenix` | answered here; acknowledges what was delivered (`Op::Ack`) |
 //! | `access_token` | the `/ws` token refresh (`requests::refresh_token`) |
 
@@ -532,13 +532,18 @@ fn presence(
                 Some(v) => serde_json::from_str(v.get())
                     .map_err(|_| bad("presence track payload must be a JSON object"))?,
             };
+            // The key the join named, if any; else the renderer keys the entry by its
+            // user, as `org/user_id` for a user of another organization than the
+            // channel's (`host/phoenix.rs`), which only the owner's side knows.
             let key = p
                 .topics
                 .borrow()
                 .get(channel.as_str())
-                .and_then(|j| j.presence_key.clone())
-                .unwrap_or_else(|| conn.claims().sub.clone());
-            m.insert("presence_key".into(), key.into());
+                .and_then(|j| j.presence_key.clone());
+            match key {
+                Some(k) => m.insert("presence_key".into(), k.into()),
+                None => m.remove("presence_key"),
+            };
             let meta = serde_json::to_string(&m).expect("a map serializes");
             let max = ctx.cfg.limits.max_presence_meta_bytes;
             if meta.len() > max {

@@ -288,6 +288,7 @@ impl Shard {
                 messages,
                 presence,
                 presence_total,
+                ..
             } => {
                 let owner = ringbearer_core::shard_for(channel.as_str(), self.shards) as u32;
                 let Some(c) = conn.filter(|c| c.is_open()) else {

@@ -303,9 +303,11 @@ pub fn message(vsn: Vsn, f: &ArchivedMessageFrame, replayed: bool) -> Vec<u8> {
 }
 
 /// A presence entry as realtime-js sees it: `None` when the connection never tracked
-/// (its meta is `{}`); else its key (`presence_key` of the meta, else the user's id) and
-/// its meta object with a `phx_ref` unique to this connection and meta.
-fn presence_meta(e: &PresenceEntry) -> Option<(String, Vec<u8>)> {
+/// (its meta is `{}`); else its key (`presence_key` of the meta, else the user's id — as
+/// `org/user_id` for a user of another organization than the channel's `org`, so two
+/// organizations' users with one id are never one presence) and its meta object with a
+/// `phx_ref` unique to this connection and meta.
+fn presence_meta(e: &PresenceEntry, org: &str) -> Option<(String, Vec<u8>)> {
     let meta = e.meta_json().trim();
     if meta == "{}" || !meta.starts_with('{') {
         return None;
@@ -317,7 +319,13 @@ fn presence_meta(e: &PresenceEntry) -> Option<(String, Vec<u8>)> {
     let key = serde_json::from_str::<Key>(meta)
         .ok()
         .and_then(|k| k.presence_key)
-        .unwrap_or_else(|| e.user_id.clone());
+        .unwrap_or_else(|| {
+            if e.org == org {
+                e.user_id.clone()
+            } else {
+                format!("{}/{}", e.org, e.user_id)
+            }
+        });
     let mut out = Vec::with_capacity(meta.len() + 48);
     out.extend_from_slice(b"{\"phx_ref\":");
     push_json_str(&mut out, &phx_ref(e));
@@ -341,10 +349,10 @@ fn phx_ref(e: &PresenceEntry) -> String {
 }
 
 /// `{key: {metas: [...]}, ...}` of the tracked entries, keys in first-seen order.
-fn presence_map(entries: &[PresenceEntry], skip: &[String]) -> Vec<u8> {
+fn presence_map(entries: &[PresenceEntry], skip: &[String], org: &str) -> Vec<u8> {
     let mut keys: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
     for e in entries {
-        let Some((k, m)) = presence_meta(e) else {
+        let Some((k, m)) = presence_meta(e, org) else {
             continue;
         };
         if skip.contains(&phx_ref(e)) {
@@ -375,22 +383,22 @@ fn presence_map(entries: &[PresenceEntry], skip: &[String]) -> Vec<u8> {
 }
 
 /// `presence_state` for `channel` (no join ref: shared by every subscriber).
-pub fn presence_state(vsn: Vsn, channel: &str, entries: &[PresenceEntry]) -> Vec<u8> {
-    let p = presence_map(entries, &[]);
+pub fn presence_state(vsn: Vsn, channel: &str, entries: &[PresenceEntry], org: &str) -> Vec<u8> {
+    let p = presence_map(entries, &[], org);
     frame(vsn, None, None, &topic(channel), "presence_state", &p)
 }
 
 /// `presence_diff {joins, leaves}` for `channel`; `None` when no tracked entry changed.
 /// A leave of an entry that also joins again (same connection, same meta) is dropped.
-pub fn presence_diff(vsn: Vsn, channel: &str, d: &PresenceDiff) -> Option<Vec<u8>> {
+pub fn presence_diff(vsn: Vsn, channel: &str, d: &PresenceDiff, org: &str) -> Option<Vec<u8>> {
     let joined: Vec<String> = d
         .joins
         .iter()
-        .filter(|e| presence_meta(e).is_some())
+        .filter(|e| presence_meta(e, org).is_some())
         .map(phx_ref)
         .collect();
-    let joins = presence_map(&d.joins, &[]);
-    let leaves = presence_map(&d.leaves, &joined);
+    let joins = presence_map(&d.joins, &[], org);
+    let leaves = presence_map(&d.leaves, &joined, org);
     if joins == b"{}" && leaves == b"{}" {
         return None;
     }
@@ -406,8 +414,10 @@ pub fn presence_diff(vsn: Vsn, channel: &str, d: &PresenceDiff) -> Option<Vec<u8
 /// of realtime-js).
 pub fn event(vsn: Vsn, channel: &str, event: &ChannelEvent) -> Option<Vec<u8>> {
     match event {
-        ChannelEvent::PresenceDiff(d) => presence_diff(vsn, channel, d),
-        ChannelEvent::PresenceState { entries, .. } => Some(presence_state(vsn, channel, entries)),
+        ChannelEvent::PresenceDiff { diff, org } => presence_diff(vsn, channel, diff, org),
+        ChannelEvent::PresenceState { entries, org, .. } => {
+            Some(presence_state(vsn, channel, entries, org))
+        }
         ChannelEvent::Typing { .. } => None,
     }
 }

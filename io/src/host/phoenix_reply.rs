@@ -36,6 +36,7 @@ impl Shard {
                 channel,
                 messages,
                 presence,
+                org,
                 ..
             } => {
                 if !c.is_open() {
@@ -52,7 +53,7 @@ impl Shard {
                     &topic,
                     b"{\"postgres_changes\":[]}",
                 ))];
-                frames.push(phoenix::presence_state(vsn, channel.as_str(), &presence).into());
+                frames.push(phoenix::presence_state(vsn, channel.as_str(), &presence, &org).into());
                 frames.extend(replayed(p, &channel, &messages));
                 self.confirm_local(&c, &channel);
                 c.send_burst(frames);

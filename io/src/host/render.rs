@@ -97,8 +97,8 @@ pub fn reply(r#ref: Option<&str>, reply: &Reply) -> Option<Vec<u8>> {
 /// A channel event as its `/ws` frame.
 pub fn event(channel: &ChannelName, event: &ChannelEvent) -> Vec<u8> {
     match event {
-        ChannelEvent::PresenceDiff(d) => protocol::presence_diff(channel.as_str(), d),
-        ChannelEvent::PresenceState { entries, total } => {
+        ChannelEvent::PresenceDiff { diff, .. } => protocol::presence_diff(channel.as_str(), diff),
+        ChannelEvent::PresenceState { entries, total, .. } => {
             protocol::presence_state(channel.as_str(), entries, *total)
         }
         ChannelEvent::Typing { user, role } => {

@@ -55,6 +55,7 @@ fn event_except_compares_shard_and_connection() {
             messages: vec![],
             presence: vec![],
             presence_total: 0,
+            org: "o".into(),
         },
     });
     assert!(

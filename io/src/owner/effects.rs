@@ -36,6 +36,9 @@ pub enum Reply {
         messages: Vec<Arc<FrameBytes>>,
         presence: Vec<PresenceEntry>,
         presence_total: usize,
+        /// The channel's organization: a door that keys presence by user shows users of
+        /// other organizations as `org/user_id`, never merged with a same-id user.
+        org: String,
     },
     /// A connection's subscribe was refused: the connection gives its reservation back.
     SubscribeRefused {
@@ -147,11 +150,16 @@ pub struct ChannelDetail {
 /// Something every subscriber of a channel on a shard hears that is not a stored message.
 #[derive(Debug)]
 pub enum ChannelEvent {
-    PresenceDiff(PresenceDiff),
+    /// `org` is the channel's organization (see `Reply::Subscribed`).
+    PresenceDiff {
+        diff: PresenceDiff,
+        org: String,
+    },
     /// The window itself (a diff would have been too long).
     PresenceState {
         entries: Vec<PresenceEntry>,
         total: usize,
+        org: String,
     },
     Typing {
         user: UserKey,

@@ -114,11 +114,14 @@ impl Owner {
             let Some((flush, skip)) = taken else {
                 continue;
             };
+            let org = ch.meta.access.org.clone();
             let event = match flush {
-                PresenceFlush::Diff(d) => ChannelEvent::PresenceDiff(d),
-                PresenceFlush::State { entries, total } => {
-                    ChannelEvent::PresenceState { entries, total }
-                }
+                PresenceFlush::Diff(diff) => ChannelEvent::PresenceDiff { diff, org },
+                PresenceFlush::State { entries, total } => ChannelEvent::PresenceState {
+                    entries,
+                    total,
+                    org,
+                },
             };
             fx.event(ch.shards(), &ch.meta.name, event, &skip);
         }

@@ -66,6 +66,7 @@ impl Owner {
             messages: o.messages,
             presence: o.presence,
             presence_total: o.presence_total,
+            org: ch.meta.access.org.clone(),
         };
         fx.reply(from, r#ref, reply);
     }

@@ -104,7 +104,12 @@ fn presence_in_phoenix_shape_only_tracked_entries() {
         entry("u-1", 3, r#"{"presence_key":"u-1"}"#),
         entry("u-3", 4, r#"{"location":"aisle"}"#),
     ];
-    let s = v(&presence_state(Vsn::V2, "wedding:main:w-1", &entries));
+    let s = v(&presence_state(
+        Vsn::V2,
+        "wedding:main:w-1",
+        &entries,
+        "org-1",
+    ));
     assert_eq!(s[3], "presence_state");
     let state = &s[4];
     // The untracked connection is not there; two metas under one key; a /ws meta under the user.
@@ -126,7 +131,7 @@ fn a_meta_update_leaves_the_old_ref_and_joins_a_new_one() {
         leaves: vec![old.clone()],
         total: 1,
     };
-    let p = v(&presence_diff(Vsn::V2, "wedding:main:w-1", &d).unwrap())[4].clone();
+    let p = v(&presence_diff(Vsn::V2, "wedding:main:w-1", &d, "org-1").unwrap())[4].clone();
     let joined = p["joins"]["k"]["metas"][0]["phx_ref"]
         .as_str()
         .unwrap()
@@ -143,7 +148,7 @@ fn a_meta_update_leaves_the_old_ref_and_joins_a_new_one() {
         leaves: vec![old.clone()],
         total: 1,
     };
-    let p = v(&presence_diff(Vsn::V2, "c", &d).unwrap())[4].clone();
+    let p = v(&presence_diff(Vsn::V2, "c", &d, "org-1").unwrap())[4].clone();
     assert_eq!(p["leaves"], json!({}));
     // Only untracked entries changed: nothing to say.
     let d = PresenceDiff {
@@ -151,7 +156,7 @@ fn a_meta_update_leaves_the_old_ref_and_joins_a_new_one() {
         leaves: vec![],
         total: 2,
     };
-    assert!(presence_diff(Vsn::V2, "c", &d).is_none());
+    assert!(presence_diff(Vsn::V2, "c", &d, "org-1").is_none());
 }
 
 #[test]
@@ -189,4 +194,23 @@ fn own_broadcasts_are_skipped_once_and_acks_collected() {
     s.topics.borrow_mut().get_mut("c").unwrap().ack = true;
     assert!(s.published("c", 10));
     assert!(s.deliver("c", 10));
+}
+
+/// Two organizations' users with one id are two presences, never one: a user of another
+/// organization than the channel's is keyed `org/user_id` (unless it chose its own key).
+#[test]
+fn users_of_two_organizations_with_one_id_are_two_presences() {
+    let mut other = entry("u-1", 2, r#"{"activity":"setup"}"#);
+    other.org = "org-2".into();
+    let entries = vec![entry("u-1", 1, r#"{"activity":"ceremony"}"#), other];
+    let s = v(&presence_state(
+        Vsn::V2,
+        "wedding:main:w-1",
+        &entries,
+        "org-1",
+    ));
+    let state = s[4].as_object().unwrap();
+    assert_eq!(state.len(), 2, "{state:?}");
+    assert_eq!(state["u-1"]["metas"][0]["activity"], "ceremony");
+    assert_eq!(state["org-2/u-1"]["metas"][0]["activity"], "setup");
 }
