@@ -110,6 +110,22 @@ pub trait Catalog: Send + Sync {
     /// Records an audit event (SPEC §5). Like the rest, queued and never failing the
     /// request; the default drops it (no registry).
     fn audit(&self, _event: AuditEvent) {}
+    /// Queues a signed webhook to `event.org`'s configured URL (SPEC §2 parking, §3
+    /// watchdog): stored first, then delivered at least once, surviving restarts. The
+    /// default drops it (no registry).
+    fn webhook(&self, _event: WebhookEvent) {}
+}
+
+/// One webhook to send (SPEC §2 parking, §3 watchdog): the organization it goes to, what
+/// happened (`kind`) and the JSON body the receiver gets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookEvent {
+    pub org: String,
+    /// `message_parked`, `watchdog_absent`, `watchdog_back` or `battery_low`.
+    pub kind: &'static str,
+    pub at_ms: u64,
+    /// The event's fields; the sender wraps it with `kind`, `org`, `at_ms` and an id.
+    pub body: serde_json::Value,
 }
 
 /// One audit event (SPEC §5): who did what, to which channel, when.
