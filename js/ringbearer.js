@@ -693,7 +693,8 @@ export class RingbearerClient {
    * resubscribes. Every publish carries an idempotency key (yours, or a random one), so
    * a publish resent after a lost connection is never stored twice.
    * @param {{channel: string, type: string, payload: any, event?: string, priority?: string,
-   *   idempotencyKey?: string, targetUserId?: string, weddingContext?: object}} msg
+   *   idempotencyKey?: string, targetUserId?: string, targetRoles?: string[],
+   *   weddingContext?: object}} msg
    */
   publish(msg) {
     if (this.state === States.CLOSED) return Promise.reject(new RingbearerError(ClientCodes.CLOSED, 'client closed'));
@@ -701,6 +702,7 @@ export class RingbearerClient {
     if (msg.event) frame.event = msg.event;
     if (msg.priority) frame.priority = msg.priority;
     if (msg.targetUserId) frame.target_user_id = msg.targetUserId;
+    if (msg.targetRoles && msg.targetRoles.length) frame.target_roles = msg.targetRoles;
     if (msg.weddingContext) frame.wedding_context = msg.weddingContext;
     frame.idempotency_key = msg.idempotencyKey ?? randomKey();
     return new Promise((resolve, reject) => {

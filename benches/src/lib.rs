@@ -67,6 +67,7 @@ pub fn message_frame(payload: &str) -> MessageFrame {
         sender_role: Role::Coordinator.code(),
         target_user_id: None,
         target_org: None,
+        target_roles: 0,
         wedding_context: None,
         idempotency_key: Some("cake-1".into()),
     }

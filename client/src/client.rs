@@ -166,6 +166,7 @@ impl Client {
             priority: msg.priority,
             payload: &msg.payload,
             target_user_id: msg.target_user_id.as_deref(),
+            target_roles: &msg.target_roles,
             idempotency_key: msg.idempotency_key.as_deref(),
             wedding_context: msg.wedding_context.as_ref(),
         }

@@ -133,6 +133,10 @@ pub struct Publish {
     pub payload: Value,
     /// Deliver only to this user's connections.
     pub target_user_id: Option<String>,
+    /// Deliver only to subscribers holding one of these roles (never with
+    /// `target_user_id`); empty: everyone, or what the organization's routing table
+    /// gives the type.
+    pub target_roles: Vec<String>,
     /// Repeating a key on the same channel within 10 minutes returns the first `id`.
     pub idempotency_key: Option<String>,
     pub wedding_context: Option<WeddingContext>,
@@ -148,6 +152,7 @@ impl Publish {
             priority: Priority::Normal,
             payload,
             target_user_id: None,
+            target_roles: Vec::new(),
             idempotency_key: None,
             wedding_context: None,
         }
@@ -190,6 +195,9 @@ pub struct Message {
     pub ts: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_user_id: Option<String>,
+    /// The roles it was for (empty: not targeted at roles).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_roles: Vec<String>,
     /// As the publisher sent it (see [`WeddingContext`]); kept as JSON so a publisher's
     /// extra or differently typed field never makes a message unreadable.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -64,6 +64,8 @@ pub(crate) enum Request<'a> {
         payload: &'a Value,
         #[serde(skip_serializing_if = "Option::is_none")]
         target_user_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        target_roles: &'a [String],
         #[serde(skip_serializing_if = "Option::is_none")]
         idempotency_key: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -472,6 +474,7 @@ mod tests {
             priority: Priority::High,
             payload: &payload,
             target_user_id: None,
+            target_roles: &[],
             idempotency_key: Some("cake-1"),
             wedding_context: None,
         });
@@ -498,6 +501,7 @@ mod tests {
             priority: Priority::Critical,
             payload: &payload,
             target_user_id: Some("u-7"),
+            target_roles: &[],
             idempotency_key: None,
             wedding_context: Some(&ctx),
         });
@@ -613,6 +617,7 @@ mod tests {
             },
             ts: 1_795_341_600_000,
             target_user_id: None,
+            target_roles: vec![],
             wedding_context: None,
             idempotency_key: None,
         }

@@ -86,6 +86,71 @@ impl Role {
     }
 }
 
+/// A set of roles (`target_roles`, a routing table row): one bit per [`Role::code`]. The
+/// empty set means "no role target".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct RoleSet(u16);
+
+impl RoleSet {
+    pub const EMPTY: RoleSet = RoleSet(0);
+
+    pub fn of(roles: impl IntoIterator<Item = Role>) -> RoleSet {
+        let mut s = RoleSet::EMPTY;
+        for r in roles {
+            s.insert(r);
+        }
+        s
+    }
+
+    /// From the bits a frame carries; bits of no role are dropped.
+    pub fn from_bits(bits: u16) -> RoleSet {
+        RoleSet(bits & ((1 << Role::ALL.len()) - 1))
+    }
+
+    pub fn bits(self) -> u16 {
+        self.0
+    }
+
+    pub fn insert(&mut self, r: Role) {
+        self.0 |= 1 << r.code();
+    }
+
+    pub fn contains(self, r: Role) -> bool {
+        self.0 & (1 << r.code()) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The roles, in [`Role::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = Role> {
+        Role::ALL.into_iter().filter(move |r| self.contains(*r))
+    }
+
+    /// Parses role names; an unknown name is returned as the error.
+    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<RoleSet, &'a str> {
+        let mut s = RoleSet::EMPTY;
+        for n in names {
+            s.insert(Role::parse(n).ok_or(n)?);
+        }
+        Ok(s)
+    }
+}
+
+impl Serialize for RoleSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter().map(Role::as_str))
+    }
+}
+
+impl<'de> Deserialize<'de> for RoleSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RoleSet, D::Error> {
+        let roles = Vec::<Role>::deserialize(d)?;
+        Ok(RoleSet::of(roles))
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {

@@ -6,7 +6,7 @@
 use crate::access::{ChannelAccess, Role};
 use crate::channel::ChannelName;
 use crate::error::{ErrorCode, Refusal};
-use crate::identity::{may_see, UserKey};
+use crate::identity::{Target, UserKey};
 use crate::limits::Limits;
 use crate::presence::{Presence, PresenceDiff, PresenceEntry};
 use crate::window::Window;
@@ -56,30 +56,30 @@ struct Member {
     cursor: u64,
     /// Connections of this user currently subscribed.
     online: u32,
+    /// The role its last subscribed connection held (`None`: never connected, e.g.
+    /// enrolled by a service, or restored from a registry that did not record it). Only
+    /// counts of role-targeted messages read it; a reader's own role comes from its token.
+    role: Option<Role>,
 }
 
 #[derive(Clone, Debug)]
 struct OnlineSub {
     user: UserKey,
+    role: Role,
     /// This connection's entry in the channel's presence.
     presence: u64,
 }
 
-/// A kept message and who it is for (`None`: every subscriber).
+/// A kept message and who it is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Kept<F> {
     frame: F,
-    target: Option<UserKey>,
+    target: Target,
 }
 
 impl<F> Kept<F> {
-    fn visible_to(&self, viewer: &UserKey) -> bool {
-        may_see(
-            self.target
-                .as_ref()
-                .map(|t| (t.org.as_str(), t.sub.as_str())),
-            viewer,
-        )
+    fn visible_to(&self, viewer: &UserKey, role: Option<Role>) -> bool {
+        self.target.admits(viewer, role)
     }
 }
 
@@ -209,8 +209,8 @@ impl<F: Clone> ChannelState<F> {
         last_id: u64,
         limits: &Limits,
         shards: usize,
-        messages: impl IntoIterator<Item = (u64, u64, F, Option<UserKey>)>,
-        members: impl IntoIterator<Item = (UserKey, u64)>,
+        messages: impl IntoIterator<Item = (u64, u64, F, Target)>,
+        members: impl IntoIterator<Item = (UserKey, u64, Option<Role>)>,
         now_ms: u64,
     ) -> Self {
         let mut s = Self::new(meta, limits, shards);
@@ -226,12 +226,13 @@ impl<F: Clone> ChannelState<F> {
         }
         s.durable_id = s.window.last_id();
         let last = s.durable_id;
-        for (user, cursor) in members {
+        for (user, cursor, role) in members {
             s.members.insert(
                 user,
                 Member {
                     cursor: cursor.min(last),
                     online: 0,
+                    role,
                 },
             );
         }
@@ -374,13 +375,13 @@ impl<F: Clone> ChannelState<F> {
         };
         let (recovered, messages) = match position {
             Some(p) => {
-                let (r, m) = self.visible_after(p, user, now_ms);
+                let (r, m) = self.visible_after(p, user, Some(role), now_ms);
                 (r && epoch_ok, m)
             }
             // Another epoch's position (not trusted: recovered false), or history asked
             // for: everything kept.
             None if !epoch_ok || from.include_history => {
-                (epoch_ok, self.visible_after(0, user, now_ms).1)
+                (epoch_ok, self.visible_after(0, user, Some(role), now_ms).1)
             }
             None => (true, Vec::new()),
         };
@@ -393,8 +394,10 @@ impl<F: Clone> ChannelState<F> {
             let m = self.members.entry(user.clone()).or_insert(Member {
                 cursor: position.unwrap_or(last).min(last),
                 online,
+                role: Some(role),
             });
             m.online += 1;
+            m.role = Some(role);
             let presence = self.presence.join(PresenceEntry::new(
                 user.sub.clone(),
                 user.org.clone(),
@@ -405,6 +408,7 @@ impl<F: Clone> ChannelState<F> {
                 conn,
                 OnlineSub {
                     user: user.clone(),
+                    role,
                     presence,
                 },
             );
@@ -425,12 +429,18 @@ impl<F: Clone> ChannelState<F> {
     /// Kept, durable messages after `position` that `viewer` may see, and whether every
     /// message after `position` is still kept (SPEC §2.2). The one read path of resume,
     /// history and REST history.
-    fn visible_after(&self, position: u64, viewer: &UserKey, now_ms: u64) -> (bool, Vec<F>) {
+    fn visible_after(
+        &self,
+        position: u64,
+        viewer: &UserKey,
+        role: Option<Role>,
+        now_ms: u64,
+    ) -> (bool, Vec<F>) {
         let r = self.window.resume(position, self.durable_id, now_ms);
         let messages = r
             .entries
             .into_iter()
-            .filter(|e| e.item.visible_to(viewer))
+            .filter(|e| e.item.visible_to(viewer, role))
             .map(|e| e.item.frame.clone())
             .collect();
         (r.recovered, messages)
@@ -439,21 +449,29 @@ impl<F: Clone> ChannelState<F> {
     /// The newest `n` kept, durable messages that `viewer` may see, oldest first: the same
     /// read path and visibility rule as resume and history (a message targeted at another
     /// user is never among them, whoever looks).
-    pub fn recent_visible(&self, n: usize, viewer: &UserKey, now_ms: u64) -> Vec<F> {
-        let (_, mut messages) = self.visible_after(0, viewer, now_ms);
+    pub fn recent_visible(
+        &self,
+        n: usize,
+        viewer: &UserKey,
+        role: Option<Role>,
+        now_ms: u64,
+    ) -> Vec<F> {
+        let (_, mut messages) = self.visible_after(0, viewer, role, now_ms);
         let cut = messages.len().saturating_sub(n);
         messages.drain(..cut);
         messages
     }
 
-    /// How many kept, durable messages after `user`'s cursor it may see (`unread_count`);
-    /// `None` when it is not subscribed.
-    pub fn unread(&self, user: &UserKey) -> Option<u64> {
-        let cursor = self.members.get(user)?.cursor;
+    /// How many kept, durable messages after `user`'s cursor it may see (`unread_count`),
+    /// as `role` (the reader's token role; `None`: the member's recorded role); `None` when
+    /// it is not subscribed.
+    pub fn unread(&self, user: &UserKey, role: Option<Role>) -> Option<u64> {
+        let m = self.members.get(user)?;
+        let (cursor, role) = (m.cursor, role.or(m.role));
         let n = self
             .window
             .iter()
-            .filter(|e| e.id > cursor && e.id <= self.durable_id && e.item.visible_to(user))
+            .filter(|e| e.id > cursor && e.id <= self.durable_id && e.item.visible_to(user, role))
             .count();
         Some(n as u64)
     }
@@ -573,13 +591,13 @@ impl<F: Clone> ChannelState<F> {
         &mut self,
         frame: F,
         ts_ms: u64,
-        target_user: Option<&UserKey>,
+        target: &Target,
         idempotency_key: Option<&str>,
         now_ms: u64,
     ) -> PublishOutcome {
-        let id = self.append(frame, ts_ms, target_user, idempotency_key, now_ms);
+        let id = self.append(frame, ts_ms, target, idempotency_key, now_ms);
         self.mark_durable(id);
-        self.outcome(id, target_user)
+        self.outcome(id, target)
     }
 
     /// Appends a message built for `next_id()` that is not durable yet: it takes its id and
@@ -591,12 +609,12 @@ impl<F: Clone> ChannelState<F> {
         &mut self,
         frame: F,
         ts_ms: u64,
-        target: Option<&UserKey>,
+        target: &Target,
         idempotency_key: Option<&str>,
         now_ms: u64,
     ) -> u64 {
         let id = self.window.next_id();
-        let target = target.cloned();
+        let target = target.clone();
         // Not counted against the window until stored (SPEC §2.2: the newest `max_queued`
         // stored messages are kept; one that fails to store must not have pushed one out).
         self.window
@@ -626,27 +644,31 @@ impl<F: Clone> ChannelState<F> {
         dropped
     }
 
-    /// Who a durable message `id` goes to now.
-    pub fn outcome(&self, id: u64, target_user: Option<&UserKey>) -> PublishOutcome {
-        let (delivered, queued, shards) = match target_user {
-            None => (
+    /// Who a durable message `id` goes to now: connections it is delivered to, members it
+    /// is queued for (no connection now), and the shards to send it to.
+    pub fn outcome(&self, id: u64, target: &Target) -> PublishOutcome {
+        let (delivered, queued, shards) = if target.is_everyone() {
+            (
                 self.online.len(),
                 self.members.values().filter(|m| m.online == 0).count(),
                 self.shards(),
-            ),
-            Some(t) => {
-                let mut shards: Vec<u32> = self
-                    .online
-                    .iter()
-                    .filter(|(_, s)| &s.user == t)
-                    .map(|(c, _)| c.shard)
-                    .collect();
-                shards.sort_unstable();
-                shards.dedup();
-                let delivered = self.online.values().filter(|s| &s.user == t).count();
-                let queued = usize::from(self.members.get(t).is_some_and(|m| m.online == 0));
-                (delivered, queued, shards)
-            }
+            )
+        } else {
+            let mut shards: Vec<u32> = self
+                .online
+                .iter()
+                .filter(|(_, s)| target.admits(&s.user, Some(s.role)))
+                .map(|(c, _)| c.shard)
+                .collect();
+            let delivered = shards.len();
+            shards.sort_unstable();
+            shards.dedup();
+            let queued = self
+                .members
+                .iter()
+                .filter(|(u, m)| m.online == 0 && target.admits(u, m.role))
+                .count();
+            (delivered, queued, shards)
         };
         PublishOutcome {
             id,
@@ -657,18 +679,21 @@ impl<F: Clone> ChannelState<F> {
         }
     }
 
-    /// Who a durable message goes to, by user: those with a subscribed connection now, and
-    /// those it is queued for (the REST door's `delivery_guarantees`).
-    pub fn recipients(&self, target_user: Option<&UserKey>) -> (Vec<UserKey>, Vec<UserKey>) {
+    /// Who a durable message goes to, by user: those with a subscribed connection now that
+    /// it is for, and those it is queued for (the REST door's `delivery_guarantees`).
+    pub fn recipients(&self, target: &Target) -> (Vec<UserKey>, Vec<UserKey>) {
         let mut online = Vec::new();
         let mut queued = Vec::new();
         for (u, m) in &self.members {
-            if target_user.is_some_and(|t| t != u) {
-                continue;
-            }
             if m.online > 0 {
-                online.push(u.clone());
-            } else {
+                let live = self
+                    .online
+                    .values()
+                    .any(|s| &s.user == u && target.admits(u, Some(s.role)));
+                if live {
+                    online.push(u.clone());
+                }
+            } else if target.admits(u, m.role) {
                 queued.push(u.clone());
             }
         }
@@ -687,9 +712,12 @@ impl<F: Clone> ChannelState<F> {
     /// resubscribes. No presence: nobody is connected. Returns whether the stored position
     /// was recovered, the kept messages after it that `from` asks for, and the cursor.
     /// Access has been checked by the caller.
+    /// `role`: the user's role when it enrolls itself (`None`: a service enrolls it); a new
+    /// member records it, an existing one keeps the role it has.
     pub fn enroll(
         &mut self,
         user: &UserKey,
+        role: Option<Role>,
         from: ResumeFrom<'_>,
         now_ms: u64,
     ) -> Result<Enrolled<F>, Refusal> {
@@ -708,10 +736,11 @@ impl<F: Clone> ChannelState<F> {
         let m = self.members.entry(user.clone()).or_insert(Member {
             cursor: last,
             online,
+            role,
         });
-        let cursor = m.cursor;
+        let (cursor, role) = (m.cursor, m.role);
         let (recovered, messages) = if from.include_history {
-            self.visible_after(0, user, now_ms)
+            self.visible_after(0, user, role, now_ms)
         } else {
             (true, Vec::new())
         };
@@ -858,7 +887,7 @@ mod tests {
 
     fn publish(s: &mut ChannelState<u64>, now: u64) -> PublishOutcome {
         let id = s.next_id();
-        s.publish(id, now, None, None, now)
+        s.publish(id, now, &Target::default(), None, now)
     }
 
     #[test]
@@ -1094,26 +1123,26 @@ mod tests {
         let mut s = state(10);
         let a = u("a");
         let b = u("b");
-        s.publish(1, 0, None, None, 0);
-        s.publish(2, 0, Some(&b), None, 0);
-        s.publish(3, 0, None, None, 0);
-        s.publish(4, 0, Some(&a), None, 0);
+        s.publish(1, 0, &Target::default(), None, 0);
+        s.publish(2, 0, &Target::user(b.clone()), None, 0);
+        s.publish(3, 0, &Target::default(), None, 0);
+        s.publish(4, 0, &Target::user(a.clone()), None, 0);
         // Appended, not stored yet: nobody sees it.
-        s.append(5, 0, None, None, 0);
-        assert_eq!(s.recent_visible(10, &a, 0), vec![1, 3, 4]);
-        assert_eq!(s.recent_visible(2, &a, 0), vec![3, 4]);
-        assert_eq!(s.recent_visible(10, &b, 0), vec![1, 2, 3]);
+        s.append(5, 0, &Target::default(), None, 0);
+        assert_eq!(s.recent_visible(10, &a, None, 0), vec![1, 3, 4]);
+        assert_eq!(s.recent_visible(2, &a, None, 0), vec![3, 4]);
+        assert_eq!(s.recent_visible(10, &b, None, 0), vec![1, 2, 3]);
         let admin = UserKey::new("o", "admin");
         assert_eq!(
-            s.recent_visible(10, &admin, 0),
+            s.recent_visible(10, &admin, None, 0),
             vec![1, 3],
             "a message targeted at another user is not shown, not even to an admin"
         );
         assert_eq!(
-            s.recent_visible(10, &UserKey::new("other", "a"), 0),
+            s.recent_visible(10, &UserKey::new("other", "a"), None, 0),
             vec![1, 3]
         );
-        assert!(s.recent_visible(0, &a, 0).is_empty());
+        assert!(s.recent_visible(0, &a, None, 0).is_empty());
     }
 
     #[test]
@@ -1123,7 +1152,7 @@ mod tests {
             .unwrap();
         s.subscribe(B1, &u("b"), Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
-        let o = s.publish(1, 0, Some(&u("b")), Some("k"), 0);
+        let o = s.publish(1, 0, &Target::user(u("b")), Some("k"), 0);
         assert_eq!((o.delivered, o.queued, o.shards), (1, 0, vec![1]));
         assert_eq!(s.idempotent_id("k", 1000), Some(1));
         assert_eq!(s.idempotent_id("k", 10 * 60 * 1000 + 1), None);
@@ -1141,19 +1170,19 @@ mod tests {
                 .unwrap();
             assert!(s.disconnect(conn));
         }
-        let o = s.publish(1, 0, Some(&a), None, 0);
+        let o = s.publish(1, 0, &Target::user(a.clone()), None, 0);
         assert_eq!(
             (o.delivered, o.queued),
             (0, 1),
             "counted for its target only"
         );
-        s.publish(2, 0, None, None, 0);
-        let (online, queued) = s.recipients(Some(&a));
+        s.publish(2, 0, &Target::default(), None, 0);
+        let (online, queued) = s.recipients(&Target::user(a.clone()));
         assert!(online.is_empty() && queued == vec![a.clone()]);
         // Counts.
-        assert_eq!(s.unread(&a), Some(2));
-        assert_eq!(s.unread(&b), Some(1));
-        assert_eq!(s.unread(&c), Some(1));
+        assert_eq!(s.unread(&a, None), Some(2));
+        assert_eq!(s.unread(&b, None), Some(1));
+        assert_eq!(s.unread(&c, None), Some(1));
         // Resume from the stored cursor, and history.
         for (conn, who, want) in [(A0, &a, vec![1, 2]), (A1, &b, vec![2]), (B1, &c, vec![2])] {
             let r = s
@@ -1175,9 +1204,12 @@ mod tests {
             include_history: true,
             ..Default::default()
         };
-        assert_eq!(s.enroll(&b, from.clone(), 0).unwrap().messages, vec![2]);
+        assert_eq!(
+            s.enroll(&b, None, from.clone(), 0).unwrap().messages,
+            vec![2]
+        );
         let d = UserKey::new("o", "u-9");
-        assert_eq!(s.enroll(&d, from, 0).unwrap().messages, vec![2]);
+        assert_eq!(s.enroll(&d, None, from, 0).unwrap().messages, vec![2]);
     }
 
     #[test]
@@ -1211,7 +1243,7 @@ mod tests {
         s.subscribe(A0, &a, Role::Guest, ResumeFrom::default(), 0)
             .unwrap();
         assert!(s.withdraw(&a));
-        assert!(s.enroll(&a, ResumeFrom::default(), 0).unwrap().new);
+        assert!(s.enroll(&a, None, ResumeFrom::default(), 0).unwrap().new);
         let o = publish(&mut s, 1);
         assert_eq!((o.delivered, o.queued), (1, 0), "online, so not queued");
         assert_eq!(s.active_users(), 1);
@@ -1247,7 +1279,7 @@ mod tests {
             include_history: true,
             ..Default::default()
         };
-        s.append(6, 6, None, None, 6);
+        s.append(6, 6, &Target::default(), None, 6);
         let r = s
             .subscribe(A0, &u("a"), Role::Couple, history(), 6)
             .unwrap();
@@ -1276,7 +1308,7 @@ mod tests {
     fn retention_keeps_what_a_remembered_key_needs() {
         let mut s = state(10); // max_queued 5
         let id = s.next_id();
-        s.publish(id, 0, None, Some("k"), 0);
+        s.publish(id, 0, &Target::default(), Some("k"), 0);
         for t in 1..=6 {
             publish(&mut s, t);
         }
@@ -1318,7 +1350,7 @@ mod tests {
         let mut s = state(10);
         s.subscribe(A0, &u("a"), Role::Couple, ResumeFrom::default(), 0)
             .unwrap();
-        let id1 = s.append(1, 0, None, Some("k1"), 0);
+        let id1 = s.append(1, 0, &Target::default(), Some("k1"), 0);
         assert_eq!(id1, 1);
         // Not durable: a resubscriber gets nothing, an ack cannot reach it.
         s.disconnect(A0);
@@ -1339,13 +1371,13 @@ mod tests {
             .unwrap();
         assert_eq!(r.messages, vec![1]);
         // Two more appended, then the store fails: both are forgotten, ids and keys too.
-        s.append(2, 0, None, Some("k2"), 0);
-        s.append(3, 0, None, None, 0);
+        s.append(2, 0, &Target::default(), Some("k2"), 0);
+        s.append(3, 0, &Target::default(), None, 0);
         assert_eq!(s.rollback_to_durable(), 2);
         assert_eq!(s.next_id(), 2);
         assert_eq!(s.idempotent_id("k2", 0), None);
         assert_eq!(s.idempotent_id("k1", 0), Some(1));
-        let o = s.publish(2, 0, None, None, 0);
+        let o = s.publish(2, 0, &Target::default(), None, 0);
         assert_eq!((o.id, s.durable_id()), (2, 2));
     }
 
@@ -1358,9 +1390,16 @@ mod tests {
         let meta = state(10).meta.clone();
         let json = serde_json::to_string(&meta).unwrap();
         let meta: ChannelMeta = serde_json::from_str(&json).unwrap();
-        let msgs = (41..=47).map(|id| (id, 0, id, None));
-        let mut s =
-            ChannelState::restore(meta.clone(), 40, &limits, 2, msgs, vec![(u("bob"), 44)], 0);
+        let msgs = (41..=47).map(|id| (id, 0, id, Target::default()));
+        let mut s = ChannelState::restore(
+            meta.clone(),
+            40,
+            &limits,
+            2,
+            msgs,
+            vec![(u("bob"), 44, None)],
+            0,
+        );
         assert_eq!((s.last_id(), s.durable_id(), s.next_id()), (47, 47, 48));
         // Bob comes back without a position: his stored cursor drives the resume.
         let r = s

@@ -87,6 +87,9 @@ pub struct MessageFrame {
     /// The organization of `target_user_id` (set whenever it is): a target is one user of
     /// one organization, never every organization's user with that id.
     pub target_org: Option<String>,
+    /// `RoleSet` bits: only subscribers holding one of these roles see it (0: no role
+    /// target). Frame version 2.
+    pub target_roles: u16,
     /// Raw JSON object.
     pub wedding_context: Option<String>,
     pub idempotency_key: Option<String>,
@@ -95,16 +98,127 @@ pub struct MessageFrame {
 /// Frame bytes, 16-byte aligned as rkyv wants them.
 pub type FrameBytes = rkyv::util::AlignedVec<16>;
 
+/// The frame version this code writes (docs/wal.md "Message frames").
+pub const FRAME_VERSION: u8 = 2;
+
+/// Length of the prefix every frame since version 2 starts with: keeps the archive after it
+/// 16-byte aligned.
+pub const FRAME_PREFIX_BYTES: usize = 16;
+
+/// The prefix of a version-2 frame: `0xFF "RBF"`, the version, then `0xFF` bytes. A
+/// version-1 frame (no prefix) can never start this way: its archive opens either with a
+/// string's bytes (UTF-8, never `0xFF`) or, when every string is inline, with the root
+/// struct, whose `ts_ms` would then read `u64::MAX` — a time no clock gives.
+const FRAME_PREFIX: [u8; FRAME_PREFIX_BYTES] = [
+    0xFF,
+    b'R',
+    b'B',
+    b'F',
+    FRAME_VERSION,
+    0xFF,
+    0xFF,
+    0xFF,
+    0xFF,
+    0xFF,
+    0xFF,
+    0xFF,
+    0xFF,
+    0xFF,
+    0xFF,
+    0xFF,
+];
+
 impl MessageFrame {
+    /// The frame as it travels and is logged: the version prefix, then the rkyv archive.
     pub fn encode(&self) -> FrameBytes {
-        rkyv::to_bytes::<rancor::Error>(self).expect("a MessageFrame always serializes")
+        let archive =
+            rkyv::to_bytes::<rancor::Error>(self).expect("a MessageFrame always serializes");
+        let mut out = FrameBytes::with_capacity(FRAME_PREFIX_BYTES + archive.len());
+        out.extend_from_slice(&FRAME_PREFIX);
+        out.extend_from_slice(&archive);
+        out
     }
 }
 
-/// Reads a frame in place, checking its structure (bytecheck). Frames from our own shards
-/// always pass; the check guards the log's recovery path against corrupt bytes.
+/// Reads a current-version frame in place, checking its structure (bytecheck). Frames from
+/// our own shards always pass; the check guards the log's recovery path against corrupt
+/// bytes. Frames logged by an older version go through [`upgrade_frame`] first.
 pub fn access_frame(bytes: &[u8]) -> Result<&ArchivedMessageFrame, rancor::Error> {
-    rkyv::access::<ArchivedMessageFrame, rancor::Error>(bytes)
+    let archive = match bytes.strip_prefix(&FRAME_PREFIX[..]) {
+        Some(a) => a,
+        None => {
+            use rancor::Source;
+            return Err(rancor::Error::new(NotCurrentFrame));
+        }
+    };
+    rkyv::access::<ArchivedMessageFrame, rancor::Error>(archive)
+}
+
+#[derive(Debug)]
+struct NotCurrentFrame;
+
+impl std::fmt::Display for NotCurrentFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not a version-{FRAME_VERSION} message frame")
+    }
+}
+
+impl std::error::Error for NotCurrentFrame {}
+
+/// A message frame as version 1 wrote it (no prefix, no `target_roles`): read only when a
+/// log written before version 2 is recovered.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct MessageFrameV1 {
+    pub id: u64,
+    pub ts_ms: u64,
+    pub channel: String,
+    pub msg_type: String,
+    pub event: Option<String>,
+    pub priority: u8,
+    pub payload: String,
+    pub sender_user_id: String,
+    pub sender_org: String,
+    pub sender_role: u8,
+    pub target_user_id: Option<String>,
+    pub target_org: Option<String>,
+    pub wedding_context: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+impl MessageFrameV1 {
+    pub fn encode(&self) -> FrameBytes {
+        rkyv::to_bytes::<rancor::Error>(self).expect("a MessageFrameV1 always serializes")
+    }
+}
+
+/// A logged frame in the current version: current frames as they are, version-1 frames
+/// converted (no role target). `None` when the bytes are neither (corrupt).
+pub fn upgrade_frame(bytes: &[u8]) -> Option<FrameBytes> {
+    let mut aligned = FrameBytes::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    if access_frame(&aligned).is_ok() {
+        return Some(aligned);
+    }
+    let old = rkyv::access::<ArchivedMessageFrameV1, rancor::Error>(&aligned).ok()?;
+    let old: MessageFrameV1 = rkyv::deserialize::<MessageFrameV1, rancor::Error>(old).ok()?;
+    let f = MessageFrame {
+        id: old.id,
+        ts_ms: old.ts_ms,
+        channel: old.channel,
+        msg_type: old.msg_type,
+        event: old.event,
+        priority: old.priority,
+        payload: old.payload,
+        sender_user_id: old.sender_user_id,
+        sender_org: old.sender_org,
+        sender_role: old.sender_role,
+        target_user_id: old.target_user_id,
+        target_org: old.target_org,
+        target_roles: 0,
+        wedding_context: old.wedding_context,
+        idempotency_key: old.idempotency_key,
+    };
+    Some(f.encode())
 }
 
 impl ArchivedMessageFrame {
@@ -121,10 +235,25 @@ impl ArchivedMessageFrame {
         Some((org, sub.as_str()))
     }
 
-    /// Whether `viewer` (already allowed on the channel) may see this message: the one rule
-    /// of every route (live, resume, history, REST, counts).
-    pub fn visible_to(&self, viewer: &crate::identity::UserKey) -> bool {
-        crate::identity::may_see(self.target(), viewer)
+    /// The roles it is for (empty: not targeted at roles).
+    pub fn target_roles(&self) -> crate::access::RoleSet {
+        crate::access::RoleSet::from_bits(self.target_roles.to_native())
+    }
+
+    /// Who it is for, as the kept window stores it.
+    pub fn target_of(&self) -> crate::identity::Target {
+        crate::identity::Target {
+            user: self
+                .target()
+                .map(|(o, s)| crate::identity::UserKey::new(o, s)),
+            roles: self.target_roles(),
+        }
+    }
+
+    /// Whether `viewer` (already allowed on the channel) holding `role` may see this
+    /// message: the one rule of every route (live, resume, history, REST, counts).
+    pub fn visible_to(&self, viewer: &crate::identity::UserKey, role: Option<Role>) -> bool {
+        crate::identity::may_see(self.target(), self.target_roles(), viewer, role)
     }
 }
 
@@ -171,6 +300,19 @@ pub fn render_message_json(f: &ArchivedMessageFrame, out: &mut Vec<u8>) {
             push_json_str(out, o.as_str());
         }
     }
+    let roles = f.target_roles();
+    if !roles.is_empty() {
+        out.extend_from_slice(b",\"target_roles\":[");
+        for (i, r) in roles.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(r.as_str().as_bytes());
+            out.push(b'"');
+        }
+        out.push(b']');
+    }
     if let Some(w) = f.wedding_context.as_ref() {
         out.extend_from_slice(b",\"wedding_context\":");
         out.extend_from_slice(w.as_bytes());
@@ -204,9 +346,83 @@ mod tests {
             sender_role: Role::Coordinator.code(),
             target_user_id: None,
             target_org: None,
+            target_roles: 0,
             wedding_context: Some(r#"{"wedding_id":"w-1"}"#.into()),
             idempotency_key: Some("k1".into()),
         }
+    }
+
+    fn sample_v1() -> MessageFrameV1 {
+        let f = sample();
+        MessageFrameV1 {
+            id: f.id,
+            ts_ms: f.ts_ms,
+            channel: f.channel,
+            msg_type: f.msg_type,
+            event: f.event,
+            priority: f.priority,
+            payload: f.payload,
+            sender_user_id: f.sender_user_id,
+            sender_org: f.sender_org,
+            sender_role: f.sender_role,
+            target_user_id: Some("u-9".into()),
+            target_org: Some("org-a".into()),
+            wedding_context: f.wedding_context,
+            idempotency_key: f.idempotency_key,
+        }
+    }
+
+    #[test]
+    fn a_version_1_frame_is_upgraded_and_never_read_as_current() {
+        let v1 = sample_v1().encode();
+        assert!(access_frame(&v1).is_err(), "no prefix: not current");
+        let up = upgrade_frame(&v1).expect("upgraded");
+        let a = access_frame(&up).unwrap();
+        assert_eq!(a.id(), 42);
+        assert_eq!(a.target(), Some(("org-a", "u-9")));
+        assert!(a.target_roles().is_empty());
+        // A current frame passes through unchanged.
+        let cur = sample().encode();
+        assert_eq!(&upgrade_frame(&cur).unwrap()[..], &cur[..]);
+        // Short strings (all inline) and an id whose low byte is 0xFF still are version 1.
+        let mut tiny = sample_v1();
+        tiny.id = 0xFF;
+        tiny.channel = "form:a:b".into();
+        tiny.msg_type = "t".into();
+        tiny.event = None;
+        tiny.payload = "1".into();
+        tiny.sender_user_id = "u".into();
+        tiny.sender_org = "o".into();
+        tiny.target_user_id = None;
+        tiny.target_org = None;
+        tiny.wedding_context = None;
+        tiny.idempotency_key = None;
+        let b = tiny.encode();
+        assert!(access_frame(&b).is_err());
+        assert_eq!(
+            access_frame(&upgrade_frame(&b).unwrap()).unwrap().id(),
+            0xFF
+        );
+        assert!(upgrade_frame(b"garbage that is not a frame at all!").is_none());
+    }
+
+    #[test]
+    fn role_targets_round_trip_and_render() {
+        use crate::access::RoleSet;
+        let mut f = sample();
+        f.target_roles = RoleSet::of([Role::Couple, Role::Coordinator]).bits();
+        let bytes = f.encode();
+        let a = access_frame(&bytes).unwrap();
+        let viewer = crate::UserKey::new("org-a", "u-5");
+        assert!(a.visible_to(&viewer, Some(Role::Couple)));
+        assert!(!a.visible_to(&viewer, Some(Role::Photographer)));
+        let mut out = Vec::new();
+        render_message_json(a, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v["target_roles"],
+            serde_json::json!(["couple", "coordinator"])
+        );
     }
 
     #[test]

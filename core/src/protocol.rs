@@ -56,6 +56,9 @@ pub struct PublishReq {
     pub target_user_id: Option<String>,
     /// The organization of `target_user_id`; the publisher's own when not given.
     pub target_org: Option<String>,
+    /// Only subscribers holding one of these roles see it (never with `target_user_id`).
+    /// `None`: the organization's routing table may choose roles by `msg_type`.
+    pub target_roles: Option<crate::access::RoleSet>,
     pub idempotency_key: Option<String>,
     /// Raw JSON object.
     pub wedding_context: Option<String>,
@@ -141,6 +144,7 @@ struct RawRequest<'a> {
     payload: Option<&'a RawValue>,
     target_user_id: Option<String>,
     target_org: Option<String>,
+    target_roles: Option<Vec<String>>,
     idempotency_key: Option<String>,
     #[serde(borrow)]
     wedding_context: Option<&'a RawValue>,
@@ -172,6 +176,8 @@ impl RawRequest<'_> {
             ("priority", self.priority.is_some()),
             ("payload", self.payload.is_some()),
             ("target_user_id", self.target_user_id.is_some()),
+            ("target_org", self.target_org.is_some()),
+            ("target_roles", self.target_roles.is_some()),
             ("idempotency_key", self.idempotency_key.is_some()),
             ("wedding_context", self.wedding_context.is_some()),
             ("id", self.id.is_some()),
@@ -182,6 +188,20 @@ impl RawRequest<'_> {
         .filter(|(_, set)| *set)
         .map(|(name, _)| name)
     }
+}
+
+/// `target_roles`: one or more known role names (`WS_BAD_REQUEST` otherwise).
+pub fn parse_target_roles<S: AsRef<str>>(names: &[S]) -> Result<crate::access::RoleSet, Refusal> {
+    let bad = |m: String| Refusal::new(ErrorCode::BadRequest, m);
+    if names.is_empty() {
+        return Err(bad("`target_roles` must name at least one role".into()));
+    }
+    crate::access::RoleSet::parse(names.iter().map(|n| n.as_ref())).map_err(|n| {
+        bad(format!(
+            "`target_roles`: unknown role `{}`",
+            n.chars().take(32).collect::<String>()
+        ))
+    })
 }
 
 /// The fields each `op` takes besides `op` and `ref` (docs/protocol.md); `None` for an
@@ -208,6 +228,7 @@ pub fn fields_of(op: &str) -> Option<&'static [&'static str]> {
             "payload",
             "target_user_id",
             "target_org",
+            "target_roles",
             "idempotency_key",
             "wedding_context",
         ],
@@ -566,6 +587,13 @@ fn typed(raw: RawRequest<'_>, limits: &Limits) -> Result<Request, Refusal> {
                 target_org: match (&raw.target_user_id, raw.target_org) {
                     (None, Some(_)) => return Err(bad("`target_org` needs `target_user_id`")),
                     (_, o) => bounded(o, "target_org", limits)?,
+                },
+                target_roles: match raw.target_roles {
+                    None => None,
+                    Some(_) if raw.target_user_id.is_some() => {
+                        return Err(bad("name `target_user_id` or `target_roles`, not both"))
+                    }
+                    Some(names) => Some(parse_target_roles(&names)?),
                 },
                 target_user_id: bounded(raw.target_user_id, "target_user_id", limits)?,
                 idempotency_key: bounded(raw.idempotency_key, "idempotency_key", limits)?,

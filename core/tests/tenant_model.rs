@@ -8,10 +8,11 @@
 //! ringbearer-core --test tenant_model`.
 
 use proptest::prelude::*;
+use ringbearer_core::access::RoleSet;
 use ringbearer_core::access::{ChannelAccess, Role};
 use ringbearer_core::channel::{ChannelType, Permissions};
 use ringbearer_core::channel_state::{ChannelMeta, ChannelState, ConnRef, ResumeFrom};
-use ringbearer_core::identity::may_see;
+use ringbearer_core::identity::{may_see, Target};
 use ringbearer_core::{ChannelName, Limits, UserKey};
 use std::collections::BTreeMap;
 
@@ -165,7 +166,7 @@ proptest! {
                 }
                 Op::Enroll { who, history } => {
                     let from = ResumeFrom { last_seen_id: None, epoch: None, include_history: history };
-                    let r = s.enroll(&user(who), from, 0).unwrap();
+                    let r = s.enroll(&user(who), None, from, 0).unwrap();
                     let want = if history { m.visible(who, 0) } else { vec![] };
                     prop_assert_eq!(r.messages, want);
                     let last = m.last();
@@ -174,7 +175,7 @@ proptest! {
                 Op::Publish(target) => {
                     let id = s.next_id();
                     let t = target.map(user);
-                    let o = s.publish(id, 0, t.as_ref(), None, 0);
+                    let o = s.publish(id, 0, &t.clone().map(Target::user).unwrap_or_default(), None, 0);
                     m.messages.insert(id, target);
                     let for_it = |w: &usize| target.is_none_or(|t| t == *w);
                     let delivered = m.members.iter().filter(|(w, x)| x.1 && for_it(w)).count();
@@ -193,10 +194,10 @@ proptest! {
                 let mine = m.members.get(&w).map(|x| x.0);
                 prop_assert_eq!(s.cursor(&user(w)), mine);
                 let unread = mine.map(|c| m.visible(w, c).len() as u64);
-                prop_assert_eq!(s.unread(&user(w)), unread);
+                prop_assert_eq!(s.unread(&user(w), None), unread);
                 for id in m.visible(w, 0) {
                     let t = m.messages[&id].map(user);
-                    prop_assert!(may_see(t.as_ref().map(|u| (u.org.as_str(), u.sub.as_str())), &user(w)));
+                    prop_assert!(may_see(t.as_ref().map(|u| (u.org.as_str(), u.sub.as_str())), RoleSet::EMPTY, &user(w), None));
                 }
             }
         }

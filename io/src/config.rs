@@ -3,9 +3,11 @@
 //! The protocol/domain bounds live in `ringbearer_core::Limits`, embedded here as `limits`.
 
 use crate::weddings::{CalendarClock, SaturdayMode, SaturdaySetting};
+use ringbearer_core::access::RoleSet;
 use ringbearer_core::calendar::{self, Zone};
 use ringbearer_core::Limits;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -154,6 +156,59 @@ pub struct IoConfig {
     /// Loaded from the config file's top-level `[tls]` table, not from `[io]`.
     #[serde(skip)]
     pub tls: TlsConfig,
+    /// Loaded from the config file's top-level `[routing]` table.
+    #[serde(skip)]
+    pub routing: RoutingConfig,
+}
+
+/// `[routing]` (SPEC §2 `target_roles`): which roles a message `type` goes to when its
+/// publish names neither `target_user_id` nor `target_roles`. An organization's own rows
+/// (`[routing.orgs."org-1"]`) decide for its channels; types it does not name fall back to
+/// `[routing.default]`; a type in neither goes to everyone on the channel. `emergency`
+/// publishes always go to everyone unless they name `target_roles` themselves.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// `type = ["role", ...]` for every organization.
+    pub default: BTreeMap<String, RoleSet>,
+    /// Per organization (the channel's): `type = ["role", ...]`.
+    pub orgs: BTreeMap<String, BTreeMap<String, RoleSet>>,
+}
+
+impl RoutingConfig {
+    /// The roles a message of `msg_type` on a channel of `org` goes to (empty: everyone).
+    pub fn roles_for(&self, org: &str, msg_type: &str) -> RoleSet {
+        self.orgs
+            .get(org)
+            .and_then(|t| t.get(msg_type))
+            .or_else(|| self.default.get(msg_type))
+            .copied()
+            .unwrap_or(RoleSet::EMPTY)
+    }
+
+    /// The table that applies to `org`: its rows over the defaults.
+    pub fn table_for(&self, org: &str) -> BTreeMap<String, RoleSet> {
+        let mut t = self.default.clone();
+        if let Some(own) = self.orgs.get(org) {
+            t.extend(own.iter().map(|(k, v)| (k.clone(), *v)));
+        }
+        t
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let tables = std::iter::once(("default".to_owned(), &self.default))
+            .chain(self.orgs.iter().map(|(o, t)| (format!("orgs.\"{o}\""), t)));
+        for (name, table) in tables {
+            for (ty, roles) in table {
+                if roles.is_empty() {
+                    return Err(format!(
+                        "routing.{name}.{ty}: name at least one role (leave the type out to send it to everyone)"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[saturday]`: the server-wide wedding-day mode (SPEC §1 "Saturday mode"). While it is
@@ -281,6 +336,7 @@ impl Default for IoConfig {
             saturday: SaturdayConfig::default(),
             clock: ClockConfig::default(),
             tls: TlsConfig::default(),
+            routing: RoutingConfig::default(),
         }
     }
 }
@@ -299,6 +355,7 @@ impl IoConfig {
 
     pub fn validate(&self) -> Result<(), String> {
         self.limits.validate()?;
+        self.routing.validate()?;
         let positive = [
             ("io.max_connections", self.max_connections),
             ("io.max_connections_per_ip", self.max_connections_per_ip),

@@ -73,8 +73,8 @@ pub struct RestoredChannel {
     /// message of the channel was reclaimed.
     pub last_id: u64,
     pub messages: Vec<RestoredMessage>,
-    /// `((org, user_id), cursor)`.
-    pub members: Vec<(ringbearer_core::UserKey, u64)>,
+    /// `((org, user_id), cursor, role its last connection held)`.
+    pub members: Vec<(ringbearer_core::UserKey, u64, Option<ringbearer_core::Role>)>,
 }
 
 /// A shard's opened journal and the channels it owned before.
@@ -101,7 +101,15 @@ pub trait Catalog: Send + Sync {
     /// A channel whose creation was never stored (the log failed): forget it and whatever
     /// was mirrored for it.
     fn channel_dropped(&self, _channel: &str) {}
-    fn subscribed(&self, channel: &str, user: &ringbearer_core::UserKey, cursor: u64);
+    /// `role`: the role the subscribing connection holds (`None`: enrolled by a service;
+    /// keep the one recorded).
+    fn subscribed(
+        &self,
+        channel: &str,
+        user: &ringbearer_core::UserKey,
+        role: Option<ringbearer_core::Role>,
+        cursor: u64,
+    );
     fn unsubscribed(&self, channel: &str, user: &ringbearer_core::UserKey);
     fn acked(&self, channel: &str, user: &ringbearer_core::UserKey, cursor: u64);
     /// A wedding was registered or changed (`POST /api/websocket/weddings`, after

@@ -36,6 +36,7 @@ mod model;
 
 use model::{Caller, EpochArg, Kind, Model, Obs, Op, PresenceView, Reply, Then};
 use proptest::prelude::*;
+use ringbearer_core::access::RoleSet;
 use ringbearer_core::channel_state::ConnRef;
 use ringbearer_core::identity::may_see;
 use ringbearer_core::message::{access_frame, FrameBytes};
@@ -185,8 +186,9 @@ struct World {
     cfg: Rc<IoConfig>,
     owners: Vec<Owner>,
     journals: Vec<Rc<MemJournal>>,
-    /// The registry: subscriptions and cursors per channel, from the owners' records.
-    registry: BTreeMap<String, BTreeMap<UserKey, u64>>,
+    /// The registry: subscriptions with their cursors and roles per channel, from the
+    /// owners' records.
+    registry: BTreeMap<String, BTreeMap<UserKey, (u64, Option<ringbearer_core::Role>)>>,
     /// The `channel_id` of each channel row in the registry.
     registry_ids: HashMap<String, String>,
     boot: u64,
@@ -221,6 +223,14 @@ impl World {
         // The model does not count per-user ceilings: out of reach.
         cfg.limits.emergency_messages_per_min = 1_000_000;
         cfg.limits.rate_window_ms = model::RATE_WINDOW_MS;
+        // The routing table the model knows (`model::ROUTED_ROLES`).
+        cfg.routing.default.insert(
+            "rsvp_update".into(),
+            RoleSet::of([
+                ringbearer_core::Role::Couple,
+                ringbearer_core::Role::Coordinator,
+            ]),
+        );
         let mut w = World {
             cfg: Rc::new(cfg),
             owners: Vec::new(),
@@ -331,13 +341,16 @@ impl World {
                     let name = f.channel.as_str().to_owned();
                     let id = f.id();
                     let target = f.target().map(|(o, s)| (o.to_owned(), s.to_owned()));
+                    let roles = f.target_roles();
                     for (slot, chans) in &self.host {
                         if *slot % SHARDS != shard as usize || !chans.contains(&name) {
                             continue;
                         }
-                        let viewer = user_key(model::user_of(model::SLOT_PRINCIPAL[*slot]));
+                        let principal = model::SLOT_PRINCIPAL[*slot];
+                        let viewer = user_key(model::user_of(principal));
+                        let role = core_role(model::PRINCIPALS[principal].role);
                         let t = target.as_ref().map(|(o, s)| (o.as_str(), s.as_str()));
-                        if may_see(t, &viewer) {
+                        if may_see(t, roles, &viewer, Some(role)) {
                             obs.delivered
                                 .entry(*slot)
                                 .or_default()
@@ -416,16 +429,28 @@ impl World {
                         channel,
                         user,
                         cursor,
+                        role,
+                    } => {
+                        // As `persist`'s upsert: a subscription without a role keeps the
+                        // stored one.
+                        let rows = self
+                            .registry
+                            .entry(channel.as_str().to_owned())
+                            .or_default();
+                        let old = rows.get(&user).and_then(|r| r.1);
+                        rows.insert(user, (cursor, role.or(old)));
                     }
-                    | Record::Acked {
+                    Record::Acked {
                         channel,
                         user,
                         cursor,
                     } => {
-                        self.registry
+                        let rows = self
+                            .registry
                             .entry(channel.as_str().to_owned())
-                            .or_default()
-                            .insert(user, cursor);
+                            .or_default();
+                        let role = rows.get(&user).and_then(|r| r.1);
+                        rows.insert(user, (cursor, role));
                     }
                     Record::Unsubscribed { channel, user } => {
                         if let Some(m) = self.registry.get_mut(channel.as_str()) {
@@ -718,10 +743,13 @@ impl World {
         self.host.clear();
         self.views.clear();
         self.reduced = [false; model::SLOTS];
-        let members: Vec<(String, UserKey, u64)> = self
+        let members: Vec<(String, UserKey, u64, Option<ringbearer_core::Role>)> = self
             .registry
             .iter()
-            .flat_map(|(c, m)| m.iter().map(|(u, cur)| (c.clone(), u.clone(), *cur)))
+            .flat_map(|(c, m)| {
+                m.iter()
+                    .map(|(u, (cur, role))| (c.clone(), u.clone(), *cur, *role))
+            })
             .collect();
         let mut logged = BTreeSet::new();
         self.owners = self.fresh_owners();
@@ -733,7 +761,7 @@ impl World {
                 .iter()
                 .map(|(_, r)| r.clone())
                 .collect();
-            let mine = members.iter().filter(|(c, _, _)| owner_of(c) == i).cloned();
+            let mine = members.iter().filter(|(c, ..)| owner_of(c) == i).cloned();
             let (channels, skipped) = rebuild(records, mine);
             if !skipped.is_empty() {
                 self.anomalies.push(format!("rebuild skipped {skipped:?}"));
@@ -873,13 +901,24 @@ impl World {
                 slot,
                 name,
                 target,
+                roles,
+                routed,
                 key,
                 rest,
                 emergency,
                 then,
             } => {
                 let n = model::NAMES[name].0;
-                let mut req = serde_json::json!({"op": "publish", "ref": r, "channel": n, "type": "general", "payload": {"step": step}});
+                let ty = if routed { "rsvp_update" } else { "general" };
+                let mut req = serde_json::json!({"op": "publish", "ref": r, "channel": n, "type": ty, "payload": {"step": step}});
+                if roles != 0 {
+                    let names: Vec<&str> = model::Role::ALL
+                        .iter()
+                        .filter(|r| roles & (1 << **r as u8) != 0)
+                        .map(|r| r.as_str())
+                        .collect();
+                    req["target_roles"] = names.into();
+                }
                 if emergency {
                     req["priority"] = "emergency".into();
                 }
@@ -1056,7 +1095,7 @@ impl World {
     fn registry(&self, name: usize) -> BTreeMap<model::User, u64> {
         self.registry
             .get(model::NAMES[name].0)
-            .map(|m| m.iter().map(|(u, c)| (model_user(u), *c)).collect())
+            .map(|m| m.iter().map(|(u, c)| (model_user(u), c.0)).collect())
             .unwrap_or_default()
     }
 }
@@ -1271,6 +1310,8 @@ fn publish(slot: usize, name: usize, then: Then) -> Op {
         slot,
         name,
         target: None,
+        roles: 0,
+        routed: false,
         key: None,
         rest: false,
         emergency: false,
@@ -1396,6 +1437,8 @@ fn regression_a_retry_after_retention_and_restart_gets_its_first_id() {
         slot: 5,
         name: 2,
         target: None,
+        roles: 0,
+        routed: false,
         key: Some(1),
         rest: false,
         emergency: false,
@@ -1431,6 +1474,8 @@ fn regression_a_never_stored_channel_leaves_no_subscriptions_to_its_successor() 
             slot: 4,
             name: 2,
             target: None,
+            roles: 0,
+            routed: false,
             key: None,
             rest: true,
             emergency: false,

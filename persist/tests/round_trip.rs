@@ -81,6 +81,7 @@ fn message_frames_survive_and_read_in_place() {
             sender_role: 1,
             target_user_id: None,
             target_org: None,
+            target_roles: 0,
             wedding_context: None,
             idempotency_key: Some("k-1".into()),
         };

@@ -76,6 +76,8 @@ pub struct Config {
     pub clock: ClockConfig,
     pub tls: TlsConfig,
     pub log: LogConfig,
+    /// Message types to roles (SPEC §2 `target_roles`).
+    pub routing: ringbearer_io::RoutingConfig,
 }
 
 impl Default for Config {
@@ -91,6 +93,7 @@ impl Default for Config {
             clock: ClockConfig::default(),
             tls: TlsConfig::default(),
             log: LogConfig::default(),
+            routing: ringbearer_io::RoutingConfig::default(),
         }
     }
 }
@@ -116,6 +119,7 @@ impl Config {
         io.saturday = self.saturday.clone();
         io.clock = self.clock.clone();
         io.tls = self.tls.clone();
+        io.routing = self.routing.clone();
         if let Err(e) = io.validate() {
             bail!("invalid config: {e}");
         }
@@ -264,6 +268,7 @@ mod tests {
         assert_eq!(cfg.clock, d.clock);
         assert_eq!(cfg.tls, d.tls);
         assert_eq!(cfg.log, d.log);
+        assert_eq!(cfg.routing, d.routing);
         assert!(cfg.auth.public_keys.is_empty());
         cfg.io_config().unwrap();
     }

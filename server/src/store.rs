@@ -10,7 +10,7 @@
 
 use anyhow::{bail, Context, Result};
 use ringbearer_core::channel_state::ChannelMeta;
-use ringbearer_core::UserKey;
+use ringbearer_core::{Role, UserKey};
 use ringbearer_io::journal::{
     Catalog, Entry, Journal, JournalError, JournalFactory, LocalBoxFuture, Opened,
 };
@@ -283,9 +283,11 @@ impl JournalFactory for WalFactory {
                 ts_ms: r.ts_ms,
                 body: r.body,
             });
-            let members = members
-                .into_iter()
-                .map(|m| (m.channel, UserKey::new(m.org, m.user_id), m.cursor));
+            let members = members.into_iter().map(|m| {
+                // An unknown stored role (a newer binary's) reads as not known.
+                let role = m.role.as_deref().and_then(Role::parse);
+                (m.channel, UserKey::new(m.org, m.user_id), m.cursor, role)
+            });
             let (restored, skipped) = rebuild(records, members);
             for s in skipped {
                 tracing::error!(shard, "recovery left out: {s:?}");
@@ -416,7 +418,7 @@ impl Catalog for RegistryCatalog {
         fire("channel removal", self.registry.delete_channel(channel));
     }
 
-    fn subscribed(&self, channel: &str, user: &UserKey, cursor: u64) {
+    fn subscribed(&self, channel: &str, user: &UserKey, role: Option<Role>, cursor: u64) {
         fire(
             "subscription",
             self.registry.upsert_subscription(SubscriptionRecord {
@@ -425,6 +427,7 @@ impl Catalog for RegistryCatalog {
                 user_id: user.sub.clone(),
                 cursor,
                 subscribed_at_ms: now_ms(),
+                role: role.map(|r| r.as_str().to_owned()),
             }),
         );
     }

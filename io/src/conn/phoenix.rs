@@ -490,6 +490,7 @@ fn broadcast(
         payload: body.to_owned(),
         target_user_id: None,
         target_org: None,
+        target_roles: None,
         idempotency_key: b.idempotency_key,
         wedding_context: None,
         context_wedding_id: None,

@@ -12,6 +12,7 @@ use crate::notify::Notify;
 use crate::outbox::{Opcode, OutFrame, Outbox};
 use bytes::Bytes;
 use hashbrown::HashSet;
+use ringbearer_core::access::RoleSet;
 use ringbearer_core::channel_state::ConnRef;
 use ringbearer_core::error::{ErrorCode, Refusal};
 use ringbearer_core::protocol;
@@ -201,6 +202,18 @@ impl Conn {
     pub fn is_user(&self, org: &str, sub: &str) -> bool {
         let c = self.claims.borrow();
         c.org == org && c.sub == sub
+    }
+
+    /// Whether this connection may see a message for user `target` and `roles`: the one
+    /// visibility rule (`identity::may_see`) with its current claims' identity and role.
+    pub fn may_see(&self, target: Option<(&str, &str)>, roles: RoleSet) -> bool {
+        let c = self.claims.borrow();
+        ringbearer_core::identity::may_see(
+            target,
+            roles,
+            &ringbearer_core::UserKey::new(c.org.as_str(), c.sub.as_str()),
+            Some(c.role),
+        )
     }
 
     /// Channels subscribed or being subscribed to (for a token refresh's re-check).

@@ -215,7 +215,8 @@ impl Shard {
                 channel,
                 user,
                 cursor,
-            } => c.subscribed(channel.as_str(), &user, cursor),
+                role,
+            } => c.subscribed(channel.as_str(), &user, role, cursor),
             Record::Unsubscribed { channel, user } => c.unsubscribed(channel.as_str(), &user),
             Record::Acked {
                 channel,
@@ -359,12 +360,13 @@ impl Shard {
         let mut phx: [Option<Bytes>; 2] = [None, None];
         let prio = f.priority();
         let h = channel_hash(f.channel.as_str());
-        let target = f.target();
+        let (target, roles) = (f.target(), f.target_roles());
+        let everyone = target.is_none() && roles.is_empty();
         let mut sent = 0;
         for s in subs {
             // The one visibility rule (ringbearer_core::identity::may_see), as on every
-            // other route: a target is (org, sub).
-            if target.is_some_and(|(org, sub)| !s.conn.is_user(org, sub)) {
+            // other route: a target is (org, sub), or roles.
+            if !everyone && !s.conn.may_see(target, roles) {
                 continue;
             }
             let bytes = match &s.conn.phoenix {

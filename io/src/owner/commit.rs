@@ -15,8 +15,9 @@ use crate::journal::{Entry, Journal, JournalError};
 use hashbrown::HashMap;
 use ringbearer_core::channel_state::{ChannelCheckpoint, ChannelState, PublishOutcome};
 use ringbearer_core::error::{ErrorCode, Refusal};
+use ringbearer_core::identity::Target;
 use ringbearer_core::message::FrameBytes;
-use ringbearer_core::{ChannelName, UserKey};
+use ringbearer_core::ChannelName;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ enum PendingKind {
     /// A published message: delivered and answered once stored.
     Message {
         id: u64,
-        target: Option<UserKey>,
+        target: Target,
         frame: Arc<FrameBytes>,
         recipients: bool,
     },
@@ -156,7 +157,7 @@ impl Owner {
         channel: &ChannelName,
         to: Caller,
         r#ref: Option<&str>,
-        (id, target, frame, recipients): (u64, Option<UserKey>, Arc<FrameBytes>, bool),
+        (id, target, frame, recipients): (u64, Target, Arc<FrameBytes>, bool),
     ) {
         let kind = PendingKind::Message {
             id,
@@ -243,8 +244,8 @@ impl Owner {
                     ch.durable_id() <= ch.last_id(),
                     "durable id past the last id"
                 );
-                let o = ch.outcome(id, target.as_ref());
-                deliver_and_reply(fx, ch, o, target.as_ref(), &frame, p.to, r, recipients);
+                let o = ch.outcome(id, &target);
+                deliver_and_reply(fx, ch, o, &target, &frame, p.to, r, recipients);
             }
             PendingKind::Created => {
                 if self.creating.remove(p.channel.as_str()) {
@@ -337,7 +338,7 @@ pub(super) fn deliver_and_reply(
     fx: &mut Effects,
     ch: &ChannelState<Arc<FrameBytes>>,
     o: PublishOutcome,
-    target: Option<&UserKey>,
+    target: &Target,
     frame: &Arc<FrameBytes>,
     to: Caller,
     r#ref: Option<&str>,

@@ -172,10 +172,12 @@ pub enum ChannelEvent {
 pub enum Record {
     ChannelCreated(Box<ChannelMeta>),
     ChannelDropped(ChannelName),
+    /// `role`: the role of the connection that subscribed (`None`: enrolled by a service).
     Subscribed {
         channel: ChannelName,
         user: UserKey,
         cursor: u64,
+        role: Option<ringbearer_core::Role>,
     },
     Unsubscribed {
         channel: ChannelName,

@@ -32,7 +32,9 @@ impl Owner {
             epoch: None,
             include_history: req.include_history,
         };
-        let en = match ch.enroll(user, resume, now.ms) {
+        // A user enrolling itself brings its role; a service enrolling a user does not know it.
+        let role = claims.is_user(user).then_some(claims.role);
+        let en = match ch.enroll(user, role, resume, now.ms) {
             Ok(en) => en,
             Err(e) => return fx.refuse(from, r#ref, e),
         };
@@ -41,6 +43,7 @@ impl Owner {
                 channel: req.channel.clone(),
                 user: user.clone(),
                 cursor: en.cursor,
+                role,
             });
         }
         let reply = Reply::Enrolled {

@@ -53,8 +53,8 @@ use commit::Commit;
 use hashbrown::{HashMap, HashSet};
 use ringbearer_core::channel_state::{ChannelState, ConnRef};
 use ringbearer_core::error::{ErrorCode, Refusal};
-use ringbearer_core::identity::idempotency_scope;
-use ringbearer_core::message::{access_frame, FrameBytes};
+use ringbearer_core::identity::{idempotency_scope, Target};
+use ringbearer_core::message::{access_frame, upgrade_frame, FrameBytes};
 use ringbearer_core::protocol::{CreateReq, PublishReq, SubscribeReq};
 use ringbearer_core::{ChannelName, Claims, UserKey};
 use std::rc::Rc;
@@ -299,15 +299,18 @@ impl Owner {
                 self.weddings
                     .claim(w, &rc.meta.access.org, rc.meta.created_at_ms);
             }
-            let messages: Vec<(u64, u64, Arc<FrameBytes>, Option<UserKey>)> = rc
+            // Frames logged by an older version are read in the current one (no role
+            // target); an unreadable frame stays as it is and is never rendered.
+            let messages: Vec<(u64, u64, Arc<FrameBytes>, Target)> = rc
                 .messages
                 .into_iter()
                 .map(|m| {
-                    let mut f = FrameBytes::with_capacity(m.frame.len());
-                    f.extend_from_slice(&m.frame);
-                    let target = access_frame(&f)
-                        .ok()
-                        .and_then(|a| a.target().map(|(o, s)| UserKey::new(o, s)));
+                    let f = upgrade_frame(&m.frame).unwrap_or_else(|| {
+                        let mut f = FrameBytes::with_capacity(m.frame.len());
+                        f.extend_from_slice(&m.frame);
+                        f
+                    });
+                    let target = access_frame(&f).map(|a| a.target_of()).unwrap_or_default();
                     (m.id, m.ts_ms, Arc::new(f), target)
                 })
                 .collect();

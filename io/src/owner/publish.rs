@@ -7,9 +7,9 @@ use super::commit::deliver_and_reply;
 use super::effects::{Caller, Effects, Published, Reply};
 use super::{audit, check_access, deny, not_found, Now, Owner};
 use crate::journal::Entry;
-use ringbearer_core::access::{self, Action};
+use ringbearer_core::access::{self, Action, RoleSet};
 use ringbearer_core::error::{ErrorCode, Refusal};
-use ringbearer_core::identity::idempotency_scope;
+use ringbearer_core::identity::{idempotency_scope, Target};
 use ringbearer_core::message::MessageFrame;
 use ringbearer_core::protocol::PublishReq;
 use ringbearer_core::{Claims, Priority, UserKey};
@@ -109,6 +109,18 @@ impl Owner {
         if let Err(e) = rated {
             return fx.refuse(from, r#ref, e);
         }
+        // Who it is for (SPEC §2): the user or roles the publish names, else the roles the
+        // channel organization's routing table gives its type. An `emergency` goes to
+        // everyone unless it names roles itself.
+        let roles = match (&req.target_user_id, req.target_roles) {
+            (Some(_), _) => RoleSet::EMPTY,
+            (None, Some(r)) => r,
+            (None, None) if req.priority == Priority::Emergency => RoleSet::EMPTY,
+            (None, None) => self
+                .cfg
+                .routing
+                .roles_for(&ch.meta.access.org, &req.msg_type),
+        };
         let id = ch.next_id();
         let frame = MessageFrame {
             id,
@@ -127,15 +139,19 @@ impl Owner {
                 .as_ref()
                 .map(|_| req.target_org.unwrap_or_else(|| claims.org.clone())),
             target_user_id: req.target_user_id,
+            target_roles: roles.bits(),
             wedding_context: req.wedding_context,
             idempotency_key: req.idempotency_key,
         };
         let bytes = Arc::new(frame.encode());
-        let target = frame
-            .target_user_id
-            .as_ref()
-            .zip(frame.target_org.as_ref())
-            .map(|(sub, org)| UserKey::new(org.clone(), sub.clone()));
+        let target = Target {
+            user: frame
+                .target_user_id
+                .as_ref()
+                .zip(frame.target_org.as_ref())
+                .map(|(sub, org)| UserKey::new(org.clone(), sub.clone())),
+            roles,
+        };
         if req.priority == Priority::Emergency {
             // Always audited (SPEC §2), when taken: the id it was given and who it is for.
             let detail = serde_json::json!({
@@ -143,6 +159,7 @@ impl Owner {
                 "type": frame.msg_type,
                 "target_user_id": frame.target_user_id,
                 "target_org": frame.target_org,
+                "target_roles": roles,
             });
             let channel = Some((req.channel.as_str(), ch.meta.access.org.as_str()));
             fx.audit(audit::event(now.ms, claims, "emergency", channel, detail));
@@ -150,9 +167,8 @@ impl Owner {
         let key = scoped.as_deref();
         if self.commit.is_memory() {
             // `memory` policy: durable on append.
-            let o = ch.publish(bytes.clone(), now.ms, target.as_ref(), key, now.ms);
-            let t = target.as_ref();
-            return deliver_and_reply(fx, ch, o, t, &bytes, from, r#ref, recipients);
+            let o = ch.publish(bytes.clone(), now.ms, &target, key, now.ms);
+            return deliver_and_reply(fx, ch, o, &target, &bytes, from, r#ref, recipients);
         }
         // Stored first, then heard of (SPEC §2.5): answered and delivered once the journal
         // says the position is durable.
@@ -161,7 +177,7 @@ impl Owner {
             Ok(pos) => pos,
             Err(e) => return fx.refuse(from, r#ref, e),
         };
-        ch.append(bytes.clone(), now.ms, target.as_ref(), key, now.ms);
+        ch.append(bytes.clone(), now.ms, &target, key, now.ms);
         self.wait_for_message(
             pos,
             &req.channel,

@@ -57,8 +57,11 @@ impl Owner {
         user: &UserKey,
     ) {
         let mut list = Vec::new();
+        // The reader's own role when it asks for itself; for another user (a service), the
+        // role that user's last connection held.
+        let role = claims.is_user(user).then_some(claims.role);
         for ch in self.channels.values() {
-            let Some(unread) = ch.unread(user) else {
+            let Some(unread) = ch.unread(user, role) else {
                 continue;
             };
             // Isolation (SPEC §1): never listed for a caller without access.
@@ -147,7 +150,7 @@ impl Owner {
                 user: (*user).clone(),
                 online_connections: *online,
                 cursor: *cursor,
-                unread: ch.unread(user).unwrap_or(0),
+                unread: ch.unread(user, None).unwrap_or(0),
             })
             .collect();
         let presence = ch
@@ -173,7 +176,12 @@ impl Owner {
             subscribers,
             presence,
             presence_total: ch.presence().len(),
-            recent: ch.recent_visible(INSPECT_RECENT_MAX, &claims.user_key(), now.ms),
+            recent: ch.recent_visible(
+                INSPECT_RECENT_MAX,
+                &claims.user_key(),
+                Some(claims.role),
+                now.ms,
+            ),
         };
         fx.reply(from, r#ref, Reply::Detail(Box::new(detail)));
     }

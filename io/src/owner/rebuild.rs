@@ -14,7 +14,7 @@
 
 use crate::journal::{RestoredChannel, RestoredMessage};
 use ringbearer_core::channel_state::ChannelCheckpoint;
-use ringbearer_core::UserKey;
+use ringbearer_core::{Role, UserKey};
 use std::collections::{BTreeMap, HashMap};
 
 /// One record as the log returns it: a checkpoint (`id` 0, JSON body) or a message.
@@ -45,10 +45,10 @@ pub enum Skipped {
 }
 
 /// Rebuilds channels from `records` (in log order) and `members` (`(channel, user,
-/// cursor)`, from the registry), sorted by channel name.
+/// cursor, role)`, from the registry), sorted by channel name.
 pub fn rebuild(
     records: impl IntoIterator<Item = LogRecord>,
-    members: impl IntoIterator<Item = (String, UserKey, u64)>,
+    members: impl IntoIterator<Item = (String, UserKey, u64, Option<Role>)>,
 ) -> (Vec<RestoredChannel>, Vec<Skipped>) {
     let mut skipped = Vec::new();
     let mut channels: BTreeMap<String, (Option<ChannelCheckpoint>, Vec<RestoredMessage>)> =
@@ -71,9 +71,12 @@ pub fn rebuild(
             });
         }
     }
-    let mut by_channel: HashMap<String, Vec<(UserKey, u64)>> = HashMap::new();
-    for (channel, user, cursor) in members {
-        by_channel.entry(channel).or_default().push((user, cursor));
+    let mut by_channel: HashMap<String, Vec<(UserKey, u64, Option<Role>)>> = HashMap::new();
+    for (channel, user, cursor, role) in members {
+        by_channel
+            .entry(channel)
+            .or_default()
+            .push((user, cursor, role));
     }
     let mut restored = Vec::new();
     for (name, (checkpoint, mut messages)) in channels {
@@ -165,8 +168,13 @@ mod tests {
             checkpoint("a", 2, "e2"),
         ];
         let members = vec![
-            ("a".to_owned(), UserKey::new("org-a", "u-1"), 1),
-            ("gone".to_owned(), UserKey::new("org-a", "u-1"), 1),
+            (
+                "a".to_owned(),
+                UserKey::new("org-a", "u-1"),
+                1,
+                Some(Role::Couple),
+            ),
+            ("gone".to_owned(), UserKey::new("org-a", "u-1"), 1, None),
         ];
         let (r, skipped) = rebuild(records, members);
         assert!(skipped.is_empty());
@@ -174,7 +182,10 @@ mod tests {
         assert_eq!(r[0].meta.epoch, "e2");
         assert_eq!(r[0].last_id, 2);
         assert_eq!(ids(&r[0]), [1, 2]);
-        assert_eq!(r[0].members, [(UserKey::new("org-a", "u-1"), 1)]);
+        assert_eq!(
+            r[0].members,
+            [(UserKey::new("org-a", "u-1"), 1, Some(Role::Couple))]
+        );
     }
 
     #[test]

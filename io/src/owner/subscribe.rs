@@ -47,6 +47,7 @@ impl Owner {
                 channel,
                 user,
                 cursor,
+                role: Some(claims.role),
             });
             fx.audit(audit::event(
                 now.ms,

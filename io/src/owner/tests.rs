@@ -236,6 +236,7 @@ fn restore_continues_ids_and_idempotency_keys() {
             sender_role: Role::Coordinator.code(),
             target_user_id: None,
             target_org: None,
+            target_roles: 0,
             wedding_context: None,
             idempotency_key: key.map(Into::into),
         }
@@ -247,7 +248,7 @@ fn restore_continues_ids_and_idempotency_keys() {
             meta,
             last_id: 8,
             messages: vec![frame(7, None), frame(8, Some("cake"))],
-            members: vec![(UserKey::new("o", "bob"), 7)],
+            members: vec![(UserKey::new("o", "bob"), 7, None)],
         }],
         Now::at(T0),
     );

@@ -62,6 +62,7 @@ pub const SUBS: [&str; 3] = ["u-1", "u-2", "boss"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
+    /// Variants are bits of a `roles` mask (`1 << role as u8`).
     Coordinator,
     Photographer,
     Couple,
@@ -72,6 +73,16 @@ pub enum Role {
 }
 
 impl Role {
+    pub const ALL: [Role; 7] = [
+        Role::Coordinator,
+        Role::Photographer,
+        Role::Couple,
+        Role::Guest,
+        Role::Venue,
+        Role::Admin,
+        Role::Service,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Coordinator => "coordinator",
@@ -305,6 +316,11 @@ pub enum Op {
         name: usize,
         /// (`target_org` if given, `target_user_id`).
         target: Option<(Option<usize>, usize)>,
+        /// `target_roles` as a mask of [`Role`] bits (0: none; never with `target`).
+        roles: u8,
+        /// `type: "rsvp_update"`, which the driver's routing table sends to the couple and
+        /// the coordinator when the publish names no target (and is not an emergency).
+        routed: bool,
         key: Option<u8>,
         /// A REST broadcast by the slot's principal (no connection), which is also told who
         /// the message went to (`delivery_guarantees`).
@@ -469,6 +485,15 @@ pub struct Obs {
 #[derive(Clone, Debug)]
 struct Msg {
     target: Option<User>,
+    /// Role mask (0: every role).
+    roles: u8,
+}
+
+/// The routing table the driver configures: `rsvp_update` → couple, coordinator.
+pub const ROUTED_ROLES: u8 = (1 << Role::Couple as u8) | (1 << Role::Coordinator as u8);
+
+fn role_admitted(roles: u8, role: Option<Role>) -> bool {
+    roles == 0 || role.is_some_and(|r| roles & (1 << r as u8) != 0)
 }
 
 #[derive(Clone, Debug)]
@@ -508,6 +533,9 @@ struct Chan {
     durable_id: u64,
     /// Subscribed users and their cursors.
     subs: BTreeMap<User, u64>,
+    /// The role each member's last joining connection held (absent: enrolled, never
+    /// joined since); read only where `subs` has the user.
+    roles: BTreeMap<User, Role>,
     /// Subscribed connections, in presence join order.
     online: Vec<OnlineSub>,
     /// The publish rate's bucket: what is used, in 1/`RATE_WINDOW_MS` tokens, and when.
@@ -589,12 +617,18 @@ impl Chan {
         durable[durable.len().saturating_sub(MAX_QUEUED)..].to_vec()
     }
 
-    fn may_see(&self, id: u64, viewer: User) -> bool {
-        self.messages[&id].target.is_none_or(|t| t == viewer)
+    fn may_see(&self, id: u64, viewer: User, role: Option<Role>) -> bool {
+        let m = &self.messages[&id];
+        m.target.is_none_or(|t| t == viewer) && role_admitted(m.roles, role)
     }
 
-    /// What follows `position` for `viewer`, and whether nothing after it was dropped.
-    fn visible_after(&self, position: u64, viewer: User) -> (bool, Vec<u64>) {
+    fn member_role(&self, u: User) -> Option<Role> {
+        self.roles.get(&u).copied()
+    }
+
+    /// What follows `position` for `viewer` holding `role`, and whether nothing after it
+    /// was dropped.
+    fn visible_after(&self, position: u64, viewer: User, role: Option<Role>) -> (bool, Vec<u64>) {
         let kept = self.kept();
         let first = kept.first().copied().unwrap_or(self.durable_id + 1);
         let (recovered, ids): (bool, Vec<u64>) = if position > self.durable_id {
@@ -608,17 +642,19 @@ impl Chan {
         (
             recovered,
             ids.into_iter()
-                .filter(|id| self.may_see(*id, viewer))
+                .filter(|id| self.may_see(*id, viewer, role))
                 .collect(),
         )
     }
 
-    fn unread(&self, user: User) -> Option<u64> {
+    /// As `role` (the reader's own), else as the member's recorded role.
+    fn unread(&self, user: User, role: Option<Role>) -> Option<u64> {
         let cursor = *self.subs.get(&user)?;
+        let role = role.or(self.member_role(user));
         Some(
             self.kept()
                 .into_iter()
-                .filter(|id| *id > cursor && self.may_see(*id, user))
+                .filter(|id| *id > cursor && self.may_see(*id, user, role))
                 .count() as u64,
         )
     }
@@ -837,12 +873,17 @@ impl Model {
                 slot,
                 name,
                 target,
+                roles,
+                routed,
                 key,
                 rest,
                 emergency,
                 then,
             } => {
-                self.publish(&mut obs, slot, name, target, key, rest, emergency, then);
+                let aim = (roles, routed);
+                self.publish(
+                    &mut obs, slot, name, target, aim, key, rest, emergency, then,
+                );
                 self.then(&mut obs, then);
             }
             Op::Ack { slot, name, id } => {
@@ -889,9 +930,19 @@ impl Model {
                             if new && c.subs.len() >= c.max_subscribers {
                                 Reply::Error("WS_CHANNEL_FULL")
                             } else {
+                                if new {
+                                    // A user enrolling itself brings its role; a service
+                                    // enrolling it does not know one.
+                                    if (p.org, p.sub) == user {
+                                        c.roles.insert(user, p.role);
+                                    } else {
+                                        c.roles.remove(&user);
+                                    }
+                                }
                                 let cursor = *c.subs.entry(user).or_insert(c.durable_id);
+                                let role = c.member_role(user);
                                 let (recovered, messages) = if history {
-                                    c.visible_after(0, user)
+                                    c.visible_after(0, user, role)
                                 } else {
                                     (true, vec![])
                                 };
@@ -927,7 +978,11 @@ impl Model {
                     .channels
                     .iter()
                     .filter(|(_, c)| c.check(&p, Action::Read).is_ok())
-                    .filter_map(|(n, c)| Some((NAMES[*n].0.to_owned(), c.unread(user)?)))
+                    .filter_map(|(n, c)| {
+                        // The reader's own role when it asks for itself.
+                        let role = ((p.org, p.sub) == user).then_some(p.role);
+                        Some((NAMES[*n].0.to_owned(), c.unread(user, role)?))
+                    })
                     .collect();
                 list.sort();
                 obs.replies
@@ -949,11 +1004,13 @@ impl Model {
                         subscribers: c
                             .subs
                             .iter()
-                            .map(|(u, cur)| (*u, c.online_of(*u), *cur, c.unread(*u).unwrap_or(0)))
+                            .map(|(u, cur)| {
+                                (*u, c.online_of(*u), *cur, c.unread(*u, None).unwrap_or(0))
+                            })
                             .collect(),
                         // The viewer is the admin: a message targeted at anyone else is
                         // not shown, not even on its channel's own admin page.
-                        recent: c.visible_after(0, (p.org, p.sub)).1,
+                        recent: c.visible_after(0, (p.org, p.sub), Some(p.role)).1,
                         presence: c
                             .online
                             .iter()
@@ -1082,6 +1139,7 @@ impl Model {
                 messages: BTreeMap::new(),
                 durable_id: 0,
                 subs: BTreeMap::new(),
+                roles: BTreeMap::new(),
                 online: Vec::new(),
                 rate_used: 0,
                 rate_at: self.now,
@@ -1131,7 +1189,7 @@ impl Model {
         let restarted = self.restarted;
         let (recovered, messages) = match position {
             Some(pos) => {
-                let (r, m) = c.visible_after(pos, user);
+                let (r, m) = c.visible_after(pos, user, Some(p.role));
                 *self
                     .stats
                     .entry(match (r && epoch_ok, m.is_empty(), restarted) {
@@ -1143,7 +1201,7 @@ impl Model {
                     .or_default() += 1;
                 (r && epoch_ok, m)
             }
-            None if !epoch_ok || history => (epoch_ok, c.visible_after(0, user).1),
+            None if !epoch_ok || history => (epoch_ok, c.visible_after(0, user, Some(p.role)).1),
             None => (true, vec![]),
         };
         if !repeat {
@@ -1151,6 +1209,7 @@ impl Model {
             c.subs
                 .entry(user)
                 .or_insert(position.unwrap_or(last).min(last));
+            c.roles.insert(user, p.role);
             c.online.push(OnlineSub {
                 slot,
                 user,
@@ -1179,6 +1238,7 @@ impl Model {
         slot: usize,
         name: usize,
         target: Option<(Option<usize>, usize)>,
+        (roles, routed): (u8, bool),
         key: Option<u8>,
         rest: bool,
         emergency: bool,
@@ -1259,7 +1319,17 @@ impl Model {
                 .or_default() += 1;
         }
         let target = target.map(|(org, sub)| (org.unwrap_or(p.org), sub));
-        c.messages.insert(id, Msg { target });
+        // Named roles, else the routing table's for the type (never for an emergency).
+        let roles = match (target, roles) {
+            (Some(_), _) => 0,
+            (None, r) if r != 0 => r,
+            (None, _) if routed && !emergency => ROUTED_ROLES,
+            _ => 0,
+        };
+        if roles != 0 {
+            *self.stats.entry("role-targeted publish").or_default() += 1;
+        }
+        c.messages.insert(id, Msg { target, roles });
         if let Some(k) = key {
             self.keys.insert((name, (p.org, p.sub), k), (id, self.now));
         }
@@ -1349,13 +1419,13 @@ impl Model {
                 } => {
                     let c = self.channels.get_mut(&name).expect("pending channel");
                     c.durable_id = id;
-                    let target = c.messages[&id].target;
                     let mut delivered = 0;
                     for o in &c.online {
-                        if target.is_none_or(|t| t == o.user) {
+                        if c.may_see(id, o.user, Some(o.role)) {
                             delivered += 1;
                             obs.delivered.entry(o.slot).or_default().push((name, id));
-                            if target.is_some() {
+                            let m = &c.messages[&id];
+                            if m.target.is_some() || m.roles != 0 {
                                 *self.stats.entry("targeted live delivery").or_default() += 1;
                             }
                         } else {
@@ -1368,15 +1438,21 @@ impl Model {
                     let queued = c
                         .subs
                         .keys()
-                        .filter(|u| target.is_none_or(|t| t == **u))
                         .filter(|u| c.online_of(**u) == 0)
+                        .filter(|u| c.may_see(id, **u, c.member_role(**u)))
                         .count();
                     let recipients = recipients.then(|| {
                         let (mut online, mut offline) = (vec![], vec![]);
-                        for u in c.subs.keys().filter(|u| target.is_none_or(|t| t == **u)) {
+                        for u in c.subs.keys() {
                             if c.online_of(*u) > 0 {
-                                online.push(*u);
-                            } else {
+                                let live = c
+                                    .online
+                                    .iter()
+                                    .any(|o| o.user == *u && c.may_see(id, *u, Some(o.role)));
+                                if live {
+                                    online.push(*u);
+                                }
+                            } else if c.may_see(id, *u, c.member_role(*u)) {
                                 offline.push(*u);
                             }
                         }
@@ -1480,9 +1556,14 @@ pub fn op(focus: usize) -> impl Strategy<Value = Op> {
         1 => (0..SLOTS, name()).prop_map(|(slot, name)| Op::Unsubscribe { slot, name }),
         1 => (0..SLOTS).prop_map(|slot| Op::Disconnect { slot }),
         12 => (0..SLOTS, name(),
-              proptest::option::of((proptest::option::of(0..ORGS.len()), 0..SUBS.len())),
+              prop_oneof![
+                  3 => Just((None, 0u8)),
+                  2 => (proptest::option::of(0..ORGS.len()), 0..SUBS.len()).prop_map(|t| (Some(t), 0u8)),
+                  2 => (1u8..128).prop_map(|r| (None, r)),
+              ],
+              prop::bool::weighted(0.3),
               proptest::option::of(0u8..2), prop::bool::weighted(0.15), prop::bool::weighted(0.1), then())
-            .prop_map(|(slot, name, target, key, rest, emergency, then)| Op::Publish { slot, name, target, key, rest, emergency, then }),
+            .prop_map(|(slot, name, (target, roles), routed, key, rest, emergency, then)| Op::Publish { slot, name, target, roles, routed, key, rest, emergency, then }),
         3 => (0..SLOTS, name(), 0u64..12).prop_map(|(slot, name, id)| Op::Ack { slot, name, id }),
         1 => (0..SLOTS, name(), 0u8..3).prop_map(|(slot, name, meta)| Op::Presence { slot, name, meta }),
         2 => (0..PRINCIPALS.len(), 0..SUBS.len(), name(), any::<bool>())

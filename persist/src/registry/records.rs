@@ -115,6 +115,10 @@ pub struct SubscriptionRecord {
     /// Last acknowledged message id (SPEC §2.3). Never moves backwards in the registry.
     pub cursor: u64,
     pub subscribed_at_ms: u64,
+    /// The role the user's last subscribed connection held (`None`: not known — enrolled
+    /// by a service, or a row from before schema version 3). An upsert without a role keeps
+    /// the stored one.
+    pub role: Option<String>,
 }
 
 /// One cumulative ack, for [`Registry::advance_cursors`](super::Registry::advance_cursors).

@@ -38,6 +38,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "a user is (organization, user id); audit records name the channel's organization",
         sql: V2,
     },
+    Migration {
+        version: 3,
+        name: "a subscription records the role its user last subscribed with",
+        sql: V3,
+    },
 ];
 
 /// The schema version this binary writes and reads.
@@ -130,6 +135,13 @@ UPDATE audit_log SET channel_org =
     WHERE channel IS NOT NULL;
 CREATE INDEX audit_log_by_actor_org ON audit_log (actor_org, at_ms);
 CREATE INDEX audit_log_by_channel_org ON audit_log (channel_org, at_ms);
+";
+
+/// SPEC §2 `target_roles`: a subscription remembers the role its user's last connection
+/// held, so a restarted server counts role-targeted messages for offline members. Rows
+/// from before have none (NULL) until their user subscribes again.
+const V3: &str = "
+ALTER TABLE subscriptions ADD COLUMN role TEXT;
 ";
 
 fn header(conn: &Connection) -> Result<(i32, i64), RegistryError> {

@@ -293,10 +293,11 @@ pub(crate) fn delete_wedding(conn: &Connection, wedding_id: &str) -> Result<bool
 /// its cursor forward only.
 pub(crate) fn upsert_subscription(conn: &Connection, s: &SubscriptionRecord) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO subscriptions (channel, organization_id, user_id, cursor, subscribed_at_ms)
-         VALUES (?1, ?5, ?2, ?3, ?4)
+        "INSERT INTO subscriptions (channel, organization_id, user_id, cursor, subscribed_at_ms, role)
+         VALUES (?1, ?5, ?2, ?3, ?4, ?6)
          ON CONFLICT (channel, organization_id, user_id)
-         DO UPDATE SET cursor = MAX(cursor, excluded.cursor)",
+         DO UPDATE SET cursor = MAX(cursor, excluded.cursor),
+                       role = COALESCE(excluded.role, role)",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -304,7 +305,8 @@ pub(crate) fn upsert_subscription(conn: &Connection, s: &SubscriptionRecord) -> 
             s.user_id,
             s.cursor as i64,
             s.subscribed_at_ms as i64,
-            s.org
+            s.org,
+            s.role
         ])
     })
     .map_err(no_channel("subscription", &s.channel))?;
@@ -333,6 +335,7 @@ fn subscription_from_row(row: &Row<'_>) -> std::result::Result<SubscriptionRecor
         cursor: col_u64(row, 2, "cursor")?,
         subscribed_at_ms: col_u64(row, 3, "subscribed_at_ms")?,
         org: col(row, 4, "organization_id")?,
+        role: col(row, 5, "role")?,
     })
 }
 
@@ -341,7 +344,7 @@ pub(crate) fn load_subscriptions(
     channel: Option<&str>,
 ) -> Result<Loaded<SubscriptionRecord>> {
     const COLUMNS: &str =
-        "SELECT channel, user_id, cursor, subscribed_at_ms, organization_id FROM subscriptions";
+        "SELECT channel, user_id, cursor, subscribed_at_ms, organization_id, role FROM subscriptions";
     match channel {
         Some(c) => load(
             conn,

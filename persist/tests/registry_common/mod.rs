@@ -68,6 +68,7 @@ pub fn sub(channel: &str, user: &str, cursor: u64) -> SubscriptionRecord {
         user_id: user.into(),
         cursor,
         subscribed_at_ms: 1_795_341_600_000,
+        role: None,
     }
 }
 

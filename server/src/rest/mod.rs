@@ -115,7 +115,7 @@ impl Rest {
         if let Some(r) = crate::assets::serve(&req) {
             return r;
         }
-        const ROUTES: [(&str, &str); 13] = [
+        const ROUTES: [(&str, &str); 14] = [
             ("POST", realtime::BROADCAST_PATHS[0]),
             ("POST", realtime::BROADCAST_PATHS[1]),
             ("POST", "/api/websocket/channels/create"),
@@ -129,6 +129,7 @@ impl Rest {
             ("GET", "/api/websocket/metrics"),
             ("GET", "/api/websocket/audit"),
             ("GET", "/api/websocket/events"),
+            ("GET", "/api/websocket/routing"),
         ];
         let path = req.head.path.trim_end_matches('/');
         let Some((method, path)) = ROUTES.iter().find(|(_, p)| *p == path).copied() else {
@@ -188,6 +189,11 @@ impl Rest {
             "/api/websocket/channels/list" => self.list(&api, &claims, &req).await,
             "/api/websocket/channels/detail" => self.detail(&api, &claims, &req).await,
             "/api/websocket/audit" => self.audit(&claims, &req).await,
+            // The caller organization's routing table (SPEC §2 `target_roles`).
+            "/api/websocket/routing" => Ok(serde_json::json!({
+                "organization_id": claims.org,
+                "routing": api.config().routing.table_for(&claims.org),
+            })),
             _ => match body_object(&req, &api.config().limits) {
                 Err(e) => Err(e),
                 Ok(body) => match path {

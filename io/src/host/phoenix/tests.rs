@@ -60,6 +60,7 @@ fn a_stored_message_is_a_broadcast_with_its_id() {
         sender_role: Role::Coordinator.code(),
         target_user_id: None,
         target_org: None,
+        target_roles: 0,
         wedding_context: None,
         idempotency_key: None,
     }
