@@ -88,6 +88,15 @@ pub struct IoConfig {
     pub outbox_max_messages: usize,
     /// Outgoing backlog per connection, in bytes (same consequence).
     pub outbox_max_bytes: usize,
+    /// Requests of one `/ws` connection with owners and not answered yet; at this many its
+    /// reads pause until an answer comes (back-pressure: TCP slows the sender; nothing is
+    /// refused or closed).
+    pub max_inflight_requests: usize,
+    /// Reads of a connection also pause while its outbox — with the answers still owed to
+    /// its unanswered requests — holds this percentage of `outbox_max_messages`, or its
+    /// bytes this percentage of `outbox_max_bytes` (its answers wait unread), so a client
+    /// pipelining requests is slowed, never closed as a slow consumer by its own answers.
+    pub read_pause_outbox_percent: usize,
     /// Clock skew tolerated on `exp`/`nbf`.
     pub token_leeway_secs: u64,
     /// How long before its token's `exp` a connection is told `token_expiring` (once per
@@ -316,6 +325,8 @@ impl Default for IoConfig {
             write_batch_bytes: 64 * 1024,
             outbox_max_messages: 1024,
             outbox_max_bytes: 4 * 1024 * 1024,
+            max_inflight_requests: 256,
+            read_pause_outbox_percent: 50,
             token_leeway_secs: 5,
             token_expiry_warning_secs: 60,
             max_weddings: 100_000,
@@ -374,6 +385,7 @@ impl IoConfig {
             ),
             ("io.max_weddings", self.max_weddings),
             ("io.realtime_replay_max", self.realtime_replay_max),
+            ("io.max_inflight_requests", self.max_inflight_requests),
         ];
         for (name, v) in positive {
             if v == 0 {
@@ -404,6 +416,9 @@ impl IoConfig {
             if v == 0 {
                 return Err(format!("{name} must be greater than 0"));
             }
+        }
+        if !(1..=100).contains(&self.read_pause_outbox_percent) {
+            return Err("io.read_pause_outbox_percent must be 1 to 100".into());
         }
         if self.shards > 256 {
             return Err("io.shards must be at most 256".into());

@@ -49,6 +49,9 @@ pub struct ShardMetrics {
     pub channels: AtomicU64,
     pub connections_opened: AtomicU64,
     pub slow_consumer_closes: AtomicU64,
+    /// Reads paused for a connection's unanswered requests / its unread answers.
+    pub read_pauses_inflight: AtomicU64,
+    pub read_pauses_outbox: AtomicU64,
     pub heartbeat_closes: AtomicU64,
     pub http_requests: AtomicU64,
     /// Refusals sent, by `ErrorCode::ALL` index.
@@ -102,6 +105,8 @@ pub struct Totals {
     pub channels: u64,
     pub connections_opened: u64,
     pub slow_consumer_closes: u64,
+    pub read_pauses_inflight: u64,
+    pub read_pauses_outbox: u64,
     pub heartbeat_closes: u64,
     pub http_requests: u64,
     pub refusals: Vec<(ErrorCode, u64)>,
@@ -124,6 +129,8 @@ impl Totals {
             t.channels += s.channels.load(Relaxed);
             t.connections_opened += s.connections_opened.load(Relaxed);
             t.slow_consumer_closes += s.slow_consumer_closes.load(Relaxed);
+            t.read_pauses_inflight += s.read_pauses_inflight.load(Relaxed);
+            t.read_pauses_outbox += s.read_pauses_outbox.load(Relaxed);
             t.heartbeat_closes += s.heartbeat_closes.load(Relaxed);
             t.http_requests += s.http_requests.load(Relaxed);
             t.latency_sum_us += s.latency_sum_us.load(Relaxed);

@@ -104,13 +104,19 @@ async fn a_log_with_version_1_frames_recovers_and_continues() {
     let r = y
         .request(json!({"op": "subscribe", "channel": W, "last_seen_id": 0}))
         .await;
-    assert_eq!(payloads(&r), ["old one", "old three"], "org-b/u-1 is not the target: {r}");
+    assert_eq!(
+        payloads(&r),
+        ["old one", "old three"],
+        "org-b/u-1 is not the target: {r}"
+    );
 
     // Numbering continues; the new frame (version 2) sits next to the old ones.
     let mut c = server.connect(&coord).await;
     let p = c
-        .request(json!({"op": "publish", "channel": W, "type": "general", "payload": "new",
-                         "target_roles": ["couple"]}))
+        .request(
+            json!({"op": "publish", "channel": W, "type": "general", "payload": "new",
+                         "target_roles": ["couple"]}),
+        )
         .await;
     assert_eq!(p["id"], 4, "{p}");
     assert_eq!(x.messages(W, 1).await[0]["payload"], "new");

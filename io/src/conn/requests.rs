@@ -168,5 +168,6 @@ pub(super) fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
         claims: conn.claims(),
         op,
     };
+    conn.request_sent();
     ctx.router.route(owner, ShardMsg::Request(req));
 }

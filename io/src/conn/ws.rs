@@ -224,7 +224,21 @@ pub(super) async fn run_ws(
         // connection is what 20,000 phones cost; see docs/performance.md S1).
         let mut small = [0u8; SMALL_READ_BYTES];
         let mut big: Option<Vec<u8>> = None;
+        let mut paused = false;
         while conn.is_open() {
+            // Back-pressure (`Conn::reads_paused`): read nothing more while the client's
+            // requests are with owners or its answers wait unread; what is buffered is
+            // handled when reads resume.
+            if let Some(why) = conn.read_pause() {
+                if !paused {
+                    why.count();
+                    paused = true;
+                }
+                conn.resume_reads.wait().await;
+                process(&ctx, &conn, &ws, echo);
+                continue;
+            }
+            paused = false;
             let buf: &mut [u8] = match &mut big {
                 Some(b) => b,
                 None => &mut small,
@@ -323,6 +337,8 @@ pub(super) async fn run_ws(
                     break;
                 }
                 tx.clear();
+                // Room again: a reader paused on the outbox may go on.
+                conn.resume_reads.notify();
                 if conn.outbox.borrow().is_empty() || !conn.is_open() {
                     break;
                 }
@@ -423,7 +439,7 @@ fn log_closed(conn: &Conn, peer: Option<SocketAddr>, opened: Instant) {
 /// Runs tungstenite over whatever bytes have arrived and handles each complete message.
 fn process(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, ws: &RefCell<Ws>, echo: bool) {
     loop {
-        if !conn.is_open() {
+        if !conn.is_open() || conn.reads_paused() {
             return;
         }
         let r = {

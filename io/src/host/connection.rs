@@ -45,6 +45,29 @@ pub mod close_code {
 /// The reason sent with [`close_code::GOING_AWAY`] when the server shuts down.
 pub const SHUTDOWN_REASON: &str = "server shutting down; reconnect later";
 
+/// Why a connection's reads pause (see [`Conn::read_pause`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadPause {
+    /// `io.max_inflight_requests` of its requests are unanswered.
+    Inflight,
+    /// Its answers wait unread in the outbox (with those still to come for its unanswered
+    /// requests).
+    Outbox,
+}
+
+impl ReadPause {
+    /// Counts the pause (`ringbearer_read_pauses_*_total`).
+    pub fn count(self) {
+        crate::metrics::with(|m| {
+            let c = match self {
+                ReadPause::Inflight => &m.read_pauses_inflight,
+                ReadPause::Outbox => &m.read_pauses_outbox,
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+}
+
 pub struct Conn {
     pub id: u64,
     pub cref: ConnRef,
@@ -76,6 +99,10 @@ pub struct Conn {
     pub(crate) write_failed: Cell<bool>,
     pub(crate) ping_due: Cell<bool>,
     pub wake_writer: Notify,
+    /// Requests handed to owners and not answered yet (the `/ws` door counts them).
+    pub(crate) inflight: Cell<u32>,
+    /// Set when reads may go on after a pause (a reply came, or the outbox drained).
+    pub(crate) resume_reads: Notify,
     pub done: Notify,
     /// Set for a connection of the Phoenix-channels door (`/realtime/v1/websocket`): what
     /// it joined and its serializer; `None` for `/ws`.
@@ -109,6 +136,8 @@ impl Conn {
             write_failed: Cell::new(false),
             ping_due: Cell::new(false),
             wake_writer: Notify::default(),
+            inflight: Cell::new(0),
+            resume_reads: Notify::default(),
             done: Notify::default(),
             phoenix: None,
         }
@@ -116,6 +145,44 @@ impl Conn {
 
     pub fn claims(&self) -> Arc<Claims> {
         self.claims.borrow().clone()
+    }
+
+    /// Issue 15 item 5, back-pressure rather than disconnection for a client that sends
+    /// faster than it is answered: reads pause while `io.max_inflight_requests` of its
+    /// requests are with owners, or while its outbox is over `io.read_pause_outbox_percent`
+    /// of its bounds (it is not reading what it asked for). TCP then slows the sender; a
+    /// client that sends without ever reading is held, not closed, until others' messages
+    /// fill its outbox (a slow consumer, SPEC §2.6).
+    pub fn reads_paused(&self) -> bool {
+        self.read_pause().is_some()
+    }
+
+    /// Why reads must pause now, if they must.
+    pub fn read_pause(&self) -> Option<ReadPause> {
+        let pct = self.cfg.read_pause_outbox_percent;
+        let o = self.outbox.borrow();
+        let inflight = self.inflight.get() as usize;
+        if inflight >= self.cfg.max_inflight_requests {
+            Some(ReadPause::Inflight)
+        } else if (o.len() + inflight) * 100 >= self.cfg.outbox_max_messages * pct
+            || o.bytes() * 100 >= self.cfg.outbox_max_bytes * pct
+        {
+            // Each unanswered request will add at least one frame: counted before it does.
+            Some(ReadPause::Outbox)
+        } else {
+            None
+        }
+    }
+
+    /// A request went to an owner.
+    pub(crate) fn request_sent(&self) {
+        self.inflight.set(self.inflight.get().saturating_add(1));
+    }
+
+    /// An owner answered a request (every owner operation a connection sends answers once).
+    pub(crate) fn request_answered(&self) {
+        self.inflight.set(self.inflight.get().saturating_sub(1));
+        self.resume_reads.notify();
     }
 
     /// Who the connection speaks for: (`org`, `sub`).

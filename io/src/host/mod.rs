@@ -276,6 +276,13 @@ impl Shard {
             return out;
         }
         let conn = self.conns.get(&to.conn).cloned();
+        if let Some(c) = &conn {
+            // Every reply answers one request, but an `unsubscribed` with a reason, which
+            // the owner sends unasked (a refreshed token, a channel never stored).
+            if !matches!(&reply, Reply::Unsubscribed { why: Some(_), .. }) {
+                c.request_answered();
+            }
+        }
         if let Some(c) = conn.clone() {
             if let Some(p) = c.phoenix.clone() {
                 return self.on_phoenix_reply(c, &p, to, r#ref, reply);

@@ -32,9 +32,9 @@ impl Owner {
                 cursor,
             });
         }
-        if r#ref.is_some() {
-            fx.reply(from, r#ref, Reply::Ok);
-        }
+        // Answered even without a `ref` (the door renders nothing then): the door counts
+        // answers to pace a client's reads.
+        fx.reply(from, r#ref, Reply::Ok);
     }
 
     pub(super) fn presence(
@@ -62,9 +62,7 @@ impl Owner {
             return fx.refuse(from, r#ref, not_subscribed());
         }
         mark_presence(&mut self.presence_dirty, ch);
-        if r#ref.is_some() {
-            fx.reply(from, r#ref, Reply::Ok);
-        }
+        fx.reply(from, r#ref, Reply::Ok);
     }
 
     pub(super) fn typing(
@@ -86,9 +84,7 @@ impl Owner {
             role: claims.role,
         };
         fx.event(ch.shards(), channel, event, &[from]);
-        if r#ref.is_some() {
-            fx.reply(from, r#ref, Reply::Ok);
-        }
+        fx.reply(from, r#ref, Reply::Ok);
     }
 
     /// Announces the presence changes of every owned channel that has some: one

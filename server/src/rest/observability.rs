@@ -239,6 +239,18 @@ pub fn render_prometheus(
         t.slow_consumer_closes,
     );
     metric(
+        "ringbearer_read_pauses_inflight_total",
+        "counter",
+        "Times a connection's reads paused at io.max_inflight_requests unanswered requests.",
+        t.read_pauses_inflight,
+    );
+    metric(
+        "ringbearer_read_pauses_outbox_total",
+        "counter",
+        "Times a connection's reads paused while its unread answers held io.read_pause_outbox_percent of its outbox.",
+        t.read_pauses_outbox,
+    );
+    metric(
         "ringbearer_heartbeat_closes_total",
         "counter",
         "Connections closed after two silent heartbeat intervals (4000).",
