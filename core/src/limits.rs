@@ -135,6 +135,13 @@ pub struct Limits {
     /// roles of the channel's own `admin` list (and its organization's `admin`/`service`).
     /// Empty by default: the channel's admin list decides.
     pub emergency_roles: Vec<crate::access::Role>,
+    /// Shared-state documents per channel (docs/decisions.md §31); a write creating one
+    /// more is refused with `WS_BAD_REQUEST`.
+    pub state_docs_per_channel: usize,
+    /// Largest value of one shared-state document, as JSON (after a patch is applied too);
+    /// over it: `WS_PAYLOAD_TOO_LARGE`. At most `max_payload_bytes` (a change is stored and
+    /// delivered as a message).
+    pub state_max_value_bytes: usize,
     pub tiers: Tiers,
 }
 
@@ -163,6 +170,8 @@ impl Default for Limits {
             critical_messages_per_min: 60,
             emergency_messages_per_min: 30,
             emergency_roles: Vec::new(),
+            state_docs_per_channel: 64,
+            state_max_value_bytes: 60 * 1024,
             tiers: Tiers::default(),
         }
     }
@@ -182,6 +191,8 @@ impl Limits {
             ("presence_list_max", self.presence_list_max),
             ("max_field_bytes", self.max_field_bytes),
             ("max_json_depth", self.max_json_depth),
+            ("state_docs_per_channel", self.state_docs_per_channel),
+            ("state_max_value_bytes", self.state_max_value_bytes),
             ("max_channels_per_shard", self.max_channels_per_shard),
             (
                 "max_subscriptions_per_connection",
@@ -220,6 +231,11 @@ impl Limits {
         if self.max_request_bytes < self.max_payload_bytes {
             return Err(
                 "limits.max_request_bytes must be at least limits.max_payload_bytes".into(),
+            );
+        }
+        if self.state_max_value_bytes > self.max_payload_bytes {
+            return Err(
+                "limits.state_max_value_bytes must be at most limits.max_payload_bytes".into(),
             );
         }
         if self.max_frame_bytes < self.max_request_bytes {

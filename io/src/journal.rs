@@ -75,6 +75,9 @@ pub struct RestoredChannel {
     pub messages: Vec<RestoredMessage>,
     /// `((org, user_id), cursor)`.
     pub members: Vec<(ringbearer_core::UserKey, u64)>,
+    /// The channel's shared-state documents: the checkpoint's, with every stored change
+    /// after it applied (docs/decisions.md §31).
+    pub docs: std::collections::BTreeMap<String, ringbearer_core::state_doc::Doc>,
 }
 
 /// A shard's opened journal and the channels it owned before.

@@ -11,9 +11,13 @@
 //! | a message id twice | kept once |
 //! | a gap in a channel's ids | the contiguous run ending at the newest id is kept, reported |
 //! | members of a channel the log does not have | dropped |
+//! | shared-state documents | the checkpoint's, then each stored `state` change after its last id, in id order |
+//! | an unreadable `state` change | skipped, reported; the document keeps its older version |
 
 use crate::journal::{RestoredChannel, RestoredMessage};
 use ringbearer_core::channel_state::ChannelCheckpoint;
+use ringbearer_core::message::{access_frame, FrameBytes};
+use ringbearer_core::state_doc::{ChangePayload, Doc, STATE_TYPE};
 use ringbearer_core::UserKey;
 use std::collections::{BTreeMap, HashMap};
 
@@ -41,6 +45,10 @@ pub enum Skipped {
     Gap {
         channel: String,
         through: u64,
+    },
+    UnreadableStateChange {
+        channel: String,
+        id: u64,
     },
 }
 
@@ -77,7 +85,12 @@ pub fn rebuild(
     }
     let mut restored = Vec::new();
     for (name, (checkpoint, mut messages)) in channels {
-        let Some(ChannelCheckpoint { meta, last_id }) = checkpoint else {
+        let Some(ChannelCheckpoint {
+            meta,
+            last_id,
+            docs,
+        }) = checkpoint
+        else {
             skipped.push(Skipped::NoCheckpoint {
                 channel: name,
                 messages: messages.len(),
@@ -86,6 +99,7 @@ pub fn rebuild(
         };
         messages.sort_by_key(|m| m.id);
         messages.dedup_by_key(|m| m.id);
+        let docs = state_docs(&name, docs, last_id, &messages, &mut skipped);
         // Keep the contiguous run that ends at the newest id: a gap would break the window's
         // "ids are contiguous" rule (it cannot happen with one writer per log, but recovery
         // does not trust it).
@@ -102,9 +116,41 @@ pub fn rebuild(
             last_id,
             messages,
             members,
+            docs,
         });
     }
     (restored, skipped)
+}
+
+/// A channel's shared-state documents: the checkpoint's (as of `last_id`), with every
+/// stored change after it applied in id order. A change carries the document's whole
+/// value, so the newest change of a document rebuilds it.
+fn state_docs(
+    channel: &str,
+    mut docs: BTreeMap<String, Doc>,
+    last_id: u64,
+    messages: &[RestoredMessage],
+    skipped: &mut Vec<Skipped>,
+) -> BTreeMap<String, Doc> {
+    for m in messages.iter().filter(|m| m.id > last_id) {
+        let mut f = FrameBytes::with_capacity(m.frame.len());
+        f.extend_from_slice(&m.frame);
+        let Ok(a) = access_frame(&f) else { continue };
+        if a.msg_type.as_str() != STATE_TYPE {
+            continue;
+        }
+        match serde_json::from_str::<ChangePayload>(a.payload.as_str()) {
+            Ok(p) => {
+                let (name, doc) = p.into_doc();
+                docs.insert(name, doc);
+            }
+            Err(_) => skipped.push(Skipped::UnreadableStateChange {
+                channel: channel.to_owned(),
+                id: m.id,
+            }),
+        }
+    }
+    docs
 }
 
 #[cfg(test)]
@@ -134,6 +180,7 @@ mod tests {
                 epoch: epoch.into(),
             },
             last_id,
+            docs: Default::default(),
         };
         LogRecord {
             channel: name.into(),
