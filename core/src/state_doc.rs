@@ -56,7 +56,10 @@ pub enum Change {
 pub enum Decision {
     /// Applied as this new document; `overrode` names a writer whose version was replaced
     /// by a stale write that outranked it.
-    Apply { doc: Doc, overrode: Option<Overrode> },
+    Apply {
+        doc: Doc,
+        overrode: Option<Overrode>,
+    },
     /// Refused: the base version is not the current one and the writer does not outrank
     /// the last writer. The client re-reads (the reply carries the current document),
     /// merges and writes again on the current version.
@@ -275,9 +278,17 @@ mod tests {
             &c,
             Change::Patch(obj(json!({"b": {"y": 2}, "c": null, "d": 4}))),
         ));
-        assert_eq!(Value::Object(d2.value), json!({"a": 1, "b": {"y": 2}, "d": 4}));
+        assert_eq!(
+            Value::Object(d2.value),
+            json!({"a": 1, "b": {"y": 2}, "d": 4})
+        );
         // A patch creates a document never written.
-        let (d, _) = applied(decide(None, 0, &c, Change::Patch(obj(json!({"a": 1, "z": null})))));
+        let (d, _) = applied(decide(
+            None,
+            0,
+            &c,
+            Change::Patch(obj(json!({"a": 1, "z": null}))),
+        ));
         assert_eq!(Value::Object(d.value), json!({"a": 1}));
     }
 

@@ -113,7 +113,10 @@ async fn two_sets_on_one_version_one_wins_and_the_other_is_told() {
     assert_eq!(again["op"], "state_ok", "{again}");
     assert_eq!(again["version"], 2);
     let r = coord.request(get("timeline")).await;
-    assert_eq!((r["version"].clone(), r["value"].clone()), (json!(2), loser_value));
+    assert_eq!(
+        (r["version"].clone(), r["value"].clone()),
+        (json!(2), loser_value)
+    );
     let h = history(&server).await;
     assert_eq!(h.len(), 2, "both writes are in the log: {h:?}");
 }
@@ -165,9 +168,16 @@ async fn precedence_the_couple_overrides_a_vendor_who_is_told_and_a_guest_is_ref
     let mut guest = as_user(&server, "u-3", "org-1", "guest").await;
     assert_eq!(vendor.subscribe(CH).await["op"], "subscribed");
     // The vendor writes version 1; the couple, who read version 0, writes on it.
-    let r = vendor.request(set("menu", 0, json!({"starter": "soup"}))).await;
-    assert_eq!((r["op"].clone(), r["version"].clone()), (json!("state_ok"), json!(1)));
-    let r = couple.request(set("menu", 0, json!({"starter": "salad"}))).await;
+    let r = vendor
+        .request(set("menu", 0, json!({"starter": "soup"})))
+        .await;
+    assert_eq!(
+        (r["op"].clone(), r["version"].clone()),
+        (json!("state_ok"), json!(1))
+    );
+    let r = couple
+        .request(set("menu", 0, json!({"starter": "salad"})))
+        .await;
     assert_eq!(r["op"], "state_ok", "the couple outranks the vendor: {r}");
     assert_eq!(r["version"], 2);
     assert_eq!(
@@ -178,33 +188,64 @@ async fn precedence_the_couple_overrides_a_vendor_who_is_told_and_a_guest_is_ref
     let told = vendor.wait_for(|v| v["op"] == "state_overridden").await;
     assert_eq!(told["channel"], CH);
     assert_eq!(told["doc"], "menu");
-    assert_eq!((told["version"].clone(), told["your_version"].clone()), (json!(2), json!(1)));
-    assert_eq!(told["by"], json!({"user_id": "u-1", "org": "org-1", "role": "couple"}));
+    assert_eq!(
+        (told["version"].clone(), told["your_version"].clone()),
+        (json!(2), json!(1))
+    );
+    assert_eq!(
+        told["by"],
+        json!({"user_id": "u-1", "org": "org-1", "role": "couple"})
+    );
     // ... and in the stored change (what an offline writer finds on resume or history).
     let m = vendor
         .wait_for(|v| v["op"] == "message" && v["payload"]["version"] == 2)
         .await;
     assert_eq!(m["payload"]["overrode"]["user_id"], "u-2", "{m}");
     // A vendor's stale write over the couple's is refused with the couple's value.
-    let r = vendor.request(set("menu", 1, json!({"starter": "bread"}))).await;
+    let r = vendor
+        .request(set("menu", 1, json!({"starter": "bread"})))
+        .await;
     assert_eq!(r["op"], "state_conflict", "{r}");
     assert_eq!(r["value"], json!({"starter": "salad"}));
     // A guest's stale write over the couple's is refused too; on the current version it
     // is a plain compare-and-set and applies.
-    let r = guest.request(set("menu", 0, json!({"starter": "chips"}))).await;
+    let r = guest
+        .request(set("menu", 0, json!({"starter": "chips"})))
+        .await;
     assert_eq!(r["op"], "state_conflict", "{r}");
-    assert_eq!((r["version"].clone(), r["writer"]["role"].clone()), (json!(2), json!("couple")));
+    assert_eq!(
+        (r["version"].clone(), r["writer"]["role"].clone()),
+        (json!(2), json!("couple"))
+    );
     let r = couple.request(get("menu")).await;
-    assert_eq!(r["value"], json!({"starter": "salad"}), "nothing of the refused writes: {r}");
-    let r = guest.request(patch("menu", 2, json!({"dessert": "cake"}))).await;
-    assert_eq!((r["op"].clone(), r["version"].clone()), (json!("state_ok"), json!(3)));
+    assert_eq!(
+        r["value"],
+        json!({"starter": "salad"}),
+        "nothing of the refused writes: {r}"
+    );
+    let r = guest
+        .request(patch("menu", 2, json!({"dessert": "cake"})))
+        .await;
+    assert_eq!(
+        (r["op"].clone(), r["version"].clone()),
+        (json!("state_ok"), json!(3))
+    );
     // The couple's own stale write over a guest's wins, and the guest (not subscribed) is
     // told through the stored change.
-    let r = couple.request(set("menu", 2, json!({"starter": "salad"}))).await;
+    let r = couple
+        .request(set("menu", 2, json!({"starter": "salad"})))
+        .await;
     assert_eq!(r["overrode"]["role"], "guest", "{r}");
     let h = history(&server).await;
-    let overrode: Vec<Value> = h.iter().map(|m| m["payload"]["overrode"]["user_id"].clone()).collect();
-    assert_eq!(overrode, [Value::Null, json!("u-2"), Value::Null, json!("u-3")], "{h:?}");
+    let overrode: Vec<Value> = h
+        .iter()
+        .map(|m| m["payload"]["overrode"]["user_id"].clone())
+        .collect();
+    assert_eq!(
+        overrode,
+        [Value::Null, json!("u-2"), Value::Null, json!("u-3")],
+        "{h:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,18 +254,37 @@ async fn a_patch_is_atomic() {
     let mut coord = channel(&server).await;
     assert_eq!(coord.subscribe(CH).await["op"], "subscribed");
     let r = coord
-        .request(set("seating", 0, json!({"t1": ["ann", "bob"], "t2": ["cy"], "t3": []})))
+        .request(set(
+            "seating",
+            0,
+            json!({"t1": ["ann", "bob"], "t2": ["cy"], "t3": []}),
+        ))
         .await;
     assert_eq!(r["version"], 1, "{r}");
     let r = coord
-        .request(patch("seating", 1, json!({"t1": ["ann"], "t3": null, "t4": ["bob"]})))
+        .request(patch(
+            "seating",
+            1,
+            json!({"t1": ["ann"], "t3": null, "t4": ["bob"]}),
+        ))
         .await;
-    assert_eq!((r["op"].clone(), r["version"].clone()), (json!("state_ok"), json!(2)), "{r}");
+    assert_eq!(
+        (r["op"].clone(), r["version"].clone()),
+        (json!("state_ok"), json!(2)),
+        "{r}"
+    );
     let r = coord.request(get("seating")).await;
-    assert_eq!(r["value"], json!({"t1": ["ann"], "t2": ["cy"], "t4": ["bob"]}), "{r}");
+    assert_eq!(
+        r["value"],
+        json!({"t1": ["ann"], "t2": ["cy"], "t4": ["bob"]}),
+        "{r}"
+    );
     // One change message, naming the fields and carrying the whole new value.
     let m = coord.messages(CH, 2).await;
-    assert_eq!(m[1]["payload"]["fields"], json!({"t1": ["ann"], "t3": null, "t4": ["bob"]}));
+    assert_eq!(
+        m[1]["payload"]["fields"],
+        json!({"t1": ["ann"], "t3": null, "t4": ["bob"]})
+    );
     assert_eq!(m[1]["payload"]["value"], r["value"]);
     // A patch that would make the document too large applies none of its fields.
     let big = "x".repeat(165); // 182 bytes as sent, 207 once applied
@@ -233,11 +293,17 @@ async fn a_patch_is_atomic() {
         .await;
     assert_error(&r, "WS_PAYLOAD_TOO_LARGE");
     // A stale patch applies none of its fields either.
-    let r = coord.request(patch("seating", 1, json!({"t1": [], "t9": 1}))).await;
+    let r = coord
+        .request(patch("seating", 1, json!({"t1": [], "t9": 1})))
+        .await;
     assert_eq!(r["op"], "state_conflict", "{r}");
     let r = coord.request(get("seating")).await;
     assert_eq!(r["version"], 2);
-    assert_eq!(r["value"], json!({"t1": ["ann"], "t2": ["cy"], "t4": ["bob"]}), "{r}");
+    assert_eq!(
+        r["value"],
+        json!({"t1": ["ann"], "t2": ["cy"], "t4": ["bob"]}),
+        "{r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,22 +311,37 @@ async fn state_survives_a_crash() {
     let mut server = TestServer::start("");
     let mut coord = channel(&server).await;
     let mut couple = as_user(&server, "u-1", "org-1", "couple").await;
-    couple.request(set("timeline", 0, json!({"ceremony": "14:00"}))).await;
-    couple.request(patch("timeline", 1, json!({"dinner": "18:00"}))).await;
-    coord.request(set("music", 0, json!({"first_dance": "song"}))).await;
+    couple
+        .request(set("timeline", 0, json!({"ceremony": "14:00"})))
+        .await;
+    couple
+        .request(patch("timeline", 1, json!({"dinner": "18:00"})))
+        .await;
+    coord
+        .request(set("music", 0, json!({"first_dance": "song"})))
+        .await;
     drop((coord, couple));
     server.kill_and_restart();
     let mut vendor = as_user(&server, "u-2", "org-1", "venue").await;
     let r = vendor.request(get("timeline")).await;
     assert_eq!(r["version"], 2, "{r}");
     assert_eq!(r["value"], json!({"ceremony": "14:00", "dinner": "18:00"}));
-    assert_eq!(r["writer"], json!({"user_id": "u-1", "org": "org-1", "role": "couple"}));
+    assert_eq!(
+        r["writer"],
+        json!({"user_id": "u-1", "org": "org-1", "role": "couple"})
+    );
     assert_eq!(vendor.request(get("music")).await["version"], 1);
     // The rules hold after the restart: the vendor's stale write loses to the couple's.
     let r = vendor.request(set("timeline", 1, json!({}))).await;
     assert_eq!(r["op"], "state_conflict", "{r}");
-    let r = vendor.request(set("timeline", 2, json!({"ceremony": "14:30"}))).await;
-    assert_eq!((r["version"].clone(), r["id"].clone()), (json!(3), json!(4)), "ids continue: {r}");
+    let r = vendor
+        .request(set("timeline", 2, json!({"ceremony": "14:30"})))
+        .await;
+    assert_eq!(
+        (r["version"].clone(), r["id"].clone()),
+        (json!(3), json!(4)),
+        "ids continue: {r}"
+    );
 }
 
 /// Segment files of shard `shard`'s log.
@@ -282,7 +363,9 @@ async fn state_survives_retention_reclaiming_the_messages_that_wrote_it() {
     let token = server.token_tier("coord", "org-1", "coordinator", "enterprise", &["w-1"]);
     let mut c = server.connect(&token).await;
     assert_eq!(c.create(CH, Some("w-1")).await["op"], "created");
-    let r = c.request(set("timeline", 0, json!({"ceremony": "14:00"}))).await;
+    let r = c
+        .request(set("timeline", 0, json!({"ceremony": "14:00"})))
+        .await;
     assert_eq!(r["id"], 1, "{r}");
     let filler = "f".repeat(400);
     for n in 2..=300 {
@@ -300,15 +383,24 @@ async fn state_survives_retention_reclaiming_the_messages_that_wrote_it() {
     let s = c
         .request(json!({"op": "subscribe", "channel": CH, "last_seen_id": 1}))
         .await;
-    assert_eq!(s["recovered"], false, "the change itself is gone from the window: {s}");
+    assert_eq!(
+        s["recovered"], false,
+        "the change itself is gone from the window: {s}"
+    );
     let r = c.request(get("timeline")).await;
     assert_eq!(
         (r["version"].clone(), r["value"].clone()),
         (json!(1), json!({"ceremony": "14:00"})),
         "the document outlived its message: {r}"
     );
-    let r = c.request(set("timeline", 1, json!({"ceremony": "15:00"}))).await;
-    assert_eq!((r["version"].clone(), r["id"].clone()), (json!(2), json!(301)), "{r}");
+    let r = c
+        .request(set("timeline", 1, json!({"ceremony": "15:00"})))
+        .await;
+    assert_eq!(
+        (r["version"].clone(), r["id"].clone()),
+        (json!(2), json!(301)),
+        "{r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,7 +425,10 @@ async fn another_organizations_user_with_the_same_id_reaches_nothing() {
         set("budget", 0, json!({"total": 0})),
     ] {
         let r = theirs.request(req).await;
-        assert_eq!(r["code"], publish["code"], "the same answer as publish: {r}");
+        assert_eq!(
+            r["code"], publish["code"],
+            "the same answer as publish: {r}"
+        );
         assert_eq!(r["code"], "WS_WEDDING_ISOLATION_VIOLATION");
     }
     let org_ch = "venue:notes:v-1";
@@ -351,19 +446,28 @@ async fn another_organizations_user_with_the_same_id_reaches_nothing() {
     ] {
         let r = theirs_w1.request(req).await;
         assert_eq!(r["op"], "error", "{r}");
-        assert_eq!(r["code"], publish["code"], "the same answer as publish: {r}");
+        assert_eq!(
+            r["code"], publish["code"],
+            "the same answer as publish: {r}"
+        );
     }
     // Nothing changed, and org-1's u-1 heard of nothing.
     let r = mine.request(get("budget")).await;
-    assert_eq!((r["version"].clone(), r["value"].clone()), (json!(1), json!({"total": 100})));
-    let r = coord1.request(json!({"op": "state_get", "channel": org_ch, "doc": "d"})).await;
+    assert_eq!(
+        (r["version"].clone(), r["value"].clone()),
+        (json!(1), json!({"total": 100}))
+    );
+    let r = coord1
+        .request(json!({"op": "state_get", "channel": org_ch, "doc": "d"}))
+        .await;
     assert_eq!(r["version"], 1, "{r}");
     assert_eq!(history(&server).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_its_code_and_changes_nothing() {
-    let server = TestServer::start("[limits]\nstate_max_value_bytes = 100\nstate_docs_per_channel = 2\n");
+    let server =
+        TestServer::start("[limits]\nstate_max_value_bytes = 100\nstate_docs_per_channel = 2\n");
     let mut coord = channel(&server).await;
     assert_eq!(coord.subscribe(CH).await["op"], "subscribed");
     let r = coord.request(set("plan", 0, json!({"a": 1}))).await;
@@ -377,14 +481,35 @@ async fn bad_input_gets_its_code_and_changes_nothing() {
         (set("plan", 1, json!("text")), "WS_BAD_REQUEST"),
         (set("plan", 1, Value::Null), "WS_BAD_REQUEST"),
         (patch("plan", 1, json!(7)), "WS_BAD_REQUEST"),
-        (set("plan", 1, json!({"x": "y".repeat(100)})), "WS_PAYLOAD_TOO_LARGE"),
-        (json!({"op": "state_set", "channel": CH, "doc": "plan", "value": {}}), "WS_BAD_REQUEST"),
-        (json!({"op": "state_set", "channel": CH, "doc": "plan", "version": -1, "value": {}}), "WS_BAD_REQUEST"),
-        (json!({"op": "state_set", "channel": CH, "doc": "plan", "version": 1, "fields": {}}), "WS_BAD_REQUEST"),
-        (json!({"op": "state_get", "channel": "no channel", "doc": "plan"}), "WS_INVALID_CHANNEL"),
-        (json!({"op": "state_get", "channel": "wedding:none:w-1", "doc": "plan"}), "WS_CHANNEL_NOT_FOUND"),
+        (
+            set("plan", 1, json!({"x": "y".repeat(100)})),
+            "WS_PAYLOAD_TOO_LARGE",
+        ),
+        (
+            json!({"op": "state_set", "channel": CH, "doc": "plan", "value": {}}),
+            "WS_BAD_REQUEST",
+        ),
+        (
+            json!({"op": "state_set", "channel": CH, "doc": "plan", "version": -1, "value": {}}),
+            "WS_BAD_REQUEST",
+        ),
+        (
+            json!({"op": "state_set", "channel": CH, "doc": "plan", "version": 1, "fields": {}}),
+            "WS_BAD_REQUEST",
+        ),
+        (
+            json!({"op": "state_get", "channel": "no channel", "doc": "plan"}),
+            "WS_INVALID_CHANNEL",
+        ),
+        (
+            json!({"op": "state_get", "channel": "wedding:none:w-1", "doc": "plan"}),
+            "WS_CHANNEL_NOT_FOUND",
+        ),
         // The reserved type cannot be published directly.
-        (json!({"op": "publish", "channel": CH, "type": "state", "payload": {"doc": "plan", "version": 9, "value": {}}}), "WS_BAD_REQUEST"),
+        (
+            json!({"op": "publish", "channel": CH, "type": "state", "payload": {"doc": "plan", "version": 9, "value": {}}}),
+            "WS_BAD_REQUEST",
+        ),
     ];
     for (req, code) in cases {
         let r = coord.request(req.clone()).await;
@@ -392,13 +517,26 @@ async fn bad_input_gets_its_code_and_changes_nothing() {
         assert_eq!(r["op"], "error", "{req} -> {r}");
     }
     // A third document is past state_docs_per_channel (2).
-    assert_eq!(coord.request(set("second", 0, json!({}))).await["op"], "state_ok");
-    assert_error(&coord.request(set("third", 0, json!({}))).await, "WS_BAD_REQUEST");
+    assert_eq!(
+        coord.request(set("second", 0, json!({}))).await["op"],
+        "state_ok"
+    );
+    assert_error(
+        &coord.request(set("third", 0, json!({}))).await,
+        "WS_BAD_REQUEST",
+    );
     // Nothing changed: the document, and the channel heard only the one good write.
     let r = coord.request(get("plan")).await;
-    assert_eq!((r["version"].clone(), r["value"].clone()), (json!(1), json!({"a": 1})));
+    assert_eq!(
+        (r["version"].clone(), r["value"].clone()),
+        (json!(1), json!({"a": 1}))
+    );
     assert_eq!(coord.request(get("third")).await["version"], 0);
-    let ids: Vec<Value> = history(&server).await.iter().map(|m| m["id"].clone()).collect();
+    let ids: Vec<Value> = history(&server)
+        .await
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
     assert_eq!(ids, [json!(1), json!(2)]);
     // The REST broadcast cannot use the reserved type either.
     let token = server.token("coord", "org-1", "coordinator", &["w-1"]);
@@ -410,7 +548,11 @@ async fn bad_input_gets_its_code_and_changes_nothing() {
         Some(json!({"channel_name": CH, "type": "state", "content": {}})),
     )
     .await;
-    assert_eq!((status, v["error"]["code"].clone()), (400, json!("WS_BAD_REQUEST")), "{v}");
+    assert_eq!(
+        (status, v["error"]["code"].clone()),
+        (400, json!("WS_BAD_REQUEST")),
+        "{v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,19 +566,40 @@ async fn the_rest_door_reads_and_writes_by_the_same_rules() {
     let q = format!("{path}?channel_name={CH}&doc=flowers");
     let (status, v) = rest_call(&server, "GET", &q, &vendor, None).await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!((v["data"]["version"].clone(), v["data"]["value"].clone()), (json!(0), Value::Null));
-    let body = |version: u64, value: Value| {
-        json!({"channel_name": CH, "doc": "flowers", "version": version, "value": value})
-    };
-    let (status, v) = rest_call(&server, "POST", path, &vendor, Some(body(0, json!({"roses": 10})))).await;
+    assert_eq!(
+        (v["data"]["version"].clone(), v["data"]["value"].clone()),
+        (json!(0), Value::Null)
+    );
+    let body = |version: u64, value: Value| json!({"channel_name": CH, "doc": "flowers", "version": version, "value": value});
+    let (status, v) = rest_call(
+        &server,
+        "POST",
+        path,
+        &vendor,
+        Some(body(0, json!({"roses": 10}))),
+    )
+    .await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(v["data"], json!({"applied": true, "channel_name": CH, "doc": "flowers", "version": 1, "message_id": 1}));
+    assert_eq!(
+        v["data"],
+        json!({"applied": true, "channel_name": CH, "doc": "flowers", "version": 1, "message_id": 1})
+    );
     // A second create by an equal rank is not applied and gets the current document.
     let other_vendor = server.token("u-3", "org-1", "venue", &["w-1"]);
-    let (status, v) = rest_call(&server, "POST", path, &other_vendor, Some(body(0, json!({"roses": 0})))).await;
+    let (status, v) = rest_call(
+        &server,
+        "POST",
+        path,
+        &other_vendor,
+        Some(body(0, json!({"roses": 0}))),
+    )
+    .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["data"]["applied"], false, "{v}");
-    assert_eq!((v["data"]["version"].clone(), v["data"]["value"].clone()), (json!(1), json!({"roses": 10})));
+    assert_eq!(
+        (v["data"]["version"].clone(), v["data"]["value"].clone()),
+        (json!(1), json!({"roses": 10}))
+    );
     // The couple's stale patch wins and names the vendor it overrode.
     let (status, v) = rest_call(
         &server,
@@ -450,18 +613,44 @@ async fn the_rest_door_reads_and_writes_by_the_same_rules() {
     assert_eq!(v["data"]["version"], 2);
     assert_eq!(v["data"]["overrode"]["user_id"], "u-2", "{v}");
     let (_, v) = rest_call(&server, "GET", &q, &vendor, None).await;
-    assert_eq!(v["data"]["value"], json!({"roses": 10, "peonies": 5}), "{v}");
+    assert_eq!(
+        v["data"]["value"],
+        json!({"roses": 10, "peonies": 5}),
+        "{v}"
+    );
     assert_eq!(v["data"]["writer"]["role"], "couple");
     // Another organization's u-1 is refused like a publish is.
     let (status, v) = rest_call(&server, "GET", &q, &other, None).await;
-    assert_eq!((status, v["error"]["code"].clone()), (403, json!("WS_WEDDING_ISOLATION_VIOLATION")), "{v}");
+    assert_eq!(
+        (status, v["error"]["code"].clone()),
+        (403, json!("WS_WEDDING_ISOLATION_VIOLATION")),
+        "{v}"
+    );
     let (status, v) = rest_call(&server, "POST", path, &other, Some(body(2, json!({})))).await;
-    assert_eq!(v["error"]["code"], "WS_WEDDING_ISOLATION_VIOLATION", "{status} {v}");
+    assert_eq!(
+        v["error"]["code"], "WS_WEDDING_ISOLATION_VIOLATION",
+        "{status} {v}"
+    );
     // Bad input.
     let (status, v) = rest_call(&server, "POST", path, &couple, Some(body(2, json!([1])))).await;
-    assert_eq!((status, v["error"]["code"].clone()), (400, json!("WS_BAD_REQUEST")), "{v}");
-    let (status, v) = rest_call(&server, "GET", &format!("{path}?channel_name={CH}&doc=Bad"), &couple, None).await;
-    assert_eq!((status, v["error"]["code"].clone()), (400, json!("WS_BAD_REQUEST")), "{v}");
+    assert_eq!(
+        (status, v["error"]["code"].clone()),
+        (400, json!("WS_BAD_REQUEST")),
+        "{v}"
+    );
+    let (status, v) = rest_call(
+        &server,
+        "GET",
+        &format!("{path}?channel_name={CH}&doc=Bad"),
+        &couple,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].clone()),
+        (400, json!("WS_BAD_REQUEST")),
+        "{v}"
+    );
     let (_, v) = rest_call(&server, "GET", &q, &vendor, None).await;
     assert_eq!(v["data"]["version"], 2, "nothing changed: {v}");
 }

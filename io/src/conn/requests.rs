@@ -155,10 +155,7 @@ pub(super) fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
             shard_for(channel.as_str(), shards),
             Op::StateGet { channel, doc },
         ),
-        Request::StateWrite(req) => (
-            shard_for(req.channel.as_str(), shards),
-            Op::StateWrite(req),
-        ),
+        Request::StateWrite(req) => (shard_for(req.channel.as_str(), shards), Op::StateWrite(req)),
     };
     let owner = owner as u32;
     if ctx.router.backlog(owner) >= cfg.mesh_backlog_max {

@@ -85,7 +85,10 @@ pub enum Reply {
     StateOk(Box<StateOk>),
     /// A shared-state write was refused: it was based on `yours`, and the document is now
     /// as `current` shows (the client re-bases on `current.version` and retries).
-    StateConflict { current: Box<StateView>, yours: u64 },
+    StateConflict {
+        current: Box<StateView>,
+        yours: u64,
+    },
     /// Unasked, to each connection of a writer a stale write outranked: its version
     /// `yours` of the document was replaced by `by`'s version `version`.
     StateOverridden {

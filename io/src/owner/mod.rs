@@ -36,6 +36,8 @@ mod publish;
 mod read;
 pub mod rebuild;
 mod state;
+#[cfg(test)]
+mod state_tests;
 mod subscribe;
 #[cfg(test)]
 mod tests;

@@ -268,4 +268,106 @@ mod tests {
             }]
         );
     }
+
+    fn state_change(name: &str, id: u64, doc: &str, version: u64, n: i64) -> LogRecord {
+        use ringbearer_core::state_doc::{ChangePayload, Writer};
+        let payload = ChangePayload {
+            doc: doc.into(),
+            version,
+            value: serde_json::json!({ "n": n }).as_object().unwrap().clone(),
+            writer: Writer {
+                user_id: "u-1".into(),
+                org: "org-a".into(),
+                role: ringbearer_core::Role::Couple,
+            },
+            fields: None,
+            overrode: None,
+        };
+        let f = ringbearer_core::MessageFrame {
+            id,
+            ts_ms: id,
+            channel: format!("venue:hall:{name}"),
+            msg_type: STATE_TYPE.into(),
+            event: None,
+            priority: 1,
+            payload: serde_json::to_string(&payload).unwrap(),
+            sender_user_id: "u-1".into(),
+            sender_org: "org-a".into(),
+            sender_role: ringbearer_core::Role::Couple.code(),
+            target_user_id: None,
+            target_org: None,
+            wedding_context: None,
+            idempotency_key: None,
+        };
+        LogRecord {
+            channel: name.into(),
+            id,
+            ts_ms: id,
+            body: f.encode().to_vec(),
+        }
+    }
+
+    #[test]
+    fn documents_are_the_checkpoints_with_later_changes_applied() {
+        let mut cp = checkpoint("a", 2, "e");
+        let mut parsed: ChannelCheckpoint = serde_json::from_slice(&cp.body).unwrap();
+        let old = state_change("a", 1, "kept", 1, 10);
+        let doc = |r: &LogRecord| {
+            let mut f = FrameBytes::new();
+            f.extend_from_slice(&r.body);
+            let a = access_frame(&f).unwrap();
+            serde_json::from_str::<ChangePayload>(a.payload.as_str())
+                .unwrap()
+                .into_doc()
+        };
+        let (k, d) = doc(&old);
+        parsed.docs.insert(k, d);
+        cp.body = serde_json::to_vec(&parsed).unwrap();
+        let mut bad = state_change("a", 5, "x", 1, 0);
+        bad.body = ringbearer_core::MessageFrame {
+            id: 5,
+            ts_ms: 5,
+            channel: "venue:hall:a".into(),
+            msg_type: STATE_TYPE.into(),
+            event: None,
+            priority: 1,
+            payload: "\"not a change\"".into(),
+            sender_user_id: "u".into(),
+            sender_org: "org-a".into(),
+            sender_role: 0,
+            target_user_id: None,
+            target_org: None,
+            wedding_context: None,
+            idempotency_key: None,
+        }
+        .encode()
+        .to_vec();
+        let records = vec![
+            old,
+            state_change("a", 2, "kept", 2, 20),
+            cp,
+            // At or below the checkpoint's last id: already in its documents.
+            state_change("a", 3, "later", 1, 30),
+            state_change("a", 4, "later", 2, 40),
+            bad,
+        ];
+        let (r, skipped) = rebuild(records, []);
+        let docs = &r[0].docs;
+        assert_eq!(
+            docs["kept"].version, 1,
+            "the checkpoint's, not id 2's replay"
+        );
+        assert_eq!(
+            (docs["later"].version, &docs["later"].value["n"]),
+            (2, &serde_json::json!(40))
+        );
+        assert!(!docs.contains_key("x"));
+        assert_eq!(
+            skipped,
+            [Skipped::UnreadableStateChange {
+                channel: "a".into(),
+                id: 5
+            }]
+        );
+    }
 }

@@ -203,7 +203,10 @@ impl Owner {
                 if docs.is_pending(&doc) {
                     // The newest version is still being stored: answered with it once it
                     // is (never with a version that was not stored).
-                    let kind = PendingKind::StateConflict { doc, yours: version };
+                    let kind = PendingKind::StateConflict {
+                        doc,
+                        yours: version,
+                    };
                     self.commit.wait_behind(&channel, from, r#ref, kind);
                     fx.wake_commit = true;
                 } else {
@@ -273,10 +276,11 @@ impl Owner {
             docs.stored.insert(doc, new);
             return stored(fx, ch, w, from, r#ref);
         }
-        let pos = match self
-            .commit
-            .append(channel.as_str(), now.ms, Entry::Message { id, frame: &bytes })
-        {
+        let pos = match self.commit.append(
+            channel.as_str(),
+            now.ms,
+            Entry::Message { id, frame: &bytes },
+        ) {
             Ok(pos) => pos,
             Err(e) => return fx.refuse(from, r#ref, e),
         };
@@ -303,7 +307,10 @@ impl Owner {
         match kind {
             PendingKind::State(w) => {
                 ch.mark_durable(w.id);
-                assert!(ch.durable_id() <= ch.last_id(), "durable id past the last id");
+                assert!(
+                    ch.durable_id() <= ch.last_id(),
+                    "durable id past the last id"
+                );
                 docs.stored_upto(w.id);
                 stored(fx, ch, *w, to, r#ref);
             }

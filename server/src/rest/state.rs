@@ -35,13 +35,12 @@ impl Rest {
         req: &HttpRequest,
     ) -> Reply {
         let q = query(req);
-        let doc = q
-            .iter()
-            .find(|(k, _)| k == "doc")
-            .map(|(_, v)| v.clone());
+        let doc = q.iter().find(|(k, _)| k == "doc").map(|(_, v)| v.clone());
         let rest: Vec<(String, String)> = q.into_iter().filter(|(k, _)| k != "doc").collect();
         if rest.iter().any(|(k, _)| k == "offset" || k == "limit") {
-            return Err(bad("unknown parameter; use channel_name or channel_id, and doc"));
+            return Err(bad(
+                "unknown parameter; use channel_name or channel_id, and doc",
+            ));
         }
         let mut body = channel_query(&rest)?;
         let doc = ringbearer_core::protocol::state_doc_name(doc, "state_get")?;
