@@ -91,6 +91,7 @@ mod dedup;
 mod driver;
 mod error;
 mod session;
+mod state;
 mod tls;
 mod types;
 mod wire;
@@ -103,6 +104,7 @@ pub use config::{
     MIN_MAX_MESSAGE_BYTES,
 };
 pub use error::{DisconnectReason, Error};
+pub use state::{Overrode, StateDoc, StateWrite, StateWriter};
 pub use types::{
     CreateChannel, Created, Event, Message, PresenceEntry, Priority, Publish, Published,
     SenderInfo, SubscribeOptions, Subscribed, WeddingContext,

@@ -654,3 +654,91 @@ async fn the_rest_door_reads_and_writes_by_the_same_rules() {
     let (_, v) = rest_call(&server, "GET", &q, &vendor, None).await;
     assert_eq!(v["data"]["version"], 2, "nothing changed: {v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_reads_writes_and_hears_of_an_override() {
+    use ringbearer_client::{Client, ClientConfig, Event, StateWrite, SubscribeOptions};
+    let server = TestServer::start("");
+    let _coord = channel(&server).await;
+    let connect = |sub: &str, role: &str| {
+        ClientConfig::new(server.url(), server.token(sub, "org-1", role, &["w-1"]))
+    };
+    let (vendor, mut vendor_events) = Client::connect(connect("u-2", "photographer"))
+        .await
+        .unwrap();
+    let (couple, _couple_events) = Client::connect(connect("u-1", "couple")).await.unwrap();
+    vendor
+        .subscribe(CH, SubscribeOptions::default())
+        .await
+        .unwrap();
+    let d = vendor.state_get(CH, "shots").await.unwrap();
+    assert_eq!(
+        (d.version, d.value.clone(), d.writer.clone()),
+        (0, Value::Null, None)
+    );
+    let w = vendor
+        .state_set(CH, "shots", 0, &json!({"list": ["rings"]}))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            w,
+            StateWrite::Applied {
+                version: 1,
+                overrode: None,
+                ..
+            }
+        ),
+        "{w:?}"
+    );
+    let w = vendor
+        .state_patch(CH, "shots", 0, &json!({"list": []}))
+        .await
+        .unwrap();
+    match w {
+        StateWrite::Conflict {
+            current,
+            your_version,
+        } => {
+            assert_eq!((current.version, your_version), (1, 0));
+            assert_eq!(current.value, json!({"list": ["rings"]}));
+        }
+        other => panic!("{other:?}"),
+    }
+    let w = couple
+        .state_patch(CH, "shots", 0, &json!({"list": ["rings", "cake"]}))
+        .await
+        .unwrap();
+    match w {
+        StateWrite::Applied {
+            version, overrode, ..
+        } => {
+            assert_eq!(version, 2);
+            assert_eq!(overrode.unwrap().user_id, "u-2");
+        }
+        other => panic!("{other:?}"),
+    }
+    let told = tokio::time::timeout(WAIT, async {
+        loop {
+            match vendor_events.next().await {
+                Some(Event::StateOverridden {
+                    doc,
+                    version,
+                    your_version,
+                    by,
+                    ..
+                }) => return (doc, version, your_version, by.role),
+                Some(_) => continue,
+                None => panic!("events ended"),
+            }
+        }
+    })
+    .await
+    .expect("told in time");
+    assert_eq!(told, ("shots".into(), 2, 1, "couple".into()));
+    let e = couple
+        .state_set(CH, "Bad", 0, &json!({}))
+        .await
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("WS_BAD_REQUEST"), "{e:?}");
+}
