@@ -29,33 +29,59 @@ use ringbearer_core::{ChannelName, Priority, UserKey};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+/// A document and the size of its value as JSON (what `state_max_value_bytes` and
+/// `state_max_bytes_per_channel` count).
+#[derive(Clone, Debug)]
+pub(super) struct Held {
+    doc: Doc,
+    bytes: usize,
+}
+
+impl Held {
+    fn new(doc: Doc) -> Held {
+        let bytes = value_bytes(&doc);
+        Held { doc, bytes }
+    }
+}
+
+fn value_bytes(doc: &Doc) -> usize {
+    serde_json::to_vec(&doc.value).map_or(usize::MAX, |v| v.len())
+}
+
 /// One channel's documents: those stored, and changes still being stored, in id order.
 #[derive(Debug, Default)]
 pub(super) struct ChannelDocs {
-    stored: BTreeMap<String, Doc>,
-    pending: VecDeque<(u64, String, Doc)>,
+    stored: BTreeMap<String, Held>,
+    pending: VecDeque<(u64, String, Held)>,
 }
 
 impl ChannelDocs {
     pub(super) fn stored(stored: BTreeMap<String, Doc>) -> ChannelDocs {
         ChannelDocs {
-            stored,
+            stored: stored.into_iter().map(|(k, d)| (k, Held::new(d))).collect(),
             pending: VecDeque::new(),
         }
     }
 
     /// The stored documents (for a checkpoint).
     pub(super) fn snapshot(&self) -> BTreeMap<String, Doc> {
-        self.stored.clone()
+        self.stored
+            .iter()
+            .map(|(k, h)| (k.clone(), h.doc.clone()))
+            .collect()
+    }
+
+    fn stored_doc(&self, doc: &str) -> Option<&Doc> {
+        self.stored.get(doc).map(|h| &h.doc)
     }
 
     /// The newest version of `doc`, one still being stored included.
-    fn newest(&self, doc: &str) -> Option<&Doc> {
+    fn newest(&self, doc: &str) -> Option<&Held> {
         self.pending
             .iter()
             .rev()
             .find(|(_, name, _)| name == doc)
-            .map(|(_, _, d)| d)
+            .map(|(_, _, h)| h)
             .or_else(|| self.stored.get(doc))
     }
 
@@ -63,21 +89,38 @@ impl ChannelDocs {
         self.pending.iter().any(|(_, name, _)| name == doc)
     }
 
-    /// Documents there would be with `doc`.
-    fn count_with(&self, doc: &str) -> usize {
+    /// The documents' names, newest versions included.
+    fn names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.stored.keys().map(String::as_str).collect();
         names.extend(self.pending.iter().map(|(_, n, _)| n.as_str()));
-        names.push(doc);
         names.sort_unstable();
         names.dedup();
-        names.len()
+        names
+    }
+
+    /// Documents there would be with `doc`.
+    fn count_with(&self, doc: &str) -> usize {
+        let names = self.names();
+        names.len() + usize::from(!names.contains(&doc))
+    }
+
+    /// The channel's value bytes (newest versions) with `doc` at `bytes`.
+    fn bytes_with(&self, doc: &str, bytes: usize) -> usize {
+        let others: usize = self
+            .names()
+            .into_iter()
+            .filter(|n| *n != doc)
+            .filter_map(|n| self.newest(n))
+            .map(|h| h.bytes)
+            .sum();
+        others.saturating_add(bytes)
     }
 
     /// The change carried by message `id` is stored.
     fn stored_upto(&mut self, id: u64) {
         while self.pending.front().is_some_and(|(i, _, _)| *i <= id) {
-            let (_, name, doc) = self.pending.pop_front().expect("front");
-            self.stored.insert(name, doc);
+            let (_, name, held) = self.pending.pop_front().expect("front");
+            self.stored.insert(name, held);
         }
     }
 
@@ -127,7 +170,7 @@ impl Owner {
         let d = self
             .docs
             .get(channel.as_str())
-            .and_then(|c| c.stored.get(doc));
+            .and_then(|c| c.stored_doc(doc));
         fx.reply(from, r#ref, Reply::State(Box::new(view(channel, doc, d))));
     }
 
@@ -177,7 +220,7 @@ impl Owner {
             return fx.refuse(from, r#ref, e);
         }
         let docs = self.docs.entry(channel.as_str().to_owned()).or_default();
-        let current = docs.newest(&doc);
+        let current = docs.newest(&doc).map(|h| &h.doc);
         if current.is_none() && docs.count_with(&doc) > limits.state_docs_per_channel {
             let e = Refusal::new(
                 ErrorCode::BadRequest,
@@ -220,21 +263,33 @@ impl Owner {
                 return;
             }
         };
-        let value_bytes = serde_json::to_vec(&new.value).map_or(usize::MAX, |v| v.len());
-        if value_bytes > limits.state_max_value_bytes {
+        let new = Held::new(new);
+        if new.bytes > limits.state_max_value_bytes {
             let e = Refusal::new(
                 ErrorCode::PayloadTooLarge,
                 format!(
-                    "the document would be {value_bytes} bytes; the limit is {} (state_max_value_bytes)",
-                    limits.state_max_value_bytes
+                    "the document would be {} bytes; the limit is {} (state_max_value_bytes)",
+                    new.bytes, limits.state_max_value_bytes
+                ),
+            );
+            return fx.refuse(from, r#ref, e);
+        }
+        // The channel's documents travel in one checkpoint record (decisions.md §31).
+        let total = docs.bytes_with(&doc, new.bytes);
+        if total > limits.state_max_bytes_per_channel {
+            let e = Refusal::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the channel's documents would be {total} bytes; the limit is {} (state_max_bytes_per_channel)",
+                    limits.state_max_bytes_per_channel
                 ),
             );
             return fx.refuse(from, r#ref, e);
         }
         let payload = ChangePayload {
             doc: doc.clone(),
-            version: new.version,
-            value: new.value.clone(),
+            version: new.doc.version,
+            value: new.doc.value.clone(),
             writer,
             fields,
             overrode: overrode.clone(),
@@ -265,7 +320,7 @@ impl Owner {
             ok: StateOk {
                 channel: channel.clone(),
                 doc: doc.clone(),
-                version: new.version,
+                version: new.doc.version,
                 id,
                 overrode,
             },
@@ -315,7 +370,7 @@ impl Owner {
                 stored(fx, ch, *w, to, r#ref);
             }
             PendingKind::StateConflict { doc, yours } => {
-                let current = Box::new(view(channel, &doc, docs.stored.get(&doc)));
+                let current = Box::new(view(channel, &doc, docs.stored_doc(&doc)));
                 fx.reply(to, r#ref, Reply::StateConflict { current, yours });
             }
             _ => unreachable!("not a state write"),

@@ -252,3 +252,45 @@ fn documents_per_channel_are_bounded() {
         format!(r#"{{"op":"state_set","channel":"{CH}","doc":"d0","version":1,"value":{{}}}}"#);
     assert!(send(&mut owner, conn(2), &a, &req).wake_commit);
 }
+
+#[test]
+fn a_channels_documents_are_bounded_in_bytes_for_its_checkpoint() {
+    let j = Rc::new(CountingJournal::default());
+    let mut cfg = IoConfig::default();
+    cfg.limits.state_max_value_bytes = 100;
+    cfg.limits.state_max_bytes_per_channel = 250;
+    let mut owner = Owner::new(
+        0,
+        1,
+        Rc::new(cfg),
+        0,
+        Some(j),
+        Arc::default(),
+        Weddings::default(),
+    );
+    let a = who("a", Role::Coordinator);
+    send(
+        &mut owner,
+        conn(1),
+        &a,
+        &format!(r#"{{"op":"create","name":"{CH}","wedding_id":"w"}}"#),
+    );
+    commit(&mut owner, Ok(()));
+    let x = "x".repeat(80);
+    let write = |doc: &str, version: u64| {
+        format!(
+            r#"{{"op":"state_set","channel":"{CH}","doc":"{doc}","version":{version},"value":{{"v":"{x}"}}}}"#
+        )
+    };
+    // Three documents of 88 bytes: the third (one still being stored counts) passes 250.
+    send(&mut owner, conn(1), &a, &write("d1", 0));
+    commit(&mut owner, Ok(()));
+    assert!(send(&mut owner, conn(1), &a, &write("d2", 0)).wake_commit);
+    let fx = send(&mut owner, conn(1), &a, &write("d3", 0));
+    assert!(
+        matches!(replies(&fx)[..], [(_, Reply::Error(ref e))] if e.code == ErrorCode::PayloadTooLarge),
+        "{fx:?}"
+    );
+    // Rewriting a document counts its new size only.
+    assert!(send(&mut owner, conn(1), &a, &write("d1", 1)).wake_commit);
+}
