@@ -742,3 +742,54 @@ async fn the_rust_client_reads_writes_and_hears_of_an_override() {
         .unwrap_err();
     assert!(format!("{e:?}").contains("WS_BAD_REQUEST"), "{e:?}");
 }
+
+/// A channel's documents are logged in its checkpoint, one record: they are bounded so the
+/// record always fits (`state_max_bytes_per_channel`), and retention keeps working with a
+/// channel full of large documents — which it could not if the checkpoint were refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_full_of_large_documents_still_checkpoints_and_reclaims() {
+    let mut server = TestServer::start(
+        "[storage]\nsegment_bytes = 262144\n[io]\nreclaim_interval_ms = 200\n[limits]\nmax_queued = 5\nchannel_messages_per_min = 1000000\n[limits.tiers.enterprise]\nmessages_per_min = 1000000\nconnections_per_user = 100\nchannels_per_org = 500\nsubscriptions_per_user = 100\n",
+    );
+    let token = server.token_tier("coord", "org-1", "coordinator", "enterprise", &["w-1"]);
+    let mut c = server.connect(&token).await;
+    assert_eq!(c.create(CH, Some("w-1")).await["op"], "created");
+    let big = "b".repeat(60 * 1024 - 20);
+    let mut stored = 0;
+    for i in 0..20 {
+        let r = c.request(set(&format!("doc-{i}"), 0, json!({"v": big}))).await;
+        if r["op"] == "state_ok" {
+            stored += 1;
+            continue;
+        }
+        assert_error(&r, "WS_PAYLOAD_TOO_LARGE");
+        break;
+    }
+    // 512 KiB by default: eight documents of 60 KiB, and the ninth is refused.
+    assert_eq!(stored, 8);
+    let filler = "f".repeat(4000);
+    for n in 0..200 {
+        let r = c.publish(CH, json!({"n": n, "f": filler})).await;
+        assert_eq!(r["op"], "published", "{r}");
+    }
+    let shard = owner(CH, 2);
+    let grown = segments(&server, shard);
+    assert!(grown >= 4, "{grown}");
+    let deadline = std::time::Instant::now() + WAIT;
+    while segments(&server, shard) >= grown {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention never reclaimed: {} segments",
+            segments(&server, shard)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(c);
+    server.kill_and_restart();
+    let mut c = server.connect(&token).await;
+    for i in 0..8 {
+        let r = c.request(get(&format!("doc-{i}"))).await;
+        assert_eq!(r["version"], 1, "doc-{i} came back: {}", r["op"]);
+        assert_eq!(r["value"]["v"].as_str().map(str::len), Some(big.len()));
+    }
+}
