@@ -451,6 +451,27 @@ async fn another_organizations_user_with_the_same_id_reaches_nothing() {
             "the same answer as publish: {r}"
         );
     }
+    // Refused like a publish is: audited where org-1 sees it.
+    let admin = server.token("boss", "org-1", "admin", &["*"]);
+    let mut denied = Vec::new();
+    for _ in 0..100 {
+        let (status, v) = rest_call(&server, "GET", "/api/websocket/audit", &admin, None).await;
+        assert_eq!(status, 200, "{v}");
+        denied = v["data"]["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["action"] == "denied" && r["actor_org"] == "org-2")
+            .map(|r| r["detail"]["op"].clone())
+            .collect::<Vec<_>>();
+        if denied.iter().any(|op| op == "state_set") && denied.iter().any(|op| op == "state_get") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(denied.iter().any(|op| op == "state_set"), "{denied:?}");
+    assert!(denied.iter().any(|op| op == "state_patch"), "{denied:?}");
+    assert!(denied.iter().any(|op| op == "state_get"), "{denied:?}");
     // Nothing changed, and org-1's u-1 heard of nothing.
     let r = mine.request(get("budget")).await;
     assert_eq!(
@@ -757,7 +778,9 @@ async fn a_channel_full_of_large_documents_still_checkpoints_and_reclaims() {
     let big = "b".repeat(60 * 1024 - 20);
     let mut stored = 0;
     for i in 0..20 {
-        let r = c.request(set(&format!("doc-{i}"), 0, json!({"v": big}))).await;
+        let r = c
+            .request(set(&format!("doc-{i}"), 0, json!({"v": big})))
+            .await;
         if r["op"] == "state_ok" {
             stored += 1;
             continue;
@@ -767,19 +790,25 @@ async fn a_channel_full_of_large_documents_still_checkpoints_and_reclaims() {
     }
     // 512 KiB by default: eight documents of 60 KiB, and the ninth is refused.
     assert_eq!(stored, 8);
+    // The documents' changes are in the shard's first segment; publishes fill later ones.
+    let shard = owner(CH, 2);
+    let first = server
+        .data
+        .join(format!("wal/shard-{shard}/00000000000000000001.wal"));
+    assert!(first.exists(), "{first:?}");
     let filler = "f".repeat(4000);
     for n in 0..200 {
         let r = c.publish(CH, json!({"n": n, "f": filler})).await;
         assert_eq!(r["op"], "published", "{r}");
     }
-    let shard = owner(CH, 2);
-    let grown = segments(&server, shard);
-    assert!(grown >= 4, "{grown}");
+    assert!(segments(&server, shard) > 1);
+    // Retention reclaims that segment once a checkpoint holding the documents is logged
+    // (the messages that wrote them are out of the kept window of 5).
     let deadline = std::time::Instant::now() + WAIT;
-    while segments(&server, shard) >= grown {
+    while first.exists() {
         assert!(
             std::time::Instant::now() < deadline,
-            "retention never reclaimed: {} segments",
+            "retention never reclaimed the first segment: {} segments",
             segments(&server, shard)
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -792,4 +821,26 @@ async fn a_channel_full_of_large_documents_still_checkpoints_and_reclaims() {
         assert_eq!(r["version"], 1, "doc-{i} came back: {}", r["op"]);
         assert_eq!(r["value"]["v"].as_str().map(str::len), Some(big.len()));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_count_against_the_publish_rates() {
+    let server = TestServer::start("[limits]\nchannel_messages_per_min = 3\n");
+    let mut coord = channel(&server).await;
+    assert_eq!(coord.publish(CH, json!(1)).await["op"], "published");
+    assert_eq!(
+        coord.request(set("d", 0, json!({}))).await["op"],
+        "state_ok"
+    );
+    assert_eq!(
+        coord.request(patch("d", 1, json!({"a": 1}))).await["op"],
+        "state_ok"
+    );
+    // The channel's rate (3 a minute) is used up by one publish and two writes.
+    let r = coord.request(set("d", 2, json!({}))).await;
+    assert_error(&r, "WS_RATE_LIMITED");
+    assert!(r["retry_after"].as_u64().is_some_and(|s| s > 0), "{r}");
+    assert_error(&coord.publish(CH, json!(2)).await, "WS_RATE_LIMITED");
+    // Reads are not rated.
+    assert_eq!(coord.request(get("d")).await["version"], 2);
 }
