@@ -28,9 +28,10 @@ pub enum JournalError {
 /// What a shard logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entry<'a> {
-    /// A channel's `ChannelCheckpoint` (metadata and last id) as JSON: logged before the
-    /// `created` reply, and again at every retention round, so a restart rebuilds every
-    /// channel that was ever answered for even after older segments were reclaimed.
+    /// A channel's `ChannelCheckpoint` (metadata, last id, shared-state documents) as JSON:
+    /// logged before the `created` reply, and again at every retention round, so a restart
+    /// rebuilds every channel that was ever answered for even after older segments were
+    /// reclaimed.
     Channel { meta_json: &'a [u8] },
     /// A published message: its rkyv `MessageFrame`.
     Message { id: u64, frame: &'a [u8] },
