@@ -579,7 +579,11 @@ async fn bad_input_gets_its_code_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rest_door_reads_and_writes_by_the_same_rules() {
     let server = TestServer::start("");
-    let _coord = channel(&server).await;
+    let mut coord = channel(&server).await;
+    let channel_id = coord.create(CH, Some("w-1")).await["channel_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let couple = server.token("u-1", "org-1", "couple", &["w-1"]);
     let vendor = server.token("u-2", "org-1", "photographer", &["w-1"]);
     let other = server.token("u-1", "org-2", "couple", &["w-2"]);
@@ -674,6 +678,18 @@ async fn the_rest_door_reads_and_writes_by_the_same_rules() {
     );
     let (_, v) = rest_call(&server, "GET", &q, &vendor, None).await;
     assert_eq!(v["data"]["version"], 2, "nothing changed: {v}");
+    // By channel_id too, both ways.
+    let by_id = json!({"channel_id": channel_id, "doc": "flowers", "version": 2, "fields": {"roses": null}});
+    let (status, v) = rest_call(&server, "POST", path, &couple, Some(by_id)).await;
+    assert_eq!(
+        (status, v["data"]["version"].clone()),
+        (200, json!(3)),
+        "{v}"
+    );
+    let q = format!("{path}?channel_id={channel_id}&doc=flowers");
+    let (_, v) = rest_call(&server, "GET", &q, &vendor, None).await;
+    assert_eq!(v["data"]["value"], json!({"peonies": 5}), "{v}");
+    assert_eq!(v["data"]["channel_name"], CH);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
