@@ -4,8 +4,10 @@
 //! patches; role precedence (a couple's stale write overrides a vendor's, who is told live
 //! and in the stored change; a guest's is refused); documents that survive a crash and a
 //! retention round that reclaimed the messages that wrote them; another organization's
-//! user with the same id reaching nothing; bad input refused with its SPEC code, changing
-//! nothing; and the REST door with the same rules.
+//! user with the same id reaching nothing (refusals audited); bad input refused with its
+//! SPEC code, changing nothing; writes taking the publish rates (wedding days included); a
+//! channel's documents bounded so its checkpoint stays one log record; the REST door with the
+//! same rules; and the Rust client.
 
 mod common;
 use common::*;
@@ -859,4 +861,45 @@ async fn writes_count_against_the_publish_rates() {
     assert_error(&coord.publish(CH, json!(2)).await, "WS_RATE_LIMITED");
     // Reads are not rated.
     assert_eq!(coord.request(get("d")).await["version"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_get_the_wedding_day_rates_like_publishes() {
+    let server = TestServer::start(
+        "[clock]\nstart = \"2026-06-13T10:30:00Z\"\n[saturday]\nmode = \"off\"\n[limits]\nchannel_messages_per_min = 2\n",
+    );
+    let admin = server.token("boss", "org-1", "admin", &["*"]);
+    for (w, date) in [("w-1", "2026-06-13"), ("w-2", "2026-06-20")] {
+        let body = json!({"wedding_id": w, "event_date": date, "time_zone": "Europe/London"});
+        let (status, v) = rest_call(
+            &server,
+            "POST",
+            "/api/websocket/weddings",
+            &admin,
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let mut c = server
+        .connect(&server.token("coord", "org-1", "coordinator", &["w-1", "w-2"]))
+        .await;
+    let later = "wedding:plan:w-2";
+    assert_eq!(c.create(CH, Some("w-1")).await["op"], "created");
+    assert_eq!(c.create(later, Some("w-2")).await["op"], "created");
+    for (channel, passes) in [(CH, 6), (later, 2)] {
+        let mut n = 0;
+        let refused = loop {
+            let r = c
+                .request(json!({"op": "state_set", "channel": channel, "doc": "d", "version": n, "value": {}}))
+                .await;
+            if r["op"] != "state_ok" {
+                break r;
+            }
+            n += 1;
+            assert!(n <= 20, "never refused");
+        };
+        assert_eq!(n, passes, "{channel}: 3 x 2 on the wedding's day, else 2");
+        assert_error(&refused, "WS_RATE_LIMITED");
+    }
 }
