@@ -295,6 +295,20 @@ impl Owner {
             overrode: overrode.clone(),
         };
         let writer = payload.writer.clone();
+        let payload = serde_json::to_string(&payload).expect("serializes");
+        if payload.len() > limits.max_payload_bytes {
+            // A change is a message: its payload (the new value, a patch's fields too)
+            // keeps the SPEC's payload bound.
+            let e = Refusal::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the change would be a {}-byte message payload; the limit is {} (max_payload_bytes)",
+                    payload.len(),
+                    limits.max_payload_bytes
+                ),
+            );
+            return fx.refuse(from, r#ref, e);
+        }
         let id = ch.next_id();
         let frame = MessageFrame {
             id,
@@ -303,7 +317,7 @@ impl Owner {
             msg_type: STATE_TYPE.to_owned(),
             event: Some(format!("state:{doc}")),
             priority: Priority::Normal as u8,
-            payload: serde_json::to_string(&payload).expect("serializes"),
+            payload,
             sender_user_id: claims.sub.clone(),
             sender_org: claims.org.clone(),
             sender_role: claims.role.code(),

@@ -294,3 +294,45 @@ fn a_channels_documents_are_bounded_in_bytes_for_its_checkpoint() {
     // Rewriting a document counts its new size only.
     assert!(send(&mut owner, conn(1), &a, &write("d1", 1)).wake_commit);
 }
+
+#[test]
+fn a_change_message_keeps_the_payload_bound() {
+    let j = Rc::new(CountingJournal::default());
+    let mut cfg = IoConfig::default();
+    cfg.limits.max_payload_bytes = 300;
+    cfg.limits.state_max_value_bytes = 200;
+    cfg.limits.state_max_bytes_per_channel = 200;
+    let mut owner = Owner::new(
+        0,
+        1,
+        Rc::new(cfg),
+        0,
+        Some(j),
+        Arc::default(),
+        Weddings::default(),
+    );
+    let a = who("a", Role::Coordinator);
+    send(
+        &mut owner,
+        conn(1),
+        &a,
+        &format!(r#"{{"op":"create","name":"{CH}","wedding_id":"w"}}"#),
+    );
+    commit(&mut owner, Ok(()));
+    // A 150-byte patch creates a 150-byte value: fields and value together pass 300.
+    let x = "x".repeat(140);
+    let req = format!(
+        r#"{{"op":"state_patch","channel":"{CH}","doc":"d","version":0,"fields":{{"v":"{x}"}}}}"#
+    );
+    let fx = send(&mut owner, conn(1), &a, &req);
+    assert!(
+        matches!(replies(&fx)[..], [(_, Reply::Error(ref e))] if e.code == ErrorCode::PayloadTooLarge),
+        "{fx:?}"
+    );
+    assert!(owner.pending_upto().is_none(), "nothing appended");
+    // The same value as a whole-value write fits.
+    let req = format!(
+        r#"{{"op":"state_set","channel":"{CH}","doc":"d","version":0,"value":{{"v":"{x}"}}}}"#
+    );
+    assert!(send(&mut owner, conn(1), &a, &req).wake_commit);
+}
