@@ -126,8 +126,29 @@ export interface EventMap {
   typing: TypingEvent;
   resubscribed: { channel: string; recovered: boolean };
   token_expiring: { expiresAt: number };
+  /** Another user's stale write outranked this user's version of a shared-state document. */
+  state_overridden: { channel: string; doc: string; version: number; yourVersion: number; by: StateWriter };
   error: RingbearerError | Error;
 }
+
+export interface StateWriter {
+  user_id: string;
+  org: string;
+  role: string;
+}
+
+export interface StateDoc {
+  channel: string;
+  doc: string;
+  /** 0 for a document never written. */
+  version: number;
+  value: Record<string, unknown> | null;
+  writer: StateWriter | null;
+}
+
+export type StateWriteResult =
+  | { applied: true; version: number; id: number; overrode: (StateWriter & { version: number }) | null }
+  | { applied: false; version: number; value: Record<string, unknown> | null; writer: StateWriter | null; yourVersion: number };
 
 export declare const ClientCodes: {
   readonly NOT_CONNECTED: 'CLIENT_NOT_CONNECTED';
@@ -175,6 +196,9 @@ export declare class RingbearerClient {
   setPresence(channel: string, meta: Record<string, unknown>): Promise<void>;
   typing(channel: string): void;
   members(channel: string): PresenceEntry[];
+  stateGet(channel: string, doc: string): Promise<StateDoc>;
+  stateSet(channel: string, doc: string, version: number, value: Record<string, unknown>): Promise<StateWriteResult>;
+  statePatch(channel: string, doc: string, version: number, fields: Record<string, unknown>): Promise<StateWriteResult>;
   ping(): Promise<void>;
   refreshToken(token?: string): Promise<void>;
 }

@@ -507,6 +507,11 @@ export class RingbearerClient {
       case 'token_expiring':
         this._tokenExpiring(f.expires_at);
         return;
+      case 'state_overridden':
+        this._emit('state_overridden', {
+          channel: f.channel, doc: f.doc, version: f.version, yourVersion: f.your_version, by: f.by,
+        });
+        return;
       default:
         break;
     }
@@ -742,6 +747,31 @@ export class RingbearerClient {
     return [...(this._presence.get(channel)?.values() ?? [])];
   }
 
+  /**
+   * Reads a shared-state document (docs/protocol.md "Shared state"): resolves with
+   * `{channel, doc, version, value, writer}` (version 0, value and writer null when never
+   * written). Needs read access to the channel, no subscription.
+   */
+  async stateGet(channel, doc) {
+    const f = await this._call({ op: 'state_get', channel, doc });
+    return { channel: f.channel, doc: f.doc, version: f.version, value: f.value ?? null, writer: f.writer ?? null };
+  }
+
+  /**
+   * Replaces a document's value (an object), based on `version` (0 to create). Resolves
+   * with `{applied: true, version, id, overrode}` once stored, or — a stale write that does
+   * not outrank the last writer — `{applied: false, version, value, writer, yourVersion}`
+   * (nothing applied: merge, and write again on `version`).
+   */
+  async stateSet(channel, doc, version, value) {
+    return stateWriteResult(await this._call({ op: 'state_set', channel, doc, version, value }));
+  }
+
+  /** Replaces the top-level `fields` of a document (`null` removes one), all or none. */
+  async statePatch(channel, doc, version, fields) {
+    return stateWriteResult(await this._call({ op: 'state_patch', channel, doc, version, fields }));
+  }
+
   /** Round trip to the server. */
   async ping() {
     await this._call({ op: 'ping' });
@@ -757,6 +787,12 @@ export class RingbearerClient {
     await this._call({ op: 'token', token: t });
     this._token = t;
   }
+}
+
+/** `state_ok` / `state_conflict` as the app sees them. */
+function stateWriteResult(f) {
+  if (f.op === 'state_ok') return { applied: true, version: f.version, id: f.id, overrode: f.overrode ?? null };
+  return { applied: false, version: f.version, value: f.value ?? null, writer: f.writer ?? null, yourVersion: f.your_version };
 }
 
 export default RingbearerClient;

@@ -10,6 +10,7 @@ use crate::config::ClientConfig;
 use crate::driver::{self, Command, Driver};
 use crate::error::Error;
 use crate::session::{unexpected, Reply, Waiter};
+use crate::state::{StateDoc, StateWrite};
 use crate::types::{
     CreateChannel, Created, Event, Publish, Published, SubscribeOptions, Subscribed,
 };
@@ -174,6 +175,71 @@ impl Client {
         match self.call(r, frame, None).await? {
             Reply::Published(p) => Ok(p),
             other => Err(unexpected("published", other.op())),
+        }
+    }
+
+    /// `state_get`: a shared-state document as stored (version 0 and a null value when
+    /// never written). Needs read access to the channel, no subscription.
+    pub async fn state_get(&self, channel: &str, doc: &str) -> Result<StateDoc, Error> {
+        let (r, rt) = self.next_ref();
+        let frame = Request::StateGet {
+            r: Some(rt.as_str()),
+            channel,
+            doc,
+        }
+        .encode();
+        match self.call(r, frame, None).await? {
+            Reply::State(d) => Ok(d),
+            other => Err(unexpected("state", other.op())),
+        }
+    }
+
+    /// `state_set`: replaces a document's value (a JSON object), based on `version` (0 to
+    /// create). A stale write is [`StateWrite::Conflict`], not an error.
+    pub async fn state_set(
+        &self,
+        channel: &str,
+        doc: &str,
+        version: u64,
+        value: &Value,
+    ) -> Result<StateWrite, Error> {
+        let (r, rt) = self.next_ref();
+        let frame = Request::StateSet {
+            r: Some(rt.as_str()),
+            channel,
+            doc,
+            version,
+            value,
+        }
+        .encode();
+        self.state_write(r, frame).await
+    }
+
+    /// `state_patch`: replaces the top-level `fields` of a document (a `null` removes one),
+    /// all or none, based on `version`.
+    pub async fn state_patch(
+        &self,
+        channel: &str,
+        doc: &str,
+        version: u64,
+        fields: &Value,
+    ) -> Result<StateWrite, Error> {
+        let (r, rt) = self.next_ref();
+        let frame = Request::StatePatch {
+            r: Some(rt.as_str()),
+            channel,
+            doc,
+            version,
+            fields,
+        }
+        .encode();
+        self.state_write(r, frame).await
+    }
+
+    async fn state_write(&self, r: u64, frame: String) -> Result<StateWrite, Error> {
+        match self.call(r, frame, None).await? {
+            Reply::StateWrite(w) => Ok(w),
+            other => Err(unexpected("state_ok", other.op())),
         }
     }
 

@@ -1,5 +1,8 @@
 //! Rust client for Ringbearer's WebSocket protocol (docs/protocol.md): connect with a bearer
-//! token, create channels, subscribe, publish, ack, presence, typing, token refresh, ping.
+//! token, create channels, subscribe, publish, ack, presence, typing, token refresh, ping,
+//! and shared state ([`Client::state_get`], [`Client::state_set`], [`Client::state_patch`]:
+//! compare-and-set on a version; [`Event::StateOverridden`] when a higher role's stale write
+//! replaced this user's version).
 //!
 //! What it does for the app:
 //! - **One background task per client** owns the socket; [`Client`] is a cheap-to-clone
@@ -91,6 +94,7 @@ mod dedup;
 mod driver;
 mod error;
 mod session;
+mod state;
 mod tls;
 mod types;
 mod wire;
@@ -103,6 +107,7 @@ pub use config::{
     MIN_MAX_MESSAGE_BYTES,
 };
 pub use error::{DisconnectReason, Error};
+pub use state::{Overrode, StateDoc, StateWrite, StateWriter};
 pub use types::{
     CreateChannel, Created, Event, Message, PresenceEntry, Priority, Publish, Published,
     SenderInfo, SubscribeOptions, Subscribed, WeddingContext,

@@ -41,6 +41,8 @@ pub(crate) enum Reply {
     Published(Published),
     Ok,
     Pong,
+    State(crate::state::StateDoc),
+    StateWrite(crate::state::StateWrite),
 }
 
 pub(crate) type ReplySender = oneshot::Sender<Result<Reply, Error>>;
@@ -256,6 +258,21 @@ impl Session {
                     role,
                 });
             }
+            Ok(Incoming::StateOverridden {
+                channel,
+                doc,
+                version,
+                your_version,
+                by,
+            }) => {
+                self.outbox.push_back(Event::StateOverridden {
+                    channel,
+                    doc,
+                    version,
+                    your_version,
+                    by,
+                });
+            }
             Ok(Incoming::Reply { r, body }) => self.on_reply(r, body),
             Ok(Incoming::Unknown { op }) => debug!(%op, "unknown op ignored"),
             Err(e) => warn!(error = %e, len = text.len(), "undecodable frame from server ignored"),
@@ -297,6 +314,8 @@ impl Session {
             ReplyBody::Created(c) => answer(waiter, Reply::Created(c)),
             ReplyBody::Published(p) => answer(waiter, Reply::Published(p)),
             ReplyBody::Pong => answer(waiter, Reply::Pong),
+            ReplyBody::State(d) => answer(waiter, Reply::State(d)),
+            ReplyBody::StateWrite(w) => answer(waiter, Reply::StateWrite(w)),
         }
     }
 
@@ -352,6 +371,8 @@ impl Reply {
             Reply::Published(_) => "published",
             Reply::Ok => "ok",
             Reply::Pong => "pong",
+            Reply::State(_) => "state",
+            Reply::StateWrite(_) => "state_ok",
         }
     }
 }

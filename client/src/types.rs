@@ -245,6 +245,16 @@ pub enum Event {
         presence: Vec<PresenceEntry>,
         total: usize,
     },
+    /// Another user's stale write outranked this user's version `your_version` of a
+    /// shared-state document (docs/protocol.md "Shared state"); the document is now at
+    /// `version`, written by `by`.
+    StateOverridden {
+        channel: String,
+        doc: String,
+        version: u64,
+        your_version: u64,
+        by: crate::state::StateWriter,
+    },
     /// Someone else on the channel is typing.
     Typing {
         channel: String,

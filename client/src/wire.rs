@@ -97,6 +97,28 @@ pub(crate) enum Request<'a> {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         r: Option<&'a str>,
     },
+    StateGet {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        r: Option<&'a str>,
+        channel: &'a str,
+        doc: &'a str,
+    },
+    StateSet {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        r: Option<&'a str>,
+        channel: &'a str,
+        doc: &'a str,
+        version: u64,
+        value: &'a Value,
+    },
+    StatePatch {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        r: Option<&'a str>,
+        channel: &'a str,
+        doc: &'a str,
+        version: u64,
+        fields: &'a Value,
+    },
 }
 
 fn is_false(b: &bool) -> bool {
@@ -168,6 +190,14 @@ pub(crate) enum Incoming {
         r: Option<u64>,
         body: ReplyBody,
     },
+    /// A stale write of another user outranked this user's version of a document.
+    StateOverridden {
+        channel: String,
+        doc: String,
+        version: u64,
+        your_version: u64,
+        by: crate::state::StateWriter,
+    },
     /// An op this client does not know (e.g. a newer server's); ignored.
     Unknown {
         op: String,
@@ -183,6 +213,8 @@ pub(crate) enum ReplyBody {
     Published(Published),
     Ok,
     Pong,
+    State(crate::state::StateDoc),
+    StateWrite(crate::state::StateWrite),
     Error(ServerError),
 }
 
@@ -298,6 +330,32 @@ pub(crate) fn decode(text: &str) -> Result<Incoming, serde_json::Error> {
             reply(ReplyBody::Unsubscribed { channel: w.channel })
         }
         "published" => reply(ReplyBody::Published(serde_json::from_str(text)?)),
+        "state" => reply(ReplyBody::State(serde_json::from_str(text)?)),
+        "state_ok" => {
+            let w: crate::state::StateOkWire = serde_json::from_str(text)?;
+            reply(ReplyBody::StateWrite(crate::state::StateWrite::Applied {
+                version: w.version,
+                id: w.id,
+                overrode: w.overrode,
+            }))
+        }
+        "state_conflict" => {
+            let y: crate::state::YourVersionWire = serde_json::from_str(text)?;
+            reply(ReplyBody::StateWrite(crate::state::StateWrite::Conflict {
+                current: serde_json::from_str(text)?,
+                your_version: y.your_version,
+            }))
+        }
+        "state_overridden" => {
+            let w: crate::state::StateOverriddenWire = serde_json::from_str(text)?;
+            Ok(Incoming::StateOverridden {
+                channel: w.channel,
+                doc: w.doc,
+                version: w.version,
+                your_version: w.your_version,
+                by: w.by,
+            })
+        }
         "ok" => reply(ReplyBody::Ok),
         "pong" => reply(ReplyBody::Pong),
         "error" => {
@@ -840,6 +898,68 @@ mod tests {
                 user_id: "u-3".into(),
                 role: "couple".into(),
             }
+        );
+    }
+
+    #[test]
+    fn encodes_and_decodes_shared_state() {
+        let v = json!({"a": 1});
+        let set = Request::StateSet {
+            r: None,
+            channel: "wedding:main:w-1",
+            doc: "timeline",
+            version: 3,
+            value: &v,
+        };
+        assert_eq!(
+            set.encode(),
+            r#"{"op":"state_set","channel":"wedding:main:w-1","doc":"timeline","version":3,"value":{"a":1}}"#
+        );
+        let got = decode(r#"{"op":"state","ref":"4","channel":"c","doc":"d","version":0,"value":null,"writer":null}"#).unwrap();
+        match got {
+            Incoming::Reply {
+                r: Some(4),
+                body: ReplyBody::State(d),
+            } => assert_eq!((d.version, d.value, d.writer), (0, Value::Null, None)),
+            other => panic!("{other:?}"),
+        }
+        let got = decode(r#"{"op":"state_conflict","ref":"5","channel":"c","doc":"d","version":2,"value":{"a":1},"writer":{"user_id":"u","org":"o","role":"couple"},"your_version":1}"#).unwrap();
+        match got {
+            Incoming::Reply {
+                body:
+                    ReplyBody::StateWrite(crate::state::StateWrite::Conflict {
+                        current,
+                        your_version,
+                    }),
+                ..
+            } => {
+                assert_eq!((current.version, your_version), (2, 1));
+                assert_eq!(current.writer.unwrap().role, "couple");
+            }
+            other => panic!("{other:?}"),
+        }
+        let got = decode(r#"{"op":"state_ok","ref":"6","channel":"c","doc":"d","version":2,"id":9,"overrode":{"user_id":"v","org":"o","role":"venue","version":1}}"#).unwrap();
+        assert!(
+            matches!(
+                &got,
+                Incoming::Reply {
+                    body: ReplyBody::StateWrite(crate::state::StateWrite::Applied { version: 2, id: 9, overrode: Some(o) }),
+                    ..
+                } if o.user_id == "v"
+            ),
+            "{got:?}"
+        );
+        let got = decode(r#"{"op":"state_overridden","channel":"c","doc":"d","version":2,"your_version":1,"by":{"user_id":"u","org":"o","role":"couple"}}"#).unwrap();
+        assert!(
+            matches!(
+                got,
+                Incoming::StateOverridden {
+                    version: 2,
+                    your_version: 1,
+                    ..
+                }
+            ),
+            "{got:?}"
         );
     }
 

@@ -48,6 +48,10 @@ pub struct ChannelMeta {
 pub struct ChannelCheckpoint {
     pub meta: ChannelMeta,
     pub last_id: u64,
+    /// The channel's shared-state documents as of `last_id` (docs/decisions.md §31), so
+    /// they outlive the messages that wrote them. Absent in checkpoints written before.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub docs: std::collections::BTreeMap<String, crate::state_doc::Doc>,
 }
 
 #[derive(Clone, Debug)]

@@ -16,6 +16,7 @@ pub mod message;
 pub mod presence;
 pub mod protocol;
 pub mod rate;
+pub mod state_doc;
 pub mod time;
 pub mod window;
 

@@ -65,6 +65,12 @@ impl Tiers {
     }
 }
 
+/// Highest `state_max_bytes_per_channel` accepted: a channel's checkpoint record (its
+/// metadata and every document) must stay under the write-ahead log's 1 MiB record body
+/// (`ringbearer_persist::format::BODY_MAX_BYTES`), with room for the metadata (named
+/// members included) and each document's name, version and writer.
+pub const STATE_BYTES_PER_CHANNEL_CEILING: usize = 640 * 1024;
+
 /// Highest `max_json_depth` accepted: below serde_json's recursion limit (128), so the
 /// setting, not the parser, decides and words the refusal.
 pub const MAX_JSON_DEPTH_CEILING: usize = 100;
@@ -135,6 +141,17 @@ pub struct Limits {
     /// roles of the channel's own `admin` list (and its organization's `admin`/`service`).
     /// Empty by default: the channel's admin list decides.
     pub emergency_roles: Vec<crate::access::Role>,
+    /// Shared-state documents per channel (docs/decisions.md §31); a write creating one
+    /// more is refused with `WS_BAD_REQUEST`.
+    pub state_docs_per_channel: usize,
+    /// Largest value of one shared-state document, as JSON (after a patch is applied too);
+    /// over it: `WS_PAYLOAD_TOO_LARGE`. At most `max_payload_bytes` (a change is stored and
+    /// delivered as a message).
+    pub state_max_value_bytes: usize,
+    /// All of one channel's shared-state documents' values together, as JSON; a write past
+    /// it: `WS_PAYLOAD_TOO_LARGE`. They are logged in one checkpoint record, so at most
+    /// [`STATE_BYTES_PER_CHANNEL_CEILING`] (below the log's 1 MiB record body).
+    pub state_max_bytes_per_channel: usize,
     pub tiers: Tiers,
 }
 
@@ -163,6 +180,9 @@ impl Default for Limits {
             critical_messages_per_min: 60,
             emergency_messages_per_min: 30,
             emergency_roles: Vec::new(),
+            state_docs_per_channel: 64,
+            state_max_value_bytes: 60 * 1024,
+            state_max_bytes_per_channel: 512 * 1024,
             tiers: Tiers::default(),
         }
     }
@@ -182,6 +202,8 @@ impl Limits {
             ("presence_list_max", self.presence_list_max),
             ("max_field_bytes", self.max_field_bytes),
             ("max_json_depth", self.max_json_depth),
+            ("state_docs_per_channel", self.state_docs_per_channel),
+            ("state_max_value_bytes", self.state_max_value_bytes),
             ("max_channels_per_shard", self.max_channels_per_shard),
             (
                 "max_subscriptions_per_connection",
@@ -221,6 +243,18 @@ impl Limits {
             return Err(
                 "limits.max_request_bytes must be at least limits.max_payload_bytes".into(),
             );
+        }
+        if self.state_max_value_bytes > self.max_payload_bytes {
+            return Err(
+                "limits.state_max_value_bytes must be at most limits.max_payload_bytes".into(),
+            );
+        }
+        if self.state_max_bytes_per_channel < self.state_max_value_bytes
+            || self.state_max_bytes_per_channel > STATE_BYTES_PER_CHANNEL_CEILING
+        {
+            return Err(format!(
+                "limits.state_max_bytes_per_channel must be between limits.state_max_value_bytes and {STATE_BYTES_PER_CHANNEL_CEILING} (a channel's checkpoint is one log record)"
+            ));
         }
         if self.max_frame_bytes < self.max_request_bytes {
             return Err("limits.max_frame_bytes must be at least limits.max_request_bytes".into());
@@ -268,5 +302,19 @@ mod tests {
             ..Limits::default()
         };
         assert!(l.validate().unwrap_err().contains("max_queued"));
+        // A channel's documents must fit one checkpoint record, and a value one payload.
+        let l = Limits {
+            state_max_bytes_per_channel: 1 << 20,
+            ..Limits::default()
+        };
+        assert!(l
+            .validate()
+            .unwrap_err()
+            .contains("state_max_bytes_per_channel"));
+        let l = Limits {
+            state_max_value_bytes: 70_000,
+            ..Limits::default()
+        };
+        assert!(l.validate().unwrap_err().contains("state_max_value_bytes"));
     }
 }

@@ -66,6 +66,16 @@ pub struct PublishReq {
     pub context_wedding_id: Option<String>,
 }
 
+/// A shared-state write (`state_set` / `state_patch`, docs/decisions.md §31).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateWriteReq {
+    pub channel: ChannelName,
+    pub doc: String,
+    /// The version the write is based on (0: the document is new to the writer).
+    pub version: u64,
+    pub change: crate::state_doc::Change,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Create(CreateReq),
@@ -77,6 +87,8 @@ pub enum Request {
     Typing { channel: ChannelName },
     Token { token: String },
     Ping,
+    StateGet { channel: ChannelName, doc: String },
+    StateWrite(StateWriteReq),
 }
 
 impl Request {
@@ -91,6 +103,11 @@ impl Request {
             Request::Typing { .. } => "typing",
             Request::Token { .. } => "token",
             Request::Ping => "ping",
+            Request::StateGet { .. } => "state_get",
+            Request::StateWrite(w) => match w.change {
+                crate::state_doc::Change::Set(_) => "state_set",
+                crate::state_doc::Change::Patch(_) => "state_patch",
+            },
         }
     }
 }
@@ -152,6 +169,12 @@ struct RawRequest<'a> {
     #[serde(borrow)]
     meta: Option<&'a RawValue>,
     token: Option<String>,
+    doc: Option<String>,
+    version: Option<u64>,
+    #[serde(borrow)]
+    value: Option<&'a RawValue>,
+    #[serde(borrow)]
+    fields: Option<&'a RawValue>,
 }
 
 impl RawRequest<'_> {
@@ -183,6 +206,10 @@ impl RawRequest<'_> {
             ("id", self.id.is_some()),
             ("meta", self.meta.is_some()),
             ("token", self.token.is_some()),
+            ("doc", self.doc.is_some()),
+            ("version", self.version.is_some()),
+            ("value", self.value.is_some()),
+            ("fields", self.fields.is_some()),
         ]
         .into_iter()
         .filter(|(_, set)| *set)
@@ -236,6 +263,9 @@ pub fn fields_of(op: &str) -> Option<&'static [&'static str]> {
         "presence" => &["channel", "meta"],
         "token" => &["token"],
         "ping" => &[],
+        "state_get" => &["channel", "doc"],
+        "state_set" => &["channel", "doc", "version", "value"],
+        "state_patch" => &["channel", "doc", "version", "fields"],
         _ => return None,
     })
 }
@@ -632,11 +662,64 @@ fn typed(raw: RawRequest<'_>, limits: &Limits) -> Result<Request, Refusal> {
             token: need(raw.token, "token", op)?,
         },
         "ping" => Request::Ping,
+        "state_get" => Request::StateGet {
+            channel: channel(raw.channel)?,
+            doc: state_doc_name(raw.doc, op)?,
+        },
+        "state_set" | "state_patch" => {
+            let channel = channel(raw.channel)?;
+            let doc = state_doc_name(raw.doc, op)?;
+            let version = need(raw.version, "version", op)?;
+            let change = if op == "state_set" {
+                crate::state_doc::Change::Set(state_object(raw.value, "value", op, limits)?)
+            } else {
+                crate::state_doc::Change::Patch(state_object(raw.fields, "fields", op, limits)?)
+            };
+            Request::StateWrite(StateWriteReq {
+                channel,
+                doc,
+                version,
+                change,
+            })
+        }
         other => {
             let shown: String = other.chars().take(32).collect();
             return Err(bad(format!("unknown op `{}`", shown.escape_default())));
         }
     })
+}
+
+/// A shared-state document name (`[a-z0-9_-]{1,64}`).
+pub fn state_doc_name(doc: Option<String>, op: &str) -> Result<String, Refusal> {
+    let doc = need(doc, "doc", op)?;
+    if !crate::state_doc::valid_doc_name(&doc) {
+        return Err(bad("`doc` must match [a-z0-9_-]{1,64}"));
+    }
+    Ok(doc)
+}
+
+/// A shared-state `value` or `fields`: a JSON object of at most `state_max_value_bytes`.
+pub fn state_object(
+    raw: Option<&RawValue>,
+    field: &str,
+    op: &str,
+    limits: &Limits,
+) -> Result<serde_json::Map<String, serde_json::Value>, Refusal> {
+    let raw = need(raw, field, op)?;
+    if raw.get().len() > limits.state_max_value_bytes {
+        return Err(Refusal::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "`{field}` is {} bytes; the limit is {} (state_max_value_bytes)",
+                raw.get().len(),
+                limits.state_max_value_bytes
+            ),
+        ));
+    }
+    if !is_object(raw) {
+        return Err(bad(format!("`{field}` must be a JSON object")));
+    }
+    serde_json::from_str(raw.get()).map_err(|e| bad(format!("`{field}`: {e}")))
 }
 
 /// `YYYY-MM-DD` with a plausible month and day.

@@ -335,6 +335,36 @@ impl Api {
         }
     }
 
+    /// A shared-state document as stored (`state_get`).
+    pub async fn state_get(
+        &self,
+        claims: Arc<Claims>,
+        channel: ChannelName,
+        doc: String,
+    ) -> Result<crate::owner::StateView, Refusal> {
+        let name = channel.as_str().to_owned();
+        match self
+            .call_one(&name, &claims, Op::StateGet { channel, doc })
+            .await?
+        {
+            Reply::State(v) => Ok(*v),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A shared-state write: `Reply::StateOk` once stored, or `Reply::StateConflict`.
+    pub async fn state_write(
+        &self,
+        claims: Arc<Claims>,
+        req: ringbearer_core::protocol::StateWriteReq,
+    ) -> Result<Reply, Refusal> {
+        let name = req.channel.as_str().to_owned();
+        match self.call_one(&name, &claims, Op::StateWrite(req)).await? {
+            r @ (Reply::StateOk(_) | Reply::StateConflict { .. }) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Ends the subscription of `user`, a user id of the caller's own organization;
     /// whether there was one.
     pub async fn withdraw(

@@ -28,9 +28,10 @@ pub enum JournalError {
 /// What a shard logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entry<'a> {
-    /// A channel's `ChannelCheckpoint` (metadata and last id) as JSON: logged before the
-    /// `created` reply, and again at every retention round, so a restart rebuilds every
-    /// channel that was ever answered for even after older segments were reclaimed.
+    /// A channel's `ChannelCheckpoint` (metadata, last id, shared-state documents) as JSON:
+    /// logged before the `created` reply, and again at every retention round, so a restart
+    /// rebuilds every channel that was ever answered for even after older segments were
+    /// reclaimed.
     Channel { meta_json: &'a [u8] },
     /// A published message: its rkyv `MessageFrame`.
     Message { id: u64, frame: &'a [u8] },
@@ -75,6 +76,9 @@ pub struct RestoredChannel {
     pub messages: Vec<RestoredMessage>,
     /// `((org, user_id), cursor, role its last connection held)`.
     pub members: Vec<(ringbearer_core::UserKey, u64, Option<ringbearer_core::Role>)>,
+    /// The channel's shared-state documents: the checkpoint's, with every stored change
+    /// after it applied (docs/decisions.md §31).
+    pub docs: std::collections::BTreeMap<String, ringbearer_core::state_doc::Doc>,
 }
 
 /// A shard's opened journal and the channels it owned before.

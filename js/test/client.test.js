@@ -245,3 +245,38 @@ test('close() while the socket is still connecting raises nothing (Node ws throw
   await new Promise((r) => setTimeout(r, 50));
   assert.deepEqual(uncaught.map(String), []);
 });
+
+test('shared state: compare-and-set, precedence and the override event', async (t) => {
+  const server = await TestServer.start();
+  t.after(() => server.stop());
+  const ch = 'wedding:plan:w-1';
+  const vendor = client(server, { token: server.token('u-1', 'org-1', 'photographer', ['w-1']) });
+  const couple = client(server, { token: server.token('u-2', 'org-1', 'couple', ['w-1']) });
+  const other = client(server, { token: server.token('u-1', 'org-2', 'photographer', ['w-2']) });
+  t.after(() => { vendor.c.close(); couple.c.close(); other.c.close(); });
+  await Promise.all([vendor.c.connect(), couple.c.connect(), other.c.connect()]);
+  await couple.c.create({ name: ch, wedding_id: 'w-1' });
+  await vendor.c.subscribe(ch);
+  const told = [];
+  vendor.c.on('state_overridden', (e) => told.push(e));
+
+  assert.deepEqual(await vendor.c.stateGet(ch, 'shots'), { channel: ch, doc: 'shots', version: 0, value: null, writer: null });
+  const w1 = await vendor.c.stateSet(ch, 'shots', 0, { list: ['rings'] });
+  assert.deepEqual([w1.applied, w1.version, w1.overrode], [true, 1, null]);
+  // A second create by the same rank: refused with the current document.
+  const again = await vendor.c.statePatch(ch, 'shots', 0, { list: [] });
+  assert.deepEqual(again, { applied: false, version: 1, value: { list: ['rings'] }, writer: { user_id: 'u-1', org: 'org-1', role: 'photographer' }, yourVersion: 0 });
+  // The couple's stale patch outranks the vendor's version; the vendor hears of it.
+  const w2 = await couple.c.statePatch(ch, 'shots', 0, { list: ['rings', 'cake'] });
+  assert.equal(w2.applied, true);
+  assert.equal(w2.overrode.user_id, 'u-1');
+  await waitFor(() => told.length === 1, 'state_overridden at the vendor');
+  assert.deepEqual(told[0], { channel: ch, doc: 'shots', version: 2, yourVersion: 1, by: { user_id: 'u-2', org: 'org-1', role: 'couple' } });
+  // The change is a message too.
+  await waitFor(() => vendor.seen.filter((m) => m.type === 'state').length === 2, 'two state messages');
+  // Another organization's u-1 reaches nothing; bad input is WS_BAD_REQUEST.
+  await assert.rejects(other.c.stateGet(ch, 'shots'), (e) => e.code === 'WS_WEDDING_ISOLATION_VIOLATION');
+  await assert.rejects(couple.c.stateSet(ch, 'Shots', 2, {}), (e) => e.code === 'WS_BAD_REQUEST');
+  await assert.rejects(couple.c.stateSet(ch, 'shots', 2, [1]), (e) => e.code === 'WS_BAD_REQUEST');
+  assert.deepEqual((await couple.c.stateGet(ch, 'shots')).value, { list: ['rings', 'cake'] });
+});

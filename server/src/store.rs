@@ -4,8 +4,8 @@
 //! and cursors written off the executors). At start, each shard's log is replayed into its
 //! channels (`ringbearer_io::owner::rebuild`), and members come back from the registry.
 //!
-//! Log record convention: `id = 0` holds a channel's `ChannelCheckpoint` (metadata and
-//! last id) as JSON, written when the channel is created and at every retention round (the
+//! Log record convention: `id = 0` holds a channel's `ChannelCheckpoint` (metadata, last
+//! id and shared-state documents) as JSON, written when the channel is created and at every retention round (the
 //! newest wins); `id ≥ 1` is a message's rkyv frame.
 
 use anyhow::{bail, Context, Result};

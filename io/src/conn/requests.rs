@@ -150,6 +150,12 @@ pub(super) fn handle_text(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, text: &str) {
             }
             (shard_for(channel.as_str(), shards), Op::Typing { channel })
         }
+        // Shared state needs access to the channel, not a subscription (§31).
+        Request::StateGet { channel, doc } => (
+            shard_for(channel.as_str(), shards),
+            Op::StateGet { channel, doc },
+        ),
+        Request::StateWrite(req) => (shard_for(req.channel.as_str(), shards), Op::StateWrite(req)),
     };
     let owner = owner as u32;
     if ctx.router.backlog(owner) >= cfg.mesh_backlog_max {

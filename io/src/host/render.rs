@@ -81,6 +81,36 @@ pub fn reply(r#ref: Option<&str>, reply: &Reply) -> Option<Vec<u8>> {
         Reply::Published(p) => {
             protocol::reply_published(r#ref, p.channel.as_str(), p.id, p.delivered, p.queued)
         }
+        Reply::State(v) => state_view("state", r#ref, v, None),
+        Reply::StateConflict { current, yours } => {
+            state_view("state_conflict", r#ref, current, Some(*yours))
+        }
+        Reply::StateOk(ok) => {
+            let mut o = head("state_ok", r#ref);
+            o.insert("channel".into(), ok.channel.as_str().into());
+            o.insert("doc".into(), ok.doc.as_str().into());
+            o.insert("version".into(), ok.version.into());
+            o.insert("id".into(), ok.id.into());
+            if let Some(x) = &ok.overrode {
+                o.insert("overrode".into(), serde_json::json!(x));
+            }
+            serde_json::to_vec(&o).expect("serializes")
+        }
+        Reply::StateOverridden {
+            channel,
+            doc,
+            version,
+            yours,
+            by,
+        } => {
+            let mut o = head("state_overridden", r#ref);
+            o.insert("channel".into(), channel.as_str().into());
+            o.insert("doc".into(), doc.as_str().into());
+            o.insert("version".into(), (*version).into());
+            o.insert("your_version".into(), (*yours).into());
+            o.insert("by".into(), serde_json::json!(by));
+            serde_json::to_vec(&o).expect("serializes")
+        }
         Reply::Subscribed { .. } => unreachable!("rendered by `subscribed`"),
         // REST-only answers never reach a connection; rendered as the internal error they
         // would be.
@@ -92,6 +122,38 @@ pub fn reply(r#ref: Option<&str>, reply: &Reply) -> Option<Vec<u8>> {
             ),
         ),
     })
+}
+
+type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+fn head(op: &str, r#ref: Option<&str>) -> JsonObject {
+    let mut o = JsonObject::new();
+    o.insert("op".into(), op.into());
+    if let Some(r) = r#ref {
+        o.insert("ref".into(), r.into());
+    }
+    o
+}
+
+/// `state` / `state_conflict`: a document as stored (`value` and `writer` null when it was
+/// never written); a conflict adds the version the refused write was based on.
+fn state_view(
+    op: &str,
+    r#ref: Option<&str>,
+    v: &crate::owner::StateView,
+    yours: Option<u64>,
+) -> Vec<u8> {
+    let mut o = head(op, r#ref);
+    o.insert("channel".into(), v.channel.as_str().into());
+    o.insert("doc".into(), v.doc.as_str().into());
+    o.insert("version".into(), v.version.into());
+    let value = v.value.clone().map_or(serde_json::Value::Null, Into::into);
+    o.insert("value".into(), value);
+    o.insert("writer".into(), serde_json::json!(v.writer));
+    if let Some(y) = yours {
+        o.insert("your_version".into(), y.into());
+    }
+    serde_json::to_vec(&o).expect("serializes")
 }
 
 /// A channel event as its `/ws` frame.

@@ -31,7 +31,7 @@ struct Pending {
     kind: PendingKind,
 }
 
-enum PendingKind {
+pub(super) enum PendingKind {
     /// A published message: delivered and answered once stored.
     Message {
         id: u64,
@@ -43,6 +43,11 @@ enum PendingKind {
     Repeat { id: u64 },
     /// A created channel (or a re-create of one still being stored).
     Created,
+    /// A shared-state change (`state.rs`): answered and delivered once stored.
+    State(Box<super::state::StateWrite>),
+    /// A refused shared-state write, answered with the document once the newer version it
+    /// lost to is stored.
+    StateConflict { doc: String, yours: u64 },
 }
 
 /// The pending queue and the journal it waits on.
@@ -111,7 +116,7 @@ impl Commit {
     }
 
     /// Waits behind the newest append (a repeat, or a re-create of a channel being stored).
-    fn wait_behind(
+    pub(super) fn wait_behind(
         &mut self,
         channel: &ChannelName,
         to: Caller,
@@ -121,7 +126,7 @@ impl Commit {
         self.push(self.last_pos, channel, to, r#ref, kind);
     }
 
-    fn push(
+    pub(super) fn push(
         &mut self,
         pos: u64,
         channel: &ChannelName,
@@ -218,6 +223,13 @@ impl Owner {
     }
 
     fn complete(&mut self, fx: &mut Effects, now: super::Now, p: Pending) {
+        if matches!(
+            p.kind,
+            PendingKind::State(_) | PendingKind::StateConflict { .. }
+        ) {
+            let r = p.r#ref.as_deref();
+            return self.complete_state(fx, p.to, r, &p.channel, p.kind);
+        }
         let Some(ch) = self.channels.get_mut(p.channel.as_str()) else {
             return;
         };
@@ -253,6 +265,9 @@ impl Owner {
                 }
                 fx.reply(p.to, r, created_reply(ch));
             }
+            PendingKind::State(_) | PendingKind::StateConflict { .. } => {
+                unreachable!("completed above")
+            }
         }
     }
 
@@ -272,8 +287,13 @@ impl Owner {
             }
         }
         for c in touched {
+            // Shared-state changes still being stored never happened either.
+            if let Some(d) = self.docs.get_mut(c.as_str()) {
+                d.rollback();
+            }
             if self.creating.remove(c.as_str()) {
                 // Never stored: the channel never existed.
+                self.docs.remove(c.as_str());
                 if let Some(ch) = self.channels.remove(c.as_str()) {
                     fx.record(Record::ChannelDropped(c.clone()));
                     self.policy.release_channel_of(&ch.meta.access.org);
@@ -310,6 +330,11 @@ impl Owner {
             let cp = ChannelCheckpoint {
                 meta: ch.meta.clone(),
                 last_id: ch.durable_id(),
+                docs: self
+                    .docs
+                    .get(name)
+                    .map(|d| d.snapshot())
+                    .unwrap_or_default(),
             };
             checkpoints.push((name.clone(), serde_json::to_vec(&cp).expect("serializes")));
             first_kept.insert(name.clone(), ch.first_kept_id(now_ms));

@@ -141,6 +141,7 @@ impl Owner {
             let checkpoint = ChannelCheckpoint {
                 meta: meta.clone(),
                 last_id: 0,
+                docs: Default::default(),
             };
             let json = serde_json::to_vec(&checkpoint).expect("ChannelCheckpoint serializes");
             let pos = match self

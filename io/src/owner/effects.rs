@@ -9,6 +9,7 @@ use ringbearer_core::channel_state::{ChannelMeta, ConnRef};
 use ringbearer_core::error::Refusal;
 use ringbearer_core::message::FrameBytes;
 use ringbearer_core::presence::{PresenceDiff, PresenceEntry};
+use ringbearer_core::state_doc::{Overrode, Writer};
 use ringbearer_core::{ChannelName, Role, UserKey};
 use std::sync::Arc;
 
@@ -78,6 +79,46 @@ pub enum Reply {
         total: usize,
     },
     Detail(Box<ChannelDetail>),
+    /// A shared-state document as stored (`state_get`).
+    State(Box<StateView>),
+    /// A shared-state write is stored (and delivered as message `id`).
+    StateOk(Box<StateOk>),
+    /// A shared-state write was refused: it was based on `yours`, and the document is now
+    /// as `current` shows (the client re-bases on `current.version` and retries).
+    StateConflict {
+        current: Box<StateView>,
+        yours: u64,
+    },
+    /// Unasked, to each connection of a writer a stale write outranked: its version
+    /// `yours` of the document was replaced by `by`'s version `version`.
+    StateOverridden {
+        channel: ChannelName,
+        doc: String,
+        version: u64,
+        yours: u64,
+        by: Writer,
+    },
+}
+
+/// A shared-state document (version 0 and no value or writer: never written).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateView {
+    pub channel: ChannelName,
+    pub doc: String,
+    pub version: u64,
+    pub value: Option<serde_json::Map<String, serde_json::Value>>,
+    pub writer: Option<Writer>,
+}
+
+/// A stored shared-state write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateOk {
+    pub channel: ChannelName,
+    pub doc: String,
+    pub version: u64,
+    /// The id of the `state` message that carries the change.
+    pub id: u64,
+    pub overrode: Option<Overrode>,
 }
 
 /// A stored message's answer (SPEC §2.5: sent once it is stored).

@@ -21,6 +21,7 @@
 //! | `publish.rs` | `publish` |
 //! | `member.rs` | `ack`, `presence`, `typing`, the presence flush |
 //! | `read.rs` | `resolve`, a user's list, an organization's list, a channel's detail |
+//! | `state.rs` | shared state: `state_get`, `state_set`, `state_patch` |
 //! | `commit.rs` | the pending queue: stored first, then answered and delivered |
 //! | `rebuild.rs` | channels rebuilt from log records after a restart |
 //! | `audit.rs` | the audit events the owner writes |
@@ -34,6 +35,9 @@ mod member;
 mod publish;
 mod read;
 pub mod rebuild;
+mod state;
+#[cfg(test)]
+mod state_tests;
 mod subscribe;
 #[cfg(test)]
 mod tests;
@@ -42,7 +46,7 @@ pub use commit::RetentionRound;
 pub use create::{channel_id, shard_of_channel_id};
 pub use effects::{
     Caller, ChannelDetail, ChannelEvent, ChannelSummary, Effect, Effects, Published, Recipients,
-    Record, Reply, SubscriberView, Tally,
+    Record, Reply, StateOk, StateView, SubscriberView, Tally,
 };
 
 use crate::journal::{Journal, RestoredChannel};
@@ -55,7 +59,7 @@ use ringbearer_core::channel_state::{ChannelState, ConnRef};
 use ringbearer_core::error::{ErrorCode, Refusal};
 use ringbearer_core::identity::{idempotency_scope, Target};
 use ringbearer_core::message::{access_frame, upgrade_frame, FrameBytes};
-use ringbearer_core::protocol::{CreateReq, PublishReq, SubscribeReq};
+use ringbearer_core::protocol::{CreateReq, PublishReq, StateWriteReq, SubscribeReq};
 use ringbearer_core::{ChannelName, Claims, UserKey};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -150,6 +154,13 @@ pub enum Op {
     ListOrg {
         take: usize,
     },
+    /// A shared-state document as stored.
+    StateGet {
+        channel: ChannelName,
+        doc: String,
+    },
+    /// A shared-state write (compare-and-set on a version).
+    StateWrite(StateWriteReq),
 }
 
 /// The channels one shard owns.
@@ -172,6 +183,8 @@ pub struct Owner {
     policy: Arc<Policy>,
     /// Registered weddings, shared by every shard (SPEC §1 wedding day).
     weddings: Weddings,
+    /// Each channel's shared-state documents (`state.rs`), by channel name.
+    docs: HashMap<String, state::ChannelDocs>,
 }
 
 fn not_found(name: &ChannelName) -> Refusal {
@@ -212,6 +225,7 @@ impl Owner {
             commit: Commit::new(journal),
             policy,
             weddings,
+            docs: HashMap::new(),
         }
     }
 
@@ -263,6 +277,10 @@ impl Owner {
                 limit,
             } => self.inspect(&mut fx, now, from, r, &claims, &channel, offset, limit),
             Op::ListOrg { take } => self.list_org(&mut fx, from, r, &claims, take),
+            Op::StateGet { channel, doc } => {
+                self.state_get(&mut fx, now, from, r, &claims, &channel, &doc)
+            }
+            Op::StateWrite(req) => self.state_write(&mut fx, now, from, r, &claims, req),
         }
         fx
     }
@@ -336,6 +354,10 @@ impl Owner {
             );
             for (k, id, ts) in keys {
                 st.remember_idempotency(&k, id, ts, now.ms);
+            }
+            if !rc.docs.is_empty() {
+                self.docs
+                    .insert(name.clone(), state::ChannelDocs::stored(rc.docs));
             }
             self.channels.insert(name, st);
         }

@@ -27,6 +27,14 @@ impl Owner {
         req: PublishReq,
         recipients: bool,
     ) {
+        if req.msg_type == ringbearer_core::state_doc::STATE_TYPE {
+            // Shared-state changes are written by `state_set`/`state_patch` only (§31).
+            let e = Refusal::new(
+                ErrorCode::BadRequest,
+                "type `state` is reserved for shared-state changes (state_set, state_patch)",
+            );
+            return fx.refuse(from, r#ref, e);
+        }
         let Some(ch) = self.channels.get_mut(req.channel.as_str()) else {
             return fx.refuse(from, r#ref, not_found(&req.channel));
         };

@@ -11,9 +11,13 @@
 //! | a message id twice | kept once |
 //! | a gap in a channel's ids | the contiguous run ending at the newest id is kept, reported |
 //! | members of a channel the log does not have | dropped |
+//! | shared-state documents | the checkpoint's, then each stored `state` change after its last id, in id order |
+//! | an unreadable `state` change | skipped, reported; the document keeps its older version |
 
 use crate::journal::{RestoredChannel, RestoredMessage};
 use ringbearer_core::channel_state::ChannelCheckpoint;
+use ringbearer_core::message::{access_frame, FrameBytes};
+use ringbearer_core::state_doc::{ChangePayload, Doc, STATE_TYPE};
 use ringbearer_core::{Role, UserKey};
 use std::collections::{BTreeMap, HashMap};
 
@@ -41,6 +45,10 @@ pub enum Skipped {
     Gap {
         channel: String,
         through: u64,
+    },
+    UnreadableStateChange {
+        channel: String,
+        id: u64,
     },
 }
 
@@ -80,7 +88,12 @@ pub fn rebuild(
     }
     let mut restored = Vec::new();
     for (name, (checkpoint, mut messages)) in channels {
-        let Some(ChannelCheckpoint { meta, last_id }) = checkpoint else {
+        let Some(ChannelCheckpoint {
+            meta,
+            last_id,
+            docs,
+        }) = checkpoint
+        else {
             skipped.push(Skipped::NoCheckpoint {
                 channel: name,
                 messages: messages.len(),
@@ -89,6 +102,7 @@ pub fn rebuild(
         };
         messages.sort_by_key(|m| m.id);
         messages.dedup_by_key(|m| m.id);
+        let docs = state_docs(&name, docs, last_id, &messages, &mut skipped);
         // Keep the contiguous run that ends at the newest id: a gap would break the window's
         // "ids are contiguous" rule (it cannot happen with one writer per log, but recovery
         // does not trust it).
@@ -105,9 +119,41 @@ pub fn rebuild(
             last_id,
             messages,
             members,
+            docs,
         });
     }
     (restored, skipped)
+}
+
+/// A channel's shared-state documents: the checkpoint's (as of `last_id`), with every
+/// stored change after it applied in id order. A change carries the document's whole
+/// value, so the newest change of a document rebuilds it.
+fn state_docs(
+    channel: &str,
+    mut docs: BTreeMap<String, Doc>,
+    last_id: u64,
+    messages: &[RestoredMessage],
+    skipped: &mut Vec<Skipped>,
+) -> BTreeMap<String, Doc> {
+    for m in messages.iter().filter(|m| m.id > last_id) {
+        let mut f = FrameBytes::with_capacity(m.frame.len());
+        f.extend_from_slice(&m.frame);
+        let Ok(a) = access_frame(&f) else { continue };
+        if a.msg_type.as_str() != STATE_TYPE {
+            continue;
+        }
+        match serde_json::from_str::<ChangePayload>(a.payload.as_str()) {
+            Ok(p) => {
+                let (name, doc) = p.into_doc();
+                docs.insert(name, doc);
+            }
+            Err(_) => skipped.push(Skipped::UnreadableStateChange {
+                channel: channel.to_owned(),
+                id: m.id,
+            }),
+        }
+    }
+    docs
 }
 
 #[cfg(test)]
@@ -137,6 +183,7 @@ mod tests {
                 epoch: epoch.into(),
             },
             last_id,
+            docs: Default::default(),
         };
         LogRecord {
             channel: name.into(),
@@ -229,6 +276,110 @@ mod tests {
             [Skipped::Gap {
                 channel: "a".into(),
                 through: 2
+            }]
+        );
+    }
+
+    fn state_change(name: &str, id: u64, doc: &str, version: u64, n: i64) -> LogRecord {
+        use ringbearer_core::state_doc::{ChangePayload, Writer};
+        let payload = ChangePayload {
+            doc: doc.into(),
+            version,
+            value: serde_json::json!({ "n": n }).as_object().unwrap().clone(),
+            writer: Writer {
+                user_id: "u-1".into(),
+                org: "org-a".into(),
+                role: ringbearer_core::Role::Couple,
+            },
+            fields: None,
+            overrode: None,
+        };
+        let f = ringbearer_core::MessageFrame {
+            id,
+            ts_ms: id,
+            channel: format!("venue:hall:{name}"),
+            msg_type: STATE_TYPE.into(),
+            event: None,
+            priority: 1,
+            payload: serde_json::to_string(&payload).unwrap(),
+            sender_user_id: "u-1".into(),
+            sender_org: "org-a".into(),
+            sender_role: ringbearer_core::Role::Couple.code(),
+            target_user_id: None,
+            target_org: None,
+            target_roles: 0,
+            wedding_context: None,
+            idempotency_key: None,
+        };
+        LogRecord {
+            channel: name.into(),
+            id,
+            ts_ms: id,
+            body: f.encode().to_vec(),
+        }
+    }
+
+    #[test]
+    fn documents_are_the_checkpoints_with_later_changes_applied() {
+        let mut cp = checkpoint("a", 2, "e");
+        let mut parsed: ChannelCheckpoint = serde_json::from_slice(&cp.body).unwrap();
+        let old = state_change("a", 1, "kept", 1, 10);
+        let doc = |r: &LogRecord| {
+            let mut f = FrameBytes::new();
+            f.extend_from_slice(&r.body);
+            let a = access_frame(&f).unwrap();
+            serde_json::from_str::<ChangePayload>(a.payload.as_str())
+                .unwrap()
+                .into_doc()
+        };
+        let (k, d) = doc(&old);
+        parsed.docs.insert(k, d);
+        cp.body = serde_json::to_vec(&parsed).unwrap();
+        let mut bad = state_change("a", 5, "x", 1, 0);
+        bad.body = ringbearer_core::MessageFrame {
+            id: 5,
+            ts_ms: 5,
+            channel: "venue:hall:a".into(),
+            msg_type: STATE_TYPE.into(),
+            event: None,
+            priority: 1,
+            payload: "\"not a change\"".into(),
+            sender_user_id: "u".into(),
+            sender_org: "org-a".into(),
+            sender_role: 0,
+            target_user_id: None,
+            target_org: None,
+            target_roles: 0,
+            wedding_context: None,
+            idempotency_key: None,
+        }
+        .encode()
+        .to_vec();
+        let records = vec![
+            old,
+            state_change("a", 2, "kept", 2, 20),
+            cp,
+            // At or below the checkpoint's last id: already in its documents.
+            state_change("a", 3, "later", 1, 30),
+            state_change("a", 4, "later", 2, 40),
+            bad,
+        ];
+        let (r, skipped) = rebuild(records, []);
+        let docs = &r[0].docs;
+        assert_eq!(
+            docs["kept"].version, 1,
+            "the checkpoint's, not id 2's replay"
+        );
+        assert_eq!(
+            (docs["later"].version, &docs["later"].value["n"]),
+            (2, &serde_json::json!(40))
+        );
+        assert!(!docs.contains_key("x"));
+        assert_eq!(
+            skipped,
+            [Skipped::UnreadableStateChange {
+                channel: "a".into(),
+                id: 5
             }]
         );
     }

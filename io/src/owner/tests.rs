@@ -249,6 +249,7 @@ fn restore_continues_ids_and_idempotency_keys() {
             last_id: 8,
             messages: vec![frame(7, None), frame(8, Some("cake"))],
             members: vec![(UserKey::new("o", "bob"), 7, None)],
+            docs: Default::default(),
         }],
         Now::at(T0),
     );

@@ -18,6 +18,7 @@ mod channels;
 mod config;
 mod observability;
 mod realtime;
+mod state;
 mod weddings;
 
 pub use config::RestConfig;
@@ -29,6 +30,9 @@ use ringbearer_io::{Api, HttpHandler, HttpRequest, HttpResponse};
 use ringbearer_persist::registry::Registry;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
+
+/// The shared state's read (GET) and write (POST), docs/decisions.md §31.
+const STATE_PATH: &str = "/api/websocket/channels/state";
 
 /// The routes, shared by every shard.
 pub struct Rest {
@@ -115,7 +119,7 @@ impl Rest {
         if let Some(r) = crate::assets::serve(&req) {
             return r;
         }
-        const ROUTES: [(&str, &str); 14] = [
+        const ROUTES: [(&str, &str); 16] = [
             ("POST", realtime::BROADCAST_PATHS[0]),
             ("POST", realtime::BROADCAST_PATHS[1]),
             ("POST", "/api/websocket/channels/create"),
@@ -130,9 +134,16 @@ impl Rest {
             ("GET", "/api/websocket/audit"),
             ("GET", "/api/websocket/events"),
             ("GET", "/api/websocket/routing"),
+            ("GET", STATE_PATH),
+            ("POST", STATE_PATH),
         ];
         let path = req.head.path.trim_end_matches('/');
-        let Some((method, path)) = ROUTES.iter().find(|(_, p)| *p == path).copied() else {
+        // One path, two methods (the shared state's read and write).
+        let found = ROUTES
+            .iter()
+            .find(|(m, p)| *p == path && (path != STATE_PATH || *m == req.head.method))
+            .or_else(|| ROUTES.iter().find(|(_, p)| *p == path));
+        let Some((method, path)) = found.copied() else {
             return HttpResponse::refusal_with(
                 404,
                 &bad(format!(
@@ -194,6 +205,7 @@ impl Rest {
                 "organization_id": claims.org,
                 "routing": api.config().routing.table_for(&claims.org),
             })),
+            STATE_PATH if method == "GET" => self.state_get(&api, &claims, &req).await,
             _ => match body_object(&req, &api.config().limits) {
                 Err(e) => Err(e),
                 Ok(body) => match path {
@@ -208,6 +220,7 @@ impl Rest {
                         self.unsubscribe(&api, &claims, body).await
                     }
                     "/api/websocket/weddings" => self.wedding(&api, &claims, body).await,
+                    STATE_PATH => self.state_post(&api, &claims, body).await,
                     p if realtime::BROADCAST_PATHS.contains(&p) => {
                         return match self.realtime_broadcast(&api, &claims, body).await {
                             Ok(data) => HttpResponse::json(
