@@ -64,6 +64,9 @@ fn weddings_round_trip() {
         event_date: EventDate::parse(date).unwrap(),
         time_zone: "America/Argentina/Buenos_Aires".into(),
         updated_at_ms: 1_700_000_000_000,
+        ceremony_time: None,
+        key_roles: Vec::new(),
+        coordination_channel: None,
     };
     wait(reg.upsert_wedding(w("w-2", "org-a", "2026-09-12"))).unwrap();
     wait(reg.upsert_wedding(w("w-1", "org-a", "2026-06-13"))).unwrap();

@@ -78,6 +78,8 @@ pub enum Reply {
         total: usize,
     },
     Detail(Box<ChannelDetail>),
+    /// What this shard saw of the watched weddings (`Op::Watch`).
+    Watched(Box<crate::watchdog::Sightings>),
 }
 
 /// A stored message's answer (SPEC §2.5: sent once it is stored).

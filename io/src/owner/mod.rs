@@ -20,7 +20,7 @@
 //! | `enroll.rs` | subscriptions without a connection: `enroll`, `withdraw` |
 //! | `publish.rs` | `publish` |
 //! | `member.rs` | `ack`, `presence`, `typing`, the presence flush |
-//! | `read.rs` | `resolve`, a user's list, an organization's list, a channel's detail |
+//! | `read.rs` | `resolve`, a user's list, an organization's list, a channel's detail, the watchdog's round |
 //! | `commit.rs` | the pending queue: stored first, then answered and delivered |
 //! | `rebuild.rs` | channels rebuilt from log records after a restart |
 //! | `audit.rs` | the audit events the owner writes |
@@ -150,6 +150,11 @@ pub enum Op {
     ListOrg {
         take: usize,
     },
+    /// The presence watchdog's round: who is present on these weddings' channels
+    /// (`(wedding_id, owning organization)`); the server's service identity only.
+    Watch {
+        weddings: Vec<(String, String)>,
+    },
 }
 
 /// The channels one shard owns.
@@ -263,6 +268,7 @@ impl Owner {
                 limit,
             } => self.inspect(&mut fx, now, from, r, &claims, &channel, offset, limit),
             Op::ListOrg { take } => self.list_org(&mut fx, from, r, &claims, take),
+            Op::Watch { weddings } => self.watch(&mut fx, from, r, &claims, &weddings),
         }
         fx
     }

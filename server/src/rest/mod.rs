@@ -150,7 +150,7 @@ impl Rest {
         }
         let open = !self.cfg.observability_requires_auth;
         match path {
-            "/api/websocket/health" if open => return ok(self.health(&api)),
+            "/api/websocket/health" if open => return ok(self.health(&api, None)),
             "/api/websocket/metrics" if open => return self.metrics(&api),
             _ => {}
         }
@@ -183,7 +183,7 @@ impl Rest {
                     Err(e) => HttpResponse::refusal(&e),
                 }
             }
-            "/api/websocket/health" => Ok(self.health(&api)),
+            "/api/websocket/health" => Ok(self.health(&api, Some(&claims))),
             "/api/websocket/metrics" => return self.metrics(&api),
             "/api/websocket/channels/list" => self.list(&api, &claims, &req).await,
             "/api/websocket/channels/detail" => self.detail(&api, &claims, &req).await,
