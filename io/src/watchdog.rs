@@ -75,12 +75,14 @@ pub enum Alert {
         since_ms: u64,
         ceremony_ms: u64,
     },
-    /// `battery:low`: a device under `battery_threshold_percent`.
+    /// `battery:low`: a device under `battery_threshold_percent`; `episode` counts this
+    /// device's alerts (1 for the first), so each drop has its own idempotency key.
     BatteryLow {
         wedding_id: String,
         org: String,
         channel: ChannelName,
         reading: BatteryReading,
+        episode: u32,
     },
 }
 
@@ -148,26 +150,34 @@ impl Alert {
         }
     }
 
-    /// A key that is the same for a resend of this alert (the publish's idempotency key):
-    /// a retried publish after a lost answer stores nothing new.
-    pub fn idempotency_key(&self) -> String {
+    /// A key that is the same for a resend of this alert and differs for any other (the
+    /// publish's idempotency key, fixed-length whatever the ids): a retried publish after
+    /// a lost answer stores nothing new. `life` tells this server's lives apart (its
+    /// memory starts empty after a restart).
+    pub fn idempotency_key(&self, life: u64) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
         match self {
             Alert::Absent {
                 wedding_id,
                 role,
                 since_ms,
                 ..
-            } => format!("watchdog-absent-{wedding_id}-{}-{since_ms}", role.as_str()),
+            } => ("absent", wedding_id, role.as_str(), *since_ms).hash(&mut h),
             Alert::Back {
                 wedding_id,
                 role,
                 since_ms,
                 ..
-            } => format!("watchdog-back-{wedding_id}-{}-{since_ms}", role.as_str()),
-            Alert::BatteryLow { reading, .. } => {
-                format!("battery-low-{}", reading.device)
-            }
+            } => ("back", wedding_id, role.as_str(), *since_ms).hash(&mut h),
+            Alert::BatteryLow {
+                wedding_id,
+                reading,
+                episode,
+                ..
+            } => ("battery", wedding_id, &reading.device, *episode).hash(&mut h),
         }
+        format!("watchdog-{life:x}-{:016x}", h.finish())
     }
 }
 
@@ -225,6 +235,8 @@ pub struct Watchdog {
     absences: HashMap<(String, Role), Absence>,
     /// Devices whose low battery was alerted, with the reading, by device key.
     low: HashMap<String, (String, BatteryReading, u64)>,
+    /// How many low-battery alerts each device had today: `(wedding_id, count)`.
+    episodes: HashMap<String, (String, u32)>,
 }
 
 impl Watchdog {
@@ -233,6 +245,7 @@ impl Watchdog {
             cfg,
             absences: HashMap::new(),
             low: HashMap::new(),
+            episodes: HashMap::new(),
         }
     }
 
@@ -308,17 +321,11 @@ impl Watchdog {
         }
         // Outside a watch window (another day, a changed plan): forgotten, no `Back`.
         self.absences.retain(|k, _| watched.contains(k));
-        self.step_batteries(&mut out, now_ms, today, seen);
+        self.step_batteries(&mut out, today, seen);
         out
     }
 
-    fn step_batteries(
-        &mut self,
-        out: &mut Vec<Alert>,
-        now_ms: u64,
-        today: &[Wedding],
-        seen: &Sightings,
-    ) {
+    fn step_batteries(&mut self, out: &mut Vec<Alert>, today: &[Wedding], seen: &Sightings) {
         let threshold = self.cfg.battery_threshold_percent;
         let by_id: HashMap<&str, &Wedding> = today.iter().map(|w| (w.id.as_str(), w)).collect();
         let mut asked: HashSet<&str> = HashSet::new();
@@ -337,16 +344,20 @@ impl Watchdog {
             if self.low.contains_key(&r.device) || !asked.insert(r.device.as_str()) {
                 continue;
             }
+            let episode = self.episodes.get(&r.device).map_or(0, |e| e.1) + 1;
             out.push(Alert::BatteryLow {
                 wedding_id: w.id.clone(),
                 org: w.organization_id.clone(),
                 channel,
                 reading: r.clone(),
+                episode,
             });
         }
         // A wedding day over: its devices are forgotten.
-        self.low.retain(|_, (wedding, _, _)| by_id.contains_key(wedding.as_str()));
-        let _ = now_ms;
+        self.low
+            .retain(|_, (wedding, _, _)| by_id.contains_key(wedding.as_str()));
+        self.episodes
+            .retain(|_, (wedding, _)| by_id.contains_key(wedding.as_str()));
     }
 
     /// The runtime sent `a` (its message is stored): remember it.
@@ -367,8 +378,11 @@ impl Watchdog {
             Alert::BatteryLow {
                 wedding_id,
                 reading,
+                episode,
                 ..
             } => {
+                self.episodes
+                    .insert(reading.device.clone(), (wedding_id.clone(), *episode));
                 self.low.insert(
                     reading.device.clone(),
                     (wedding_id.clone(), reading.clone(), now_ms),
@@ -412,8 +426,8 @@ impl Watchdog {
                 org: (*org).to_owned(),
                 wedding_id: wedding.clone(),
                 message: format!(
-                    "wedding {wedding}: {} {} battery at {}%",
-                    r.role, r.user_id, r.battery
+                    "wedding {wedding}: device {} ({}) battery at {}%",
+                    r.device, r.role, r.battery
                 ),
                 since_ms: *at,
             });
@@ -521,8 +535,17 @@ mod tests {
         assert_eq!(a.len(), 1);
         d.sent(&a[0], now);
         assert!(d.step(now, &w, &with(vec![reading("p", 4)])).is_empty());
-        assert_eq!(d.step(now, &w, &with(vec![reading("q", 3)])).len(), 1);
+        let q = d.step(now, &w, &with(vec![reading("q", 3)]));
+        assert_eq!(q.len(), 1);
+        d.sent(&q[0], now);
+        // Both stay in force while neither has recovered, seen or not.
+        assert_eq!(d.active(&w).len(), 2, "{:?}", d.active(&w));
         assert!(d.step(now, &w, &with(vec![reading("p", 15)])).is_empty());
-        assert_eq!(d.step(now, &w, &with(vec![reading("p", 14)])).len(), 1);
+        let again = d.step(now, &w, &with(vec![reading("p", 14)]));
+        assert!(matches!(&again[..], [Alert::BatteryLow { episode: 2, .. }]));
+        // Its own message: another idempotency key than the first drop's.
+        assert_ne!(again[0].idempotency_key(1), a[0].idempotency_key(1));
+        assert_eq!(a[0].idempotency_key(1), a[0].clone().idempotency_key(1));
+        assert_ne!(a[0].idempotency_key(1), a[0].idempotency_key(2));
     }
 }

@@ -50,9 +50,11 @@ pub(super) async fn run(ctx: Rc<ShardCtx>, stop: Rc<Signal>) {
     let interval = Duration::from_millis(cfg.check_interval_ms);
     let priority = cfg.priority().unwrap_or(ringbearer_core::Priority::Critical);
     let mut dog = Watchdog::new(cfg);
+    // This life of the server, in the alerts' idempotency keys.
+    let life = crate::clock::now_ms();
     let api = Api::new(ctx.clone());
     while pause(&stop, interval).await {
-        let round = round(&ctx, &api, &mut dog, priority);
+        let round = round(&ctx, &api, &mut dog, priority, life);
         let finished = future::or(async { round.await.then_some(()) }, async {
             stop.wait().await;
             None
@@ -70,6 +72,7 @@ async fn round(
     api: &Api,
     dog: &mut Watchdog,
     priority: ringbearer_core::Priority,
+    life: u64,
 ) -> bool {
     let now = ctx.shared.calendar_now_ms();
     let today = ctx.shared.weddings.list_today(now);
@@ -90,7 +93,7 @@ async fn round(
         }
     };
     for alert in dog.step(now, &today, &seen) {
-        match send(api, &alert, priority).await {
+        match send(api, &alert, priority, life).await {
             Ok(id) => {
                 dog.sent(&alert, now);
                 let (event, kind) = alert.names();
@@ -121,6 +124,7 @@ async fn send(
     api: &Api,
     alert: &Alert,
     priority: ringbearer_core::Priority,
+    life: u64,
 ) -> Result<u64, Refusal> {
     let claims = system_claims(alert.org());
     let (event, _) = alert.names();
@@ -132,7 +136,7 @@ async fn send(
         "event": event,
         "priority": priority.as_str(),
         "payload": alert.payload(),
-        "idempotency_key": alert.idempotency_key(),
+        "idempotency_key": alert.idempotency_key(life),
     });
     let Request::Publish(req) = parse(api, &publish)? else {
         return Err(Refusal::new(ErrorCode::Internal, "not a publish"));

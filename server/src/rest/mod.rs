@@ -150,7 +150,12 @@ impl Rest {
         }
         let open = !self.cfg.observability_requires_auth;
         match path {
-            "/api/websocket/health" if open => return ok(self.health(&api, None)),
+            "/api/websocket/health" if open => {
+                // Open to all; a caller who shows a credential also sees its
+                // organization's watchdog alerts in detail.
+                let viewer = self.caller(&api, &req, false).ok();
+                return ok(self.health(&api, viewer.as_deref()));
+            }
             "/api/websocket/metrics" if open => return self.metrics(&api),
             _ => {}
         }
