@@ -344,3 +344,52 @@ async fn bad_typed_meta_and_plans_are_refused_and_change_nothing() {
         assert_eq!(r["error"]["code"], "WS_INVALID_WEDDING_CONTEXT", "{r}");
     }
 }
+
+/// The realtime-js door's `track` goes through the same typed-meta check.
+#[tokio::test]
+async fn the_realtime_js_door_checks_typed_meta_too() {
+    let s = TestServer::start("");
+    let mut native = s
+        .connect(&s.token("coord", "org-1", "coordinator", &["w-1"]))
+        .await;
+    assert_eq!(native.create(MAIN_1, Some("w-1")).await["op"], "created");
+    let token = s.token("u-1", "org-1", "photographer", &["w-1"]);
+    let url = format!(
+        "ws://{}/realtime/v1/websocket?apikey={token}&vsn=2.0.0",
+        s.addr
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("upgrade");
+    let mut rt = Raw::from_ws(ws);
+    let topic = format!("realtime:{MAIN_1}");
+    rt.send(json!(["1", "1", topic, "phx_join", {"config": {"presence": {"key": ""}}}]))
+        .await;
+    assert_eq!(rt.wait_for(|v| v[1] == "1").await[4]["status"], "ok");
+    let track = |r: &str, meta: Value| {
+        json!(["1", r, topic, "presence", {"type": "presence", "event": "track", "payload": meta}])
+    };
+    rt.send(track("2", json!({"activity": "photography", "location": "ceremony_area"})))
+        .await;
+    assert_eq!(rt.wait_for(|v| v[1] == "2").await[4]["status"], "ok");
+    for (r, bad) in [
+        ("3", json!({"activity": "napping"})),
+        ("4", json!({"battery": 101})),
+        ("5", json!({"location": "moon"})),
+    ] {
+        rt.send(track(r, bad)).await;
+        let e = rt.wait_for(|v| v[1] == r).await;
+        assert_eq!(e[4]["status"], "error", "{e}");
+        assert_eq!(e[4]["response"]["code"], "WS_BAD_REQUEST", "{e}");
+    }
+    let sub = native.subscribe(MAIN_1).await;
+    let entry = sub["presence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["user_id"] == "u-1")
+        .cloned()
+        .unwrap_or_else(|| panic!("{sub}"));
+    assert_eq!(
+        entry["meta"],
+        json!({"activity": "photography", "location": "ceremony_area"})
+    );
+}
