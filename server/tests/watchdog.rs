@@ -1,7 +1,8 @@
 //! The presence watchdog (SPEC §3, docs/decisions.md §30) over real sockets, the real binary
 //! with 2 shards and the calendar clock set to a wedding day: a missing photographer raises
 //! exactly one `watchdog:absent` on the wedding's coordination channel (delivered live to
-//! the coordinator, never to another organization's users who share its user ids), and a
+//! the coordinator, never to another organization's users who share its user ids; another
+//! organization's photographer on its own channel naming the wedding does not count), and a
 //! `watchdog:back` when the photographer subscribes; the ceremony time and key roles
 //! survive a restart (the alert comes again after it); a low battery alerts once per
 //! device until it recovers; nothing fires before the lead time or on another day; bad
@@ -93,6 +94,17 @@ async fn a_missing_photographer_is_alerted_once_and_back_and_again_after_a_resta
     // Another organization's user with the same id cannot reach w-1's alerts.
     let r = other_photo.subscribe(COORD_1).await;
     assert_eq!(r["op"], "error", "{r}");
+    // A photographer of org-2 whose token lists w-1, on org-2's own channel naming w-1:
+    // not org-1's photographer, so it does not count as present for w-1.
+    let mut squatter = s
+        .connect(&s.token("u-1", "org-2", "photographer", &["w-1"]))
+        .await;
+    let r = squatter.create("wedding:vendor:w-1", Some("w-1")).await;
+    assert_eq!(r["op"], "created", "{r}");
+    assert_eq!(
+        squatter.subscribe("wedding:vendor:w-1").await["op"],
+        "subscribed"
+    );
 
     let d = register(&s, "org-2", plan("w-2", "2026-06-13", "14:00")).await;
     assert_eq!(d["key_roles"], json!(["photographer"]));
