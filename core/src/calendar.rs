@@ -126,7 +126,13 @@ pub fn parse_local_time(s: &str) -> Result<LocalTime, Refusal> {
         )
     };
     let b = s.as_bytes();
-    if b.len() != 5 || b[2] != b':' || !b.iter().enumerate().all(|(i, c)| i == 2 || c.is_ascii_digit()) {
+    if b.len() != 5
+        || b[2] != b':'
+        || !b
+            .iter()
+            .enumerate()
+            .all(|(i, c)| i == 2 || c.is_ascii_digit())
+    {
         return Err(bad());
     }
     let hour: u8 = s[0..2].parse().map_err(|_| bad())?;

@@ -134,8 +134,10 @@ mod tests {
 
     #[test]
     fn typed_fields_are_read_and_the_rest_passes() {
-        let t = on(json!({"activity": "setup", "location": "bridal_suite", "battery": 15,
-            "device_id": "phone-1", "mood": "calm"}))
+        let t = on(
+            json!({"activity": "setup", "location": "bridal_suite", "battery": 15,
+            "device_id": "phone-1", "mood": "calm"}),
+        )
         .unwrap();
         assert_eq!(t.activity.as_deref(), Some("setup"));
         assert_eq!(t.location.as_deref(), Some("bridal_suite"));

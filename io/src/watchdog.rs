@@ -477,17 +477,27 @@ mod tests {
         let mut d = Watchdog::new(cfg());
         let w = [wedding()];
         // Before the lead time: nothing, and nothing remembered.
-        assert!(d.step(ms("2026-06-13T13:20:00Z"), &w, &seen(&[])).is_empty());
+        assert!(d
+            .step(ms("2026-06-13T13:20:00Z"), &w, &seen(&[]))
+            .is_empty());
         assert!(d.absences.is_empty());
         // From 13:30: absent; the alert comes after the grace.
-        assert!(d.step(ms("2026-06-13T13:30:00Z"), &w, &seen(&[])).is_empty());
-        assert!(d.step(ms("2026-06-13T13:30:59Z"), &w, &seen(&[])).is_empty());
+        assert!(d
+            .step(ms("2026-06-13T13:30:00Z"), &w, &seen(&[]))
+            .is_empty());
+        assert!(d
+            .step(ms("2026-06-13T13:30:59Z"), &w, &seen(&[]))
+            .is_empty());
         let a = d.step(ms("2026-06-13T13:31:00Z"), &w, &seen(&[]));
-        assert!(matches!(&a[..], [Alert::Absent { since_ms, .. }] if *since_ms == ms("2026-06-13T13:30:00Z")));
+        assert!(
+            matches!(&a[..], [Alert::Absent { since_ms, .. }] if *since_ms == ms("2026-06-13T13:30:00Z"))
+        );
         // Not confirmed: offered again; confirmed: not again.
         assert_eq!(d.step(ms("2026-06-13T13:31:05Z"), &w, &seen(&[])), a);
         d.sent(&a[0], 0);
-        assert!(d.step(ms("2026-06-13T13:32:00Z"), &w, &seen(&[])).is_empty());
+        assert!(d
+            .step(ms("2026-06-13T13:32:00Z"), &w, &seen(&[]))
+            .is_empty());
         assert_eq!(d.active(&w).len(), 1);
         let b = d.step(ms("2026-06-13T13:33:00Z"), &w, &seen(&["photographer"]));
         assert!(matches!(&b[..], [Alert::Back { .. }]));
@@ -502,12 +512,18 @@ mod tests {
     fn a_short_absence_and_another_day_raise_nothing() {
         let mut d = Watchdog::new(cfg());
         let w = [wedding()];
-        assert!(d.step(ms("2026-06-13T13:40:00Z"), &w, &seen(&[])).is_empty());
+        assert!(d
+            .step(ms("2026-06-13T13:40:00Z"), &w, &seen(&[]))
+            .is_empty());
         assert!(d
             .step(ms("2026-06-13T13:40:30Z"), &w, &seen(&["photographer"]))
             .is_empty());
-        assert!(d.step(ms("2026-06-13T13:41:00Z"), &w, &seen(&[])).is_empty());
-        assert!(d.step(ms("2026-06-13T13:41:59Z"), &w, &seen(&[])).is_empty());
+        assert!(d
+            .step(ms("2026-06-13T13:41:00Z"), &w, &seen(&[]))
+            .is_empty());
+        assert!(d
+            .step(ms("2026-06-13T13:41:59Z"), &w, &seen(&[]))
+            .is_empty());
         let mut d = Watchdog::new(cfg());
         for t in ["2026-06-14T13:40:00Z", "2026-06-14T13:50:00Z"] {
             assert!(d.step(ms(t), &w, &seen(&[])).is_empty());

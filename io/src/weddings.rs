@@ -126,7 +126,9 @@ impl Wedding {
             w.ceremony_ms = Some(zone.local_time_ms(date, t));
         }
         if key_roles.len() > KEY_ROLES_MAX {
-            return Err(bad(format!("key_roles lists at most {KEY_ROLES_MAX} roles")));
+            return Err(bad(format!(
+                "key_roles lists at most {KEY_ROLES_MAX} roles"
+            )));
         }
         for r in key_roles {
             let role = Role::parse(r).ok_or_else(|| {
@@ -523,7 +525,11 @@ mod tests {
         let roles = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let p = w
             .clone()
-            .with_watch(Some("14:00"), &roles(&["photographer", "coordinator"]), None)
+            .with_watch(
+                Some("14:00"),
+                &roles(&["photographer", "coordinator"]),
+                None,
+            )
             .unwrap();
         assert_eq!(p.ceremony_ms(), Some(ms("2026-06-13T13:00:00Z")));
         assert_eq!(p.watch.key_roles, [Role::Photographer, Role::Coordinator]);

@@ -5,7 +5,9 @@
 use anyhow::{bail, Context, Result};
 use ringbearer_core::Limits;
 use ringbearer_io::auth::KeyAlg;
-use ringbearer_io::{ClockConfig, IoConfig, SaturdayConfig, TlsConfig, TokenVerifier, WatchdogConfig};
+use ringbearer_io::{
+    ClockConfig, IoConfig, SaturdayConfig, TlsConfig, TokenVerifier, WatchdogConfig,
+};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 

@@ -46,7 +46,10 @@ async fn wait_health(s: &TestServer, token: &str, pred: impl Fn(&str) -> bool) {
         if pred(&alerts) {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "health never matched: {alerts}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health never matched: {alerts}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
@@ -89,7 +92,10 @@ async fn a_missing_photographer_is_alerted_once_and_back_and_again_after_a_resta
     let mut other_coord = s
         .connect(&s.token("u-9", "org-2", "coordinator", &["w-2"]))
         .await;
-    assert_eq!(other_coord.create(COORD_2, Some("w-2")).await["op"], "created");
+    assert_eq!(
+        other_coord.create(COORD_2, Some("w-2")).await["op"],
+        "created"
+    );
     assert_eq!(other_coord.subscribe(COORD_2).await["op"], "subscribed");
     // Another organization's user with the same id cannot reach w-1's alerts.
     let r = other_photo.subscribe(COORD_1).await;
@@ -221,8 +227,12 @@ async fn low_battery_alerts_once_per_device_until_it_recovers() {
     .await;
     assert_eq!(coord.create(MAIN_1, Some("w-1")).await["op"], "created");
     // One user, two devices (two connections, each with its own meta).
-    let mut phone = s.connect(&s.token("u-2", "org-1", "couple", &["w-1"])).await;
-    let mut watch = s.connect(&s.token("u-2", "org-1", "couple", &["w-1"])).await;
+    let mut phone = s
+        .connect(&s.token("u-2", "org-1", "couple", &["w-1"]))
+        .await;
+    let mut watch = s
+        .connect(&s.token("u-2", "org-1", "couple", &["w-1"]))
+        .await;
     for c in [&mut phone, &mut watch] {
         assert_eq!(c.subscribe(MAIN_1).await["op"], "subscribed");
     }
@@ -231,7 +241,9 @@ async fn low_battery_alerts_once_per_device_until_it_recovers() {
             "meta": {"battery": battery, "device_id": device, "activity": "setup"}})
     };
     assert_eq!(phone.request(meta(5, "phone")).await["op"], "ok");
-    let first = coord.wait_for(|v| is_event(v, COORD_1, "battery:low")).await;
+    let first = coord
+        .wait_for(|v| is_event(v, COORD_1, "battery:low"))
+        .await;
     assert_eq!(first["payload"]["battery"], 5);
     assert_eq!(first["payload"]["user_id"], "u-2");
     assert_eq!(first["payload"]["device"], "org-1/u-2/phone");
@@ -239,7 +251,9 @@ async fn low_battery_alerts_once_per_device_until_it_recovers() {
     // first device was looked at again meanwhile).
     assert_eq!(phone.request(meta(4, "phone")).await["op"], "ok");
     assert_eq!(watch.request(meta(3, "watch")).await["op"], "ok");
-    let second = coord.wait_for(|v| is_event(v, COORD_1, "battery:low")).await;
+    let second = coord
+        .wait_for(|v| is_event(v, COORD_1, "battery:low"))
+        .await;
     assert_eq!(second["payload"]["device"], "org-1/u-2/watch", "{second}");
     // Both in health; back to the threshold (seen by a round: its alert clears), then
     // down: alerted again.
@@ -255,7 +269,9 @@ async fn low_battery_alerts_once_per_device_until_it_recovers() {
     })
     .await;
     assert_eq!(phone.request(meta(2, "phone")).await["op"], "ok");
-    let third = coord.wait_for(|v| is_event(v, COORD_1, "battery:low")).await;
+    let third = coord
+        .wait_for(|v| is_event(v, COORD_1, "battery:low"))
+        .await;
     assert_eq!(third["payload"]["device"], "org-1/u-2/phone", "{third}");
     assert_eq!(third["payload"]["battery"], 2);
     let kept = history(&s, "org-1", "w-1", COORD_1).await;
@@ -271,7 +287,9 @@ async fn nothing_fires_before_the_lead_time_or_on_another_day() {
         .connect(&s.token("u-1", "org-1", "coordinator", &["w-ctl"]))
         .await;
     assert_eq!(
-        coord.create("wedding:coordination:w-ctl", Some("w-ctl")).await["op"],
+        coord
+            .create("wedding:coordination:w-ctl", Some("w-ctl"))
+            .await["op"],
         "created"
     );
     assert_eq!(
@@ -286,8 +304,10 @@ async fn nothing_fires_before_the_lead_time_or_on_another_day() {
         .await;
     // Another round after that one (the battery alert needs a later round).
     let r = coord
-        .request(json!({"op": "presence", "channel": "wedding:coordination:w-ctl",
-            "meta": {"battery": 1}}))
+        .request(
+            json!({"op": "presence", "channel": "wedding:coordination:w-ctl",
+            "meta": {"battery": 1}}),
+        )
         .await;
     assert_eq!(r["op"], "ok", "{r}");
     coord
@@ -295,7 +315,10 @@ async fn nothing_fires_before_the_lead_time_or_on_another_day() {
         .await;
     // The watchdog creates a coordination channel when it first alerts: these never were.
     let mut admin = s.connect(&s.token("admin", "org-1", "admin", &["*"])).await;
-    for c in ["wedding:coordination:w-early", "wedding:coordination:w-tomorrow"] {
+    for c in [
+        "wedding:coordination:w-early",
+        "wedding:coordination:w-tomorrow",
+    ] {
         let r = admin.subscribe(c).await;
         assert_error(&r, "WS_CHANNEL_NOT_FOUND");
     }
@@ -309,7 +332,8 @@ async fn bad_typed_meta_and_plans_are_refused_and_change_nothing() {
         .await;
     assert_eq!(a.create(MAIN_1, Some("w-1")).await["op"], "created");
     assert_eq!(a.subscribe(MAIN_1).await["op"], "subscribed");
-    let good = json!({"activity": "at_venue", "location": "x-marquee", "battery": 80, "mood": "ok"});
+    let good =
+        json!({"activity": "at_venue", "location": "x-marquee", "battery": 80, "mood": "ok"});
     let r = a
         .request(json!({"op": "presence", "channel": MAIN_1, "meta": good}))
         .await;
@@ -370,17 +394,20 @@ async fn the_realtime_js_door_checks_typed_meta_too() {
         "ws://{}/realtime/v1/websocket?apikey={token}&vsn=2.0.0",
         s.addr
     );
-    let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("upgrade");
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade");
     let mut rt = Raw::from_ws(ws);
     let topic = format!("realtime:{MAIN_1}");
     rt.send(json!(["1", "1", topic, "phx_join", {"config": {"presence": {"key": ""}}}]))
         .await;
     assert_eq!(rt.wait_for(|v| v[1] == "1").await[4]["status"], "ok");
-    let track = |r: &str, meta: Value| {
-        json!(["1", r, topic, "presence", {"type": "presence", "event": "track", "payload": meta}])
-    };
-    rt.send(track("2", json!({"activity": "photography", "location": "ceremony_area"})))
-        .await;
+    let track = |r: &str, meta: Value| json!(["1", r, topic, "presence", {"type": "presence", "event": "track", "payload": meta}]);
+    rt.send(track(
+        "2",
+        json!({"activity": "photography", "location": "ceremony_area"}),
+    ))
+    .await;
     assert_eq!(rt.wait_for(|v| v[1] == "2").await[4]["status"], "ok");
     for (r, bad) in [
         ("3", json!({"activity": "napping"})),

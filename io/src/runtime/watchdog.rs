@@ -48,7 +48,9 @@ pub(super) async fn run(ctx: Rc<ShardCtx>, stop: Rc<Signal>) {
         return;
     }
     let interval = Duration::from_millis(cfg.check_interval_ms);
-    let priority = cfg.priority().unwrap_or(ringbearer_core::Priority::Critical);
+    let priority = cfg
+        .priority()
+        .unwrap_or(ringbearer_core::Priority::Critical);
     let mut dog = Watchdog::new(cfg);
     // This life of the server, in the alerts' idempotency keys.
     let life = crate::clock::now_ms();

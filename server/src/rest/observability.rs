@@ -405,8 +405,8 @@ impl ringbearer_io::api::BodyStream for Events {
                     }
                 }
             };
-            let health = serde_json::to_vec(&self.rest.health(&self.api, Some(&self.claims)))
-                .expect("json");
+            let health =
+                serde_json::to_vec(&self.rest.health(&self.api, Some(&self.claims))).expect("json");
             sse(&mut out, "health", &health);
             if let Some(d) = detail {
                 sse(&mut out, "detail", &serde_json::to_vec(&d).expect("json"));
