@@ -5,7 +5,8 @@
 //! organization's photographer on its own channel naming the wedding does not count), and a
 //! `watchdog:back` when the photographer subscribes; the ceremony time and key roles
 //! survive a restart (the alert comes again after it); a low battery alerts once per
-//! device until it recovers; nothing fires before the lead time or on another day; bad
+//! device until it recovers; nothing fires before the lead time or on another day, and an
+//! absence is sent once however many rounds still see it (the server's log); bad
 //! typed presence meta is `WS_BAD_REQUEST` and leaves presence as it was.
 
 mod common;
@@ -279,10 +280,12 @@ async fn low_battery_alerts_once_per_device_until_it_recovers() {
 }
 
 #[tokio::test]
-async fn nothing_fires_before_the_lead_time_or_on_another_day() {
+async fn nothing_fires_before_the_lead_time_or_on_another_day_and_an_absence_is_sent_once() {
     // 13:00: w-early's ceremony at 14:00 is 60 min away (lead 30); w-tomorrow would be
     // watched now but is tomorrow; w-ctl (13:20) is watched, and shows rounds happened.
-    let s = TestServer::start(&config("2026-06-13T13:00:00Z"));
+    let s = TestServer::start_custom(&config("2026-06-13T13:00:00Z"), |c| {
+        c.env("RUST_LOG", "warn,ringbearer_io::runtime::watchdog=info");
+    });
     let mut coord = s
         .connect(&s.token("u-1", "org-1", "coordinator", &["w-ctl"]))
         .await;
@@ -313,6 +316,18 @@ async fn nothing_fires_before_the_lead_time_or_on_another_day() {
     coord
         .wait_for(|v| is_event(v, "wedding:coordination:w-ctl", "battery:low"))
         .await;
+    // The absence was sent (and its webhook queued) once, though later rounds still saw
+    // the photographer missing (the stored message alone could not tell: a resend carries
+    // the same idempotency key).
+    s.wait_log_line("the battery alert", |l| {
+        l.contains("watchdog alert sent") && l.contains("battery:low")
+    });
+    let sent = s
+        .log()
+        .lines()
+        .filter(|l| l.contains("watchdog alert sent") && l.contains("watchdog:absent"))
+        .count();
+    assert_eq!(sent, 1, "{}", s.log());
     // The watchdog creates a coordination channel when it first alerts: these never were.
     let mut admin = s.connect(&s.token("admin", "org-1", "admin", &["*"])).await;
     for c in [
