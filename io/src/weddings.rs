@@ -554,6 +554,13 @@ mod tests {
         assert!(e.message.contains("coordination_channel"));
         odd.with_watch(None, &roles(&["venue"]), Some("wedding:ops:w1"))
             .unwrap();
+        // A create moving the date keeps the plan, re-anchored on the new day.
+        let moved = Wedding::new("w-1", "org", "2026-06-20", "Europe/London")
+            .unwrap()
+            .keeping_watch_of(&p);
+        assert_eq!(moved.ceremony_ms(), Some(ms("2026-06-20T13:00:00Z")));
+        assert_eq!(moved.watch.key_roles, p.watch.key_roles);
+        assert_eq!(moved.watch_fields(), p.watch_fields());
     }
 
     #[test]
