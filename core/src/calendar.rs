@@ -86,6 +86,61 @@ impl Zone {
             .unwrap_or(Timestamp::MAX);
         (to_ms(start), to_ms(end))
     }
+
+    /// The instant, in Unix milliseconds, of local time `hh:mm` on `date` in this zone (a
+    /// wedding's ceremony). A time skipped by a daylight-saving change is taken as the
+    /// instant after the gap, a repeated one as its first occurrence (jiff's `compatible`).
+    pub fn local_time_ms(&self, date: Date, time: LocalTime) -> u64 {
+        let t = date
+            .at(time.hour as i8, time.minute as i8, 0, 0)
+            .to_zoned(self.tz.clone())
+            .map(|z| z.timestamp())
+            .unwrap_or(Timestamp::MAX);
+        to_ms(t)
+    }
+}
+
+/// A wall-clock time of day, `HH:MM` (24-hour).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalTime {
+    pub hour: u8,
+    pub minute: u8,
+}
+
+impl std::fmt::Display for LocalTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:02}:{:02}", self.hour, self.minute)
+    }
+}
+
+/// Parses a `ceremony_time`: exactly `HH:MM`, 00:00 to 23:59. Refused with
+/// `WS_INVALID_WEDDING_CONTEXT`, naming the field.
+pub fn parse_local_time(s: &str) -> Result<LocalTime, Refusal> {
+    let bad = || {
+        Refusal::new(
+            ErrorCode::InvalidWeddingContext,
+            format!(
+                "ceremony_time {:?} must be a local time as HH:MM (00:00 to 23:59)",
+                s.escape_default().to_string()
+            ),
+        )
+    };
+    let b = s.as_bytes();
+    if b.len() != 5
+        || b[2] != b':'
+        || !b
+            .iter()
+            .enumerate()
+            .all(|(i, c)| i == 2 || c.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    let hour: u8 = s[0..2].parse().map_err(|_| bad())?;
+    let minute: u8 = s[3..5].parse().map_err(|_| bad())?;
+    if hour > 23 || minute > 59 {
+        return Err(bad());
+    }
+    Ok(LocalTime { hour, minute })
 }
 
 fn timestamp(unix_ms: u64) -> Timestamp {
@@ -167,6 +222,24 @@ pub fn parse_instant_ms(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ceremony_times_are_local_to_the_wedding() {
+        let t = parse_local_time("14:30").unwrap();
+        assert_eq!(t.to_string(), "14:30");
+        let d = parse_date("2026-06-13").unwrap();
+        // London is UTC+1 in June.
+        let london = Zone::parse("Europe/London").unwrap();
+        assert_eq!(
+            london.local_time_ms(d, t),
+            parse_instant_ms("2026-06-13T13:30:00Z").unwrap()
+        );
+        for bad in ["24:00", "9:30", "12:60", "12-30", "", "12:3x", "+1:30"] {
+            let e = parse_local_time(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidWeddingContext, "{bad}");
+            assert!(e.message.contains("ceremony_time"));
+        }
+    }
 
     fn ms(s: &str) -> u64 {
         parse_instant_ms(s).unwrap()

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod limits;
 pub mod message;
 pub mod presence;
+pub mod presence_meta;
 pub mod protocol;
 pub mod rate;
 pub mod state_doc;

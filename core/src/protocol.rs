@@ -650,6 +650,7 @@ fn typed(raw: RawRequest<'_>, limits: &Limits) -> Result<Request, Refusal> {
                     ),
                 ));
             }
+            crate::presence_meta::check_json(meta.get())?;
             Request::Presence {
                 channel,
                 meta: meta.get().to_owned(),

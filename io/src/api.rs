@@ -449,6 +449,33 @@ impl Api {
         Ok((page, total))
     }
 
+    /// The presence watchdog's round: what every shard sees on the channels of these
+    /// weddings (`(wedding_id, owning organization)`), merged. `claims` must be the
+    /// server's service identity.
+    pub(crate) async fn watch(
+        &self,
+        claims: &Arc<Claims>,
+        weddings: Vec<(String, String)>,
+    ) -> Result<crate::watchdog::Sightings, Refusal> {
+        let shards = self.all_shards();
+        let mut all = crate::watchdog::Sightings::default();
+        for r in self.call(&shards, claims, Op::Watch { weddings }).await? {
+            match r {
+                Reply::Watched(s) => all.merge(*s),
+                other => return Err(unexpected(&other)),
+            }
+        }
+        Ok(all)
+    }
+
+    /// Queues a webhook through the shard's catalog (dropped without a registry).
+    pub(crate) fn webhook(&self, e: crate::journal::WebhookEvent) {
+        let catalog = self.ctx.state.borrow().catalog.clone();
+        if let Some(c) = catalog {
+            c.webhook(e);
+        }
+    }
+
     /// Live figures, summed over shards.
     pub fn snapshot(&self) -> Snapshot {
         let shared = &self.ctx.shared;

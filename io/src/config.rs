@@ -168,6 +168,76 @@ pub struct IoConfig {
     /// Loaded from the config file's top-level `[routing]` table.
     #[serde(skip)]
     pub routing: RoutingConfig,
+    /// Loaded from the config file's top-level `[watchdog]` table.
+    #[serde(skip)]
+    pub watchdog: WatchdogConfig,
+}
+
+/// `[watchdog]`: the presence watchdog (SPEC §3, docs/decisions.md §30). On a wedding's
+/// day, from `lead_minutes` before its ceremony to the end of the day, a key role with no
+/// connection on the wedding's channels for `grace_seconds` raises one alert on the
+/// coordination channel (and a `watchdog_absent` webhook), and a `back` message when it
+/// returns; a presence `battery` under `battery_threshold_percent` raises one alert per
+/// device. Checked every `check_interval_ms` (calendar clock, so `[clock] start` shifts it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchdogConfig {
+    pub enabled: bool,
+    /// How long before the ceremony the key roles are watched.
+    pub lead_minutes: u64,
+    /// How long a key role may be absent before the alert.
+    pub grace_seconds: u64,
+    /// How often presence is gathered from every shard.
+    pub check_interval_ms: u64,
+    /// A `battery` below this percentage (on a wedding day) raises a battery alert.
+    pub battery_threshold_percent: u8,
+    /// Priority of the alert messages: `low`, `normal`, `high`, `critical` or `emergency`.
+    pub priority: String,
+    /// Most alerts listed in health and on the admin page (active ones, newest first).
+    pub max_listed_alerts: usize,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        WatchdogConfig {
+            enabled: true,
+            lead_minutes: 30,
+            grace_seconds: 300,
+            check_interval_ms: 5000,
+            battery_threshold_percent: 15,
+            priority: "critical".into(),
+            max_listed_alerts: 100,
+        }
+    }
+}
+
+impl WatchdogConfig {
+    /// The alert priority, checked.
+    pub fn priority(&self) -> Result<ringbearer_core::Priority, String> {
+        ringbearer_core::Priority::parse(&self.priority).ok_or_else(|| {
+            format!(
+                "watchdog.priority `{}` must be low, normal, high, critical or emergency",
+                self.priority.escape_default()
+            )
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.priority()?;
+        if self.check_interval_ms == 0 {
+            return Err("watchdog.check_interval_ms must be greater than 0".into());
+        }
+        if self.battery_threshold_percent > 100 {
+            return Err("watchdog.battery_threshold_percent must be at most 100".into());
+        }
+        if self.lead_minutes > 24 * 60 {
+            return Err("watchdog.lead_minutes must be at most 1440 (a day)".into());
+        }
+        if self.max_listed_alerts == 0 {
+            return Err("watchdog.max_listed_alerts must be greater than 0".into());
+        }
+        Ok(())
+    }
 }
 
 /// `[routing]` (SPEC §2 `target_roles`): which roles a message `type` goes to when its
@@ -348,6 +418,7 @@ impl Default for IoConfig {
             clock: ClockConfig::default(),
             tls: TlsConfig::default(),
             routing: RoutingConfig::default(),
+            watchdog: WatchdogConfig::default(),
         }
     }
 }
@@ -433,6 +504,7 @@ impl IoConfig {
         }
         self.saturday.resolve()?;
         self.clock.resolve(0)?;
+        self.watchdog.validate()?;
         if self.outbox_max_bytes < self.limits.max_frame_bytes {
             return Err("io.outbox_max_bytes must be at least limits.max_frame_bytes".into());
         }

@@ -26,9 +26,12 @@ pub mod signal;
 pub mod stream;
 pub mod tls;
 pub mod utf8_scan;
+pub mod watchdog;
 pub mod weddings;
 
 pub use api::{Api, HttpHandler, HttpRequest, HttpResponse};
 pub use auth::TokenVerifier;
-pub use config::{ClockConfig, IoConfig, RoutingConfig, SaturdayConfig, TlsConfig};
+pub use config::{
+    ClockConfig, IoConfig, RoutingConfig, SaturdayConfig, TlsConfig, WatchdogConfig,
+};
 pub use runtime::{start, start_with, ServerHandle, Store};

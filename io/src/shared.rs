@@ -42,6 +42,8 @@ pub struct Shared {
     pub tls: Option<futures_rustls::TlsAcceptor>,
     /// The soft open-files limit in force (after raising it to the hard limit at start).
     pub open_files_limit: u64,
+    /// The presence watchdog's alerts in force, for health and the admin page.
+    pub watch_alerts: crate::watchdog::ActiveAlerts,
 }
 
 impl Shared {

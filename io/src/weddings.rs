@@ -13,9 +13,9 @@
 //! heartbeats or token expiry, which keep the real clocks.
 
 use parking_lot::RwLock;
-use ringbearer_core::calendar::{self, Weekday, Zone};
+use ringbearer_core::calendar::{self, LocalTime, Weekday, Zone};
 use ringbearer_core::error::{ErrorCode, Refusal};
-use ringbearer_core::Claims;
+use ringbearer_core::{ChannelName, Claims, Role};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -31,6 +31,34 @@ pub struct Wedding {
     pub time_zone: String,
     /// `[start, end)` of the event day in Unix ms (23 or 25 hours across a DST change).
     day_ms: (u64, u64),
+    /// What the presence watchdog watches (SPEC §3; docs/decisions.md §30).
+    pub watch: Watch,
+}
+
+/// A wedding's watchdog plan: when the ceremony is, which roles must be present from the
+/// lead time before it, and where alerts go. Empty (no ceremony time or no key roles):
+/// the watchdog does not watch the wedding's roles (battery alerts still go to the
+/// coordination channel on the wedding day).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Watch {
+    /// Local time in the wedding's `time_zone` on its `event_date`.
+    pub ceremony_time: Option<LocalTime>,
+    /// The ceremony as an instant (Unix ms), from `ceremony_time`.
+    pub ceremony_ms: Option<u64>,
+    /// Roles of which at least one connection must be present, in the order given.
+    pub key_roles: Vec<Role>,
+    /// Where alerts are published: as registered, else `wedding:coordination:{wedding_id}`.
+    pub coordination_channel: Option<ChannelName>,
+    /// Whether `coordination_channel` was named at registration (else it is the default).
+    pub coordination_named: bool,
+}
+
+/// Most key roles a wedding lists (every role once).
+pub const KEY_ROLES_MAX: usize = Role::ALL.len();
+
+/// The coordination channel of wedding `id` when none is named, if `id` fits a channel id.
+pub fn default_coordination_channel(id: &str) -> Option<ChannelName> {
+    ChannelName::parse(&format!("wedding:coordination:{id}")).ok()
 }
 
 /// Longest `id`/`organization_id` accepted (the protocol's field bound).
@@ -71,7 +99,100 @@ impl Wedding {
             event_date: event_date.to_owned(),
             time_zone: zone.name().to_owned(),
             day_ms: zone.day_span_ms(date),
+            watch: Watch {
+                coordination_channel: default_coordination_channel(id),
+                ..Watch::default()
+            },
         })
+    }
+
+    /// The wedding with its watchdog plan (docs/decisions.md §30): `ceremony_time` as
+    /// `HH:MM`, `key_roles` as role names (each once), `coordination_channel` a channel
+    /// name (default `wedding:coordination:{wedding_id}`, which must then be a valid
+    /// name). Refusals are `WS_INVALID_WEDDING_CONTEXT` naming the field.
+    pub fn with_watch(
+        mut self,
+        ceremony_time: Option<&str>,
+        key_roles: &[String],
+        coordination_channel: Option<&str>,
+    ) -> Result<Wedding, Refusal> {
+        let bad = |m: String| Refusal::new(ErrorCode::InvalidWeddingContext, m);
+        let mut w = Watch::default();
+        if let Some(t) = ceremony_time {
+            let t = calendar::parse_local_time(t)?;
+            let date = calendar::parse_date(&self.event_date)?;
+            let zone = Zone::parse(&self.time_zone)?;
+            w.ceremony_time = Some(t);
+            w.ceremony_ms = Some(zone.local_time_ms(date, t));
+        }
+        if key_roles.len() > KEY_ROLES_MAX {
+            return Err(bad(format!(
+                "key_roles lists at most {KEY_ROLES_MAX} roles"
+            )));
+        }
+        for r in key_roles {
+            let role = Role::parse(r).ok_or_else(|| {
+                bad(format!(
+                    "key_roles: `{}` is not a role",
+                    r.chars().take(32).collect::<String>().escape_default()
+                ))
+            })?;
+            if w.key_roles.contains(&role) {
+                return Err(bad(format!("key_roles lists `{r}` twice")));
+            }
+            w.key_roles.push(role);
+        }
+        match coordination_channel {
+            Some(c) => {
+                let name = ChannelName::parse(c)
+                    .map_err(|e| bad(format!("coordination_channel: {}", e.message)))?;
+                w.coordination_channel = Some(name);
+                w.coordination_named = true;
+            }
+            None => {
+                w.coordination_channel = default_coordination_channel(&self.id);
+                if w.coordination_channel.is_none() && !w.key_roles.is_empty() {
+                    return Err(bad(format!(
+                        "coordination_channel: wedding:coordination:{} is not a channel name; name one",
+                        self.id.escape_default()
+                    )));
+                }
+            }
+        }
+        self.watch = w;
+        Ok(self)
+    }
+
+    /// This wedding (new facts) with `old`'s watchdog plan, re-anchored on the new date
+    /// and zone: a create that moves a wedding's date keeps its ceremony time and roles.
+    pub fn keeping_watch_of(self, old: &Wedding) -> Wedding {
+        let (time, roles, channel) = old.watch_fields();
+        self.clone()
+            .with_watch(time.as_deref(), &roles, channel.as_deref())
+            .unwrap_or(self)
+    }
+
+    /// The plan as registered: `ceremony_time`, `key_roles`, and `coordination_channel`
+    /// when one was named.
+    pub fn watch_fields(&self) -> (Option<String>, Vec<String>, Option<String>) {
+        (
+            self.watch.ceremony_time.map(|t| t.to_string()),
+            self.watch
+                .key_roles
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect(),
+            self.watch
+                .coordination_channel
+                .as_ref()
+                .filter(|_| self.watch.coordination_named)
+                .map(|c| c.as_str().to_owned()),
+        )
+    }
+
+    /// The ceremony instant (Unix ms), if a ceremony time is set.
+    pub fn ceremony_ms(&self) -> Option<u64> {
+        self.watch.ceremony_ms
     }
 
     /// Whether `now_ms` (calendar clock) falls on the event day in the wedding's zone.
@@ -252,6 +373,19 @@ impl Weddings {
         (!t.ids.is_empty()).then_some(t)
     }
 
+    /// The weddings that are today at `now_ms` (calendar clock), by id.
+    pub fn list_today(&self, now_ms: u64) -> Vec<Wedding> {
+        let mut v: Vec<Wedding> = self
+            .inner
+            .read()
+            .values()
+            .filter(|w| w.is_wedding_day(now_ms))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
     /// Every wedding, by id.
     pub fn list(&self) -> Vec<Wedding> {
         let mut v: Vec<Wedding> = self.inner.read().values().cloned().collect();
@@ -379,6 +513,54 @@ mod tests {
             assert_eq!(e.code, ErrorCode::InvalidWeddingContext);
             assert!(e.message.contains(field), "{field}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn the_watch_plan_is_validated_naming_the_field() {
+        let w = Wedding::new("w-1", "org", "2026-06-13", "Europe/London").unwrap();
+        assert_eq!(
+            w.watch.coordination_channel.as_ref().map(|c| c.as_str()),
+            Some("wedding:coordination:w-1")
+        );
+        let roles = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let p = w
+            .clone()
+            .with_watch(
+                Some("14:00"),
+                &roles(&["photographer", "coordinator"]),
+                None,
+            )
+            .unwrap();
+        assert_eq!(p.ceremony_ms(), Some(ms("2026-06-13T13:00:00Z")));
+        assert_eq!(p.watch.key_roles, [Role::Photographer, Role::Coordinator]);
+        assert!(!p.watch.coordination_named);
+        for (t, r, c, field) in [
+            (Some("25:00"), roles(&[]), None, "ceremony_time"),
+            (None, roles(&["dj"]), None, "key_roles"),
+            (None, roles(&["venue", "venue"]), None, "key_roles"),
+            (None, roles(&[]), Some("nope"), "coordination_channel"),
+        ] {
+            let e = w.clone().with_watch(t, &r, c).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidWeddingContext);
+            assert!(e.message.contains(field), "{field}: {}", e.message);
+        }
+        // A wedding id that is no channel id needs a named coordination channel.
+        let odd = Wedding::new("w.1", "org", "2026-06-13", "UTC").unwrap();
+        assert!(odd.watch.coordination_channel.is_none());
+        let e = odd
+            .clone()
+            .with_watch(None, &roles(&["venue"]), None)
+            .unwrap_err();
+        assert!(e.message.contains("coordination_channel"));
+        odd.with_watch(None, &roles(&["venue"]), Some("wedding:ops:w1"))
+            .unwrap();
+        // A create moving the date keeps the plan, re-anchored on the new day.
+        let moved = Wedding::new("w-1", "org", "2026-06-20", "Europe/London")
+            .unwrap()
+            .keeping_watch_of(&p);
+        assert_eq!(moved.ceremony_ms(), Some(ms("2026-06-20T13:00:00Z")));
+        assert_eq!(moved.watch.key_roles, p.watch.key_roles);
+        assert_eq!(moved.watch_fields(), p.watch_fields());
     }
 
     #[test]

@@ -23,8 +23,12 @@ fn bad_rows_are_skipped_and_named() {
                 '{"read":["pope"],"write":[],"admin":[]}', 'u', '[]', 1, 1, 1, 'e');
             INSERT INTO channels VALUES ('wedding:main:w-3', 'ch_z', 'org-a', NULL, 'secret',
                 '{"read":[],"write":[],"admin":[]}', 'u', '{}', 1, 1, 1, 'e');
-            INSERT INTO weddings VALUES ('w-bad', 'org-a', '2026-02-30', 'UTC', 1);
-            INSERT INTO weddings VALUES ('w-good', 'org-a', '2026-02-28', 'UTC', 1);
+            INSERT INTO weddings (wedding_id, organization_id, event_date, time_zone, updated_at_ms)
+                VALUES ('w-bad', 'org-a', '2026-02-30', 'UTC', 1);
+            INSERT INTO weddings (wedding_id, organization_id, event_date, time_zone, updated_at_ms)
+                VALUES ('w-good', 'org-a', '2026-02-28', 'UTC', 1);
+            INSERT INTO weddings (wedding_id, organization_id, event_date, time_zone, updated_at_ms,
+                key_roles) VALUES ('w-roles', 'org-a', '2026-02-28', 'UTC', 1, '{"a": 1}');
             INSERT INTO audit_log (at_ms, actor_user_id, actor_org, action, channel, detail)
                 VALUES (1, 'u', 'org-a', 'teleport', NULL, '{}'),
                        (2, 'u', 'org-a', 'admin', NULL, '{}');
@@ -58,8 +62,17 @@ fn bad_rows_are_skipped_and_named() {
 
     let weddings = wait(reg.list_weddings(None)).unwrap();
     assert_eq!(weddings.rows.len(), 1);
-    assert_eq!(weddings.warnings.len(), 1);
-    assert!(weddings.warnings[0].key.contains("w-bad"));
+    assert_eq!(weddings.warnings.len(), 2);
+    assert!(weddings.warnings.iter().any(|w| w.key.contains("w-bad")));
+    // A watchdog plan whose key_roles is JSON but no list (schema version 5).
+    assert!(
+        weddings
+            .warnings
+            .iter()
+            .any(|w| w.key.contains("w-roles") && w.problem.contains("key_roles")),
+        "{:?}",
+        weddings.warnings
+    );
     let e = wait(reg.get_wedding("w-bad")).unwrap_err();
     assert!(
         matches!(&e, RegistryError::Corrupt(m) if m.contains("w-bad") && m.contains("event_date")),

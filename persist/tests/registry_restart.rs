@@ -22,6 +22,9 @@ fn wedding() -> WeddingRecord {
         event_date: EventDate::new(2026, 6, 13).unwrap(),
         time_zone: "Europe/Lisbon".into(),
         updated_at_ms: 42,
+        ceremony_time: None,
+        key_roles: Vec::new(),
+        coordination_channel: None,
     }
 }
 

@@ -64,6 +64,9 @@ fn weddings_round_trip() {
         event_date: EventDate::parse(date).unwrap(),
         time_zone: "America/Argentina/Buenos_Aires".into(),
         updated_at_ms: 1_700_000_000_000,
+        ceremony_time: None,
+        key_roles: Vec::new(),
+        coordination_channel: None,
     };
     wait(reg.upsert_wedding(w("w-2", "org-a", "2026-09-12"))).unwrap();
     wait(reg.upsert_wedding(w("w-1", "org-a", "2026-06-13"))).unwrap();
@@ -78,6 +81,10 @@ fn weddings_round_trip() {
     let mut moved = w("w-1", "org-a", "2026-06-20");
     moved.time_zone = "Europe/London".into();
     moved.updated_at_ms += 1;
+    // The watchdog plan (schema version 5) round-trips and is replaced by an upsert.
+    moved.ceremony_time = Some("14:30".into());
+    moved.key_roles = vec!["photographer".into(), "coordinator".into()];
+    moved.coordination_channel = Some("wedding:ops:w-1".into());
     wait(reg.upsert_wedding(moved.clone())).unwrap();
     assert_eq!(wait(reg.get_wedding("w-1")).unwrap(), Some(moved.clone()));
 

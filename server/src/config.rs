@@ -5,7 +5,9 @@
 use anyhow::{bail, Context, Result};
 use ringbearer_core::Limits;
 use ringbearer_io::auth::KeyAlg;
-use ringbearer_io::{ClockConfig, IoConfig, SaturdayConfig, TlsConfig, TokenVerifier};
+use ringbearer_io::{
+    ClockConfig, IoConfig, SaturdayConfig, TlsConfig, TokenVerifier, WatchdogConfig,
+};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -74,6 +76,8 @@ pub struct Config {
     pub saturday: SaturdayConfig,
     /// The calendar clock: for tests and rehearsals only.
     pub clock: ClockConfig,
+    /// The presence watchdog (docs/decisions.md §30).
+    pub watchdog: WatchdogConfig,
     pub tls: TlsConfig,
     pub log: LogConfig,
     /// Message types to roles (SPEC §2 `target_roles`).
@@ -91,6 +95,7 @@ impl Default for Config {
             rest: crate::rest::RestConfig::default(),
             saturday: SaturdayConfig::default(),
             clock: ClockConfig::default(),
+            watchdog: WatchdogConfig::default(),
             tls: TlsConfig::default(),
             log: LogConfig::default(),
             routing: ringbearer_io::RoutingConfig::default(),
@@ -118,6 +123,7 @@ impl Config {
         io.limits = self.limits.clone();
         io.saturday = self.saturday.clone();
         io.clock = self.clock.clone();
+        io.watchdog = self.watchdog.clone();
         io.tls = self.tls.clone();
         io.routing = self.routing.clone();
         if let Err(e) = io.validate() {
@@ -266,6 +272,7 @@ mod tests {
         assert_eq!(cfg.rest, d.rest);
         assert_eq!(cfg.saturday, d.saturday);
         assert_eq!(cfg.clock, d.clock);
+        assert_eq!(cfg.watchdog, d.watchdog);
         assert_eq!(cfg.tls, d.tls);
         assert_eq!(cfg.log, d.log);
         assert_eq!(cfg.routing, d.routing);

@@ -216,12 +216,21 @@ fn load_weddings(registry: &Registry) -> Result<Vec<Wedding>> {
     }
     let mut out = Vec::with_capacity(loaded.rows.len());
     for r in loaded.rows {
-        match Wedding::new(
+        let w = Wedding::new(
             &r.wedding_id,
             &r.organization_id,
             &r.event_date.to_string(),
             &r.time_zone,
-        ) {
+        )
+        .and_then(|w| {
+            // The watchdog plan (docs/decisions.md §30), validated again like the rest.
+            w.with_watch(
+                r.ceremony_time.as_deref(),
+                &r.key_roles,
+                r.coordination_channel.as_deref(),
+            )
+        });
+        match w {
             Ok(w) => out.push(w),
             Err(e) => tracing::warn!(wedding = %r.wedding_id, "stored wedding skipped: {e}"),
         }
@@ -446,6 +455,7 @@ impl Catalog for RegistryCatalog {
             tracing::warn!(wedding = %w.id, "wedding not stored: unreadable event_date");
             return;
         };
+        let (ceremony_time, key_roles, coordination_channel) = w.watch_fields();
         fire(
             "wedding",
             self.registry.upsert_wedding(WeddingRecord {
@@ -454,6 +464,9 @@ impl Catalog for RegistryCatalog {
                 event_date,
                 time_zone: w.time_zone.clone(),
                 updated_at_ms: now_ms(),
+                ceremony_time,
+                key_roles,
+                coordination_channel,
             }),
         );
     }

@@ -32,6 +32,9 @@ async fn seed(data: &std::path::Path) {
             event_date: EventDate::parse(date).unwrap(),
             time_zone: tz.into(),
             updated_at_ms: 1,
+            ceremony_time: None,
+            key_roles: Vec::new(),
+            coordination_channel: None,
         })
         .await
         .unwrap();

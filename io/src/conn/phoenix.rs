@@ -545,6 +545,8 @@ fn presence(
                 Some(k) => m.insert("presence_key".into(), k.into()),
                 None => m.remove("presence_key"),
             };
+            // The typed fields (`activity`, `location`, `battery`) as on `/ws`.
+            ringbearer_core::presence_meta::check(&m)?;
             let meta = serde_json::to_string(&m).expect("a map serializes");
             let max = ctx.cfg.limits.max_presence_meta_bytes;
             if meta.len() > max {

@@ -203,6 +203,10 @@ impl Owner {
             }
             None => {}
         }
+        let w = match self.weddings.get(wedding_id) {
+            Some(old) => w.keeping_watch_of(&old),
+            None => w,
+        };
         let stored = self.weddings.upsert(w)?;
         fx.record(Record::WeddingUpserted(Box::new(stored)));
         Ok(())

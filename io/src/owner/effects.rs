@@ -98,6 +98,8 @@ pub enum Reply {
         yours: u64,
         by: Writer,
     },
+    /// What this shard saw of the watched weddings (`Op::Watch`).
+    Watched(Box<crate::watchdog::Sightings>),
 }
 
 /// A shared-state document (version 0 and no value or writer: never written).

@@ -20,7 +20,7 @@
 //! | `enroll.rs` | subscriptions without a connection: `enroll`, `withdraw` |
 //! | `publish.rs` | `publish` |
 //! | `member.rs` | `ack`, `presence`, `typing`, the presence flush |
-//! | `read.rs` | `resolve`, a user's list, an organization's list, a channel's detail |
+//! | `read.rs` | `resolve`, a user's list, an organization's list, a channel's detail, the watchdog's round |
 //! | `state.rs` | shared state: `state_get`, `state_set`, `state_patch` |
 //! | `commit.rs` | the pending queue: stored first, then answered and delivered |
 //! | `rebuild.rs` | channels rebuilt from log records after a restart |
@@ -161,6 +161,11 @@ pub enum Op {
     },
     /// A shared-state write (compare-and-set on a version).
     StateWrite(StateWriteReq),
+    /// The presence watchdog's round: who is present on these weddings' channels
+    /// (`(wedding_id, owning organization)`); the server's service identity only.
+    Watch {
+        weddings: Vec<(String, String)>,
+    },
 }
 
 /// The channels one shard owns.
@@ -281,6 +286,7 @@ impl Owner {
                 self.state_get(&mut fx, now, from, r, &claims, &channel, &doc)
             }
             Op::StateWrite(req) => self.state_write(&mut fx, now, from, r, &claims, req),
+            Op::Watch { weddings } => self.watch(&mut fx, from, r, &claims, &weddings),
         }
         fx
     }

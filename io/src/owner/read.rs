@@ -186,3 +186,62 @@ impl Owner {
         fx.reply(from, r#ref, Reply::Detail(Box::new(detail)));
     }
 }
+
+impl Owner {
+    /// The presence watchdog's round (docs/decisions.md §30): on this shard's channels of
+    /// each wedding in `weddings` (`(wedding_id, owning organization)`) — channels of the
+    /// owning organization naming it — which roles have a connection present, and the
+    /// `battery` of each entry that gives one. For the server's own service identity only.
+    pub(super) fn watch(
+        &mut self,
+        fx: &mut Effects,
+        from: Caller,
+        r#ref: Option<&str>,
+        claims: &Claims,
+        weddings: &[(String, String)],
+    ) {
+        if claims.role != ringbearer_core::Role::Service {
+            let e = Refusal::new(ErrorCode::Forbidden, "the watchdog's own op");
+            return fx.refuse(from, r#ref, e);
+        }
+        let mut seen = crate::watchdog::Sightings::default();
+        if !weddings.is_empty() {
+            let owners: std::collections::HashMap<&str, &str> = weddings
+                .iter()
+                .map(|(w, o)| (w.as_str(), o.as_str()))
+                .collect();
+            for ch in self.channels.values() {
+                let Some(w) = ch.meta.access.wedding_id.as_deref() else {
+                    continue;
+                };
+                if owners.get(w) != Some(&ch.meta.access.org.as_str()) {
+                    continue;
+                }
+                for e in ch.presence().iter() {
+                    seen.roles.entry(w.to_owned()).or_default().insert(e.role);
+                    // Metas were checked at the door; one unreadable here is skipped.
+                    let Ok(t) = ringbearer_core::presence_meta::check_json(e.meta_json()) else {
+                        continue;
+                    };
+                    if let Some(battery) = t.battery {
+                        let conn = e.connection_id();
+                        seen.batteries.push(crate::watchdog::BatteryReading {
+                            wedding_id: w.to_owned(),
+                            device: crate::watchdog::device_key(
+                                &e.org,
+                                &e.user_id,
+                                t.device_id.as_deref(),
+                                &conn,
+                            ),
+                            org: e.org.clone(),
+                            user_id: e.user_id.clone(),
+                            role: e.role,
+                            battery,
+                        });
+                    }
+                }
+            }
+        }
+        fx.reply(from, r#ref, Reply::Watched(Box::new(seen)));
+    }
+}

@@ -1,5 +1,5 @@
 //! The per-shard services: the heartbeat sweep, the presence flush, retention, the health
-//! sampler (shard 0 only) and the commit pump. [`Services::start`] is the one place they
+//! sampler and the presence watchdog (shard 0 only, `watchdog.rs`) and the commit pump. [`Services::start`] is the one place they
 //! are started; [`Services::stop`] stops them one at a time in the order of the table in
 //! `runtime/mod.rs`, each given its own stop [`Signal`] and awaited to its end. A service
 //! finishes the round it is in (a retention round is never cut between its checkpoint and
@@ -50,6 +50,7 @@ impl Services {
         s.spawn("retention", |stop| retention(ctx.clone(), stop));
         if me == 0 {
             s.spawn("sample totals", |stop| sample_totals(ctx.clone(), stop));
+            s.spawn("watchdog", |stop| super::watchdog::run(ctx.clone(), stop));
         }
         s.spawn("commit pump", |stop| {
             commit_pump(ctx.clone(), commit_ready, stop)
@@ -78,7 +79,7 @@ impl Services {
 }
 
 /// Sleeps `d`; `false` when `stop` came first.
-async fn pause(stop: &Signal, d: Duration) -> bool {
+pub(super) async fn pause(stop: &Signal, d: Duration) -> bool {
     future::or(
         async {
             glommio::timer::sleep(d).await;

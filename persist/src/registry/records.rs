@@ -29,6 +29,12 @@ pub struct WeddingRecord {
     /// registry does not carry a time zone database.
     pub time_zone: String,
     pub updated_at_ms: u64,
+    /// The presence watchdog's plan (schema version 5): the ceremony's local time
+    /// `HH:MM`, the key roles, and the coordination channel when one was named. Checked
+    /// for shape only (the server validates them before storing).
+    pub ceremony_time: Option<String>,
+    pub key_roles: Vec<String>,
+    pub coordination_channel: Option<String>,
 }
 
 /// A calendar date, stored as `YYYY-MM-DD` text (proleptic Gregorian, years 1–9999).
@@ -300,8 +306,25 @@ pub(crate) fn check_wedding(w: &WeddingRecord) -> Result<(), RegistryError> {
         )));
     }
     to_i64("updated_at_ms", w.updated_at_ms)?;
+    if let Some(t) = &w.ceremony_time {
+        check_id("ceremony_time", t)?;
+    }
+    if let Some(c) = &w.coordination_channel {
+        check_id("coordination_channel", c)?;
+    }
+    if w.key_roles.len() > KEY_ROLES_MAX {
+        return Err(RegistryError::Invalid(format!(
+            "key_roles: at most {KEY_ROLES_MAX} roles"
+        )));
+    }
+    for r in &w.key_roles {
+        check_id("key_roles", r)?;
+    }
     Ok(())
 }
+
+/// Most key roles a stored wedding lists (the server bounds it far lower).
+pub const KEY_ROLES_MAX: usize = 64;
 
 #[cfg(test)]
 mod tests {

@@ -43,10 +43,15 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "a subscription records the role its user last subscribed with",
         sql: V3,
     },
+    Migration {
+        version: 5,
+        name: "a wedding's watchdog plan: ceremony time, key roles, coordination channel",
+        sql: V5,
+    },
 ];
 
-/// The schema version this binary writes and reads.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+/// The schema version this binary writes and reads: the last migration's.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
 /// STRICT tables: SQLite enforces the declared column types, so a row holds what the
 /// binary wrote or the write fails. Text keys are WITHOUT ROWID (the key is the b-tree).
@@ -144,6 +149,15 @@ const V3: &str = "
 ALTER TABLE subscriptions ADD COLUMN role TEXT;
 ";
 
+/// The presence watchdog (docs/decisions.md §30): a wedding's ceremony time (`HH:MM`,
+/// local to its `time_zone`), its key roles (a JSON list of role names) and its
+/// coordination channel when one was named. Old rows get no ceremony and no roles.
+const V5: &str = "
+ALTER TABLE weddings ADD COLUMN ceremony_time TEXT;
+ALTER TABLE weddings ADD COLUMN key_roles TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(key_roles));
+ALTER TABLE weddings ADD COLUMN coordination_channel TEXT;
+";
+
 fn header(conn: &Connection) -> Result<(i32, i64), RegistryError> {
     let app: i32 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))
@@ -209,10 +223,13 @@ mod tests {
 
     #[test]
     fn migrations_are_numbered_in_order_from_one() {
-        for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(m.version, i as i64 + 1, "{}", m.name);
+        // Strictly increasing from 1; numbers reserved for work merged later may be
+        // missing (docs/decisions.md §30).
+        assert_eq!(MIGRATIONS[0].version, 1);
+        for w in MIGRATIONS.windows(2) {
+            assert!(w[0].version < w[1].version, "{}", w[1].name);
         }
-        assert_eq!(SCHEMA_VERSION, MIGRATIONS.len() as i64);
+        assert_eq!(SCHEMA_VERSION, MIGRATIONS.last().unwrap().version);
     }
 
     #[test]

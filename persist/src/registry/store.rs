@@ -203,27 +203,34 @@ pub(crate) fn delete_channel(conn: &Connection, name: &str) -> Result<bool> {
 
 pub(crate) fn upsert_wedding(conn: &Connection, w: &WeddingRecord) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO weddings (wedding_id, organization_id, event_date, time_zone, updated_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO weddings (wedding_id, organization_id, event_date, time_zone, updated_at_ms,
+             ceremony_time, key_roles, coordination_channel)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (wedding_id) DO UPDATE SET
              organization_id = excluded.organization_id, event_date = excluded.event_date,
-             time_zone = excluded.time_zone, updated_at_ms = excluded.updated_at_ms",
+             time_zone = excluded.time_zone, updated_at_ms = excluded.updated_at_ms,
+             ceremony_time = excluded.ceremony_time, key_roles = excluded.key_roles,
+             coordination_channel = excluded.coordination_channel",
     )
     .and_then(|mut s| {
+        let roles = serde_json::to_string(&w.key_roles).expect("strings serialize");
         s.execute(params![
             w.wedding_id,
             w.organization_id,
             w.event_date.to_string(),
             w.time_zone,
-            w.updated_at_ms as i64
+            w.updated_at_ms as i64,
+            w.ceremony_time,
+            roles,
+            w.coordination_channel
         ])
     })
     .map_err(from_sqlite)?;
     Ok(())
 }
 
-const WEDDING_COLUMNS: &str =
-    "SELECT wedding_id, organization_id, event_date, time_zone, updated_at_ms FROM weddings";
+const WEDDING_COLUMNS: &str = "SELECT wedding_id, organization_id, event_date, time_zone, \
+     updated_at_ms, ceremony_time, key_roles, coordination_channel FROM weddings";
 
 fn wedding_from_row(row: &Row<'_>) -> std::result::Result<WeddingRecord, String> {
     let date: String = col(row, 2, "event_date")?;
@@ -234,6 +241,13 @@ fn wedding_from_row(row: &Row<'_>) -> std::result::Result<WeddingRecord, String>
             .ok_or(format!("column event_date: {date:?} is not YYYY-MM-DD"))?,
         time_zone: col(row, 3, "time_zone")?,
         updated_at_ms: col_u64(row, 4, "updated_at_ms")?,
+        ceremony_time: col(row, 5, "ceremony_time")?,
+        key_roles: {
+            let roles: String = col(row, 6, "key_roles")?;
+            serde_json::from_str(&roles)
+                .map_err(|e| format!("column key_roles: {roles:?} is not a list of names: {e}"))?
+        },
+        coordination_channel: col(row, 7, "coordination_channel")?,
     })
 }
 

@@ -88,7 +88,8 @@ function renderHealth(h) {
   for (const a of h.alerts ?? []) {
     const li = document.createElement('li');
     li.className = a.level;
-    li.textContent = `${a.level}: ${a.message}`;
+    // Wedding-day watchdog alerts carry a kind (watchdog_absent, battery_low).
+    li.textContent = a.kind ? `${a.level} [${a.kind}]: ${a.message}` : `${a.level}: ${a.message}`;
     ul.append(li);
   }
   if (!ul.children.length) {

@@ -162,7 +162,12 @@ impl Rest {
         }
         let open = !self.cfg.observability_requires_auth;
         match path {
-            "/api/websocket/health" if open => return ok(self.health(&api)),
+            "/api/websocket/health" if open => {
+                // Open to all; a caller who shows a credential also sees its
+                // organization's watchdog alerts in detail.
+                let viewer = self.caller(&api, &req, false).ok();
+                return ok(self.health(&api, viewer.as_deref()));
+            }
             "/api/websocket/metrics" if open => return self.metrics(&api),
             _ => {}
         }
@@ -195,7 +200,7 @@ impl Rest {
                     Err(e) => HttpResponse::refusal(&e),
                 }
             }
-            "/api/websocket/health" => Ok(self.health(&api)),
+            "/api/websocket/health" => Ok(self.health(&api, Some(&claims))),
             "/api/websocket/metrics" => return self.metrics(&api),
             "/api/websocket/channels/list" => self.list(&api, &claims, &req).await,
             "/api/websocket/channels/detail" => self.detail(&api, &claims, &req).await,

@@ -69,7 +69,10 @@ impl Rest {
         ))
     }
 
-    pub(super) fn health(&self, api: &Api) -> Value {
+    /// `viewer`: the caller, when authenticated. The presence watchdog's alerts are listed
+    /// in detail for the viewer's own organization only; an unauthenticated health (open
+    /// observability) tells how many are in force, not whose (docs/decisions.md §30).
+    pub(super) fn health(&self, api: &Api, viewer: Option<&Claims>) -> Value {
         let s = api.snapshot();
         let h = &self.cfg.health;
         let (rate, lat) = match &s.window {
@@ -125,6 +128,28 @@ impl Rest {
                     s.totals.storage_failures
                 ),
             );
+        }
+        let watch_alerts = match viewer {
+            Some(c) => shared.watch_alerts.list(Some(&c.org)),
+            None => Vec::new(),
+        };
+        let in_force = shared.watch_alerts.len();
+        // Wedding-day alerts are not the server's health: they leave `status` as it is.
+        if viewer.is_none() && in_force > 0 {
+            alerts.push(json!({
+                "level": "critical",
+                "kind": "watchdog",
+                "message": format!("{in_force} wedding-day watchdog alert(s) in force (details for authenticated callers)"),
+            }));
+        }
+        for a in &watch_alerts {
+            alerts.push(json!({
+                "level": "critical",
+                "kind": a.kind,
+                "wedding_id": a.wedding_id,
+                "since": ringbearer_core::time::rfc3339_ms(a.since_ms),
+                "message": a.message,
+            }));
         }
         let status = ["healthy", "degraded", "overloaded"][level];
         // 100 at rest, falling with the nearer of the two limits.
@@ -392,7 +417,8 @@ impl ringbearer_io::api::BodyStream for Events {
                     }
                 }
             };
-            let health = serde_json::to_vec(&self.rest.health(&self.api)).expect("json");
+            let health =
+                serde_json::to_vec(&self.rest.health(&self.api, Some(&self.claims))).expect("json");
             sse(&mut out, "health", &health);
             if let Some(d) = detail {
                 sse(&mut out, "detail", &serde_json::to_vec(&d).expect("json"));

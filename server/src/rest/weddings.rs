@@ -1,5 +1,6 @@
-//! `POST /api/websocket/weddings`: registering or updating a wedding's date and time zone
-//! (stored in the registry first, then in the live weddings table), and the
+//! `POST /api/websocket/weddings`: registering or updating a wedding's date and time zone,
+//! and its watchdog plan (`ceremony_time`, `key_roles`, `coordination_channel`; stored in
+//! the registry first, then in the live weddings table), and the
 //! `wedding_context` a create answers with.
 //!
 //! It does not decide which day is a wedding day (that is `ringbearer_io::weddings`).
@@ -47,6 +48,9 @@ impl Rest {
         let org = field(&mut body, "organization_id")?.unwrap_or_else(|| claims.org.clone());
         let date = field(&mut body, "event_date")?.ok_or_else(|| bad("needs `event_date`"))?;
         let tz = field(&mut body, "time_zone")?.ok_or_else(|| bad("needs `time_zone`"))?;
+        // The watchdog plan (docs/decisions.md §30): a field left out keeps what is
+        // stored, `null` clears it.
+        let plan = WatchInput::take(&mut body)?;
         no_more_fields(&body)?;
         if org != claims.org {
             return Err(Refusal::new(
@@ -59,6 +63,18 @@ impl Rest {
         }
         let wedding = ringbearer_io::weddings::Wedding::new(&id, &org, &date, &tz)?;
         let shared = api.shared();
+        let wedding = {
+            let kept = shared
+                .weddings
+                .get(&id)
+                .filter(|old| old.organization_id == org)
+                .map(|old| old.watch_fields())
+                .unwrap_or_default();
+            let time = plan.ceremony_time.unwrap_or(kept.0);
+            let roles = plan.key_roles.unwrap_or(kept.1);
+            let channel = plan.coordination_channel.unwrap_or(kept.2);
+            wedding.with_watch(time.as_deref(), &roles, channel.as_deref())?
+        };
         // SPEC §1: a wedding belongs to the organization that registered it first or created
         // the first channel naming it; only that organization changes its facts.
         if shared
@@ -78,12 +94,16 @@ impl Rest {
         if let Some(registry) = &self.registry {
             let event_date = EventDate::parse(&wedding.event_date)
                 .ok_or_else(|| bad("`event_date` must be YYYY-MM-DD"))?;
+            let (ceremony_time, key_roles, coordination_channel) = wedding.watch_fields();
             let rec = WeddingRecord {
                 wedding_id: wedding.id.clone(),
                 organization_id: wedding.organization_id.clone(),
                 event_date,
                 time_zone: wedding.time_zone.clone(),
                 updated_at_ms: now_ms(),
+                ceremony_time,
+                key_roles,
+                coordination_channel,
             };
             registry.upsert_wedding(rec).await.map_err(internal)?;
         }
@@ -94,12 +114,57 @@ impl Rest {
             "wedding_upsert",
             json!({"wedding_id": id, "event_date": date}),
         );
+        let (ceremony_time, key_roles, _) = stored.watch_fields();
         Ok(json!({
             "wedding_id": stored.id,
             "organization_id": stored.organization_id,
             "event_date": stored.event_date,
             "time_zone": stored.time_zone,
             "is_wedding_day": is_day,
+            "ceremony_time": ceremony_time,
+            "key_roles": key_roles,
+            "coordination_channel": stored.watch.coordination_channel.as_ref().map(|c| c.as_str()),
         }))
+    }
+}
+
+/// The watchdog fields of an upsert: `None` left out (keep what is stored),
+/// `Some(None)`/`Some(vec![])` given as `null` (clear).
+#[derive(Default)]
+struct WatchInput {
+    ceremony_time: Option<Option<String>>,
+    key_roles: Option<Vec<String>>,
+    coordination_channel: Option<Option<String>>,
+}
+
+impl WatchInput {
+    fn take(body: &mut Map<String, Value>) -> Result<WatchInput, Refusal> {
+        let invalid = |m: &str| Refusal::new(ErrorCode::InvalidWeddingContext, m.to_owned());
+        let text = |body: &mut Map<String, Value>, k: &str| match body.remove(k) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(Value::String(s)) => Ok(Some(Some(s))),
+            Some(_) => Err(invalid(&format!("`{k}` is a string or null"))),
+        };
+        let ceremony_time = text(body, "ceremony_time")?;
+        let coordination_channel = text(body, "coordination_channel")?;
+        let key_roles = match body.remove("key_roles") {
+            None => None,
+            Some(Value::Null) => Some(Vec::new()),
+            Some(Value::Array(a)) => Some(
+                a.into_iter()
+                    .map(|v| match v {
+                        Value::String(s) => Ok(s),
+                        _ => Err(invalid("`key_roles` is a list of role names")),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            Some(_) => return Err(invalid("`key_roles` is a list of role names")),
+        };
+        Ok(WatchInput {
+            ceremony_time,
+            key_roles,
+            coordination_channel,
+        })
     }
 }
