@@ -26,7 +26,7 @@ pub(crate) struct Migration {
     pub sql: &'static str,
 }
 
-/// Every migration, in order; `version` is the position from 1.
+/// Every migration, in order; `version` strictly increases (numbers are reserved per change).
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -38,10 +38,17 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "a user is (organization, user id); audit records name the channel's organization",
         sql: V2,
     },
+    // Version 3 is reserved for another change of issue 16 (merged separately): versions
+    // are strictly increasing, not necessarily contiguous on a branch.
+    Migration {
+        version: 4,
+        name: "parked wedding-day messages and the webhook outbox",
+        sql: V4,
+    },
 ];
 
-/// The schema version this binary writes and reads.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+/// The schema version this binary writes and reads: the last migration's.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
 /// STRICT tables: SQLite enforces the declared column types, so a row holds what the
 /// binary wrote or the write fails. Text keys are WITHOUT ROWID (the key is the b-tree).
@@ -132,6 +139,45 @@ CREATE INDEX audit_log_by_actor_org ON audit_log (actor_org, at_ms);
 CREATE INDEX audit_log_by_channel_org ON audit_log (channel_org, at_ms);
 ";
 
+/// Issue 16 item 5 (docs/decisions.md §32). `parked`: one dead-letter entry per (channel,
+/// message, member) — a wedding-day `critical`/`emergency` message that member had not
+/// acknowledged in time — written once (the primary key), resolved (`acked_at_ms`) when
+/// the member's cursor later passes it. `webhook_outbox`: every webhook, stored before it is
+/// sent; a delivered row is deleted, a row past its max age is kept as `dead`.
+const V4: &str = "
+CREATE TABLE parked (
+    channel         TEXT    NOT NULL,
+    message_id      INTEGER NOT NULL CHECK (message_id >= 1),
+    organization_id TEXT    NOT NULL,
+    user_id         TEXT    NOT NULL,
+    channel_org     TEXT    NOT NULL,
+    wedding_id      TEXT,
+    priority        TEXT    NOT NULL,
+    msg_type        TEXT    NOT NULL,
+    published_at_ms INTEGER NOT NULL CHECK (published_at_ms >= 0),
+    parked_at_ms    INTEGER NOT NULL CHECK (parked_at_ms >= 0),
+    acked_at_ms     INTEGER CHECK (acked_at_ms >= 0),
+    PRIMARY KEY (channel, organization_id, user_id, message_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX parked_by_org ON parked (channel_org, parked_at_ms);
+
+CREATE TABLE webhook_outbox (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT    NOT NULL UNIQUE,
+    organization_id TEXT    NOT NULL,
+    kind            TEXT    NOT NULL,
+    body            TEXT    NOT NULL CHECK (json_valid(body)),
+    created_at_ms   INTEGER NOT NULL CHECK (created_at_ms >= 0),
+    attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_at_ms      INTEGER NOT NULL CHECK (next_at_ms >= 0),
+    failing_since_ms INTEGER CHECK (failing_since_ms >= 0),
+    last_error      TEXT,
+    dead            INTEGER NOT NULL DEFAULT 0 CHECK (dead IN (0, 1))
+) STRICT;
+CREATE INDEX webhook_outbox_due ON webhook_outbox (dead, next_at_ms);
+CREATE INDEX webhook_outbox_by_org ON webhook_outbox (organization_id, dead);
+";
+
 fn header(conn: &Connection) -> Result<(i32, i64), RegistryError> {
     let app: i32 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))
@@ -196,11 +242,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn migrations_are_numbered_in_order_from_one() {
-        for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(m.version, i as i64 + 1, "{}", m.name);
+    fn migrations_are_numbered_in_increasing_order() {
+        assert_eq!(MIGRATIONS[0].version, 1);
+        for w in MIGRATIONS.windows(2) {
+            assert!(w[1].version > w[0].version, "{}", w[1].name);
         }
-        assert_eq!(SCHEMA_VERSION, MIGRATIONS.len() as i64);
+        assert_eq!(SCHEMA_VERSION, MIGRATIONS.last().unwrap().version);
     }
 
     #[test]
