@@ -154,6 +154,32 @@ pub struct IoConfig {
     /// Loaded from the config file's top-level `[tls]` table, not from `[io]`.
     #[serde(skip)]
     pub tls: TlsConfig,
+    /// Loaded from the config file's top-level `[escalation]` table.
+    #[serde(skip)]
+    pub escalation: EscalationConfig,
+}
+
+/// `[escalation]`: parking of unacknowledged wedding-day messages (issue 16 item 5,
+/// docs/decisions.md §32). On a channel whose wedding is today, a `critical` or
+/// `emergency` message a member may see and has not acknowledged `park_after_ms` after it
+/// was published is parked (a dead-letter entry per member, and a `message_parked`
+/// webhook to the channel's organization).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EscalationConfig {
+    /// How long a member has to acknowledge; 0 turns parking off. Default 5 minutes.
+    pub park_after_ms: u64,
+    /// How often each shard looks for messages to park (its own channels only).
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for EscalationConfig {
+    fn default() -> Self {
+        EscalationConfig {
+            park_after_ms: 300_000,
+            sweep_interval_ms: 5_000,
+        }
+    }
 }
 
 /// `[saturday]`: the server-wide wedding-day mode (SPEC §1 "Saturday mode"). While it is
@@ -281,6 +307,7 @@ impl Default for IoConfig {
             saturday: SaturdayConfig::default(),
             clock: ClockConfig::default(),
             tls: TlsConfig::default(),
+            escalation: EscalationConfig::default(),
         }
     }
 }
@@ -342,6 +369,10 @@ impl IoConfig {
             (
                 "io.presence_flush_interval_ms",
                 self.presence_flush_interval_ms,
+            ),
+            (
+                "escalation.sweep_interval_ms",
+                self.escalation.sweep_interval_ms,
             ),
         ] {
             if v == 0 {

@@ -30,5 +30,5 @@ pub mod weddings;
 
 pub use api::{Api, HttpHandler, HttpRequest, HttpResponse};
 pub use auth::TokenVerifier;
-pub use config::{ClockConfig, IoConfig, SaturdayConfig, TlsConfig};
+pub use config::{ClockConfig, EscalationConfig, IoConfig, SaturdayConfig, TlsConfig};
 pub use runtime::{start, start_with, ServerHandle, Store};

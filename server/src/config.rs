@@ -5,7 +5,9 @@
 use anyhow::{bail, Context, Result};
 use ringbearer_core::Limits;
 use ringbearer_io::auth::KeyAlg;
-use ringbearer_io::{ClockConfig, IoConfig, SaturdayConfig, TlsConfig, TokenVerifier};
+use ringbearer_io::{
+    ClockConfig, EscalationConfig, IoConfig, SaturdayConfig, TlsConfig, TokenVerifier,
+};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -76,6 +78,10 @@ pub struct Config {
     pub clock: ClockConfig,
     pub tls: TlsConfig,
     pub log: LogConfig,
+    /// Parking of unacknowledged wedding-day messages (docs/decisions.md §32).
+    pub escalation: EscalationConfig,
+    /// Signed webhooks per organization (parking, watchdog alerts).
+    pub webhooks: crate::webhooks::WebhooksConfig,
 }
 
 impl Default for Config {
@@ -91,6 +97,8 @@ impl Default for Config {
             clock: ClockConfig::default(),
             tls: TlsConfig::default(),
             log: LogConfig::default(),
+            escalation: EscalationConfig::default(),
+            webhooks: crate::webhooks::WebhooksConfig::default(),
         }
     }
 }
@@ -116,6 +124,7 @@ impl Config {
         io.saturday = self.saturday.clone();
         io.clock = self.clock.clone();
         io.tls = self.tls.clone();
+        io.escalation = self.escalation.clone();
         if let Err(e) = io.validate() {
             bail!("invalid config: {e}");
         }
@@ -264,6 +273,8 @@ mod tests {
         assert_eq!(cfg.clock, d.clock);
         assert_eq!(cfg.tls, d.tls);
         assert_eq!(cfg.log, d.log);
+        assert_eq!(cfg.escalation, d.escalation);
+        assert_eq!(cfg.webhooks, d.webhooks);
         assert!(cfg.auth.public_keys.is_empty());
         cfg.io_config().unwrap();
     }

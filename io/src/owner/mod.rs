@@ -24,6 +24,7 @@
 //! | `commit.rs` | the pending queue: stored first, then answered and delivered |
 //! | `rebuild.rs` | channels rebuilt from log records after a restart |
 //! | `audit.rs` | the audit events the owner writes |
+//! | `park.rs` | parking unacknowledged wedding-day messages (issue 16 item 5) |
 
 pub mod audit;
 mod commit;
@@ -31,6 +32,7 @@ mod create;
 pub mod effects;
 mod enroll;
 mod member;
+mod park;
 mod publish;
 mod read;
 pub mod rebuild;
@@ -172,6 +174,8 @@ pub struct Owner {
     policy: Arc<Policy>,
     /// Registered weddings, shared by every shard (SPEC §1 wedding day).
     weddings: Weddings,
+    /// Parking: per channel, the last message id the sweep has looked at (`park.rs`).
+    parked_upto: HashMap<String, u64>,
 }
 
 fn not_found(name: &ChannelName) -> Refusal {
@@ -212,6 +216,7 @@ impl Owner {
             commit: Commit::new(journal),
             policy,
             weddings,
+            parked_upto: HashMap::new(),
         }
     }
 

@@ -35,10 +35,16 @@ pub struct Rest {
     keys: Vec<(Vec<u8>, Arc<Claims>)>,
     registry: Option<Registry>,
     cfg: RestConfig,
+    /// The webhook sender's counters and outbox state (health alerts, metrics).
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 }
 
 impl Rest {
-    pub fn new(cfg: RestConfig, registry: Option<Registry>) -> anyhow::Result<Rest> {
+    pub fn new(
+        cfg: RestConfig,
+        registry: Option<Registry>,
+        webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    ) -> anyhow::Result<Rest> {
         let keys = cfg
             .keys()?
             .into_iter()
@@ -48,6 +54,7 @@ impl Rest {
             keys,
             registry,
             cfg,
+            webhooks,
         })
     }
 }
