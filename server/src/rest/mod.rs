@@ -8,12 +8,14 @@
 //! are checked there by the same code: this door only translates shapes. Bodies are
 //! turned into the WebSocket request JSON and parsed by `ringbearer_core::protocol`.
 //! The endpoints live by concern: `channels` (create, subscribe, unsubscribe, broadcast,
-//! lists, detail), `weddings`, `audit`, `observability` (health, metrics, event stream);
+//! lists, detail), `weddings`, `audit`, `parked` (the dead-letter list), `observability`
+//! (health, metrics, event stream);
 //! `config` is the `[rest]` section.
 //!
 //! It does not read sockets (that is `ringbearer_io::api`).
 
 mod audit;
+mod parked;
 mod channels;
 mod config;
 mod observability;
@@ -122,7 +124,7 @@ impl Rest {
         if let Some(r) = crate::assets::serve(&req) {
             return r;
         }
-        const ROUTES: [(&str, &str); 13] = [
+        const ROUTES: [(&str, &str); 14] = [
             ("POST", realtime::BROADCAST_PATHS[0]),
             ("POST", realtime::BROADCAST_PATHS[1]),
             ("POST", "/api/websocket/channels/create"),
@@ -135,6 +137,7 @@ impl Rest {
             ("GET", "/api/websocket/health"),
             ("GET", "/api/websocket/metrics"),
             ("GET", "/api/websocket/audit"),
+            ("GET", "/api/websocket/parked"),
             ("GET", "/api/websocket/events"),
         ];
         let path = req.head.path.trim_end_matches('/');
@@ -195,6 +198,7 @@ impl Rest {
             "/api/websocket/channels/list" => self.list(&api, &claims, &req).await,
             "/api/websocket/channels/detail" => self.detail(&api, &claims, &req).await,
             "/api/websocket/audit" => self.audit(&claims, &req).await,
+            "/api/websocket/parked" => self.parked(&claims, &req).await,
             _ => match body_object(&req, &api.config().limits) {
                 Err(e) => Err(e),
                 Ok(body) => match path {
