@@ -10,8 +10,8 @@ mod config;
 mod dev_cert;
 mod rest;
 mod store;
-mod webhooks;
 mod wal_cli;
+mod webhooks;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -315,12 +315,7 @@ fn serve(
         }
     };
     let verifier = cfg.verifier(secret.as_deref(), io.token_leeway_secs)?;
-    let opened = store::open(
-        &cfg.data_dir,
-        &cfg.storage,
-        io.shard_count(),
-        &cfg.webhooks,
-    )?;
+    let opened = store::open(&cfg.data_dir, &cfg.storage, io.shard_count(), &cfg.webhooks)?;
     let routes = rest::Routes(Arc::new(rest::Rest::new(
         cfg.rest.clone(),
         opened.registry.clone(),

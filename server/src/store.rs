@@ -8,21 +8,21 @@
 //! last id) as JSON, written when the channel is created and at every retention round (the
 //! newest wins); `id ≥ 1` is a message's rkyv frame.
 
+use crate::webhooks::{self, Webhooks, WebhooksConfig};
 use anyhow::{bail, Context, Result};
 use ringbearer_core::channel_state::ChannelMeta;
 use ringbearer_core::UserKey;
 use ringbearer_io::journal::{
     Catalog, Entry, Journal, JournalError, JournalFactory, LocalBoxFuture, Opened,
 };
+use ringbearer_io::journal::{ParkedEvent, WebhookEvent};
 use ringbearer_io::owner::rebuild::{rebuild, LogRecord};
 use ringbearer_io::weddings::Wedding;
 use ringbearer_persist::registry::{
     CursorAck, EventDate, Registry, RegistryConfig, SubscriptionRecord, WeddingRecord,
 };
-use ringbearer_persist::{Durability, Lsn, Record, Wal, WalConfig, WalError};
-use crate::webhooks::{self, Webhooks, WebhooksConfig};
-use ringbearer_io::journal::{ParkedEvent, WebhookEvent};
 use ringbearer_persist::registry::{ParkedRecord, WebhookRow};
+use ringbearer_persist::{Durability, Lsn, Record, Wal, WalConfig, WalError};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -115,7 +115,9 @@ pub fn open(
     webhooks.validate()?;
     if cfg.durability()? == Durability::Memory {
         if !webhooks.orgs.is_empty() {
-            tracing::warn!("webhooks need the registry: none are sent under storage.durability = memory");
+            tracing::warn!(
+                "webhooks need the registry: none are sent under storage.durability = memory"
+            );
         }
         return Ok(Stores {
             store: ringbearer_io::Store::default(),
@@ -510,9 +512,7 @@ impl Catalog for RegistryCatalog {
             kind: e.kind.to_owned(),
             created_at_ms: now_ms(),
         };
-        let reply = self
-            .registry
-            .enqueue_webhook(row, w.cfg.max_queued_per_org);
+        let reply = self.registry.enqueue_webhook(row, w.cfg.max_queued_per_org);
         w.track(e.org, reply);
     }
 

@@ -120,7 +120,9 @@ impl WebhooksConfig {
     /// The wait before attempt `attempts + 1` (`attempts` ≥ 1 failed), with `jitter` in
     /// [-1, 1] scaling ±20 %.
     pub fn backoff_ms(&self, attempts: u32, jitter: f64) -> u64 {
-        let exp = self.backoff_factor.powi(attempts.saturating_sub(1).min(64) as i32);
+        let exp = self
+            .backoff_factor
+            .powi(attempts.saturating_sub(1).min(64) as i32);
         let base = (self.initial_backoff_ms as f64 * exp).min(self.max_backoff_ms as f64);
         (base * (1.0 + 0.2 * jitter.clamp(-1.0, 1.0))).max(1.0) as u64
     }
@@ -193,7 +195,10 @@ impl Target {
             return Err("needs a host and a path without spaces".into());
         }
         Ok(Target {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port,
             path: path.to_owned(),
         })
@@ -319,11 +324,7 @@ impl Webhooks {
     pub fn stop(&self) {
         self.stop.store(true, Relaxed);
         let _ = self.queued.try_send(None);
-        let handle = self
-            .thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = handle {
             let _ = h.join();
         }
@@ -444,12 +445,7 @@ impl Sender {
 }
 
 /// One HTTP/1.1 POST; `Ok` on a 2xx status.
-fn send(
-    h: &OrgWebhook,
-    id: &str,
-    body: &[u8],
-    timeout_ms: u64,
-) -> std::result::Result<(), String> {
+fn send(h: &OrgWebhook, id: &str, body: &[u8], timeout_ms: u64) -> std::result::Result<(), String> {
     let t = Target::parse(&h.url)?;
     let timeout = Duration::from_millis(timeout_ms);
     let addrs: Vec<_> = (t.host.as_str(), t.port)
@@ -468,8 +464,10 @@ fn send(
         }
     }
     let mut s = stream.ok_or(last)?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     let ts = now_ms();
     let host = if t.port == 80 {
         t.host.clone()
@@ -518,7 +516,11 @@ mod tests {
     #[test]
     fn signature_matches_a_fixed_vector() {
         assert_eq!(
-            signature(b"whsec_test_0123456789", 1_700_000_000_000, br#"{"id":"wh_1"}"#),
+            signature(
+                b"whsec_test_0123456789",
+                1_700_000_000_000,
+                br#"{"id":"wh_1"}"#
+            ),
             "v1=ec8c9ac820902ffb2be59bd87f199d796e9c6e3317e6340a6b23e2056934b445"
         );
     }
@@ -526,7 +528,10 @@ mod tests {
     #[test]
     fn urls_and_backoff() {
         let t = Target::parse("http://127.0.0.1:9000/hook").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("127.0.0.1", 9000, "/hook"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("127.0.0.1", 9000, "/hook")
+        );
         let t = Target::parse("http://example.com").unwrap();
         assert_eq!((t.port, t.path.as_str()), (80, "/"));
         assert!(Target::parse("https://example.com/").is_err());

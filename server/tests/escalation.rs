@@ -139,7 +139,12 @@ fn read_hook(s: &mut std::net::TcpStream, status: u16) -> Option<Hook> {
                 req.path.map(str::to_owned),
                 req.headers
                     .iter()
-                    .map(|x| (x.name.to_ascii_lowercase(), String::from_utf8_lossy(x.value).into_owned()))
+                    .map(|x| {
+                        (
+                            x.name.to_ascii_lowercase(),
+                            String::from_utf8_lossy(x.value).into_owned(),
+                        )
+                    })
                     .collect::<Vec<_>>(),
             )),
             httparse::Status::Partial => None,
@@ -259,8 +264,10 @@ fn names(tag: &str, n: usize) -> Vec<String> {
 
 async fn publish(c: &mut Raw, channel: &str, priority: &str) -> u64 {
     let r = c
-        .request(json!({"op": "publish", "channel": channel, "type": "urgent",
-            "priority": priority, "payload": {"text": "the car is late"}}))
+        .request(
+            json!({"op": "publish", "channel": channel, "type": "urgent",
+            "priority": priority, "payload": {"text": "the car is late"}}),
+        )
         .await;
     assert_eq!(r["op"], "published", "{r}");
     r["id"].as_u64().unwrap()
@@ -278,7 +285,14 @@ async fn subscriber(s: &TestServer, user: &str, org: &str, wedding: &str, chans:
 }
 
 async fn parked(s: &TestServer, token: &str, query: &str) -> Vec<(String, u64, String, String)> {
-    let (status, v) = rest_call(s, "GET", &format!("/api/websocket/parked{query}"), token, None).await;
+    let (status, v) = rest_call(
+        s,
+        "GET",
+        &format!("/api/websocket/parked{query}"),
+        token,
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{v}");
     let mut out: Vec<_> = v["data"]["entries"]
         .as_array()
@@ -331,8 +345,11 @@ async fn an_unacknowledged_wedding_day_critical_is_parked_for_its_org_and_signed
     let crit = publish(&mut coord1, c1, "critical").await;
     let normal = publish(&mut coord1, c1, "normal").await;
     // u-2 acknowledges the critical in time; u-1 never does.
-    let m = u2.wait_for(|v| v["op"] == "message" && v["id"] == crit).await;
-    u2.send(json!({"op": "ack", "channel": c1, "id": m["id"]})).await;
+    let m = u2
+        .wait_for(|v| v["op"] == "message" && v["id"] == crit)
+        .await;
+    u2.send(json!({"op": "ack", "channel": c1, "id": m["id"]}))
+        .await;
     let crit2 = publish(&mut coord2, c2, "critical").await;
 
     let h = rx.next("for org-1/u-1", |h| is_parked(h, c1, crit, "u-1"));
@@ -343,7 +360,10 @@ async fn an_unacknowledged_wedding_day_critical_is_parked_for_its_org_and_signed
     assert_eq!(h.body["data"]["wedding_id"], "w-1");
     assert_eq!(h.body["data"]["payload"]["text"], "the car is late");
     let h2 = rx.next("for org-2/u-1", |h| is_parked(h, c2, crit2, "u-1"));
-    assert_eq!((h2.path.as_str(), &h2.body["org"]), ("/hook2", &json!("org-2")));
+    assert_eq!(
+        (h2.path.as_str(), &h2.body["org"]),
+        ("/hook2", &json!("org-2"))
+    );
     assert_eq!(h2.body["data"]["user_org"], "org-2");
 
     // A later critical on the same shard: once it is parked, a sweep has looked at
@@ -364,25 +384,52 @@ async fn an_unacknowledged_wedding_day_critical_is_parked_for_its_org_and_signed
         ],
         "not the acked ({crit} by u-2), the normal ({normal}) nor next week's ({not_today})"
     );
-    assert_eq!(parked(&s, &admin2, "").await, vec![e(c2, crit2, "org-2", "u-1")]);
     assert_eq!(
-        parked(&s, &admin1, &format!("?wedding_id=w-1&channel={c1}&limit=1")).await.len(),
+        parked(&s, &admin2, "").await,
+        vec![e(c2, crit2, "org-2", "u-1")]
+    );
+    assert_eq!(
+        parked(
+            &s,
+            &admin1,
+            &format!("?wedding_id=w-1&channel={c1}&limit=1")
+        )
+        .await
+        .len(),
         1
     );
     assert!(parked(&s, &admin1, "?wedding_id=w-2").await.is_empty());
 
     // Bad input: its code, nothing lost.
-    for q in ["?limit=0", "?limit=100000", "?open=maybe", "?before=x", "?nope=1"] {
-        let (st, v) = rest_call(&s, "GET", &format!("/api/websocket/parked{q}"), &admin1, None).await;
+    for q in [
+        "?limit=0",
+        "?limit=100000",
+        "?open=maybe",
+        "?before=x",
+        "?nope=1",
+    ] {
+        let (st, v) = rest_call(
+            &s,
+            "GET",
+            &format!("/api/websocket/parked{q}"),
+            &admin1,
+            None,
+        )
+        .await;
         assert_eq!(st, 400, "{q}: {v}");
         assert_eq!(v["error"]["code"], "WS_BAD_REQUEST", "{q}: {v}");
     }
     let vendor = s.token("u-1", "org-1", "photographer", &["w-1"]);
     let (st, v) = rest_call(&s, "GET", "/api/websocket/parked", &vendor, None).await;
-    assert_eq!((st, &v["error"]["code"]), (403, &json!("WS_FORBIDDEN")), "{v}");
+    assert_eq!(
+        (st, &v["error"]["code"]),
+        (403, &json!("WS_FORBIDDEN")),
+        "{v}"
+    );
     assert_eq!(parked(&s, &admin1, "").await.len(), 3);
     // u-1 reads it after all: the entry is resolved, not removed.
-    u1.send(json!({"op": "ack", "channel": c1, "id": sentinel})).await;
+    u1.send(json!({"op": "ack", "channel": c1, "id": sentinel}))
+        .await;
     let deadline = Instant::now() + WAIT;
     loop {
         let (_, v) = rest_call(&s, "GET", "/api/websocket/parked?open=true", &admin1, None).await;
@@ -424,7 +471,9 @@ async fn webhooks_survive_a_receiver_outage_and_a_kill() {
     drop(coord);
     s.kill_and_restart();
     rx.set_status(200);
-    let after = rx.next("after the restart", |h| h.status == 200 && is_parked(h, c1, b, "u-1"));
+    let after = rx.next("after the restart", |h| {
+        h.status == 200 && is_parked(h, c1, b, "u-1")
+    });
     assert_eq!(after.id, queued.id, "the stored webhook, not a new one");
 
     // The restarted sweep looked at the kept window again: nothing parked twice.
@@ -435,7 +484,10 @@ async fn webhooks_survive_a_receiver_outage_and_a_kill() {
     rx.next_within(WAIT, &|h: &Hook| {
         if !is_parked(h, c1, c, "u-1") {
             // Only repeats of the stored ones may come (at least once), never new ids.
-            assert!(h.id == first.id || h.id == queued.id, "a second webhook: {h:?}");
+            assert!(
+                h.id == first.id || h.id == queued.id,
+                "a second webhook: {h:?}"
+            );
         }
         is_parked(h, c1, c, "u-1")
     })

@@ -349,11 +349,17 @@ fn parking_finds_each_due_unacknowledged_critical_once() {
             })
             .collect()
     };
-    assert!(parked(&owner.park_due(Now::at(T0 + 100), 500)).is_empty(), "not due");
+    assert!(
+        parked(&owner.park_due(Now::at(T0 + 100), 500)).is_empty(),
+        "not due"
+    );
     // Due: only the critical (id 2), only for o/v (o/u sent it).
     let fx = owner.park_due(Now::at(T0 + 1000), 500);
     assert_eq!(parked(&fx), vec![(2, "o/v".to_string())]);
-    assert!(parked(&owner.park_due(Now::at(T0 + 2000), 500)).is_empty(), "once");
+    assert!(
+        parked(&owner.park_due(Now::at(T0 + 2000), 500)).is_empty(),
+        "once"
+    );
     // Another day: a critical is not parked.
     request(
         &mut owner,
@@ -364,5 +370,8 @@ fn parking_finds_each_due_unacknowledged_critical_once() {
         ms: T0 + 3000,
         calendar_ms: T0 + 86_400_000,
     };
-    assert!(parked(&owner.park_due(next_day, 500)).is_empty(), "not the wedding's day");
+    assert!(
+        parked(&owner.park_due(next_day, 500)).is_empty(),
+        "not the wedding's day"
+    );
 }

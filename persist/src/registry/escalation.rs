@@ -113,15 +113,7 @@ fn insert_webhook(conn: &Connection, w: &WebhookRow, max_queued: u64) -> Result<
         "INSERT INTO webhook_outbox (id, organization_id, kind, body, created_at_ms, next_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
     )
-    .and_then(|mut s| {
-        s.execute(params![
-            w.id,
-            w.org,
-            w.kind,
-            w.body,
-            w.created_at_ms as i64
-        ])
-    })
+    .and_then(|mut s| s.execute(params![w.id, w.org, w.kind, w.body, w.created_at_ms as i64]))
     .map_err(from_sqlite)?;
     Ok(Enqueued::Stored)
 }
@@ -131,7 +123,8 @@ fn parked_from_row(r: &rusqlite::Row<'_>) -> std::result::Result<ParkedRecord, S
         let v: i64 = r.get(i).map_err(|e| e.to_string())?;
         u64::try_from(v).map_err(|_| format!("column {i} is negative"))
     };
-    let s = |i: usize| -> std::result::Result<String, String> { r.get(i).map_err(|e| e.to_string()) };
+    let s =
+        |i: usize| -> std::result::Result<String, String> { r.get(i).map_err(|e| e.to_string()) };
     let acked: Option<i64> = r.get(10).map_err(|e| e.to_string())?;
     Ok(ParkedRecord {
         channel: s(0)?,
@@ -160,8 +153,7 @@ impl Registry {
         at_ms: u64,
     ) -> Reply<usize> {
         let args = (channel.to_owned(), org.to_owned(), user_id.to_owned());
-        let checked = to_i64("cursor", cursor)
-            .and_then(|c| Ok((args, c, to_i64("at_ms", at_ms)?)));
+        let checked = to_i64("cursor", cursor).and_then(|c| Ok((args, c, to_i64("at_ms", at_ms)?)));
         self.submit_checked(checked, |conn, ((channel, org, user), cursor, at)| {
             conn.prepare_cached(
                 "UPDATE parked SET acked_at_ms = ?5
@@ -302,7 +294,8 @@ impl Registry {
         error: String,
         dead: bool,
     ) -> Reply<()> {
-        let checked = to_i64("now_ms", now_ms).and_then(|n| Ok((n, to_i64("next_at_ms", next_at_ms)?)));
+        let checked =
+            to_i64("now_ms", now_ms).and_then(|n| Ok((n, to_i64("next_at_ms", next_at_ms)?)));
         self.submit_checked(checked, move |conn, (now, next)| {
             conn.prepare_cached(
                 "UPDATE webhook_outbox SET attempts = attempts + 1, next_at_ms = ?2,
@@ -455,7 +448,10 @@ mod tests {
             Enqueued::Overflow
         );
         let due = block_on(r.due_webhooks(100, 10)).unwrap().rows;
-        assert_eq!(due.iter().map(|p| p.row.id.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(
+            due.iter().map(|p| p.row.id.as_str()).collect::<Vec<_>>(),
+            ["a", "c"]
+        );
         block_on(r.webhook_failed(due[0].seq, 30, 1000, "refused".into(), false)).unwrap();
         block_on(r.webhook_delivered(due[1].seq)).unwrap();
         assert!(block_on(r.due_webhooks(100, 10)).unwrap().rows.is_empty());

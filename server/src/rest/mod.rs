@@ -15,10 +15,10 @@
 //! It does not read sockets (that is `ringbearer_io::api`).
 
 mod audit;
-mod parked;
 mod channels;
 mod config;
 mod observability;
+mod parked;
 mod realtime;
 mod weddings;
 
