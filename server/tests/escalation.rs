@@ -229,6 +229,7 @@ timeout_ms = 2000
 initial_backoff_ms = 50
 max_backoff_ms = 200
 poll_interval_ms = 50
+alert_failing_ms = 100
 [webhooks.orgs."org-1"]
 url = "http://{a}/hook1"
 secret = "{SECRET_1}"
@@ -309,6 +310,25 @@ async fn parked(s: &TestServer, token: &str, query: &str) -> Vec<(String, u64, S
         .collect();
     out.sort();
     out
+}
+
+/// Waits (bounded) until health's alerts do or do not mention failing webhooks of org-1.
+async fn wait_failing_alert(s: &TestServer, present: bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, v) = rest_call(s, "GET", "/api/websocket/health", "-", None).await;
+        let alerts = v["data"]["alerts"].clone();
+        let has = alerts.as_array().unwrap().iter().any(|a| {
+            a["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("webhooks to organization org-1 failing"))
+        });
+        if has == present {
+            return alerts;
+        }
+        assert!(Instant::now() < deadline, "alert present = {has}: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn is_parked(h: &Hook, channel: &str, id: u64, user: &str) -> bool {
@@ -460,9 +480,13 @@ async fn webhooks_survive_a_receiver_outage_and_a_kill() {
     assert_eq!(first.status, 500);
     let again = rx.next("a retry", |h| is_parked(h, c1, a, "u-1"));
     assert_eq!(again.id, first.id, "a retry resends the same webhook");
+    // Failing for longer than alert_failing_ms: health says so.
+    let alerts = wait_failing_alert(&s, true).await;
+    assert!(alerts.to_string().contains("warning"), "{alerts}");
     rx.set_status(200);
     let ok = rx.next("delivery", |h| h.id == first.id && h.status == 200);
     assert_eq!(ok.body, first.body, "byte-identical body");
+    wait_failing_alert(&s, false).await;
 
     // Queued, failing, then the server is killed: delivered after the restart.
     rx.set_status(500);
