@@ -23,6 +23,14 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Where the system's root certificates usually are (Debian/Ubuntu, Fedora/RHEL, Alpine
+/// and macOS-like layouts), for `https://` receivers when `ca_file` is empty.
+pub const SYSTEM_CA_FILES: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
 /// Smallest accepted webhook secret, in bytes.
 pub const SECRET_MIN_BYTES: usize = 16;
 /// Rows the sender takes from the outbox per round.
@@ -53,6 +61,9 @@ pub struct WebhooksConfig {
     /// Health alerts when an organization's oldest waiting webhook has been failing for
     /// longer than this.
     pub alert_failing_ms: u64,
+    /// PEM bundle of the roots trusted for `https://` receivers; empty: the system's
+    /// bundle (the first of [`SYSTEM_CA_FILES`] that exists).
+    pub ca_file: String,
     /// Per organization: `[webhooks.orgs."org-1"] url = "http://…", secret = "…"`. An
     /// organization without an entry gets no webhooks (its parked entries are still kept).
     pub orgs: BTreeMap<String, OrgWebhook>,
@@ -62,7 +73,7 @@ pub struct WebhooksConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrgWebhook {
-    /// `http://host[:port]/path`.
+    /// `http://host[:port]/path` or `https://host[:port]/path`.
     pub url: String,
     /// The HMAC-SHA256 key (at least 16 bytes); the receiver keeps the same.
     pub secret: String,
@@ -79,6 +90,7 @@ impl Default for WebhooksConfig {
             max_queued_per_org: 10_000,
             poll_interval_ms: 1_000,
             alert_failing_ms: 60_000,
+            ca_file: String::new(),
             orgs: BTreeMap::new(),
         }
     }
@@ -115,6 +127,49 @@ impl WebhooksConfig {
             }
         }
         Ok(())
+    }
+
+    /// The TLS client for `https://` receivers, if any organization has one: the roots
+    /// of `ca_file` (or the system's), ring provider. A missing or empty bundle stops the
+    /// start, naming the field.
+    pub fn tls(&self) -> Result<Option<Arc<rustls::ClientConfig>>> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        if !self.orgs.values().any(|h| h.url.starts_with("https://")) {
+            return Ok(None);
+        }
+        let path = if self.ca_file.is_empty() {
+            SYSTEM_CA_FILES
+                .iter()
+                .find(|p| std::path::Path::new(p).exists())
+                .map(|p| p.to_string())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "invalid config: an https:// webhook needs root certificates: set webhooks.ca_file (none of {SYSTEM_CA_FILES:?} exists)"
+                    )
+                })?
+        } else {
+            self.ca_file.clone()
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(&path)
+            .map_err(|e| anyhow::anyhow!("invalid config: webhooks.ca_file {path}: {e}"))?;
+        for c in certs {
+            let c =
+                c.map_err(|e| anyhow::anyhow!("invalid config: webhooks.ca_file {path}: {e}"))?;
+            // A bundle may hold certificates webpki cannot use as roots; skip those.
+            let _ = roots.add(c);
+        }
+        if roots.is_empty() {
+            bail!("invalid config: webhooks.ca_file {path} holds no usable certificate");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| anyhow::anyhow!("TLS client: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Some(Arc::new(cfg)))
     }
 
     /// The wait before attempt `attempts + 1` (`attempts` ≥ 1 failed), with `jitter` in
@@ -163,6 +218,7 @@ pub fn new_id() -> String {
 /// Where one organization's webhooks go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Target {
+    tls: bool,
     host: String,
     port: u16,
     path: String,
@@ -170,15 +226,13 @@ struct Target {
 
 impl Target {
     fn parse(url: &str) -> std::result::Result<Target, String> {
-        if url.starts_with("https://") {
-            return Err(
-                "https:// receivers are not supported yet; use http:// on a private network or a local TLS-terminating proxy"
-                    .into(),
-            );
-        }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or("must start with http://")?;
+        let (tls, rest, default_port) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r, 443)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r, 80)
+        } else {
+            return Err("must start with http:// or https://".into());
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -189,12 +243,13 @@ impl Target {
                 p.parse::<u16>()
                     .map_err(|_| format!("bad port `{}`", p.escape_default()))?,
             ),
-            _ => (authority, 80),
+            _ => (authority, default_port),
         };
         if host.is_empty() || path.contains(char::is_whitespace) {
             return Err("needs a host and a path without spaces".into());
         }
         Ok(Target {
+            tls,
             host: host
                 .trim_start_matches('[')
                 .trim_end_matches(']')
@@ -283,6 +338,7 @@ impl Webhooks {
     /// Starts the sender thread.
     pub fn start(cfg: WebhooksConfig, registry: Registry) -> Result<Arc<Webhooks>> {
         cfg.validate()?;
+        let tls = cfg.tls()?;
         let stats = Arc::new(WebhookStats::default());
         // A queue per store in flight: bounded like the registry's own queue.
         let (tx, rx) = std::sync::mpsc::sync_channel(4096);
@@ -292,6 +348,7 @@ impl Webhooks {
             stats: stats.clone(),
             registry: registry.clone(),
             stop: stop.clone(),
+            tls,
         };
         let thread = std::thread::Builder::new()
             .name("rb-webhooks".into())
@@ -336,6 +393,8 @@ struct Sender {
     stats: Arc<WebhookStats>,
     registry: Registry,
     stop: Arc<AtomicBool>,
+    /// For `https://` receivers.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 fn now_ms() -> u64 {
@@ -413,7 +472,13 @@ impl Sender {
         let block = futures_lite::future::block_on;
         let org = &p.row.org;
         let result = match self.cfg.orgs.get(org) {
-            Some(h) => send(h, &p.row.id, p.row.body.as_bytes(), self.cfg.timeout_ms),
+            Some(h) => send(
+                h,
+                self.tls.as_ref(),
+                &p.row.id,
+                p.row.body.as_bytes(),
+                self.cfg.timeout_ms,
+            ),
             None => Err("no receiver configured for this organization any more".into()),
         };
         let now = now_ms();
@@ -444,8 +509,14 @@ impl Sender {
     }
 }
 
-/// One HTTP/1.1 POST; `Ok` on a 2xx status.
-fn send(h: &OrgWebhook, id: &str, body: &[u8], timeout_ms: u64) -> std::result::Result<(), String> {
+/// One HTTP/1.1 POST (over TLS for `https://`); `Ok` on a 2xx status.
+fn send(
+    h: &OrgWebhook,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    id: &str,
+    body: &[u8],
+    timeout_ms: u64,
+) -> std::result::Result<(), String> {
     let t = Target::parse(&h.url)?;
     let timeout = Duration::from_millis(timeout_ms);
     let addrs: Vec<_> = (t.host.as_str(), t.port)
@@ -463,13 +534,32 @@ fn send(h: &OrgWebhook, id: &str, body: &[u8], timeout_ms: u64) -> std::result::
             Err(e) => last = format!("connecting to {a}: {e}"),
         }
     }
-    let mut s = stream.ok_or(last)?;
+    let s = stream.ok_or(last)?;
+    // The socket's timeouts bound every read and write, TLS handshake included.
     s.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
+    if !t.tls {
+        return exchange(s, &t, h, id, body);
+    }
+    let cfg = tls.ok_or("https:// without a TLS client (config changed?)")?;
+    let name = rustls::pki_types::ServerName::try_from(t.host.clone())
+        .map_err(|e| format!("{}: {e}", t.host))?;
+    let conn = rustls::ClientConnection::new(cfg.clone(), name).map_err(|e| e.to_string())?;
+    exchange(rustls::StreamOwned::new(conn, s), &t, h, id, body)
+}
+
+/// Writes the request and reads the status line.
+fn exchange(
+    mut s: impl Read + Write,
+    t: &Target,
+    h: &OrgWebhook,
+    id: &str,
+    body: &[u8],
+) -> std::result::Result<(), String> {
     let ts = now_ms();
-    let host = if t.port == 80 {
+    let host = if t.port == if t.tls { 443 } else { 80 } {
         t.host.clone()
     } else {
         format!("{}:{}", t.host, t.port)
@@ -483,6 +573,7 @@ fn send(h: &OrgWebhook, id: &str, body: &[u8], timeout_ms: u64) -> std::result::
     );
     s.write_all(head.as_bytes())
         .and_then(|()| s.write_all(body))
+        .and_then(|()| s.flush())
         .map_err(|e| format!("sending: {e}"))?;
     let mut answer = Vec::with_capacity(256);
     let mut buf = [0u8; 1024];
@@ -534,7 +625,8 @@ mod tests {
         );
         let t = Target::parse("http://example.com").unwrap();
         assert_eq!((t.port, t.path.as_str()), (80, "/"));
-        assert!(Target::parse("https://example.com/").is_err());
+        let t = Target::parse("https://example.com/h").unwrap();
+        assert_eq!((t.tls, t.port), (true, 443));
         assert!(Target::parse("ftp://x/").is_err());
         let c = WebhooksConfig::default();
         assert_eq!(c.backoff_ms(1, 0.0), 1000);

@@ -46,6 +46,11 @@ struct Receiver {
 
 impl Receiver {
     fn start(status: u16) -> Receiver {
+        Self::start_tls(status, None)
+    }
+
+    /// Like `start`, over TLS with `tls` when given.
+    fn start_tls(status: u16, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let st = Arc::new(AtomicU16::new(status));
@@ -57,14 +62,17 @@ impl Receiver {
                 if stop2.load(Ordering::Relaxed) {
                     return;
                 }
-                let Ok(mut s) = s else { continue };
+                let Ok(s) = s else { continue };
                 s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                if let Some(h) = read_hook(&mut s, st2.load(Ordering::Relaxed)) {
-                    let _ = write!(
-                        s,
-                        "HTTP/1.1 {} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                        h.status
-                    );
+                let status = st2.load(Ordering::Relaxed);
+                let h = match &tls {
+                    None => answer(s, status),
+                    Some(cfg) => {
+                        let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+                        answer(rustls::StreamOwned::new(conn, s), status)
+                    }
+                };
+                if let Some(h) = h {
                     let _ = tx.send(h);
                 }
             }
@@ -119,9 +127,20 @@ impl Drop for Receiver {
     }
 }
 
+/// Reads one request and answers `status`.
+fn answer(mut s: impl Read + Write, status: u16) -> Option<Hook> {
+    let h = read_hook(&mut s, status)?;
+    let _ = write!(
+        s,
+        "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let _ = s.flush();
+    Some(h)
+}
+
 /// Parses one POST; checks `X-Ringbearer-Signature` against `v1=hex(HMAC-SHA256(secret,
 /// "{timestamp}.{body}"))` written here independently of the server's code.
-fn read_hook(s: &mut std::net::TcpStream, status: u16) -> Option<Hook> {
+fn read_hook(s: &mut impl Read, status: u16) -> Option<Hook> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -216,6 +235,10 @@ async fn seed(data: &std::path::Path) {
 }
 
 fn config(rx: &Receiver, park_after_ms: u64) -> String {
+    config_with(rx, park_after_ms, "http", "localhost", "")
+}
+
+fn config_with(rx: &Receiver, park_after_ms: u64, scheme: &str, host: &str, extra: &str) -> String {
     format!(
         r#"[clock]
 start = "2026-06-13T10:30:00Z"
@@ -230,18 +253,23 @@ initial_backoff_ms = 50
 max_backoff_ms = 200
 poll_interval_ms = 50
 alert_failing_ms = 100
+{extra}
 [webhooks.orgs."org-1"]
-url = "http://{a}/hook1"
+url = "{scheme}://{host}:{port}/hook1"
 secret = "{SECRET_1}"
 [webhooks.orgs."org-2"]
-url = "http://{a}/hook2"
+url = "{scheme}://{host}:{port}/hook2"
 secret = "{SECRET_2}"
 "#,
-        a = rx.addr
+        port = rx.addr.port()
     )
 }
 
 async fn start(rx: &Receiver, park_after_ms: u64) -> TestServer {
+    start_with(&config(rx, park_after_ms)).await
+}
+
+async fn start_with(config: &str) -> TestServer {
     let data = std::env::temp_dir().join(format!(
         "rb-esc-{}-{}",
         std::process::id(),
@@ -251,7 +279,7 @@ async fn start(rx: &Receiver, park_after_ms: u64) -> TestServer {
             .subsec_nanos()
     ));
     seed(&data).await;
-    TestServer::start_in(&data, &config(rx, park_after_ms))
+    TestServer::start_in(&data, config)
 }
 
 /// `n` channel names all owned by shard 0, so one sweep looks at all of them.
@@ -519,4 +547,38 @@ async fn webhooks_survive_a_receiver_outage_and_a_kill() {
     let admin = s.token("boss", "org-1", "admin", &[]);
     let e = |id: u64| (c1.to_owned(), id, "org-1".to_owned(), "u-1".to_owned());
     assert_eq!(parked(&s, &admin, "").await, vec![e(a), e(b), e(c)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_receiver_gets_the_webhook_over_tls() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = std::env::temp_dir().join(format!("rb-esc-cert-{}", std::process::id()));
+    let out = cli(&["dev-cert", "--out", dir.to_str().unwrap(), "--force"]);
+    assert!(out.contains("cert_file = "), "{out}");
+    let certs: Vec<_> = CertificateDer::pem_file_iter(dir.join("cert.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("key.pem")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let rx = Receiver::start_tls(200, Some(Arc::new(tls)));
+    let ca = format!("ca_file = {:?}", dir.join("cert.pem").display().to_string());
+    let s = start_with(&config_with(&rx, 300, "https", "localhost", &ca)).await;
+    let c1 = names("tls", 1).remove(0);
+    let mut coord = s
+        .connect(&s.token("coord", "org-1", "coordinator", &["w-1"]))
+        .await;
+    assert_eq!(coord.create(&c1, Some("w-1")).await["op"], "created");
+    let _u1 = subscriber(&s, "u-1", "org-1", "w-1", &[&c1]).await;
+    let id = publish(&mut coord, &c1, "critical").await;
+    let h = rx.next("over TLS", |h| is_parked(h, &c1, id, "u-1"));
+    assert_eq!((h.status, h.path.as_str()), (200, "/hook1"));
+    let _ = std::fs::remove_dir_all(&dir);
 }
