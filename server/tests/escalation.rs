@@ -244,6 +244,8 @@ fn config_with(rx: &Receiver, park_after_ms: u64, scheme: &str, host: &str, extr
 start = "2026-06-13T10:30:00Z"
 [saturday]
 mode = "off"
+[limits]
+emergency_roles = ["coordinator"]
 [escalation]
 park_after_ms = {park_after_ms}
 sweep_interval_ms = 50
@@ -532,7 +534,7 @@ async fn webhooks_survive_a_receiver_outage_and_a_kill() {
     let mut coord = s
         .connect(&s.token("coord", "org-1", "coordinator", &["w-1"]))
         .await;
-    let c = publish(&mut coord, c1, "critical").await;
+    let c = publish(&mut coord, c1, "emergency").await;
     rx.next_within(WAIT, &|h: &Hook| {
         if !is_parked(h, c1, c, "u-1") {
             // Only repeats of the stored ones may come (at least once), never new ids.
@@ -543,10 +545,32 @@ async fn webhooks_survive_a_receiver_outage_and_a_kill() {
         }
         is_parked(h, c1, c, "u-1")
     })
-    .expect("the third is parked");
+    .expect("the third (an emergency) is parked");
     let admin = s.token("boss", "org-1", "admin", &[]);
     let e = |id: u64| (c1.to_owned(), id, "org-1".to_owned(), "u-1".to_owned());
     assert_eq!(parked(&s, &admin, "").await, vec![e(a), e(b), e(c)]);
+    // Counted since the restart: the stored one and the emergency were sent.
+    let metrics = get_text(&s, "/api/websocket/metrics").await;
+    let sent = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ringbearer_webhooks_sent_total "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(sent.is_some_and(|n| n >= 2), "{metrics}");
+}
+
+/// A GET's body as text (for `/metrics`).
+async fn get_text(s: &TestServer, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(WAIT, c.read_to_string(&mut out))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
