@@ -478,20 +478,19 @@ impl Catalog for RegistryCatalog {
     }
 
     fn acked(&self, channel: &str, user: &UserKey, cursor: u64) {
+        // The cursor, and the member's parked entries it passes marked acknowledged (one
+        // job; the UPDATE is indexed and usually changes nothing).
         fire(
             "cursor",
-            self.registry.advance_cursors(vec![CursorAck {
-                channel: channel.to_owned(),
-                org: user.org.clone(),
-                user_id: user.sub.clone(),
-                cursor,
-            }]),
-        );
-        // Parked entries the ack passes are resolved (one indexed UPDATE, usually of nothing).
-        fire(
-            "parked resolution",
-            self.registry
-                .resolve_parked(channel, &user.org, &user.sub, cursor, now_ms()),
+            self.registry.ack_resolving(
+                CursorAck {
+                    channel: channel.to_owned(),
+                    org: user.org.clone(),
+                    user_id: user.sub.clone(),
+                    cursor,
+                },
+                now_ms(),
+            ),
         );
     }
 

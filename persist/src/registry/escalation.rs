@@ -11,7 +11,7 @@
 
 use super::error::from_sqlite;
 use super::records::{check_id, to_i64, Loaded, RowWarning};
-use super::{Registry, RegistryError, Reply};
+use super::{CursorAck, Registry, RegistryError, Reply};
 use rusqlite::{params, Connection};
 
 type Result<T> = std::result::Result<T, RegistryError>;
@@ -118,6 +118,23 @@ fn insert_webhook(conn: &Connection, w: &WebhookRow, max_queued: u64) -> Result<
     Ok(Enqueued::Stored)
 }
 
+fn resolve(
+    conn: &Connection,
+    channel: &str,
+    org: &str,
+    user: &str,
+    cursor: i64,
+    at: i64,
+) -> Result<usize> {
+    conn.prepare_cached(
+        "UPDATE parked SET acked_at_ms = ?5
+         WHERE channel = ?1 AND organization_id = ?2 AND user_id = ?3
+           AND message_id <= ?4 AND acked_at_ms IS NULL",
+    )
+    .and_then(|mut s| s.execute(params![channel, org, user, cursor, at]))
+    .map_err(from_sqlite)
+}
+
 fn parked_from_row(r: &rusqlite::Row<'_>) -> std::result::Result<ParkedRecord, String> {
     let u = |i: usize| -> std::result::Result<u64, String> {
         let v: i64 = r.get(i).map_err(|e| e.to_string())?;
@@ -143,7 +160,7 @@ fn parked_from_row(r: &rusqlite::Row<'_>) -> std::result::Result<ParkedRecord, S
 
 impl Registry {
     /// Marks `org/user_id`'s open entries of `channel` up to `cursor` acknowledged at
-    /// `at_ms` (with every cursor advance; the primary key's prefix finds them).
+    /// `at_ms` (the primary key's prefix finds them).
     pub fn resolve_parked(
         &self,
         channel: &str,
@@ -155,13 +172,19 @@ impl Registry {
         let args = (channel.to_owned(), org.to_owned(), user_id.to_owned());
         let checked = to_i64("cursor", cursor).and_then(|c| Ok((args, c, to_i64("at_ms", at_ms)?)));
         self.submit_checked(checked, |conn, ((channel, org, user), cursor, at)| {
-            conn.prepare_cached(
-                "UPDATE parked SET acked_at_ms = ?5
-                 WHERE channel = ?1 AND organization_id = ?2 AND user_id = ?3
-                   AND message_id <= ?4 AND acked_at_ms IS NULL",
-            )
-            .and_then(|mut s| s.execute(params![channel, org, user, cursor, at]))
-            .map_err(from_sqlite)
+            resolve(conn, &channel, &org, &user, cursor, at)
+        })
+    }
+
+    /// An ack (SPEC §2.3): moves the cursor as `advance_cursors` does and resolves the
+    /// member's parked entries it passes, in one job (one queue slot, one transaction).
+    pub fn ack_resolving(&self, ack: CursorAck, at_ms: u64) -> Reply<usize> {
+        let checked =
+            to_i64("cursor", ack.cursor).and_then(|c| Ok((ack, c, to_i64("at_ms", at_ms)?)));
+        self.submit_checked(checked, |conn, (ack, cursor, at)| {
+            let matched = super::store::advance_cursors(conn, std::slice::from_ref(&ack))?;
+            resolve(conn, &ack.channel, &ack.org, &ack.user_id, cursor, at)?;
+            Ok(matched)
         })
     }
 
@@ -474,6 +497,25 @@ mod tests {
         let rows = block_on(r.query_parked(q.clone())).unwrap().rows;
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].acked_at_ms, Some(40));
+        // The ack path: cursor and resolution in one job (no subscription row here).
+        block_on(r.park(entry("u-3", 7), None, 2)).unwrap();
+        let ack = |cursor| CursorAck {
+            channel: "wedding:w1:coord".into(),
+            org: "org-1".into(),
+            user_id: "u-3".into(),
+            cursor,
+        };
+        block_on(r.ack_resolving(ack(6), 50)).unwrap();
+        let open = ParkedQuery {
+            open_only: true,
+            ..q.clone()
+        };
+        assert_eq!(
+            block_on(r.query_parked(open.clone())).unwrap().rows.len(),
+            1
+        );
+        block_on(r.ack_resolving(ack(7), 50)).unwrap();
+        assert!(block_on(r.query_parked(open)).unwrap().rows.is_empty());
         let other = ParkedQuery {
             channel_org: "org-2".into(),
             ..q
