@@ -171,6 +171,10 @@ pub struct EscalationConfig {
     pub park_after_ms: u64,
     /// How often each shard looks for messages to park (its own channels only).
     pub sweep_interval_ms: u64,
+    /// Most kept messages one sweep of one shard looks at (each is looked at once, when
+    /// due): after a restart the whole kept window comes due at once, and this keeps that
+    /// catch-up from holding the shard's executor; the rest waits for the next sweeps.
+    pub sweep_max_messages: usize,
 }
 
 impl Default for EscalationConfig {
@@ -178,6 +182,7 @@ impl Default for EscalationConfig {
         EscalationConfig {
             park_after_ms: 300_000,
             sweep_interval_ms: 5_000,
+            sweep_max_messages: 10_000,
         }
     }
 }
@@ -344,6 +349,10 @@ impl IoConfig {
             ),
             ("io.max_weddings", self.max_weddings),
             ("io.realtime_replay_max", self.realtime_replay_max),
+            (
+                "escalation.sweep_max_messages",
+                self.escalation.sweep_max_messages,
+            ),
         ];
         for (name, v) in positive {
             if v == 0 {

@@ -5,7 +5,7 @@
 //!
 //! Cheap by construction: channels without a wedding are skipped at once; each channel
 //! remembers the last id looked at, so each kept message is looked at once, when it comes
-//! due; only `critical`/`emergency` messages published on their wedding's day go on to the
+//! due, and one sweep looks at most at `escalation.sweep_max_messages`; only `critical`/`emergency` messages published on their wedding's day go on to the
 //! members' cursors. After a restart the kept window is looked at again and the registry's
 //! primary key drops the entries already stored. No clock, no I/O: `now` comes in.
 
@@ -14,13 +14,15 @@ use crate::journal::ParkedEvent;
 use ringbearer_core::message::{access_frame, Priority};
 
 impl Owner {
-    /// Parks what is due at `now` (see the module comment). Run every
-    /// `escalation.sweep_interval_ms` by the shard's parking service.
+    /// Parks what is due at `now` (see the module comment), looking at most at
+    /// `escalation.sweep_max_messages` messages. Run every `escalation.sweep_interval_ms`
+    /// by the shard's parking service.
     pub fn park_due(&mut self, now: Now, park_after_ms: u64) -> Effects {
         let mut fx = Effects::default();
         if park_after_ms == 0 {
             return fx;
         }
+        let mut budget = self.cfg.escalation.sweep_max_messages;
         let due_ms = now.ms.saturating_sub(park_after_ms);
         // The calendar clock may be shifted (`[clock] start`); a message's calendar time is
         // its timestamp shifted the same way.
@@ -29,6 +31,9 @@ impl Owner {
         self.parked_upto
             .retain(|name, _| self.channels.contains_key(name));
         for (name, ch) in &self.channels {
+            if budget == 0 {
+                break;
+            }
             let Some(wedding) = ch.meta.access.wedding_id.as_deref() else {
                 continue;
             };
@@ -37,7 +42,7 @@ impl Owner {
                 continue;
             }
             let weddings = &self.weddings;
-            let (upto, found) = ch.unacked_due(after, due_ms, |_, ts, frame| {
+            let (upto, looked, found) = ch.unacked_due(after, due_ms, budget, |_, ts, frame| {
                 access_frame(frame).is_ok_and(|f| {
                     matches!(f.priority(), Priority::Critical | Priority::Emergency)
                         && weddings.is_wedding_day(wedding, calendar(ts))
@@ -65,6 +70,7 @@ impl Owner {
                     })));
                 }
             }
+            budget = budget.saturating_sub(looked);
             if upto > after {
                 self.parked_upto.insert(name.clone(), upto);
             }
