@@ -456,11 +456,20 @@ impl Sender {
         for w in &due.warnings {
             tracing::error!("webhook outbox row skipped: {w:?}");
         }
+        // An organization whose receiver failed waits for its backoff (the registry
+        // postponed its other rows too): one dead receiver costs one attempt a backoff
+        // period, not one per waiting row, and never holds up the others.
+        let mut failed = std::collections::HashSet::new();
         for p in due.rows {
             if self.stop.load(Relaxed) {
                 return;
             }
-            self.attempt(&p);
+            if failed.contains(&p.row.org) {
+                continue;
+            }
+            if !self.attempt(&p) {
+                failed.insert(p.row.org.clone());
+            }
         }
         match block_on(self.registry.outbox_state()) {
             Ok(s) => *self.stats.outbox.lock().unwrap_or_else(|p| p.into_inner()) = s,
@@ -468,7 +477,8 @@ impl Sender {
         }
     }
 
-    fn attempt(&self, p: &PendingWebhook) {
+    /// One attempt; `false` when it failed.
+    fn attempt(&self, p: &PendingWebhook) -> bool {
         let block = futures_lite::future::block_on;
         let org = &p.row.org;
         let result = match self.cfg.orgs.get(org) {
@@ -488,6 +498,7 @@ impl Sender {
                 if let Err(e) = block(self.registry.webhook_delivered(p.seq)) {
                     tracing::error!(id = %p.row.id, "webhook delivered but not removed (it will be sent again): {e}");
                 }
+                true
             }
             Err(e) => {
                 self.stats.failed.fetch_add(1, Relaxed);
@@ -504,6 +515,7 @@ impl Sender {
                 if let Err(e) = block(self.registry.webhook_failed(p.seq, now, next, e, dead)) {
                     tracing::error!(id = %p.row.id, "recording a webhook failure: {e}");
                 }
+                false
             }
         }
     }

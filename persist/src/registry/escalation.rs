@@ -308,7 +308,9 @@ impl Registry {
         })
     }
 
-    /// An attempt failed at `now_ms`: try again at `next_at_ms`, or give up (`dead`).
+    /// An attempt failed at `now_ms`: try again at `next_at_ms`, or give up (`dead`). The
+    /// organization's other waiting rows are postponed to `next_at_ms` too (its receiver
+    /// is failing: one attempt a backoff period, not one per row).
     pub fn webhook_failed(
         &self,
         seq: i64,
@@ -327,6 +329,13 @@ impl Registry {
                  WHERE seq = ?1",
             )
             .and_then(|mut s| s.execute(params![seq, next, now, error, i64::from(dead)]))
+            .map_err(from_sqlite)?;
+            conn.prepare_cached(
+                "UPDATE webhook_outbox SET next_at_ms = MAX(next_at_ms, ?2)
+                 WHERE dead = 0 AND organization_id =
+                     (SELECT organization_id FROM webhook_outbox WHERE seq = ?1)",
+            )
+            .and_then(|mut s| s.execute(params![seq, next]))
             .map_err(from_sqlite)?;
             Ok(())
         })
@@ -476,8 +485,10 @@ mod tests {
             ["a", "c"]
         );
         block_on(r.webhook_failed(due[0].seq, 30, 1000, "refused".into(), false)).unwrap();
-        block_on(r.webhook_delivered(due[1].seq)).unwrap();
+        // The organization's receiver is failing: its other row waits with it.
         assert!(block_on(r.due_webhooks(100, 10)).unwrap().rows.is_empty());
+        assert_eq!(block_on(r.due_webhooks(1000, 10)).unwrap().rows.len(), 2);
+        block_on(r.webhook_delivered(due[1].seq)).unwrap();
         let st = block_on(r.outbox_state()).unwrap();
         assert_eq!((st[0].waiting, st[0].failing_since_ms), (1, Some(30)));
         // An ack past the message resolves the entry.
