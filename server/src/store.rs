@@ -512,7 +512,7 @@ impl Catalog for RegistryCatalog {
             created_at_ms: now_ms(),
         };
         let reply = self.registry.enqueue_webhook(row, w.cfg.max_queued_per_org);
-        w.track(e.org, reply);
+        w.track(e.org, format!("webhook {} queued", e.kind), reply);
     }
 
     fn parked(&self, e: ParkedEvent) {
@@ -547,7 +547,10 @@ impl Catalog for RegistryCatalog {
                 .unconfigured
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        tracing::info!(channel = %e.channel, id = e.message_id, member = %e.member, "wedding-day message parked (not acknowledged in time)");
+        let what = format!(
+            "wedding-day message parked: {} #{} not acknowledged by {} in time",
+            e.channel, e.message_id, e.member
+        );
         let reply = self.registry.park(
             ParkedRecord {
                 channel: e.channel,
@@ -565,7 +568,7 @@ impl Catalog for RegistryCatalog {
             hook,
             w.cfg.max_queued_per_org,
         );
-        w.track(e.channel_org, reply);
+        w.track(e.channel_org, what, reply);
     }
 
     fn audit(&self, e: ringbearer_io::journal::AuditEvent) {

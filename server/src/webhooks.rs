@@ -321,7 +321,8 @@ impl WebhookStats {
 }
 
 /// A store in flight for the sender to await, or `None`: look at the outbox now (or stop).
-type Handoff = Option<(String, Reply<Enqueued>)>;
+/// The organization, what it is (logged once stored), and the store's answer.
+type Handoff = Option<(String, String, Reply<Enqueued>)>;
 
 /// The webhook side of the server: queues (through the registry) and the sender thread.
 pub struct Webhooks {
@@ -368,9 +369,9 @@ impl Webhooks {
 
     /// Hands a store in flight to the sender (never blocks: a full hand-off queue only
     /// means the sender learns of the row at its next poll; the row is stored anyway).
-    pub fn track(&self, org: String, reply: Reply<Enqueued>) {
+    pub fn track(&self, org: String, what: String, reply: Reply<Enqueued>) {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.queued.try_send(Some((org, reply)))
+            self.queued.try_send(Some((org, what, reply)))
         {
             tracing::debug!("webhook hand-off queue full; the sender polls");
         }
@@ -422,7 +423,7 @@ impl Sender {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
-            while let Some((org, reply)) = next.take() {
+            while let Some((org, what, reply)) = next.take() {
                 match block(reply) {
                     Ok(Enqueued::Overflow) => {
                         self.stats.overflowed.fetch_add(1, Relaxed);
@@ -435,7 +436,8 @@ impl Sender {
                             .or_default() += 1;
                         tracing::warn!(%org, max = self.cfg.max_queued_per_org, "webhook queue full: webhook not stored");
                     }
-                    Ok(_) => {}
+                    Ok(Enqueued::Stored) => tracing::info!(%org, "{what}"),
+                    Ok(Enqueued::Duplicate) => {}
                     Err(e) => tracing::error!(%org, "storing a webhook failed: {e}"),
                 }
                 next = rx.try_recv().ok().flatten();
