@@ -706,6 +706,48 @@ impl<F: Clone> ChannelState<F> {
         (online, queued)
     }
 
+    /// Parking (issue 16 item 5): kept, stored messages after `after`, oldest first, up to
+    /// the first published after `due_ms` and at most `max` of them; for each that
+    /// `pick(id, ts_ms, frame)` keeps, the members who may see it (the one visibility rule)
+    /// and whose cursor is below it. Also answers the last id looked at (the caller's next
+    /// `after`, so every message is looked at once) and how many were looked at.
+    #[allow(clippy::type_complexity)]
+    pub fn unacked_due(
+        &self,
+        after: u64,
+        due_ms: u64,
+        max: usize,
+        mut pick: impl FnMut(u64, u64, &F) -> bool,
+    ) -> (u64, usize, Vec<(u64, &F, Vec<UserKey>)>) {
+        let mut upto = after;
+        let mut out = Vec::new();
+        let mut looked = 0;
+        for e in self.window.iter() {
+            if e.id <= after {
+                continue;
+            }
+            if e.id > self.durable_id || e.ts_ms > due_ms || looked == max {
+                break;
+            }
+            looked += 1;
+            upto = e.id;
+            if !pick(e.id, e.ts_ms, &e.item.frame) {
+                continue;
+            }
+            let mut who: Vec<UserKey> = self
+                .members
+                .iter()
+                .filter(|(u, m)| m.cursor < e.id && e.item.visible_to(u, m.role))
+                .map(|(u, _)| u.clone())
+                .collect();
+            if !who.is_empty() {
+                who.sort_unstable();
+                out.push((e.id, &e.item.frame, who));
+            }
+        }
+        (upto, looked, out)
+    }
+
     /// Kept messages (for tools and tests).
     pub fn kept(&self) -> impl Iterator<Item = (u64, &F)> {
         self.window.iter().map(|e| (e.id, &e.item.frame))

@@ -171,6 +171,9 @@ pub struct IoConfig {
     /// Loaded from the config file's top-level `[watchdog]` table.
     #[serde(skip)]
     pub watchdog: WatchdogConfig,
+    /// Loaded from the config file's top-level `[escalation]` table.
+    #[serde(skip)]
+    pub escalation: EscalationConfig,
 }
 
 /// `[watchdog]`: the presence watchdog (SPEC §3, docs/decisions.md §30). On a wedding's
@@ -287,6 +290,34 @@ impl RoutingConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// `[escalation]`: parking of unacknowledged wedding-day messages (issue 16 item 5,
+/// docs/decisions.md §32). On a channel whose wedding is today, a `critical` or
+/// `emergency` message a member may see and has not acknowledged `park_after_ms` after it
+/// was published is parked (a dead-letter entry per member, and a `message_parked`
+/// webhook to the channel's organization).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EscalationConfig {
+    /// How long a member has to acknowledge; 0 turns parking off. Default 5 minutes.
+    pub park_after_ms: u64,
+    /// How often each shard looks for messages to park (its own channels only).
+    pub sweep_interval_ms: u64,
+    /// Most kept messages one sweep of one shard looks at (each is looked at once, when
+    /// due): after a restart the whole kept window comes due at once, and this keeps that
+    /// catch-up from holding the shard's executor; the rest waits for the next sweeps.
+    pub sweep_max_messages: usize,
+}
+
+impl Default for EscalationConfig {
+    fn default() -> Self {
+        EscalationConfig {
+            park_after_ms: 300_000,
+            sweep_interval_ms: 5_000,
+            sweep_max_messages: 10_000,
+        }
     }
 }
 
@@ -419,6 +450,7 @@ impl Default for IoConfig {
             tls: TlsConfig::default(),
             routing: RoutingConfig::default(),
             watchdog: WatchdogConfig::default(),
+            escalation: EscalationConfig::default(),
         }
     }
 }
@@ -457,6 +489,10 @@ impl IoConfig {
             ("io.max_weddings", self.max_weddings),
             ("io.realtime_replay_max", self.realtime_replay_max),
             ("io.max_inflight_requests", self.max_inflight_requests),
+            (
+                "escalation.sweep_max_messages",
+                self.escalation.sweep_max_messages,
+            ),
         ];
         for (name, v) in positive {
             if v == 0 {
@@ -482,6 +518,10 @@ impl IoConfig {
             (
                 "io.presence_flush_interval_ms",
                 self.presence_flush_interval_ms,
+            ),
+            (
+                "escalation.sweep_interval_ms",
+                self.escalation.sweep_interval_ms,
             ),
         ] {
             if v == 0 {

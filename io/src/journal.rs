@@ -126,6 +126,30 @@ pub trait Catalog: Send + Sync {
     /// watchdog): stored first, then delivered at least once, surviving restarts. The
     /// default drops it (no registry).
     fn webhook(&self, _event: WebhookEvent) {}
+    /// A member had not acknowledged a wedding-day `critical`/`emergency` message in time
+    /// (issue 16 item 5): store the dead-letter entry once and, when it is new, send a
+    /// `message_parked` webhook to the channel's organization. The default drops it.
+    fn parked(&self, _event: ParkedEvent) {}
+}
+
+/// One dead-letter entry (issue 16 item 5, docs/decisions.md §32).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParkedEvent {
+    pub channel: String,
+    /// The channel's organization: it sees the entry and gets the webhook.
+    pub channel_org: String,
+    pub wedding_id: Option<String>,
+    pub message_id: u64,
+    /// The member who did not acknowledge it.
+    pub member: ringbearer_core::UserKey,
+    /// `critical` or `emergency`.
+    pub priority: &'static str,
+    pub msg_type: String,
+    pub event: Option<String>,
+    /// The message's payload (raw JSON), for the app's SMS or e-mail fallback.
+    pub payload: String,
+    pub published_ms: u64,
+    pub parked_ms: u64,
 }
 
 /// One webhook to send (SPEC §2 parking, §3 watchdog): the organization it goes to, what

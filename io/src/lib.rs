@@ -32,6 +32,7 @@ pub mod weddings;
 pub use api::{Api, HttpHandler, HttpRequest, HttpResponse};
 pub use auth::TokenVerifier;
 pub use config::{
-    ClockConfig, IoConfig, RoutingConfig, SaturdayConfig, TlsConfig, WatchdogConfig,
+    ClockConfig, EscalationConfig, IoConfig, RoutingConfig, SaturdayConfig, TlsConfig,
+    WatchdogConfig,
 };
 pub use runtime::{start, start_with, ServerHandle, Store};

@@ -466,7 +466,7 @@ impl World {
                             code,
                         ));
                     }
-                    Record::WeddingUpserted(_) | Record::Audit(_) => {}
+                    Record::WeddingUpserted(_) | Record::Audit(_) | Record::Parked(_) => {}
                 },
             }
         }

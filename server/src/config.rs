@@ -6,7 +6,8 @@ use anyhow::{bail, Context, Result};
 use ringbearer_core::Limits;
 use ringbearer_io::auth::KeyAlg;
 use ringbearer_io::{
-    ClockConfig, IoConfig, SaturdayConfig, TlsConfig, TokenVerifier, WatchdogConfig,
+    ClockConfig, EscalationConfig, IoConfig, SaturdayConfig, TlsConfig, TokenVerifier,
+    WatchdogConfig,
 };
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -82,6 +83,10 @@ pub struct Config {
     pub log: LogConfig,
     /// Message types to roles (SPEC §2 `target_roles`).
     pub routing: ringbearer_io::RoutingConfig,
+    /// Parking of unacknowledged wedding-day messages (docs/decisions.md §32).
+    pub escalation: EscalationConfig,
+    /// Signed webhooks per organization (parking, watchdog alerts).
+    pub webhooks: crate::webhooks::WebhooksConfig,
 }
 
 impl Default for Config {
@@ -99,6 +104,8 @@ impl Default for Config {
             tls: TlsConfig::default(),
             log: LogConfig::default(),
             routing: ringbearer_io::RoutingConfig::default(),
+            escalation: EscalationConfig::default(),
+            webhooks: crate::webhooks::WebhooksConfig::default(),
         }
     }
 }
@@ -126,6 +133,7 @@ impl Config {
         io.watchdog = self.watchdog.clone();
         io.tls = self.tls.clone();
         io.routing = self.routing.clone();
+        io.escalation = self.escalation.clone();
         if let Err(e) = io.validate() {
             bail!("invalid config: {e}");
         }
@@ -276,6 +284,8 @@ mod tests {
         assert_eq!(cfg.tls, d.tls);
         assert_eq!(cfg.log, d.log);
         assert_eq!(cfg.routing, d.routing);
+        assert_eq!(cfg.escalation, d.escalation);
+        assert_eq!(cfg.webhooks, d.webhooks);
         assert!(cfg.auth.public_keys.is_empty());
         cfg.io_config().unwrap();
     }

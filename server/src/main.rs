@@ -11,6 +11,7 @@ mod dev_cert;
 mod rest;
 mod store;
 mod wal_cli;
+mod webhooks;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -314,10 +315,11 @@ fn serve(
         }
     };
     let verifier = cfg.verifier(secret.as_deref(), io.token_leeway_secs)?;
-    let opened = store::open(&cfg.data_dir, &cfg.storage, io.shard_count())?;
+    let opened = store::open(&cfg.data_dir, &cfg.storage, io.shard_count(), &cfg.webhooks)?;
     let routes = rest::Routes(Arc::new(rest::Rest::new(
         cfg.rest.clone(),
         opened.registry.clone(),
+        opened.webhooks.clone(),
     )?));
     let handle =
         ringbearer_io::start_with(io.clone(), verifier, opened.store, Some(Arc::new(routes)))
@@ -360,6 +362,11 @@ fn serve(
     }
     handle.shutdown();
     handle.join();
+    // The webhook sender ends after its attempt in flight (a row not yet removed is sent
+    // again after the next start).
+    if let Some(w) = &opened.webhooks {
+        w.stop();
+    }
     // Every shard has stopped: write out what the registry still has queued.
     if let Some(r) = opened.registry {
         if let Err(e) = r.close() {

@@ -8,17 +8,20 @@
 //! id and shared-state documents) as JSON, written when the channel is created and at every retention round (the
 //! newest wins); `id ≥ 1` is a message's rkyv frame.
 
+use crate::webhooks::{self, Webhooks, WebhooksConfig};
 use anyhow::{bail, Context, Result};
 use ringbearer_core::channel_state::ChannelMeta;
 use ringbearer_core::{Role, UserKey};
 use ringbearer_io::journal::{
     Catalog, Entry, Journal, JournalError, JournalFactory, LocalBoxFuture, Opened,
 };
+use ringbearer_io::journal::{ParkedEvent, WebhookEvent};
 use ringbearer_io::owner::rebuild::{rebuild, LogRecord};
 use ringbearer_io::weddings::Wedding;
 use ringbearer_persist::registry::{
     CursorAck, EventDate, Registry, RegistryConfig, SubscriptionRecord, WeddingRecord,
 };
+use ringbearer_persist::registry::{ParkedRecord, WebhookRow};
 use ringbearer_persist::{Durability, Lsn, Record, Wal, WalConfig, WalError};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -98,14 +101,28 @@ const SHARDS_FILE: &str = "SHARDS";
 pub struct Stores {
     pub store: ringbearer_io::Store,
     pub registry: Option<Registry>,
+    /// The webhook sender (with the registry only): stop it before closing the registry.
+    pub webhooks: Option<Arc<Webhooks>>,
 }
 
 /// Opens the stores under `data_dir` for `shards` shards. `memory` opens nothing.
-pub fn open(data_dir: &Path, cfg: &StorageConfig, shards: usize) -> Result<Stores> {
+pub fn open(
+    data_dir: &Path,
+    cfg: &StorageConfig,
+    shards: usize,
+    webhooks: &WebhooksConfig,
+) -> Result<Stores> {
+    webhooks.validate()?;
     if cfg.durability()? == Durability::Memory {
+        if !webhooks.orgs.is_empty() {
+            tracing::warn!(
+                "webhooks need the registry: none are sent under storage.durability = memory"
+            );
+        }
         return Ok(Stores {
             store: ringbearer_io::Store::default(),
             registry: None,
+            webhooks: None,
         });
     }
     // Absolute from here on: glommio opens a relative directory against dirfd -1 (EBADF on
@@ -179,6 +196,8 @@ pub fn open(data_dir: &Path, cfg: &StorageConfig, shards: usize) -> Result<Store
             })
             .context("starting the audit retention thread")?;
     }
+    let webhooks = Webhooks::start(webhooks.clone(), registry.clone())
+        .context("starting the webhook sender")?;
     let factory = Arc::new(WalFactory {
         wal_dir,
         cfg: cfg.clone(),
@@ -189,10 +208,12 @@ pub fn open(data_dir: &Path, cfg: &StorageConfig, shards: usize) -> Result<Store
             journal: Some(factory),
             catalog: Some(Arc::new(RegistryCatalog {
                 registry: registry.clone(),
+                webhooks: webhooks.clone(),
             })),
             weddings,
         },
         registry: Some(registry),
+        webhooks: Some(webhooks),
     })
 }
 
@@ -401,6 +422,7 @@ impl Journal for WalJournal {
 /// (docs/decisions.md, "Registry write order").
 struct RegistryCatalog {
     registry: Registry,
+    webhooks: Arc<Webhooks>,
 }
 
 fn now_ms() -> u64 {
@@ -472,15 +494,97 @@ impl Catalog for RegistryCatalog {
     }
 
     fn acked(&self, channel: &str, user: &UserKey, cursor: u64) {
+        // The cursor, and the member's parked entries it passes marked acknowledged (one
+        // job; the UPDATE is indexed and usually changes nothing).
         fire(
             "cursor",
-            self.registry.advance_cursors(vec![CursorAck {
-                channel: channel.to_owned(),
-                org: user.org.clone(),
-                user_id: user.sub.clone(),
-                cursor,
-            }]),
+            self.registry.ack_resolving(
+                CursorAck {
+                    channel: channel.to_owned(),
+                    org: user.org.clone(),
+                    user_id: user.sub.clone(),
+                    cursor,
+                },
+                now_ms(),
+            ),
         );
+    }
+
+    fn webhook(&self, e: WebhookEvent) {
+        let w = &self.webhooks;
+        if !w.configured(&e.org) {
+            w.stats
+                .unconfigured
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(org = %e.org, kind = e.kind, "no webhook configured for the organization");
+            return;
+        }
+        let id = webhooks::new_id();
+        let row = WebhookRow {
+            body: webhooks::body(&id, e.kind, &e.org, e.at_ms, e.body),
+            id,
+            org: e.org.clone(),
+            kind: e.kind.to_owned(),
+            created_at_ms: now_ms(),
+        };
+        let reply = self.registry.enqueue_webhook(row, w.cfg.max_queued_per_org);
+        w.track(e.org, format!("webhook {} queued", e.kind), reply);
+    }
+
+    fn parked(&self, e: ParkedEvent) {
+        let w = &self.webhooks;
+        let payload: serde_json::Value =
+            serde_json::from_str(&e.payload).unwrap_or(serde_json::Value::Null);
+        let hook = w.configured(&e.channel_org).then(|| {
+            let id = webhooks::new_id();
+            let data = serde_json::json!({
+                "channel": e.channel,
+                "wedding_id": e.wedding_id,
+                "message_id": e.message_id,
+                "priority": e.priority,
+                "type": e.msg_type,
+                "event": e.event,
+                "payload": payload,
+                "user_id": e.member.sub,
+                "user_org": e.member.org,
+                "published_at_ms": e.published_ms,
+                "parked_at_ms": e.parked_ms,
+            });
+            WebhookRow {
+                body: webhooks::body(&id, "message_parked", &e.channel_org, e.parked_ms, data),
+                id,
+                org: e.channel_org.clone(),
+                kind: "message_parked".into(),
+                created_at_ms: now_ms(),
+            }
+        });
+        if hook.is_none() {
+            w.stats
+                .unconfigured
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let what = format!(
+            "wedding-day message parked: {} #{} not acknowledged by {} in time",
+            e.channel, e.message_id, e.member
+        );
+        let reply = self.registry.park(
+            ParkedRecord {
+                channel: e.channel,
+                message_id: e.message_id,
+                org: e.member.org,
+                user_id: e.member.sub,
+                channel_org: e.channel_org.clone(),
+                wedding_id: e.wedding_id,
+                priority: e.priority.to_owned(),
+                msg_type: e.msg_type,
+                published_at_ms: e.published_ms,
+                parked_at_ms: e.parked_ms,
+                acked_at_ms: None,
+            },
+            hook,
+            w.cfg.max_queued_per_org,
+        );
+        w.track(e.channel_org, what, reply);
     }
 
     fn audit(&self, e: ringbearer_io::journal::AuditEvent) {

@@ -225,6 +225,7 @@ impl Shard {
             } => c.acked(channel.as_str(), &user, cursor),
             Record::WeddingUpserted(w) => c.wedding_upserted(&w),
             Record::Audit(e) => c.audit(*e),
+            Record::Parked(e) => c.parked(*e),
         }
     }
 
@@ -251,6 +252,16 @@ impl Shard {
             calendar_ms: self.clock.at(now_ms),
         };
         let fx = self.owner.flush_presence(now);
+        self.apply(fx)
+    }
+
+    /// Parks what is due (see `Owner::park_due`).
+    pub fn park_due(&mut self, now_ms: u64, park_after_ms: u64) -> Out {
+        let now = Now {
+            ms: now_ms,
+            calendar_ms: self.clock.at(now_ms),
+        };
+        let fx = self.owner.park_due(now, park_after_ms);
         self.apply(fx)
     }
 

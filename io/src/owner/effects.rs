@@ -233,6 +233,8 @@ pub enum Record {
     },
     WeddingUpserted(Box<Wedding>),
     Audit(Box<AuditEvent>),
+    /// A member did not acknowledge a wedding-day message in time (`park.rs`).
+    Parked(Box<crate::journal::ParkedEvent>),
 }
 
 /// One effect of a step of the owner, in the order it must happen.

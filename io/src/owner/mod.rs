@@ -25,6 +25,7 @@
 //! | `commit.rs` | the pending queue: stored first, then answered and delivered |
 //! | `rebuild.rs` | channels rebuilt from log records after a restart |
 //! | `audit.rs` | the audit events the owner writes |
+//! | `park.rs` | parking unacknowledged wedding-day messages (issue 16 item 5) |
 
 pub mod audit;
 mod commit;
@@ -32,6 +33,7 @@ mod create;
 pub mod effects;
 mod enroll;
 mod member;
+mod park;
 mod publish;
 mod read;
 pub mod rebuild;
@@ -190,6 +192,8 @@ pub struct Owner {
     weddings: Weddings,
     /// Each channel's shared-state documents (`state.rs`), by channel name.
     docs: HashMap<String, state::ChannelDocs>,
+    /// Parking: per channel, the last message id the sweep has looked at (`park.rs`).
+    parked_upto: HashMap<String, u64>,
 }
 
 fn not_found(name: &ChannelName) -> Refusal {
@@ -231,6 +235,7 @@ impl Owner {
             policy,
             weddings,
             docs: HashMap::new(),
+            parked_upto: HashMap::new(),
         }
     }
 

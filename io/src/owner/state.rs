@@ -19,8 +19,8 @@ use super::{check_access, not_found, Now, Owner};
 use crate::journal::Entry;
 use ringbearer_core::access::{Action, Claims};
 use ringbearer_core::channel_state::ChannelState;
-use ringbearer_core::identity::Target;
 use ringbearer_core::error::{ErrorCode, Refusal};
+use ringbearer_core::identity::Target;
 use ringbearer_core::message::{FrameBytes, MessageFrame};
 use ringbearer_core::protocol::StateWriteReq;
 use ringbearer_core::state_doc::{

@@ -296,3 +296,84 @@ fn a_channel_id_names_its_owner_shard() {
         assert_eq!(shard_of_channel_id(bad), None, "{bad}");
     }
 }
+
+/// Parking (`park.rs`): a wedding-day `critical` a member has not acknowledged is parked
+/// for that member once it is due — not for its sender, not before it is due, not twice,
+/// and a `normal` one never.
+#[test]
+fn parking_finds_each_due_unacknowledged_critical_once() {
+    let (mut owner, _j) = owner_with_journal();
+    owner
+        .weddings
+        .upsert(crate::weddings::Wedding::new("w", "o", "2027-01-15", "UTC").unwrap())
+        .unwrap();
+    let sub = match parse_request(
+        r#"{"op":"subscribe","channel":"wedding:main:w"}"#,
+        &owner.cfg.limits,
+    )
+    .unwrap()
+    .req
+    {
+        Parsed::Subscribe(req) => req,
+        other => panic!("{other:?}"),
+    };
+    let fx = owner.handle(
+        Now::at(T0),
+        Request {
+            from: ME,
+            r#ref: None,
+            claims: claims(),
+            op: Op::Enroll {
+                user: "v".into(),
+                req: sub,
+            },
+        },
+    );
+    assert!(
+        matches!(replies(&fx)[..], [Reply::Enrolled { .. }]),
+        "{fx:?}"
+    );
+    for priority in ["normal", "critical"] {
+        request(
+            &mut owner,
+            &format!(
+                r#"{{"op":"publish","channel":"wedding:main:w","type":"t","priority":"{priority}","payload":{{}}}}"#
+            ),
+        );
+    }
+    commit_all(&mut owner, Ok(()));
+    let parked = |fx: &Effects| -> Vec<(u64, String)> {
+        fx.list
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Record(Record::Parked(p)) => Some((p.message_id, p.member.to_string())),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(
+        parked(&owner.park_due(Now::at(T0 + 100), 500)).is_empty(),
+        "not due"
+    );
+    // Due: only the critical (id 2), only for o/v (o/u sent it).
+    let fx = owner.park_due(Now::at(T0 + 1000), 500);
+    assert_eq!(parked(&fx), vec![(2, "o/v".to_string())]);
+    assert!(
+        parked(&owner.park_due(Now::at(T0 + 2000), 500)).is_empty(),
+        "once"
+    );
+    // Another day: a critical is not parked.
+    request(
+        &mut owner,
+        r#"{"op":"publish","channel":"wedding:main:w","type":"t","priority":"critical","payload":{}}"#,
+    );
+    commit_all(&mut owner, Ok(()));
+    let next_day = Now {
+        ms: T0 + 3000,
+        calendar_ms: T0 + 86_400_000,
+    };
+    assert!(
+        parked(&owner.park_due(next_day, 500)).is_empty(),
+        "not the wedding's day"
+    );
+}

@@ -21,7 +21,7 @@
 //! | 2 | every WebSocket connection gets close 1001 "going away"; one whose upgrade finishes later gets it at once; kept-alive REST connections close after their request in flight; event streams end | — |
 //! | 3a | drain this shard | its last socket to end (a `Notify`, `notify.rs`, fired when the count reaches zero) |
 //! | 3b | drain the server | every shard past 3a: meanwhile this shard keeps answering its mesh, so another shard's leaving clients can still publish to its channels |
-//! | 4 | stop the services, one after the other: heartbeat, presence flush, retention, sample totals (shard 0), watchdog (shard 0) | each to finish its round (the watchdog's round is cut: nothing of it is half-applied) |
+//! | 4 | stop the services, one after the other: heartbeat, presence flush, parking, retention, sample totals (shard 0), watchdog (shard 0) | each to finish its round (the watchdog's round is cut: nothing of it is half-applied) |
 //! | 5 | stop the commit pump | what is pending to be stored, delivered and answered |
 //! | 6 | close the journal (SPEC §5: flushed and synced) | the sync |
 //!

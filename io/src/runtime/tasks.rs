@@ -1,5 +1,5 @@
-//! The per-shard services: the heartbeat sweep, the presence flush, retention, the health
-//! sampler and the presence watchdog (shard 0 only, `watchdog.rs`) and the commit pump. [`Services::start`] is the one place they
+//! The per-shard services: the heartbeat sweep, the presence flush, parking, retention,
+//! the health sampler and the presence watchdog (shard 0 only, `watchdog.rs`) and the commit pump. [`Services::start`] is the one place they
 //! are started; [`Services::stop`] stops them one at a time in the order of the table in
 //! `runtime/mod.rs`, each given its own stop [`Signal`] and awaited to its end. A service
 //! finishes the round it is in (a retention round is never cut between its checkpoint and
@@ -47,6 +47,7 @@ impl Services {
         // Stop order: the order of the table in `runtime/mod.rs`, steps 4 and 5.
         s.spawn("heartbeat", |stop| heartbeat(ctx.clone(), stop));
         s.spawn("presence flush", |stop| presence_flush(ctx.clone(), stop));
+        s.spawn("parking", |stop| parking(ctx.clone(), stop));
         s.spawn("retention", |stop| retention(ctx.clone(), stop));
         if me == 0 {
             s.spawn("sample totals", |stop| sample_totals(ctx.clone(), stop));
@@ -195,6 +196,25 @@ async fn presence_flush(ctx: Rc<ShardCtx>, stop: Rc<Signal>) {
             .state
             .borrow_mut()
             .flush_presence(crate::clock::now_ms());
+        ctx.route_all(out);
+    }
+}
+
+/// Every `escalation.sweep_interval_ms`, parks this shard's wedding-day messages a member
+/// has not acknowledged within `escalation.park_after_ms` (see `owner/park.rs`). Off when
+/// `park_after_ms` is 0.
+async fn parking(ctx: Rc<ShardCtx>, stop: Rc<Signal>) {
+    let esc = ctx.cfg.escalation.clone();
+    if esc.park_after_ms == 0 {
+        stop.wait().await;
+        return;
+    }
+    let interval = Duration::from_millis(esc.sweep_interval_ms);
+    while pause(&stop, interval).await {
+        let out = ctx
+            .state
+            .borrow_mut()
+            .park_due(crate::clock::now_ms(), esc.park_after_ms);
         ctx.route_all(out);
     }
 }

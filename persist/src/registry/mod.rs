@@ -25,12 +25,17 @@
 //! ```
 
 mod error;
+mod escalation;
 mod records;
 mod schema;
 mod store;
 mod worker;
 
 pub use error::RegistryError;
+pub use escalation::{
+    Enqueued, OutboxState, ParkedQuery, ParkedRecord, PendingWebhook, WebhookRow,
+    PARKED_QUERY_LIMIT_MAX,
+};
 pub use records::{
     is_time_zone_name, AuditAction, AuditEntry, AuditQuery, AuditRecord, CursorAck, EventDate,
     IdempotencyRecord, Loaded, RowWarning, SubscriptionRecord, WeddingRecord,

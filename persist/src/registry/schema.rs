@@ -26,7 +26,7 @@ pub(crate) struct Migration {
     pub sql: &'static str,
 }
 
-/// Every migration, in order; `version` is the position from 1.
+/// Every migration, in order; `version` strictly increases (numbers are reserved per change).
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -42,6 +42,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "a subscription records the role its user last subscribed with",
         sql: V3,
+    },
+    Migration {
+        version: 4,
+        name: "parked wedding-day messages and the webhook outbox",
+        sql: V4,
     },
     Migration {
         version: 5,
@@ -149,6 +154,45 @@ const V3: &str = "
 ALTER TABLE subscriptions ADD COLUMN role TEXT;
 ";
 
+/// Issue 16 item 5 (docs/decisions.md §32). `parked`: one dead-letter entry per (channel,
+/// message, member) — a wedding-day `critical`/`emergency` message that member had not
+/// acknowledged in time — written once (the primary key), resolved (`acked_at_ms`) when
+/// the member's cursor later passes it. `webhook_outbox`: every webhook, stored before it is
+/// sent; a delivered row is deleted, a row past its max age is kept as `dead`.
+const V4: &str = "
+CREATE TABLE parked (
+    channel         TEXT    NOT NULL,
+    message_id      INTEGER NOT NULL CHECK (message_id >= 1),
+    organization_id TEXT    NOT NULL,
+    user_id         TEXT    NOT NULL,
+    channel_org     TEXT    NOT NULL,
+    wedding_id      TEXT,
+    priority        TEXT    NOT NULL,
+    msg_type        TEXT    NOT NULL,
+    published_at_ms INTEGER NOT NULL CHECK (published_at_ms >= 0),
+    parked_at_ms    INTEGER NOT NULL CHECK (parked_at_ms >= 0),
+    acked_at_ms     INTEGER CHECK (acked_at_ms >= 0),
+    PRIMARY KEY (channel, organization_id, user_id, message_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX parked_by_org ON parked (channel_org, parked_at_ms);
+
+CREATE TABLE webhook_outbox (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT    NOT NULL UNIQUE,
+    organization_id TEXT    NOT NULL,
+    kind            TEXT    NOT NULL,
+    body            TEXT    NOT NULL CHECK (json_valid(body)),
+    created_at_ms   INTEGER NOT NULL CHECK (created_at_ms >= 0),
+    attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_at_ms      INTEGER NOT NULL CHECK (next_at_ms >= 0),
+    failing_since_ms INTEGER CHECK (failing_since_ms >= 0),
+    last_error      TEXT,
+    dead            INTEGER NOT NULL DEFAULT 0 CHECK (dead IN (0, 1))
+) STRICT;
+CREATE INDEX webhook_outbox_due ON webhook_outbox (dead, next_at_ms);
+CREATE INDEX webhook_outbox_by_org ON webhook_outbox (organization_id, dead);
+";
+
 /// The presence watchdog (docs/decisions.md §30): a wedding's ceremony time (`HH:MM`,
 /// local to its `time_zone`), its key roles (a JSON list of role names) and its
 /// coordination channel when one was named. Old rows get no ceremony and no roles.
@@ -223,13 +267,12 @@ mod tests {
 
     #[test]
     fn migrations_are_numbered_in_order_from_one() {
-        // Strictly increasing from 1; numbers reserved for work merged later may be
-        // missing (docs/decisions.md §30).
-        assert_eq!(MIGRATIONS[0].version, 1);
-        for w in MIGRATIONS.windows(2) {
-            assert!(w[0].version < w[1].version, "{}", w[1].name);
+        // Contiguous from 1: a database at version N runs every migration above N, so a
+        // gap merged later would be skipped by databases already past it.
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1, "{}", m.name);
         }
-        assert_eq!(SCHEMA_VERSION, MIGRATIONS.last().unwrap().version);
+        assert_eq!(SCHEMA_VERSION, MIGRATIONS.len() as i64);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 // (read with fetch, so the credential goes in the Authorization header, never in a URL;
 // reopened with a growing pause when it drops), the channels of the viewer's organization
 // from GET /api/websocket/channels/list?scope=organization (paged by the server, 25 a page)
-// and the audit log from GET /api/websocket/audit with its filters. Every value from the
+// the parked (unacknowledged wedding-day) messages from GET /api/websocket/parked and the
+// audit log from GET /api/websocket/audit with its filters. Every value from the
 // server is put in the page as text, never as HTML. No dependencies, no build step.
 
 const LISTS_EVERY_MS = 10000;
@@ -387,6 +388,34 @@ async function refreshAudit() {
   }
 }
 
+async function refreshParked() {
+  const q = new URLSearchParams();
+  const add = (k, v) => v && q.set(k, v);
+  add('wedding_id', $('p-wedding').value.trim());
+  add('channel', $('p-channel').value.trim());
+  if ($('p-open').checked) q.set('open', 'true');
+  add('limit', $('p-limit').value.trim());
+  try {
+    const d = await api(`/api/websocket/parked?${q}`);
+    const rows = $('parked-rows');
+    rows.replaceChildren();
+    for (const r of d.entries ?? []) {
+      const tr = document.createElement('tr');
+      cell(tr, fmtTime(r.parked_at_ms));
+      cell(tr, r.channel);
+      cell(tr, r.message_id);
+      cell(tr, r.priority);
+      cell(tr, r.type);
+      cell(tr, `${r.user_org}/${r.user_id}`);
+      cell(tr, r.acked_at_ms == null ? 'not yet' : fmtTime(r.acked_at_ms));
+      rows.append(tr);
+    }
+    text('parked-error', '');
+  } catch (e) {
+    if (e.message !== 'unauthorized') text('parked-error', e.message);
+  }
+}
+
 function start() {
   $('login').hidden = true;
   $('dash').hidden = false;
@@ -394,7 +423,8 @@ function start() {
   restartStream();
   refreshChannels();
   refreshAudit();
-  timers = [setInterval(() => { refreshChannels(); refreshAudit(); }, LISTS_EVERY_MS)];
+  refreshParked();
+  timers = [setInterval(() => { refreshChannels(); refreshAudit(); refreshParked(); }, LISTS_EVERY_MS)];
 }
 
 function signOut(message = '') {
@@ -442,5 +472,6 @@ $('d-close').addEventListener('click', () => { closeDetail(); renderChannels(); 
 $('d-prev').addEventListener('click', () => { subPage -= 1; restartStream(); });
 $('d-next').addEventListener('click', () => { subPage += 1; restartStream(); });
 $('audit-form').addEventListener('submit', (ev) => { ev.preventDefault(); refreshAudit(); });
+$('parked-form').addEventListener('submit', (ev) => { ev.preventDefault(); refreshParked(); });
 
 if (credential) start();

@@ -8,7 +8,8 @@
 //! are checked there by the same code: this door only translates shapes. Bodies are
 //! turned into the WebSocket request JSON and parsed by `ringbearer_core::protocol`.
 //! The endpoints live by concern: `channels` (create, subscribe, unsubscribe, broadcast,
-//! lists, detail), `weddings`, `audit`, `observability` (health, metrics, event stream);
+//! lists, detail), `weddings`, `audit`, `parked` (the dead-letter list), `observability`
+//! (health, metrics, event stream);
 //! `config` is the `[rest]` section.
 //!
 //! It does not read sockets (that is `ringbearer_io::api`).
@@ -17,6 +18,7 @@ mod audit;
 mod channels;
 mod config;
 mod observability;
+mod parked;
 mod realtime;
 mod state;
 mod weddings;
@@ -39,10 +41,16 @@ pub struct Rest {
     keys: Vec<(Vec<u8>, Arc<Claims>)>,
     registry: Option<Registry>,
     cfg: RestConfig,
+    /// The webhook sender's counters and outbox state (health alerts, metrics).
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 }
 
 impl Rest {
-    pub fn new(cfg: RestConfig, registry: Option<Registry>) -> anyhow::Result<Rest> {
+    pub fn new(
+        cfg: RestConfig,
+        registry: Option<Registry>,
+        webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    ) -> anyhow::Result<Rest> {
         let keys = cfg
             .keys()?
             .into_iter()
@@ -52,6 +60,7 @@ impl Rest {
             keys,
             registry,
             cfg,
+            webhooks,
         })
     }
 }
@@ -119,7 +128,7 @@ impl Rest {
         if let Some(r) = crate::assets::serve(&req) {
             return r;
         }
-        const ROUTES: [(&str, &str); 16] = [
+        const ROUTES: [(&str, &str); 17] = [
             ("POST", realtime::BROADCAST_PATHS[0]),
             ("POST", realtime::BROADCAST_PATHS[1]),
             ("POST", "/api/websocket/channels/create"),
@@ -132,6 +141,7 @@ impl Rest {
             ("GET", "/api/websocket/health"),
             ("GET", "/api/websocket/metrics"),
             ("GET", "/api/websocket/audit"),
+            ("GET", "/api/websocket/parked"),
             ("GET", "/api/websocket/events"),
             ("GET", "/api/websocket/routing"),
             ("GET", STATE_PATH),
@@ -211,6 +221,7 @@ impl Rest {
                 "routing": api.config().routing.table_for(&claims.org),
             })),
             STATE_PATH if method == "GET" => self.state_get(&api, &claims, &req).await,
+            "/api/websocket/parked" => self.parked(&claims, &req).await,
             _ => match body_object(&req, &api.config().limits) {
                 Err(e) => Err(e),
                 Ok(body) => match path {

@@ -129,6 +129,12 @@ impl Rest {
                 ),
             );
         }
+        if let Some(w) = &self.webhooks {
+            // Webhooks failing for long, given up or not stored (issue 16 item 5).
+            for m in w.stats.alerts(super::now_ms(), w.cfg.alert_failing_ms) {
+                raise(1, m);
+            }
+        }
         let watch_alerts = match viewer {
             Some(c) => shared.watch_alerts.list(Some(&c.org)),
             None => Vec::new(),
@@ -197,6 +203,9 @@ impl Rest {
             s.max_connections,
             s.uptime_secs,
         );
+        if let Some(w) = &self.webhooks {
+            render_webhooks(&mut body, &w.stats);
+        }
         HttpResponse {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -204,6 +213,48 @@ impl Rest {
             headers: String::new(),
             stream: None,
         }
+    }
+}
+
+/// The webhook sender's counters (issue 16 item 5).
+fn render_webhooks(out: &mut String, w: &crate::webhooks::WebhookStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (name, kind, help, value) in [
+        (
+            "ringbearer_webhooks_sent_total",
+            "counter",
+            "Webhooks a receiver accepted (2xx).",
+            w.sent.load(Relaxed),
+        ),
+        (
+            "ringbearer_webhooks_failed_total",
+            "counter",
+            "Webhook attempts that failed (each is retried with backoff).",
+            w.failed.load(Relaxed),
+        ),
+        (
+            "ringbearer_webhooks_given_up_total",
+            "counter",
+            "Webhooks given up after webhooks.max_age_ms.",
+            w.given_up.load(Relaxed),
+        ),
+        (
+            "ringbearer_webhooks_overflowed_total",
+            "counter",
+            "Webhooks not stored: the organization had webhooks.max_queued_per_org waiting.",
+            w.overflowed.load(Relaxed),
+        ),
+        (
+            "ringbearer_webhooks_queued",
+            "gauge",
+            "Webhooks waiting in the outbox.",
+            w.queued(),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     }
 }
 
