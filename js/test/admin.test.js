@@ -146,11 +146,11 @@ test('admin page: live figures equal what was driven, only the own organization\
   assert.ok(msgs.every((m) => m[2] === 'org-1/u-coord'));
   // Live while open: a new message and a presence change show up without a click.
   await coord.publish({ channel: chans[0], type: 'general', payload: { n: 11 } });
-  await photo.setPresence(chans[0], { activity: 'portraits', location: 'garden' });
+  await photo.setPresence(chans[0], { activity: 'photography', location: 'x-garden' });
   await page.waitForFunction(() => {
     const ids = [...document.querySelectorAll('#d-messages tr')].map((r) => r.dataset.id);
     const p = document.querySelector('#d-presence tr[data-user="org-1/u-photo"]');
-    return ids.at(-1) === '8' && p?.children[4].textContent === 'garden';
+    return ids.at(-1) === '8' && p?.children[4].textContent === 'x-garden';
   }, null, { timeout: WAIT });
   assert.equal(made('/api/websocket/channels/detail'), 0, 'no polling of the detail');
   assert.equal(made('/api/websocket/health'), 0, 'no polling of health');

@@ -35,7 +35,7 @@ test('create, subscribe, publish, presence, typing, errors', async (t) => {
   assert.equal(subA.recovered, true);
   await b.c.subscribe(ch);
   await waitFor(() => a.c.members(ch).length === 2, 'two members at a');
-  await b.c.setPresence(ch, { activity: 'ceremony', location: 'aisle' });
+  await b.c.setPresence(ch, { activity: 'ceremony', location: 'ceremony_area' });
   await waitFor(() => a.c.members(ch).some((m) => m.user_id === 'u-b' && m.meta.activity === 'ceremony'), 'b\'s meta at a');
 
   const typing = [];
@@ -206,8 +206,8 @@ test('acks move the user\'s cursor: manual acks resume after the acked id, autom
   await waitFor(() => manual.seen.length === 3 && auto.seen.length === 3, 'three at both');
   manual.c.ack(ch, 2);
   // A request to the channel's owner after the ack, on the same connection: the ack is in.
-  await manual.c.setPresence(ch, { activity: 'done' });
-  await auto.c.setPresence(ch, { activity: 'done' });
+  await manual.c.setPresence(ch, { activity: 'breakdown' });
+  await auto.c.setPresence(ch, { activity: 'breakdown' });
   manual.c.close();
   auto.c.close();
   // The same users on new clients (a page reload): the server resumes from their cursors.
