@@ -131,12 +131,22 @@ const FRAME_PREFIX: [u8; FRAME_PREFIX_BYTES] = [
 impl MessageFrame {
     /// The frame as it travels and is logged: the version prefix, then the rkyv archive.
     pub fn encode(&self) -> FrameBytes {
-        let archive =
-            rkyv::to_bytes::<rancor::Error>(self).expect("a MessageFrame always serializes");
-        let mut out = FrameBytes::with_capacity(FRAME_PREFIX_BYTES + archive.len());
+        // Serialized straight after the prefix, in one buffer: rkyv's offsets are relative,
+        // and the prefix keeps the archive's alignment, so the tail is the archive itself.
+        let strings = self.channel.len()
+            + self.msg_type.len()
+            + self.payload.len()
+            + self.sender_user_id.len()
+            + self.sender_org.len()
+            + self.event.as_ref().map_or(0, String::len)
+            + self.target_user_id.as_ref().map_or(0, String::len)
+            + self.target_org.as_ref().map_or(0, String::len)
+            + self.wedding_context.as_ref().map_or(0, String::len)
+            + self.idempotency_key.as_ref().map_or(0, String::len);
+        let mut out = FrameBytes::with_capacity(FRAME_PREFIX_BYTES + 160 + strings);
         out.extend_from_slice(&FRAME_PREFIX);
-        out.extend_from_slice(&archive);
-        out
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, out)
+            .expect("a MessageFrame always serializes")
     }
 }
 
@@ -445,6 +455,15 @@ mod tests {
         assert_eq!(v["wedding_context"]["wedding_id"], "w-1");
         assert_eq!(v["priority"], "high");
         assert!(v.get("target_user_id").is_none());
+    }
+
+    #[test]
+    fn the_frame_is_the_prefix_then_the_plain_archive() {
+        let f = sample();
+        let plain = rkyv::to_bytes::<rancor::Error>(&f).unwrap();
+        let framed = f.encode();
+        assert_eq!(&framed[..FRAME_PREFIX_BYTES], &FRAME_PREFIX[..]);
+        assert_eq!(&framed[FRAME_PREFIX_BYTES..], &plain[..]);
     }
 
     #[test]
