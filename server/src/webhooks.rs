@@ -55,9 +55,13 @@ pub struct WebhooksConfig {
     /// Webhooks waiting per organization; past it a new one is not stored (counted,
     /// logged, and a health alert).
     pub max_queued_per_org: u64,
-    /// The sender looks at the outbox at least this often (and at once when a webhook is
-    /// queued).
+    /// While webhooks wait (a retry is due later), the sender looks at the outbox at least
+    /// this often (and at once when a webhook is queued).
     pub poll_interval_ms: u64,
+    /// With nothing waiting, it looks this often only (a new webhook wakes it at once; this
+    /// catches one stored while the hand-off queue was full): an idle server does not touch
+    /// the registry every `poll_interval_ms`.
+    pub idle_poll_interval_ms: u64,
     /// Health alerts when an organization's oldest waiting webhook has been failing for
     /// longer than this.
     pub alert_failing_ms: u64,
@@ -89,6 +93,7 @@ impl Default for WebhooksConfig {
             max_age_ms: 86_400_000,
             max_queued_per_org: 10_000,
             poll_interval_ms: 1_000,
+            idle_poll_interval_ms: 30_000,
             alert_failing_ms: 60_000,
             ca_file: String::new(),
             orgs: BTreeMap::new(),
@@ -106,6 +111,7 @@ impl WebhooksConfig {
             ("webhooks.max_age_ms", self.max_age_ms),
             ("webhooks.max_queued_per_org", self.max_queued_per_org),
             ("webhooks.poll_interval_ms", self.poll_interval_ms),
+            ("webhooks.idle_poll_interval_ms", self.idle_poll_interval_ms),
         ] {
             if v == 0 {
                 bail!("invalid config: {name} must be greater than 0");
@@ -407,17 +413,19 @@ fn now_ms() -> u64 {
 
 impl Sender {
     fn run(self, rx: Receiver<Handoff>) {
-        let poll = Duration::from_millis(self.cfg.poll_interval_ms);
+        let busy = Duration::from_millis(self.cfg.poll_interval_ms);
+        let idle = Duration::from_millis(self.cfg.idle_poll_interval_ms);
         let block = futures_lite::future::block_on;
         loop {
             if self.stop.load(Relaxed) {
                 return;
             }
-            self.round();
+            let waiting = self.round();
             if self.stop.load(Relaxed) {
                 return;
             }
             // Wait for a new row or the next poll; take every hand-off that is ready.
+            let poll = if waiting { busy } else { idle };
             let mut next = match rx.recv_timeout(poll) {
                 Ok(x) => x,
                 Err(RecvTimeoutError::Timeout) => None,
@@ -445,14 +453,15 @@ impl Sender {
         }
     }
 
-    /// Sends what is due, then refreshes the outbox's state for health.
-    fn round(&self) {
+    /// Sends what is due, then refreshes the outbox's state for health. Answers whether
+    /// webhooks still wait (or the outbox could not be read: look again soon).
+    fn round(&self) -> bool {
         use futures_lite::future::block_on;
         let due = match block_on(self.registry.due_webhooks(now_ms(), BATCH)) {
             Ok(d) => d,
             Err(e) => {
                 tracing::debug!("webhook outbox not readable: {e}");
-                return;
+                return true;
             }
         };
         for w in &due.warnings {
@@ -464,7 +473,7 @@ impl Sender {
         let mut failed = std::collections::HashSet::new();
         for p in due.rows {
             if self.stop.load(Relaxed) {
-                return;
+                return true;
             }
             if failed.contains(&p.row.org) {
                 continue;
@@ -474,8 +483,15 @@ impl Sender {
             }
         }
         match block_on(self.registry.outbox_state()) {
-            Ok(s) => *self.stats.outbox.lock().unwrap_or_else(|p| p.into_inner()) = s,
-            Err(e) => tracing::debug!("webhook outbox state not readable: {e}"),
+            Ok(s) => {
+                let waiting = s.iter().any(|o| o.waiting > 0);
+                *self.stats.outbox.lock().unwrap_or_else(|p| p.into_inner()) = s;
+                waiting
+            }
+            Err(e) => {
+                tracing::debug!("webhook outbox state not readable: {e}");
+                true
+            }
         }
     }
 
