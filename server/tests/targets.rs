@@ -56,6 +56,15 @@ async fn role_targets_and_the_routing_table_reach_those_roles_alone_by_every_rou
     let a2 = server.token("u-2", "org-a", "photographer", &["w-1"]);
     let b1 = server.token("u-1", "org-b", "photographer", &["w-1"]);
     let b2 = server.token("u-2", "org-b", "couple", &["w-1"]);
+    // Each organization reads the table that applies to its channels.
+    for (t, want) in [
+        (&a1, json!(["couple", "coordinator"])),
+        (&b1, json!(["couple"])),
+    ] {
+        let (s, v) = rest_call(&server, "GET", "/api/websocket/routing", t, None).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["data"]["routing"]["rsvp_update"], want, "{v}");
+    }
     let mut c = server.connect(&coord).await;
     assert_eq!(c.create(W, Some("w-1")).await["op"], "created");
     let mut conns = Vec::new();
