@@ -25,21 +25,30 @@ fn fast(cfg: ClientConfig) -> ClientConfig {
     }
 }
 
-/// The next event, bounded by [`WAIT`].
-async fn next(events: &mut Events) -> Event {
-    tokio::time::timeout(WAIT, events.next())
+/// Reads events until `f` returns `Some`, all within [`WAIT`] (a client that retries
+/// forever keeps producing events, so each read alone being bounded is not enough).
+async fn until<T>(events: &mut Events, mut f: impl FnMut(Event) -> Option<T>) -> T {
+    let wait = async {
+        loop {
+            if let Some(t) = f(events.next().await.expect("events ended")) {
+                return t;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, wait)
         .await
-        .expect("an event in time")
-        .expect("events ended")
+        .expect("the awaited event in time")
 }
 
 /// Message ids until `n` have arrived (other events are skipped).
 async fn messages(events: &mut Events, got: &mut Vec<u64>, n: usize) {
-    while got.len() < n {
-        if let Event::Message(m) = next(events).await {
+    until(events, |ev| {
+        if let Event::Message(m) = ev {
             got.push(m.id);
         }
-    }
+        (got.len() >= n).then_some(())
+    })
+    .await
 }
 
 #[tokio::test]
@@ -118,21 +127,20 @@ async fn stopped_server_moves_the_client_to_the_next_which_resumes_exactly() {
         coord.publish(CH, json!({"n": n})).await;
     }
     // The client has tried B (refused: the token) — failures name the server.
-    loop {
-        match next(&mut events).await {
-            Event::ReconnectFailed { url, error, .. } if url == b => {
-                assert_eq!(error.code(), Some("WS_UNAUTHORIZED"), "{error:?}");
-                break;
-            }
-            Event::Message(m) => panic!("message {} while away", m.id),
-            _ => {}
+    until(&mut events, |ev| match ev {
+        Event::ReconnectFailed { url, error, .. } if url == b => {
+            assert_eq!(error.code(), Some("WS_UNAUTHORIZED"), "{error:?}");
+            Some(())
         }
-    }
+        Event::Message(m) => panic!("message {} while away", m.id),
+        _ => None,
+    })
+    .await;
     away.store(false, Ordering::SeqCst);
 
     let mut resubscribed = None;
-    while resubscribed.is_none() || got.len() < 6 {
-        match next(&mut events).await {
+    until(&mut events, |ev| {
+        match ev {
             Event::Reconnected => assert_eq!(client.server_url(), b),
             Event::Resubscribed { recovered, .. } => resubscribed = Some(recovered),
             Event::Message(m) => {
@@ -146,7 +154,9 @@ async fn stopped_server_moves_the_client_to_the_next_which_resumes_exactly() {
             Event::ResubscribeFailed { error, .. } => panic!("resubscribe failed: {error:?}"),
             _ => {}
         }
-    }
+        (resubscribed.is_some() && got.len() >= 6).then_some(())
+    })
+    .await;
     assert_eq!(resubscribed, Some(true));
     assert_eq!(client.server_url(), b);
 
@@ -203,13 +213,12 @@ async fn moving_to_a_server_without_the_log_is_reported_as_not_recovered() {
 
     drop(coord_a);
     let _ = a.stop();
-    let recovered = loop {
-        match next(&mut events).await {
-            Event::Resubscribed { recovered, .. } => break recovered,
-            Event::ResubscribeFailed { error, .. } => panic!("resubscribe failed: {error:?}"),
-            _ => {}
-        }
-    };
+    let recovered = until(&mut events, |ev| match ev {
+        Event::Resubscribed { recovered, .. } => Some(recovered),
+        Event::ResubscribeFailed { error, .. } => panic!("resubscribe failed: {error:?}"),
+        _ => None,
+    })
+    .await;
     assert_eq!(client.server_url(), b.url());
     assert!(
         !recovered,
@@ -217,9 +226,11 @@ async fn moving_to_a_server_without_the_log_is_reported_as_not_recovered() {
         sub.epoch
     );
     // B's own history comes whole (its ids start again under its epoch).
-    match next(&mut events).await {
-        Event::Message(m) => assert_eq!((m.id, m.payload.clone()), (1, json!({"on": "b"}))),
-        other => panic!("expected B's message, got {other:?}"),
-    }
+    let first = until(&mut events, |ev| match ev {
+        Event::Message(m) => Some(m),
+        _ => None,
+    })
+    .await;
+    assert_eq!((first.id, first.payload), (1, json!({"on": "b"})));
     client.close().await;
 }
