@@ -1,8 +1,12 @@
 // Failover (issue 14 item 5) against the real server binary: a client given several server
 // URLs connects to the first that answers, and when its server goes away moves to the next
 // one and resumes every channel with its last seen id and epoch, nothing missing and
-// nothing twice when that server has the channel's log (the same data directory).
+// nothing twice when that server has the channel's log (the same data directory), and
+// `recovered: false` when it has a log of its own (another data directory, another epoch).
 import test from 'node:test';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { RingbearerClient } from '../ringbearer.js';
@@ -79,4 +83,40 @@ test('server A killed: the client moves to server B (same data) and resumes ever
   await reader.c.ping();
   assert.deepEqual(reader.seen.map((m) => m.payload.n), [1, 2, 3, 4, 5, 6, 7]);
   assert.deepEqual(reader.seen.map((m) => m.id), [1, 2, 3, 4, 5, 6, 7]);
+});
+
+test('moving to a server with a log of its own (another data directory) is reported as not recovered', { timeout: 30000 }, async (t) => {
+  const a = await TestServer.start();
+  t.after(() => a.stop());
+  // Server B: its own data directory, the same signing secret (so the same tokens work).
+  const bDir = mkdtempSync(join(tmpdir(), 'rb-js-b-'));
+  writeFileSync(join(bDir, 'test.toml'), '');
+  writeFileSync(join(bDir, 'dev-secret'), a.secret());
+  const b = new TestServer(bDir);
+  t.after(() => b.stop());
+  await b._spawn('127.0.0.1:0');
+  const ch = 'wedding:main:w-1';
+  const coordToken = a.token('u-w', 'org-1', 'coordinator', ['w-1']);
+  const wa = client({ url: a.wsUrl, token: coordToken });
+  const wb = client({ url: b.wsUrl, token: coordToken });
+  const reader = client({ urls: [a.wsUrl, b.wsUrl], token: a.token('u-r', 'org-1', 'couple', ['w-1']) });
+  t.after(() => { wa.c.close(); wb.c.close(); reader.c.close(); });
+  await Promise.all([wa.c.connect(), wb.c.connect(), reader.c.connect()]);
+  await wa.c.create({ name: ch, type: 'shared', wedding_id: 'w-1' });
+  await wb.c.create({ name: ch, type: 'shared', wedding_id: 'w-1' });
+  await wb.c.publish({ channel: ch, type: 'general', payload: { on: 'b' } });
+  const resubscribed = [];
+  reader.c.on('resubscribed', (e) => resubscribed.push(e));
+  const sub = await reader.c.subscribe(ch);
+  for (let n = 1; n <= 2; n++) await wa.c.publish({ channel: ch, type: 'general', payload: { n } });
+  await waitFor(() => reader.seen.length === 2, 'two on A');
+
+  wa.c.close();
+  await a.kill();
+  await waitFor(() => resubscribed.length === 1, 'resubscribed on B');
+  assert.equal(reader.c.url, b.wsUrl);
+  assert.deepEqual(resubscribed, [{ channel: ch, recovered: false }], `B's epoch is not A's (${sub.epoch})`);
+  // B's own history comes whole: de-duplication started over with B's epoch.
+  await waitFor(() => reader.seen.length === 3, 'B\'s message');
+  assert.deepEqual(reader.seen.map((m) => [m.id, m.payload]), [[1, { n: 1 }], [2, { n: 2 }], [1, { on: 'b' }]]);
 });
