@@ -1,5 +1,10 @@
 // Types of @ringbearer/client (ringbearer.js). Hand-written; keep in step with the module.
 
+/** Most server URLs one client accepts. */
+export const MAX_URLS: 16;
+/** The server list of the options (`urls`, or `[url]`); throws a TypeError when invalid. */
+export function serverUrls(options: { url?: string; urls?: string[] }): string[];
+
 export type ConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 export type Priority = 'low' | 'normal' | 'high' | 'critical' | 'emergency';
 
@@ -15,8 +20,17 @@ export interface BackoffOptions {
 }
 
 export interface ClientOptions {
-  /** ws:// or wss:// URL of the server's /ws. */
-  url: string;
+  /** ws:// or wss:// URL of the server's /ws. Give this or `urls`. */
+  url?: string;
+  /**
+   * Several servers (at most MAX_URLS, no repeats), tried in this order: on every failed
+   * attempt or lost connection the client moves to the next one (round robin); each round
+   * of the list starts with one backoff delay. They must accept the same tokens and share
+   * the channels' logs for a move to resume without gaps. Give this or `url`.
+   */
+  urls?: string[];
+  /** With `urls`: start at a random server instead of the first. Default false. */
+  randomStart?: boolean;
   /** A fixed token. Give this or getToken. */
   token?: string;
   /** Asked before every (re)connect and on token_expiring. */
@@ -112,8 +126,14 @@ export interface StateEvent {
   reason?: string;
   /** On reconnecting: the WebSocket close code (0 when none). */
   code?: number;
+  /** On reconnecting: the backoff round (1 = the first after the loss). */
   attempt?: number;
+  /** On reconnecting: the wait before the next attempt (0 within a round of the list). */
   delayMs?: number;
+  /** On connecting/open: the server; on reconnecting: the server that failed or was lost. */
+  url?: string;
+  /** On reconnecting: the server the next attempt goes to. */
+  nextUrl?: string;
 }
 
 export interface PresenceEvent { channel: string; members: PresenceEntry[]; total: number }
@@ -181,7 +201,10 @@ export declare class RingbearerError extends Error {
 
 export declare class RingbearerClient {
   constructor(options: ClientOptions);
+  /** The server of the current (or last, or next) connection. */
   readonly url: string;
+  /** Every server, in order. */
+  readonly urls: string[];
   readonly state: ConnectionState;
   readonly outboxSize: number;
   on<K extends keyof EventMap>(type: K, fn: (ev: EventMap[K]) => void): () => void;

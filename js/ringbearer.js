@@ -7,6 +7,8 @@
 //   on `token_expiring` (the fresh token is sent with the `token` op);
 // - reconnects after any loss with full-jitter exponential backoff (bounded, configurable);
 //   the attempt count resets only after a connection stayed up for `backoff.maxMs`;
+// - with several server URLs (`urls`), moves to the next one on every failure or loss
+//   (round robin; one backoff delay per round of the list);
 // - resubscribes every channel with its highest seen id and epoch; de-duplicates by id (per
 //   priority class, since the server sends critical before normal within a backlog);
 // - acks automatically (cumulative, coalesced per tick) or leaves acks to the app;
@@ -92,6 +94,28 @@ export function backoffDelay(attempt, opts = {}, random = Math.random) {
   const ceiling = Number.isFinite(grown) ? Math.min(max, Math.max(grown, Math.min(initial, max))) : max;
   if (opts.jitter === false) return ceiling;
   return Math.min(ceiling, Math.max(0, random() * ceiling));
+}
+
+/** Most server URLs one client accepts (`urls`). */
+export const MAX_URLS = 16;
+
+/**
+ * The server list of `options`: `urls` (an array), or `[url]`. Throws a TypeError when it
+ * is missing, empty, longer than MAX_URLS, or repeats a URL.
+ * @param {{url?: string, urls?: string[]}} options
+ * @returns {string[]}
+ */
+export function serverUrls(options) {
+  if (options.urls !== undefined && options.url !== undefined) {
+    throw new TypeError('give options.url or options.urls, not both');
+  }
+  const urls = options.urls ?? (options.url === undefined ? undefined : [options.url]);
+  if (!Array.isArray(urls) || urls.length === 0 || urls.some((u) => typeof u !== 'string' || !u)) {
+    throw new TypeError('options.url (a string) or options.urls (a non-empty array of strings) is required');
+  }
+  if (urls.length > MAX_URLS) throw new TypeError(`${urls.length} server urls; at most ${MAX_URLS}`);
+  if (new Set(urls).size !== urls.length) throw new TypeError('options.urls lists a url twice');
+  return [...urls];
 }
 
 const PRIORITIES = ['emergency', 'critical', 'high', 'normal', 'low'];
@@ -189,7 +213,8 @@ export class RingbearerClient {
    * @param {import('./ringbearer.js').ClientOptions} options
    */
   constructor(options) {
-    if (!options || typeof options.url !== 'string') throw new TypeError('options.url is required');
+    if (!options) throw new TypeError('options are required');
+    const urls = serverUrls(options);
     if (options.token == null && typeof options.getToken !== 'function') {
       throw new TypeError('options.token or options.getToken is required');
     }
@@ -197,7 +222,11 @@ export class RingbearerClient {
     if (typeof WS !== 'function') {
       throw new TypeError('no WebSocket: pass options.WebSocket (in Node 20: the `ws` package)');
     }
-    this.url = options.url;
+    /** Every server, in order. @type {string[]} */
+    this.urls = urls;
+    this._index = options.randomStart ? Math.min(urls.length - 1, Math.floor((options.random ?? Math.random)() * urls.length)) : 0;
+    /** Connect attempts left in the current round of the list before the next backoff delay. */
+    this._roundLeft = 0;
     this._WS = WS;
     this._token = options.token ?? null;
     this._getToken = options.getToken ?? null;
@@ -276,6 +305,11 @@ export class RingbearerClient {
     }
   }
 
+  /** The server of the current (or last, or next) connection. */
+  get url() {
+    return this.urls[this._index];
+  }
+
   _setState(state, extra = {}) {
     this.state = state;
     this._emit('state', { state, ...extra });
@@ -293,6 +327,8 @@ export class RingbearerClient {
         globalThis.addEventListener('online', this._onOnline);
         globalThis.addEventListener('offline', this._onOffline);
       }
+      // The first round: every server once, without delay, then backoff.
+      this._roundLeft = this.urls.length - 1;
       this._open();
     }
     return p;
@@ -322,7 +358,7 @@ export class RingbearerClient {
 
   async _open() {
     if (this._closedByApp) return;
-    if (this.state !== States.RECONNECTING) this._setState(States.CONNECTING);
+    if (this.state !== States.RECONNECTING) this._setState(States.CONNECTING, { url: this.url });
     let token;
     try {
       token = await this._currentToken();
@@ -333,12 +369,13 @@ export class RingbearerClient {
     }
     if (this._closedByApp) return;
     let ws;
+    const url = this.url;
     try {
       if (this.tokenTransport === 'query') {
-        const sep = this.url.includes('?') ? '&' : '?';
-        ws = new this._WS(`${this.url}${sep}token=${encodeURIComponent(token)}`);
+        const sep = url.includes('?') ? '&' : '?';
+        ws = new this._WS(`${url}${sep}token=${encodeURIComponent(token)}`);
       } else {
-        ws = new this._WS(this.url, ['ringbearer.v1', token]);
+        ws = new this._WS(url, ['ringbearer.v1', token]);
       }
     } catch (e) {
       this._emit('error', e);
@@ -366,7 +403,9 @@ export class RingbearerClient {
   _onOpen(ws) {
     this._openedAt = Date.now();
     const wasReconnect = this.state === States.RECONNECTING;
-    this._setState(States.OPEN, { reconnect: wasReconnect });
+    // The next loss starts a new round of the list, with its backoff delay.
+    this._roundLeft = 0;
+    this._setState(States.OPEN, { reconnect: wasReconnect, url: this.url });
     // Resubscribe every remembered channel first, then the outbox, in this order on the wire.
     for (const channel of this._tracker.list()) {
       const { lastSeenId, epoch } = this._tracker.position(channel);
@@ -435,11 +474,24 @@ export class RingbearerClient {
     this._scheduleReconnect(reason, code);
   }
 
+  /**
+   * The connection to `this.url` failed or was lost: the next attempt goes to the next
+   * server of the list. A round of the list starts with the backoff delay of its number;
+   * the other servers of the round are tried at once. With one server: each attempt is a
+   * round, exactly the plain backoff.
+   */
   _scheduleReconnect(reason, code) {
     if (this._closedByApp) return;
-    const delayMs = backoffDelay(this._attempt, this.backoff, this._random);
-    this._attempt += 1;
-    this._setState(States.RECONNECTING, { reason, code, attempt: this._attempt, delayMs });
+    const url = this.url;
+    this._index = (this._index + 1) % this.urls.length;
+    let delayMs = 0;
+    if (this._roundLeft <= 0) {
+      delayMs = backoffDelay(this._attempt, this.backoff, this._random);
+      this._attempt += 1;
+      this._roundLeft = this.urls.length;
+    }
+    this._roundLeft -= 1;
+    this._setState(States.RECONNECTING, { reason, code, attempt: this._attempt, delayMs, url, nextUrl: this.url });
     clearTimeout(this._reconnectTimer);
     this._reconnectTimer = setTimeout(() => {
       this._reconnectTimer = null;

@@ -18,7 +18,7 @@ use crate::wire::{RefText, Request};
 use serde_json::Value;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -45,19 +45,27 @@ struct Inner {
     refs: Arc<AtomicU64>,
     request_timeout: Duration,
     max_request_bytes: usize,
+    /// The URL of the current (or last) connection; the driver updates it.
+    current: Arc<Mutex<String>>,
 }
 
 impl Client {
     /// Connects once and starts the background task.
     ///
-    /// Fails if this first connection fails: [`Error::Unauthorized`] for HTTP 401 (with the
-    /// server's message), [`Error::Http`] for another refusal, [`Error::Connect`] when the
-    /// server cannot be reached, [`Error::InvalidConfig`] for a bad config. Later losses are
-    /// reconnected automatically and reported through [`Events`].
+    /// With [`ClientConfig::failover_urls`], tries each server of the list once, in order
+    /// (from `url`, or from a random one with [`ClientConfig::random_start`]), without
+    /// delay between them, and keeps the first connection that opens.
+    ///
+    /// Fails if this first connection fails (on every server): [`Error::Unauthorized`] for
+    /// HTTP 401 (with the server's message), [`Error::Http`] for another refusal,
+    /// [`Error::Connect`] when no server can be reached, [`Error::InvalidConfig`] for a bad
+    /// config. With several servers, the error is the first refusal (401 or other HTTP
+    /// status) any of them gave, else the last server's. Later losses are reconnected
+    /// automatically and reported through [`Events`].
     pub async fn connect(config: ClientConfig) -> Result<(Client, Events), Error> {
         config.validate().map_err(Error::InvalidConfig)?;
-        let req = driver::upgrade_request(&config)?;
-        let tls = if config.url.starts_with("wss://") {
+        let urls = config.urls();
+        let tls = if urls.iter().any(|u| u.starts_with("wss://")) {
             Some(
                 crate::tls::client_config(config.ca_file.as_deref())
                     .map_err(Error::InvalidConfig)?,
@@ -65,30 +73,69 @@ impl Client {
         } else {
             None
         };
-        let ws = driver::open(
-            req,
-            config.websocket_config(),
-            config.connect_timeout,
-            tls.clone(),
-        )
-        .await?;
+        let start = if config.random_start {
+            rand::Rng::gen_range(&mut rand::thread_rng(), 0..urls.len())
+        } else {
+            0
+        };
+        let mut refusal = None;
+        let mut last = None;
+        let mut opened = None;
+        for index in (0..urls.len()).map(|i| (start + i) % urls.len()) {
+            let req = driver::upgrade_request(&config, &urls[index])?;
+            match driver::open(
+                req,
+                config.websocket_config(),
+                config.connect_timeout,
+                tls.clone(),
+            )
+            .await
+            {
+                Ok(ws) => {
+                    opened = Some((index, ws));
+                    break;
+                }
+                Err(e @ Error::InvalidConfig(_)) => return Err(e),
+                Err(e @ (Error::Unauthorized { .. } | Error::Http { .. })) => {
+                    refusal.get_or_insert(e);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let Some((index, ws)) = opened else {
+            return Err(refusal
+                .or(last)
+                .unwrap_or_else(|| Error::Connect("no server url".into())));
+        };
 
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel(config.event_buffer);
         let refs = Arc::new(AtomicU64::new(1));
+        let current = Arc::new(Mutex::new(urls[index].clone()));
         let inner = Inner {
             cmds: cmd_tx,
             refs: refs.clone(),
             request_timeout: config.request_timeout,
             max_request_bytes: config.max_request_bytes,
+            current: current.clone(),
         };
-        tokio::spawn(Driver::new(config, tls, cmd_rx, ev_tx, refs).run(ws));
+        tokio::spawn(Driver::new(config, tls, cmd_rx, ev_tx, refs, index, current).run(ws));
         Ok((
             Client {
                 inner: Arc::new(inner),
             },
             Events { rx: ev_rx },
         ))
+    }
+
+    /// The URL of the server this client is connected to, or, while it reconnects, was
+    /// last connected to. With one server, always [`ClientConfig::url`].
+    pub fn server_url(&self) -> String {
+        self.inner
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// `create`: creates a channel, or returns the existing one of that name.

@@ -41,6 +41,12 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1 << 20;
 /// its envelope must fit.
 pub const MIN_MAX_MESSAGE_BYTES: usize = 128 << 10;
 
+/// Most server URLs one client accepts ([`ClientConfig::url`] plus
+/// [`ClientConfig::failover_urls`]). A failover list names a handful of servers (a primary
+/// and a standby, a load-balancer pair, the nodes of a cluster); a longer one is almost
+/// certainly a mistake, and one round of the list is bounded by this many connect timeouts.
+pub const MAX_SERVER_URLS: usize = 16;
+
 /// tungstenite's read buffer, allocated up front per connection. Its default (128 KiB)
 /// is sized for throughput; test suites open thousands of clients, and larger messages
 /// simply take several reads.
@@ -107,8 +113,19 @@ impl From<&str> for TokenSource {
 /// public fields, or use struct update syntax: `ClientConfig { request_timeout, ..ClientConfig::new(url, token) }`.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// `ws://host:port/ws`, or `wss://host:port/ws` (TLS; see `ca_file`).
+    /// `ws://host:port/ws`, or `wss://host:port/ws` (TLS; see `ca_file`). With
+    /// `failover_urls`, the first server of the list.
     pub url: String,
+    /// Further servers, tried after `url` in this order when a connection fails or is lost
+    /// (round robin; see the crate docs, "Several servers"). They must accept the same
+    /// tokens and share the channels' logs (the same data directory, or a cluster) for a
+    /// move to resume without gaps. At most [`MAX_SERVER_URLS`] URLs in all, no repeats.
+    /// Default empty: one server.
+    pub failover_urls: Vec<String>,
+    /// With `failover_urls`: [`crate::Client::connect`] starts at a random server of the
+    /// list instead of `url`, spreading clients over equal servers (a load-balancer pair,
+    /// a cluster). Leave `false` for a primary and a standby. Default `false`.
+    pub random_start: bool,
     /// For `wss://`: a PEM file with the certificate(s) to trust — the `cert.pem` that
     /// `ringbearer dev-cert` wrote, or your CA's. `None` trusts the system's CA bundle
     /// (`SSL_CERT_FILE`, else the distribution's usual path). Read once, at connect.
@@ -144,6 +161,8 @@ impl ClientConfig {
     pub fn new(url: impl Into<String>, token: impl Into<TokenSource>) -> Self {
         ClientConfig {
             url: url.into(),
+            failover_urls: Vec::new(),
+            random_start: false,
             ca_file: None,
             token: token.into(),
             backoff: Backoff::default(),
@@ -156,13 +175,41 @@ impl ClientConfig {
         }
     }
 
+    /// This config with `urls` as its failover servers, tried after [`ClientConfig::url`]
+    /// in the given order.
+    pub fn with_failover<I, U>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = U>,
+        U: Into<String>,
+    {
+        self.failover_urls = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Every server URL in order: `url`, then `failover_urls`.
+    pub fn urls(&self) -> Vec<String> {
+        std::iter::once(&self.url)
+            .chain(&self.failover_urls)
+            .cloned()
+            .collect()
+    }
+
     /// Checks every bound and how they relate. Returns the first problem found.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.url.starts_with("ws://") && !self.url.starts_with("wss://") {
+        let urls = self.urls();
+        if urls.len() > MAX_SERVER_URLS {
             return Err(format!(
-                "url {:?} must start with ws:// or wss://",
-                self.url
+                "{} server urls; at most {MAX_SERVER_URLS}",
+                urls.len()
             ));
+        }
+        for (i, url) in urls.iter().enumerate() {
+            if !url.starts_with("ws://") && !url.starts_with("wss://") {
+                return Err(format!("url {url:?} must start with ws:// or wss://"));
+            }
+            if urls[..i].contains(url) {
+                return Err(format!("url {url:?} is listed twice"));
+            }
         }
         self.backoff.validate()?;
         if self.request_timeout.is_zero() {
@@ -249,6 +296,10 @@ mod tests {
                 max_request_bytes: 0,
                 ..ok.clone()
             },
+            ok.clone().with_failover(["http://h2/ws"]),
+            ok.clone().with_failover(["ws://h:1/ws"]),
+            ok.clone()
+                .with_failover((0..MAX_SERVER_URLS).map(|n| format!("ws://h{n}/ws"))),
             ClientConfig {
                 backoff: Backoff {
                     multiplier: 0.0,
@@ -268,10 +319,17 @@ mod tests {
         .is_ok());
         assert!(ClientConfig {
             idle_timeout: None,
-            ..ok
+            ..ok.clone()
         }
         .validate()
         .is_ok());
+        let most = ok
+            .clone()
+            .with_failover((1..MAX_SERVER_URLS).map(|n| format!("wss://h{n}/ws")));
+        assert!(most.validate().is_ok());
+        assert_eq!(most.urls().len(), MAX_SERVER_URLS);
+        assert_eq!(most.urls()[0], ok.url);
+        assert_eq!(most.urls()[1], "wss://h1/ws");
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //!    up to [`OUTBOX_MAX_WHILE_WAITING`]), free space in the event queue, and the idle timer. Pings are answered by tungstenite; the read loop flushes the pong at once
 //!    (RFC 6455 §5.5.2).
 //! 2. **Lost**: calls in flight fail with `Disconnected`, `Event::Disconnected` is queued.
-//! 3. **Reconnecting** ([`Driver::reconnect`]): backoff sleep, connect attempt, repeat,
-//!    forever. Meanwhile commands are refused with `NotConnected` and events keep flowing.
+//! 3. **Reconnecting** ([`Driver::reconnect`]): in rounds, forever: a backoff sleep, then
+//!    one connect attempt per server URL, starting after the URL just lost (round robin). Meanwhile commands are refused with `NotConnected` and events keep flowing.
 //!    The backoff attempt count resets only after a connection that stayed up for at least
 //!    `backoff.max`, so a server that accepts and drops at once is not hammered.
 //! 4. **Reconnected**: `Event::Reconnected`, then every remembered channel is resubscribed
@@ -33,7 +33,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -113,13 +113,11 @@ enum End {
     Lost(DisconnectReason),
 }
 
-/// The upgrade request for `cfg`: its URL and `Authorization: Bearer <token>`.
-pub(crate) fn upgrade_request(cfg: &ClientConfig) -> Result<HttpRequest, Error> {
-    let mut req = cfg
-        .url
-        .as_str()
+/// The upgrade request to `url` with `cfg`'s `Authorization: Bearer <token>`.
+pub(crate) fn upgrade_request(cfg: &ClientConfig, url: &str) -> Result<HttpRequest, Error> {
+    let mut req = url
         .into_client_request()
-        .map_err(|e| Error::InvalidConfig(format!("url {:?}: {e}", cfg.url)))?;
+        .map_err(|e| Error::InvalidConfig(format!("url {url:?}: {e}")))?;
     let mut value = HeaderValue::try_from(format!("Bearer {}", cfg.token.current()))
         .map_err(|_| Error::InvalidConfig("the token is not a valid header value".into()))?;
     value.set_sensitive(true);
@@ -209,8 +207,14 @@ pub(crate) struct Driver {
     session: Session,
     refs: Arc<AtomicU64>,
     rng: StdRng,
-    /// Backoff attempt number of the next reconnect.
+    /// Backoff attempt number of the next reconnect round.
     attempt: u32,
+    /// The config's server URLs, in order ([`ClientConfig::urls`]).
+    urls: Vec<String>,
+    /// Index in `urls` of the current (or last) connection.
+    index: usize,
+    /// The URL of the current (or last) connection, shared with the [`crate::Client`].
+    current: Arc<Mutex<String>>,
 }
 
 impl Driver {
@@ -220,8 +224,13 @@ impl Driver {
         cmds: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
         refs: Arc<AtomicU64>,
+        index: usize,
+        current: Arc<Mutex<String>>,
     ) -> Self {
         Driver {
+            urls: cfg.urls(),
+            index,
+            current,
             ws_config: cfg.websocket_config(),
             tls,
             cfg,
@@ -420,8 +429,12 @@ impl Driver {
         }
     }
 
-    /// Reconnects with backoff until a connection opens (`Ok`) or the client is shut down
-    /// (`Err`, with the `close()` call to answer, if any).
+    /// Reconnects until a connection opens (`Ok`) or the client is shut down (`Err`, with
+    /// the `close()` call to answer, if any).
+    ///
+    /// In rounds: each round waits the backoff delay of its number (jittered), then tries
+    /// every URL once, one after the other, starting with the one after the URL just lost
+    /// (with one URL: that URL, exactly as before failover existed).
     async fn reconnect(&mut self) -> Result<Ws, Option<oneshot::Sender<()>>> {
         let mut tries: u32 = 0;
         loop {
@@ -430,30 +443,36 @@ impl Driver {
             debug!(?delay, attempt = self.attempt, "reconnect backoff");
             self.while_disconnected(tokio::time::sleep(delay)).await?;
 
-            tries = tries.saturating_add(1);
-            let result = match upgrade_request(&self.cfg) {
-                Ok(req) => {
-                    let attempt = open(
-                        req,
-                        self.ws_config,
-                        self.cfg.connect_timeout,
-                        self.tls.clone(),
-                    );
-                    self.while_disconnected(attempt).await?
-                }
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(ws) => {
-                    info!(tries, "reconnected");
-                    return Ok(ws);
-                }
-                Err(error) => {
-                    debug!(%error, tries, "reconnect attempt failed");
-                    self.session.push_event(Event::ReconnectFailed {
-                        attempt: tries,
-                        error,
-                    });
+            for _ in 0..self.urls.len() {
+                self.index = (self.index + 1) % self.urls.len();
+                let url = self.urls[self.index].clone();
+                tries = tries.saturating_add(1);
+                let result = match upgrade_request(&self.cfg, &url) {
+                    Ok(req) => {
+                        let attempt = open(
+                            req,
+                            self.ws_config,
+                            self.cfg.connect_timeout,
+                            self.tls.clone(),
+                        );
+                        self.while_disconnected(attempt).await?
+                    }
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(ws) => {
+                        info!(tries, %url, "reconnected");
+                        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = url;
+                        return Ok(ws);
+                    }
+                    Err(error) => {
+                        debug!(%error, tries, %url, "reconnect attempt failed");
+                        self.session.push_event(Event::ReconnectFailed {
+                            attempt: tries,
+                            url,
+                            error,
+                        });
+                    }
                 }
             }
         }
@@ -569,7 +588,7 @@ mod tests {
     #[test]
     fn upgrade_request_carries_the_bearer_token() {
         let cfg = ClientConfig::new("ws://127.0.0.1:9/ws", "abc.def.ghi");
-        let req = upgrade_request(&cfg).unwrap();
+        let req = upgrade_request(&cfg, &cfg.url).unwrap();
         assert_eq!(req.uri(), "ws://127.0.0.1:9/ws");
         assert_eq!(req.headers()[header::AUTHORIZATION], "Bearer abc.def.ghi");
         assert!(req.headers()[header::AUTHORIZATION].is_sensitive());
@@ -584,11 +603,11 @@ mod tests {
             TokenSource::from_fn(move || format!("t{}", counter.fetch_add(1, Ordering::Relaxed))),
         );
         assert_eq!(
-            upgrade_request(&cfg).unwrap().headers()[header::AUTHORIZATION],
+            upgrade_request(&cfg, &cfg.url).unwrap().headers()[header::AUTHORIZATION],
             "Bearer t0"
         );
         assert_eq!(
-            upgrade_request(&cfg).unwrap().headers()[header::AUTHORIZATION],
+            upgrade_request(&cfg, &cfg.url).unwrap().headers()[header::AUTHORIZATION],
             "Bearer t1"
         );
     }
@@ -597,12 +616,12 @@ mod tests {
     fn bad_token_or_url_is_a_config_error() {
         let cfg = ClientConfig::new("ws://127.0.0.1:9/ws", "bad\ntoken");
         assert!(matches!(
-            upgrade_request(&cfg),
+            upgrade_request(&cfg, &cfg.url),
             Err(Error::InvalidConfig(_))
         ));
         let cfg = ClientConfig::new("ws://", "t");
         assert!(matches!(
-            upgrade_request(&cfg),
+            upgrade_request(&cfg, &cfg.url),
             Err(Error::InvalidConfig(_))
         ));
     }

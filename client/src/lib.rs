@@ -11,7 +11,8 @@
 //!   [`ClientConfig::request_timeout`].
 //! - **Automatic reconnect**: when the connection is lost (not after [`Client::close`]) it
 //!   emits [`Event::Disconnected`], reconnects forever with exponential [`Backoff`] and full
-//!   jitter, emits [`Event::Reconnected`], and resubscribes every channel it was subscribed
+//!   jitter (to the next server of its list, with several; see "Several servers" below),
+//!   emits [`Event::Reconnected`], and resubscribes every channel it was subscribed
 //!   to with the highest id it saw and the channel's `epoch`, emitting
 //!   [`Event::Resubscribed`] and then the recovered messages. While disconnected, calls fail
 //!   fast with [`Error::NotConnected`]; calls in flight at the loss fail with
@@ -23,6 +24,45 @@
 //!
 //! - `wss://` with rustls: it trusts the PEM certificates of [`ClientConfig::ca_file`]
 //!   (e.g. the `cert.pem` of `ringbearer dev-cert`), else the system's CA bundle.
+//!
+//! # Several servers (failover)
+//!
+//! [`ClientConfig::failover_urls`] (or [`ClientConfig::with_failover`]) lists further
+//! servers after [`ClientConfig::url`] — a standby, the other half of a load-balancer pair,
+//! the nodes of a cluster. At most [`MAX_SERVER_URLS`] (16) URLs in all, no repeats.
+//!
+//! - **Order**: the given order. [`Client::connect`] starts at `url` (or, with
+//!   [`ClientConfig::random_start`], at a random server, to spread clients over equal
+//!   servers) and tries each server once, without delay, keeping the first that opens.
+//! - **Moving on**: every failed attempt and every lost connection moves to the next
+//!   server of the list, wrapping around (round robin). Reconnecting goes in rounds: a
+//!   round waits the [`Backoff`] delay of its number (full jitter, growing per round,
+//!   capped at `backoff.max`), then tries each server once, back to back, starting with
+//!   the one after the server just lost; each attempt is bounded by
+//!   [`ClientConfig::connect_timeout`]. The round count resets, as before, after a
+//!   connection that stayed up for `backoff.max`. With one URL this is exactly the plain
+//!   reconnect.
+//! - **Going back to the first server**: never by itself. A working connection is kept;
+//!   the first server gets its turn again only when the current one fails. (A move costs
+//!   a reconnect, a resubscribe and a presence leave and join; servers sharing the logs
+//!   are equally good.) To return to a primary, close the client and connect a new one.
+//! - **Tokens**: the same [`TokenSource`] for every server, asked before every attempt; a
+//!   token accepted by [`Client::refresh_token`] is used for later attempts on every
+//!   server. So the servers must accept the same tokens (one secret or key set). A 401 from
+//!   one server is reported and the next server is tried, like any failure.
+//! - **What the app sees**: [`Event::ReconnectFailed`] names the server (`url`) of each
+//!   failed attempt; [`Client::server_url`] is the server of the current (or last)
+//!   connection, so after [`Event::Reconnected`] it says where the client landed. When
+//!   every server refuses the first connection, [`Client::connect`] returns the first
+//!   refusal (401 or other HTTP status), else the last server's error.
+//! - **Resume**: every channel is resubscribed with its last seen id and epoch, exactly as
+//!   after a reconnect to the same server. A server that has the channel's log (the same
+//!   data directory, or a cluster) answers `recovered: true` with what was missed: nothing
+//!   missing, nothing twice. A server with a log of its own has another epoch: the reply
+//!   is `recovered: false` with that server's kept messages, and de-duplication starts
+//!   over for the new epoch; a server without the channel makes it a
+//!   [`Event::ResubscribeFailed`]. Idempotency keys hold across servers only when they
+//!   share the log.
 //!
 //! What it does not do: persist anything across processes (keep the
 //! last id yourself and pass it as [`SubscribeOptions::last_seen_id`]), or acknowledge
@@ -103,7 +143,7 @@ pub use backoff::{Backoff, Jitter};
 pub use client::{Client, Events};
 pub use config::{
     ClientConfig, TokenSource, DEFAULT_CONNECT_TIMEOUT, DEFAULT_EVENT_BUFFER, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_REQUEST_TIMEOUT, MAX_SERVER_URLS,
     MIN_MAX_MESSAGE_BYTES,
 };
 pub use error::{DisconnectReason, Error};

@@ -265,11 +265,17 @@ pub enum Event {
     /// failed with [`Error::Disconnected`]; new ones fail with [`Error::NotConnected`]
     /// until `Reconnected`.
     Disconnected { reason: DisconnectReason },
-    /// Reconnect attempt `attempt` (1 = the first after the disconnection) failed; the
-    /// client keeps trying with backoff. An [`Error::Unauthorized`] here usually means the
-    /// token expired: give the client a [`crate::TokenSource::Dynamic`] or close it.
-    ReconnectFailed { attempt: u32, error: Error },
-    /// A new connection is open. Resubscription of every remembered channel is under way.
+    /// Reconnect attempt `attempt` (1 = the first after the disconnection), to the server
+    /// `url`, failed; the client keeps trying, the next server of its list first (see
+    /// [`crate::ClientConfig::failover_urls`]). An [`Error::Unauthorized`] here usually
+    /// means the token expired: give the client a [`crate::TokenSource::Dynamic`] or close it.
+    ReconnectFailed {
+        attempt: u32,
+        url: String,
+        error: Error,
+    },
+    /// A new connection is open (to [`crate::Client::server_url`], which may be another
+    /// server than before). Resubscription of every remembered channel is under way.
     Reconnected,
     /// A remembered channel was subscribed again after a reconnect. Its recovered messages
     /// follow as `Message` events. `recovered: false` means some were dropped from the kept

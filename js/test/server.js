@@ -6,6 +6,7 @@ import { createHmac } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
+import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
@@ -91,6 +92,16 @@ export class TestServer {
     await this._spawn(this.addr);
   }
 
+  /**
+   * SIGKILL, then start again on the same data directory listening on `listen` (e.g. an
+   * address from freeAddr()): a second server with the first one's channel logs, at an
+   * address a client was given in advance.
+   */
+  async killAndRestartAt(listen) {
+    await this.kill();
+    await this._spawn(listen);
+  }
+
   async kill() {
     const c = this.child;
     if (!c || c.exitCode !== null || c.signalCode !== null) return;
@@ -120,6 +131,15 @@ export class TestServer {
     }
     return { status: r.status, headers: r.headers, text, body: json };
   }
+}
+
+/** A loopback address (`127.0.0.1:port`) nothing listens on right now (bound, then released). */
+export async function freeAddr() {
+  const srv = createServer();
+  await new Promise((res) => srv.listen(0, '127.0.0.1', res));
+  const { port } = srv.address();
+  await new Promise((res) => srv.close(res));
+  return `127.0.0.1:${port}`;
 }
 
 /** Whether some socket listens on TCP `port` (from /proc/net/tcp and tcp6). */

@@ -2,7 +2,7 @@
 // class, presence folding, error mapping.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { backoffDelay, DedupTracker, applyPresence, RingbearerError, RingbearerClient } from '../ringbearer.js';
+import { backoffDelay, DedupTracker, applyPresence, RingbearerError, RingbearerClient, serverUrls, MAX_URLS } from '../ringbearer.js';
 
 test('backoff: ceiling grows exponentially and is capped; full jitter stays within it', () => {
   const o = { initialMs: 100, maxMs: 5000, multiplier: 2 };
@@ -79,4 +79,48 @@ test('constructor refuses a missing url, token or WebSocket', () => {
   if (typeof globalThis.WebSocket !== 'function') {
     assert.throws(() => new RingbearerClient({ url: 'ws://x/ws', token: 't' }), /WebSocket/);
   }
+});
+
+test('server urls: url or urls, bounded, no repeats', () => {
+  assert.deepEqual(serverUrls({ url: 'ws://a/ws' }), ['ws://a/ws']);
+  assert.deepEqual(serverUrls({ urls: ['ws://a/ws', 'ws://b/ws'] }), ['ws://a/ws', 'ws://b/ws']);
+  assert.throws(() => serverUrls({ url: 'ws://a/ws', urls: ['ws://b/ws'] }), /not both/);
+  assert.throws(() => serverUrls({ urls: [] }), /required/);
+  assert.throws(() => serverUrls({ urls: ['ws://a/ws', 'ws://a/ws'] }), /twice/);
+  const many = Array.from({ length: MAX_URLS + 1 }, (_, i) => `ws://h${i}/ws`);
+  assert.throws(() => serverUrls({ urls: many }), /at most 16/);
+  assert.equal(serverUrls({ urls: many.slice(0, MAX_URLS) }).length, MAX_URLS);
+});
+
+test('failover order: round robin, each round opens with the backoff delay of its number', async () => {
+  const opened = [];
+  // A WebSocket whose every connection fails at once.
+  class Refused {
+    constructor(url) {
+      opened.push(url);
+      this.readyState = 0;
+      setTimeout(() => this.onclose?.({ code: 1006, reason: '' }), 0);
+    }
+    close() {}
+  }
+  const urls = ['ws://a/ws', 'ws://b/ws', 'ws://c/ws'];
+  const c = new RingbearerClient({
+    urls, token: 't', WebSocket: Refused, random: () => 0.5, randomStart: true,
+    backoff: { initialMs: 1, maxMs: 4, multiplier: 2, jitter: false },
+  });
+  const failed = [];
+  const done = new Promise((resolve) => c.on('state', (s) => {
+    if (s.state !== 'reconnecting') return;
+    failed.push(s);
+    if (failed.length === 9) resolve();
+  }));
+  c.connect().catch(() => {});
+  await done;
+  c.close();
+  // randomStart with random() = 0.5 starts at the middle server.
+  assert.deepEqual(opened.slice(0, 9), ['b', 'c', 'a', 'b', 'c', 'a', 'b', 'c', 'a'].map((h) => `ws://${h}/ws`));
+  assert.deepEqual(failed.map((s) => s.url), opened.slice(0, 9));
+  assert.deepEqual(failed.map((s) => s.nextUrl), ['c', 'a', 'b', 'c', 'a', 'b', 'c', 'a', 'b'].map((h) => `ws://${h}/ws`));
+  // The first round is the initial connect (no delay); then 1, 2, 4 ms per round.
+  assert.deepEqual(failed.map((s) => s.delayMs), [0, 0, 1, 0, 0, 2, 0, 0, 4]);
 });

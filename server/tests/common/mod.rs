@@ -61,14 +61,12 @@ impl TestServer {
     }
 
     fn spawn(data: &std::path::Path, shards: usize) -> (Child, SocketAddr) {
+        Self::spawn_at(data, shards, "127.0.0.1:0")
+    }
+
+    fn spawn_at(data: &std::path::Path, shards: usize, listen: &str) -> (Child, SocketAddr) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringbearer"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--shards",
-                &shards.to_string(),
-            ])
+            .args(["serve", "--listen", listen, "--shards", &shards.to_string()])
             .arg("--data")
             .arg(data)
             .arg("--config")
@@ -176,6 +174,27 @@ impl TestServer {
         self.child = child;
         self.addr = addr;
     }
+}
+
+impl TestServer {
+    /// Stops the server gracefully and starts it again on the same data directory, listening
+    /// on `listen` (e.g. a port reserved with [`free_port`]): a second server that has the
+    /// first one's channel logs, at an address a client was given in advance.
+    pub fn restart_at(&mut self, listen: SocketAddr) {
+        let status = self.stop();
+        assert!(status.success(), "graceful stop failed: {status:?}");
+        let (child, addr) = Self::spawn_at(&self.data, self.shards, &listen.to_string());
+        self.child = child;
+        self.addr = addr;
+    }
+}
+
+/// A loopback address nothing listens on right now (bound to port 0, then released).
+pub fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 impl Drop for TestServer {
