@@ -539,6 +539,27 @@ impl<F: Clone> ChannelState<F> {
         changed
     }
 
+    /// A subscribed connection's token was refreshed and holds `role` now: the connection,
+    /// its user's membership (the role counts of offline members read) and its presence
+    /// entry take it, so counts agree with live delivery, which reads the connection's
+    /// current claims. `false` if it is not subscribed or already held `role`.
+    pub fn set_role(&mut self, conn: ConnRef, role: Role) -> bool {
+        let Some(s) = self.online.get_mut(&conn) else {
+            return false;
+        };
+        if s.role == role {
+            return false;
+        }
+        s.role = role;
+        if let Some(m) = self.members.get_mut(&s.user) {
+            m.role = Some(role);
+        }
+        if self.presence.set_role(s.presence, role.as_str()) {
+            self.presence_fresh.clear();
+        }
+        true
+    }
+
     /// Remembers an idempotency key of a stored message (recovery: the keys travel inside
     /// the message frames); keys older than the window are forgotten as usual.
     pub fn remember_idempotency(&mut self, key: &str, id: u64, ts_ms: u64, now_ms: u64) {

@@ -1,0 +1,122 @@
+//! A hostile review of the wedding-day features (issue 16): a token refresh that changes a
+//! connection's role changes who it counts as by every route — live delivery, the
+//! publish's `delivered_count`/`queued_count`, and (after a restart, from the registry)
+//! REST `delivery_guarantees` — and presence, the same way a fresh subscribe with the new token would.
+//! Two organizations whose users share an id and hold different roles.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+
+const W: &str = "wedding:timeline:w-1";
+
+async fn publish_to(c: &mut Raw, payload: &str, roles: &[&str]) -> Value {
+    let r = c
+        .request(json!({"op": "publish", "channel": W, "type": "general",
+                        "payload": payload, "target_roles": roles}))
+        .await;
+    assert_eq!(r["op"], "published", "{r}");
+    r
+}
+
+#[tokio::test]
+async fn a_refreshed_token_with_another_role_is_counted_and_recorded_as_that_role() {
+    let mut server = TestServer::start("");
+    let coord = server.token("coord", "org-a", "coordinator", &["w-1"]);
+    let a1_photo = server.token("u-1", "org-a", "photographer", &["w-1"]);
+    let a1_couple = server.token("u-1", "org-a", "couple", &["w-1"]);
+    let b1_couple = server.token("u-1", "org-b", "couple", &["w-1"]);
+    let mut c = server.connect(&coord).await;
+    assert_eq!(c.create(W, Some("w-1")).await["op"], "created");
+    let mut a1 = server.connect(&a1_photo).await;
+    assert_eq!(a1.subscribe(W).await["op"], "subscribed");
+    let mut b1 = server.connect(&b1_couple).await;
+    assert_eq!(b1.subscribe(W).await["op"], "subscribed");
+
+    // org-a/u-1 becomes the couple on the same connection.
+    let r = a1.request(json!({"op": "token", "token": a1_couple})).await;
+    assert_eq!(r["op"], "ok", "{r}");
+    // An owner op on W from the same connection lands after the re-check of the refresh.
+    let r = a1
+        .request(json!({"op": "state_get", "channel": W, "doc": "plan"}))
+        .await;
+    assert_ne!(r["op"], "error", "{r}");
+    // Presence says so too (the watchdog counts roles from it).
+    let mut watcher = server.connect(&coord).await;
+    let r = watcher.subscribe(W).await;
+    let mut roles: Vec<String> = r["presence"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .iter()
+        .filter(|e| e["user_id"] == "u-1")
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["org"].as_str().unwrap(),
+                e["role"].as_str().unwrap()
+            )
+        })
+        .collect();
+    roles.sort();
+    assert_eq!(roles, vec!["org-a/couple", "org-b/couple"], "{r}");
+    drop(watcher);
+
+    // For the couple: both u-1s see it live, and both are counted.
+    let p = publish_to(&mut c, "for couples", &["couple"]).await;
+    for x in [&mut a1, &mut b1] {
+        let m = x.messages(W, 1).await;
+        assert_eq!(m[0]["payload"], "for couples");
+    }
+    assert_eq!(
+        (p["delivered_count"].clone(), p["queued_count"].clone()),
+        (json!(2), json!(0)),
+        "org-a/u-1 is a couple now: {p}"
+    );
+    // For photographers: nobody holds that role any more.
+    let p = publish_to(&mut c, "for photographers", &["photographer"]).await;
+    assert_eq!(
+        (p["delivered_count"].clone(), p["queued_count"].clone()),
+        (json!(0), json!(0)),
+        "no photographer is subscribed: {p}"
+    );
+    // Live delivery agrees: the next thing org-a/u-1 gets is the one after.
+    publish_to(&mut c, "couples again", &["couple"]).await;
+    let m = a1.messages(W, 1).await;
+    assert_eq!(m[0]["payload"], "couples again", "{m:?}");
+    b1.messages(W, 1).await;
+
+    // Offline members are counted by the role their last connection held: the couple's,
+    // also after a restart (the registry's).
+    drop((a1, b1, c));
+    server.restart(None);
+    let (s, v) = rest_call(
+        &server,
+        "POST",
+        "/api/websocket/channels/broadcast",
+        &coord,
+        Some(
+            json!({"channel_name": W, "content": "after restart", "type": "general",
+                    "priority": "normal", "target_roles": ["couple"]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["data"]["delivery_guarantees"]["queued_delivery"],
+        json!(["u-1", "org-b/u-1"]),
+        "{v}"
+    );
+    let (s, v) = rest_call(
+        &server,
+        "POST",
+        "/api/websocket/channels/broadcast",
+        &coord,
+        Some(
+            json!({"channel_name": W, "content": "photographers", "type": "general",
+                    "priority": "normal", "target_roles": ["photographer"]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["queued_count"], 0, "{v}");
+}
