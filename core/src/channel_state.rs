@@ -780,7 +780,8 @@ impl<F: Clone> ChannelState<F> {
     /// was recovered, the kept messages after it that `from` asks for, and the cursor.
     /// Access has been checked by the caller.
     /// `role`: the user's role when it enrolls itself (`None`: a service enrolls it); a new
-    /// member records it, an existing one keeps the role it has.
+    /// member records it, an existing one keeps the role it has; history is read as `role`
+    /// when given.
     pub fn enroll(
         &mut self,
         user: &UserKey,
@@ -805,7 +806,9 @@ impl<F: Clone> ChannelState<F> {
             online,
             role,
         });
-        let (cursor, role) = (m.cursor, m.role);
+        // History as the reader: a user enrolling itself reads by its token's role, a
+        // service's enroll by the member's recorded one.
+        let (cursor, role) = (m.cursor, role.or(m.role));
         let (recovered, messages) = if from.include_history {
             self.visible_after(0, user, role, now_ms)
         } else {

@@ -120,3 +120,89 @@ async fn a_refreshed_token_with_another_role_is_counted_and_recorded_as_that_rol
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["data"]["queued_count"], 0, "{v}");
 }
+
+async fn rest_history(server: &TestServer, token: &str, body: Value) -> Vec<String> {
+    let (s, v) = rest_call(
+        server,
+        "POST",
+        "/api/websocket/channels/subscribe",
+        token,
+        Some(body),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    v["data"]["historical_messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|m| m["payload"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A service enrolls org-a/u-1 (no role known); u-1 then enrolls itself with a couple's
+/// token and asks for history: it gets the couple's messages (the token's role, as on
+/// `/ws`), not the unknown role's. Then it connects as the couple and leaves: after a
+/// restart it is counted as the couple, and org-b/u-1 (a photographer) as a photographer.
+#[tokio::test]
+async fn a_user_a_service_enrolled_reads_and_is_counted_by_its_own_role() {
+    let mut server = TestServer::start("");
+    let coord = server.token("coord", "org-a", "coordinator", &["w-1"]);
+    let service = server.token("backend", "org-a", "service", &["w-1"]);
+    let a1 = server.token("u-1", "org-a", "couple", &["w-1"]);
+    let b1 = server.token("u-1", "org-b", "photographer", &["w-1"]);
+    let mut c = server.connect(&coord).await;
+    assert_eq!(c.create(W, Some("w-1")).await["op"], "created");
+    let got = rest_history(
+        &server,
+        &service,
+        json!({"channel_name": W, "user_id": "u-1", "include_history": true}),
+    )
+    .await;
+    assert!(got.is_empty(), "{got:?}");
+    publish_to(&mut c, "for couples", &["couple"]).await;
+    publish_to(&mut c, "for photographers", &["photographer"]).await;
+    let p = publish_to(&mut c, "for couples 2", &["couple"]).await;
+    assert_eq!(
+        p["queued_count"], 0,
+        "an enrolled member's role is unknown: {p}"
+    );
+
+    let got = rest_history(
+        &server,
+        &a1,
+        json!({"channel_name": W, "include_history": true}),
+    )
+    .await;
+    assert_eq!(
+        got,
+        vec!["for couples", "for couples 2"],
+        "by the couple's token"
+    );
+
+    // Connects as the couple (the role is recorded), and as org-b's photographer.
+    for t in [&a1, &b1] {
+        let mut x = server.connect(t).await;
+        assert_eq!(x.subscribe(W).await["op"], "subscribed");
+    }
+    drop(c);
+    server.restart(None);
+    for (roles, want) in [
+        (json!(["couple"]), json!(["u-1"])),
+        (json!(["photographer"]), json!(["org-b/u-1"])),
+    ] {
+        let (s, v) = rest_call(
+            &server,
+            "POST",
+            "/api/websocket/channels/broadcast",
+            &coord,
+            Some(json!({"channel_name": W, "content": "x", "type": "general",
+                        "priority": "normal", "target_roles": roles})),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(
+            v["data"]["delivery_guarantees"]["queued_delivery"], want,
+            "{v}"
+        );
+    }
+}
