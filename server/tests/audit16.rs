@@ -2,6 +2,8 @@
 //! connection's role changes who it counts as by every route — live delivery, the
 //! publish's `delivered_count`/`queued_count`, and (after a restart, from the registry)
 //! REST `delivery_guarantees` — and presence, the same way a fresh subscribe with the new token would.
+//! A user a service enrolled reads REST history by its own token's role. The realtime-js
+//! door applies role targets and the routing table live and in its replay after a SIGKILL.
 //! Two organizations whose users share an id and hold different roles.
 
 mod common;
@@ -205,4 +207,97 @@ async fn a_user_a_service_enrolled_reads_and_is_counted_by_its_own_role() {
             "{v}"
         );
     }
+}
+
+const TOPIC: &str = "realtime:wedding:timeline:w-1";
+
+async fn phoenix(server: &TestServer, token: &str) -> Raw {
+    let url = format!(
+        "ws://{}/realtime/v1/websocket?apikey={token}&vsn=2.0.0",
+        server.addr
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade");
+    Raw::from_ws(ws)
+}
+
+async fn phx_join(c: &mut Raw, config: Value) {
+    c.send(json!(["1", "1", TOPIC, "phx_join", {"config": config}]))
+        .await;
+    let joined = c.wait_for(|v| v[1] == "1").await;
+    assert_eq!(joined[4]["status"], "ok", "{joined}");
+}
+
+/// Broadcast payloads received until `last` (inclusive).
+async fn phx_until(c: &mut Raw, last: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let m = c.wait_for(|v| v[3] == "broadcast").await;
+        let p = m[4]["payload"].as_str().unwrap().to_owned();
+        out.push(p.clone());
+        if p == last {
+            return out;
+        }
+    }
+}
+
+/// The realtime-js door applies role targets and the routing table like `/ws`: live
+/// broadcasts, and the join's replay after a SIGKILL, for org-1/u-1 (couple) and org-2/u-1
+/// (photographer); an `access_token` refresh to another role changes what it is delivered.
+#[tokio::test]
+async fn the_realtime_js_door_applies_role_targets_live_and_in_replay() {
+    let mut server = TestServer::start("[routing.default]\nrsvp_update = [\"couple\"]\n");
+    let coord = server.token("coord", "org-1", "coordinator", &["w-1"]);
+    let a = server.token("u-1", "org-1", "couple", &["w-1"]);
+    let b = server.token("u-1", "org-2", "photographer", &["w-1"]);
+    let mut c = server.connect(&coord).await;
+    assert_eq!(c.create(W, Some("w-1")).await["op"], "created");
+    let mut ra = phoenix(&server, &a).await;
+    let mut rb = phoenix(&server, &b).await;
+    phx_join(&mut ra, json!({})).await;
+    phx_join(&mut rb, json!({})).await;
+    let r = c
+        .request(json!({"op": "publish", "channel": W, "type": "rsvp_update", "payload": "rsvp"}))
+        .await;
+    assert_eq!(r["delivered_count"], 1, "{r}");
+    publish_to(&mut c, "photo", &["photographer"]).await;
+    c.publish(W, json!("open")).await;
+    assert_eq!(phx_until(&mut ra, "open").await, vec!["rsvp", "open"]);
+    assert_eq!(phx_until(&mut rb, "open").await, vec!["photo", "open"]);
+
+    // org-2/u-1 becomes a couple on this door.
+    let couple_b = server.token("u-1", "org-2", "couple", &["w-1"]);
+    rb.send(json!(["1", "2", TOPIC, "access_token", {"access_token": couple_b}]))
+        .await;
+    assert_eq!(rb.wait_for(|v| v[1] == "2").await[4]["status"], "ok");
+    // A presence track lands at the owner after the refresh's re-check.
+    let track = json!({"type": "presence", "event": "track", "payload": {}});
+    rb.send(json!(["1", "3", TOPIC, "presence", track])).await;
+    assert_eq!(rb.wait_for(|v| v[1] == "3").await[4]["status"], "ok");
+    let r = c
+        .request(json!({"op": "publish", "channel": W, "type": "rsvp_update", "payload": "rsvp 2"}))
+        .await;
+    assert_eq!(r["delivered_count"], 2, "{r}");
+    publish_to(&mut c, "photo 2", &["photographer"]).await;
+    c.publish(W, json!("open 2")).await;
+    assert_eq!(phx_until(&mut rb, "open 2").await, vec!["rsvp 2", "open 2"]);
+    drop((ra, rb, c));
+
+    server.kill_and_restart();
+    let replay = json!({"broadcast": {"replay": {"since": 0, "limit": 50}}});
+    let all_couple = vec!["rsvp", "open", "rsvp 2", "open 2"];
+    let mut ra = phoenix(&server, &a).await;
+    phx_join(&mut ra, replay.clone()).await;
+    assert_eq!(phx_until(&mut ra, "open 2").await, all_couple);
+    let mut rb = phoenix(&server, &b).await;
+    phx_join(&mut rb, replay.clone()).await;
+    assert_eq!(
+        phx_until(&mut rb, "open 2").await,
+        vec!["photo", "open", "photo 2", "open 2"],
+        "replayed as the photographer its token says"
+    );
+    let mut rb = phoenix(&server, &couple_b).await;
+    phx_join(&mut rb, replay).await;
+    assert_eq!(phx_until(&mut rb, "open 2").await, all_couple);
 }
