@@ -311,6 +311,41 @@ impl Weddings {
         }
     }
 
+    /// `org` is about to register wedding `id` (REST, before its registry write, which
+    /// awaits): refused (`WS_FORBIDDEN`) if another organization owns it, registered or
+    /// claimed; else a claim is taken for `org` when it has not registered it yet, so of
+    /// two organizations registering one new wedding at once the second is refused before
+    /// it stores anything. `Ok(true)`: a claim was taken; give it back with
+    /// [`Weddings::unclaim`] once the wedding is in the table or its write failed.
+    pub fn reserve(&self, id: &str, org: &str, at_ms: u64) -> Result<bool, Refusal> {
+        let forbidden = || {
+            Refusal::new(
+                ErrorCode::Forbidden,
+                "that wedding belongs to another organization",
+            )
+        };
+        // The table's lock first, as in `upsert`: no registration slips in between.
+        let inner = self.inner.read();
+        if let Some(w) = inner.get(id) {
+            return if w.organization_id == org {
+                Ok(false)
+            } else {
+                Err(forbidden())
+            };
+        }
+        let mut claims = self.claims.write();
+        let e = claims.entry(id.to_owned()).or_insert_with(|| Claim {
+            org: org.to_owned(),
+            at_ms,
+            channels: 0,
+        });
+        if e.org != org {
+            return Err(forbidden());
+        }
+        e.channels += 1;
+        Ok(true)
+    }
+
     /// Inserts or replaces a wedding; returns it as stored. A wedding keeps its owner:
     /// registering one that another organization owns (registered, or named by its first
     /// channel) is `WS_FORBIDDEN`. Past `io.max_weddings` a new one is `WS_OVERLOADED`.
@@ -595,6 +630,35 @@ mod tests {
             t.list().iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
         );
+    }
+
+    #[test]
+    fn a_registration_in_flight_holds_the_wedding_for_its_organization() {
+        let t = Weddings::with_capacity(10);
+        assert_eq!(t.reserve("w", "o1", 5), Ok(true));
+        // Another organization, while o1's write is in flight: refused.
+        assert_eq!(
+            t.reserve("w", "o2", 6).unwrap_err().code,
+            ErrorCode::Forbidden
+        );
+        assert_eq!(t.claim("w", "o2", 7), "o1");
+        t.upsert(Wedding::new("w", "o1", "2026-06-13", "UTC").unwrap())
+            .unwrap();
+        t.unclaim("w", "o1");
+        assert_eq!(
+            t.reserve("w", "o1", 8),
+            Ok(false),
+            "registered: no claim taken"
+        );
+        assert_eq!(
+            t.reserve("w", "o2", 8).unwrap_err().code,
+            ErrorCode::Forbidden
+        );
+        // A write that failed gives the claim back: the wedding is nobody's again.
+        assert_eq!(t.reserve("v", "o2", 9), Ok(true));
+        t.unclaim("v", "o2");
+        assert_eq!(t.owner("v"), None);
+        assert_eq!(t.reserve("v", "o1", 10), Ok(true));
     }
 
     #[test]

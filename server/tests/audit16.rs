@@ -301,3 +301,61 @@ async fn the_realtime_js_door_applies_role_targets_live_and_in_replay() {
     phx_join(&mut rb, replay).await;
     assert_eq!(phx_until(&mut rb, "open 2").await, all_couple);
 }
+
+/// Two organizations register the same new wedding id at the same moment (REST
+/// `weddings`, sent together without waiting): exactly one is answered 200 and owns it —
+/// also after a restart, when the registry decides. The refused one stores nothing: the
+/// winner can still change its wedding, the loser cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wedding_registered_by_two_organizations_at_once_has_one_owner_after_a_restart() {
+    let mut server = TestServer::start("");
+    let admins = [
+        ("org-1", server.token("admin", "org-1", "admin", &["*"])),
+        ("org-2", server.token("admin", "org-2", "admin", &["*"])),
+    ];
+    let body = |id: &str| json!({"wedding_id": id, "event_date": "2026-06-13", "time_zone": "UTC"});
+    let ids: Vec<String> = (0..40).map(|i| format!("w-race-{i}")).collect();
+    let mut winners = Vec::new();
+    for id in &ids {
+        let calls = admins.iter().map(|(_, t)| {
+            rest_call(
+                &server,
+                "POST",
+                "/api/websocket/weddings",
+                t,
+                Some(body(id)),
+            )
+        });
+        let answers = futures_util::future::join_all(calls).await;
+        let won: Vec<&str> = answers
+            .iter()
+            .zip(&admins)
+            .filter(|((s, _), _)| *s == 200)
+            .map(|(_, (org, _))| *org)
+            .collect();
+        assert_eq!(won.len(), 1, "{id}: {answers:?}");
+        for (s, v) in &answers {
+            if *s != 200 {
+                assert_eq!(
+                    (*s, &v["error"]["code"]),
+                    (403, &json!("WS_FORBIDDEN")),
+                    "{v}"
+                );
+            }
+        }
+        winners.push(won[0]);
+    }
+    server.restart(None);
+    for (id, winner) in ids.iter().zip(&winners) {
+        for (org, t) in &admins {
+            let mut b = body(id);
+            b["event_date"] = json!("2026-06-14");
+            let (s, v) = rest_call(&server, "POST", "/api/websocket/weddings", t, Some(b)).await;
+            let want = if org == winner { 200 } else { 403 };
+            assert_eq!(
+                s, want,
+                "{id} as {org} after a restart (owner: {winner}): {v}"
+            );
+        }
+    }
+}
