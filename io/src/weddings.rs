@@ -316,8 +316,10 @@ impl Weddings {
     /// claimed; else a claim is taken for `org` when it has not registered it yet, so of
     /// two organizations registering one new wedding at once the second is refused before
     /// it stores anything. `Ok(true)`: a claim was taken; give it back with
-    /// [`Weddings::unclaim`] once the wedding is in the table or its write failed.
-    pub fn reserve(&self, id: &str, org: &str, at_ms: u64) -> Result<bool, Refusal> {
+    /// [`Weddings::unclaim`] once the wedding is in the table or its write failed. The
+    /// claim is dated 0, so no channel created meanwhile (whatever its shard's clock read)
+    /// can displace it as "earlier".
+    pub fn reserve(&self, id: &str, org: &str) -> Result<bool, Refusal> {
         let forbidden = || {
             Refusal::new(
                 ErrorCode::Forbidden,
@@ -336,13 +338,14 @@ impl Weddings {
         let mut claims = self.claims.write();
         let e = claims.entry(id.to_owned()).or_insert_with(|| Claim {
             org: org.to_owned(),
-            at_ms,
+            at_ms: 0,
             channels: 0,
         });
         if e.org != org {
             return Err(forbidden());
         }
         e.channels += 1;
+        e.at_ms = 0;
         Ok(true)
     }
 
@@ -635,30 +638,25 @@ mod tests {
     #[test]
     fn a_registration_in_flight_holds_the_wedding_for_its_organization() {
         let t = Weddings::with_capacity(10);
-        assert_eq!(t.reserve("w", "o1", 5), Ok(true));
-        // Another organization, while o1's write is in flight: refused.
-        assert_eq!(
-            t.reserve("w", "o2", 6).unwrap_err().code,
-            ErrorCode::Forbidden
-        );
-        assert_eq!(t.claim("w", "o2", 7), "o1");
+        assert_eq!(t.reserve("w", "o1"), Ok(true));
+        // Another organization, while o1's write is in flight: refused, and a channel of
+        // it, even one its shard's clock dates earlier, does not take the wedding.
+        assert_eq!(t.reserve("w", "o2").unwrap_err().code, ErrorCode::Forbidden);
+        assert_eq!(t.claim("w", "o2", 1), "o1");
         t.upsert(Wedding::new("w", "o1", "2026-06-13", "UTC").unwrap())
             .unwrap();
         t.unclaim("w", "o1");
         assert_eq!(
-            t.reserve("w", "o1", 8),
+            t.reserve("w", "o1"),
             Ok(false),
             "registered: no claim taken"
         );
-        assert_eq!(
-            t.reserve("w", "o2", 8).unwrap_err().code,
-            ErrorCode::Forbidden
-        );
+        assert_eq!(t.reserve("w", "o2").unwrap_err().code, ErrorCode::Forbidden);
         // A write that failed gives the claim back: the wedding is nobody's again.
-        assert_eq!(t.reserve("v", "o2", 9), Ok(true));
+        assert_eq!(t.reserve("v", "o2"), Ok(true));
         t.unclaim("v", "o2");
         assert_eq!(t.owner("v"), None);
-        assert_eq!(t.reserve("v", "o1", 10), Ok(true));
+        assert_eq!(t.reserve("v", "o1"), Ok(true));
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl Rest {
         // the first channel naming it; only that organization changes its facts. Decided
         // (and a new one claimed) before the registry write, so that of two organizations
         // registering one new wedding at once the refused one stores nothing.
-        let claimed = match shared.weddings.reserve(&id, &claims.org, now_ms()) {
+        let claimed = match shared.weddings.reserve(&id, &claims.org) {
             Ok(c) => c,
             Err(e) => {
                 let owner = shared.weddings.owner(&id);
