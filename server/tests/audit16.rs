@@ -1,7 +1,8 @@
 //! A hostile review of the wedding-day features (issue 16): a token refresh that changes a
 //! connection's role changes who it counts as by every route — live delivery, the
-//! publish's `delivered_count`/`queued_count`, and (after a restart, from the registry)
-//! REST `delivery_guarantees` — and presence, the same way a fresh subscribe with the new token would.
+//! publish's `delivered_count`/`queued_count`, (after a restart, from the registry) REST
+//! `delivery_guarantees`, and presence — as a fresh subscribe with the new token would.
+//! Two organizations registering one new wedding at once: one owner, also after a restart.
 //! A user a service enrolled reads REST history by its own token's role. The realtime-js
 //! door applies role targets and the routing table live and in its replay after a SIGKILL.
 //! Two organizations whose users share an id and hold different roles.
