@@ -79,7 +79,7 @@ impl Rest {
         // the first channel naming it; only that organization changes its facts. Decided
         // (and a new one claimed) before the registry write, so that of two organizations
         // registering one new wedding at once the refused one stores nothing.
-        let claimed = match shared.weddings.reserve(&id, &claims.org) {
+        let held = match shared.weddings.reserve(&id, &claims.org) {
             Ok(c) => c,
             Err(e) => {
                 let owner = shared.weddings.owner(&id);
@@ -87,10 +87,15 @@ impl Rest {
                 return Err(e);
             }
         };
+        // Given back when the wedding is stored, or was not, or this request is dropped.
+        let reservation = Reservation {
+            weddings: &shared.weddings,
+            id: &id,
+            org: &claims.org,
+            held,
+        };
         let stored = self.store_wedding(shared, wedding).await;
-        if claimed {
-            shared.weddings.unclaim(&id, &claims.org);
-        }
+        drop(reservation);
         let stored = stored?;
         let is_day = stored.is_wedding_day(shared.calendar_now_ms());
         self.audit_admin(
@@ -135,6 +140,23 @@ impl Rest {
             registry.upsert_wedding(rec).await.map_err(internal)?;
         }
         shared.weddings.upsert(wedding)
+    }
+}
+
+/// A wedding claimed by [`ringbearer_io::weddings::Weddings::reserve`] while its
+/// registration is stored: the claim is given back on drop.
+struct Reservation<'a> {
+    weddings: &'a ringbearer_io::weddings::Weddings,
+    id: &'a str,
+    org: &'a str,
+    held: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.weddings.unclaim(self.id, self.org);
+        }
     }
 }
 
