@@ -5,6 +5,7 @@
 //! Two organizations registering one new wedding at once: one owner, also after a restart.
 //! A user a service enrolled reads REST history by its own token's role. The realtime-js
 //! door applies role targets and the routing table live and in its replay after a SIGKILL.
+//! Another organization's admin does not outrank org-1's couple on shared state.
 //! Two organizations whose users share an id and hold different roles.
 
 mod common;
@@ -359,4 +360,46 @@ async fn a_wedding_registered_by_two_organizations_at_once_has_one_owner_after_a
             );
         }
     }
+}
+
+/// Shared state across organizations on one wedding: org-2's admin, whose token lists the
+/// wedding, writes org-1's document over REST by `channel_id` from a stale version. It does
+/// not outrank org-1's couple (answered `applied: false` with the couple's value, nothing
+/// stored); a write on the current version goes through like any writer's.
+#[tokio::test]
+async fn another_organizations_admin_does_not_outrank_the_couple() {
+    let server = TestServer::start("");
+    let coord = server.token("coord", "org-1", "coordinator", &["w-1"]);
+    let couple = server.token("u-1", "org-1", "couple", &["w-1"]);
+    let admin2 = server.token("u-1", "org-2", "admin", &["w-1"]);
+    let mut c = server.connect(&coord).await;
+    let created = c.create(W, Some("w-1")).await;
+    let channel_id = created["channel_id"].as_str().unwrap().to_owned();
+    let mut k = server.connect(&couple).await;
+    let r = k
+        .request(
+            json!({"op": "state_set", "channel": W, "doc": "menu", "version": 0,
+                        "value": {"main": "fish"}}),
+        )
+        .await;
+    assert_eq!(r["op"], "state_ok", "{r}");
+    let write = |version: u64| {
+        json!({"channel_id": channel_id, "doc": "menu", "version": version,
+               "fields": {"main": "beef"}})
+    };
+    let path = "/api/websocket/channels/state";
+    let (s, v) = rest_call(&server, "POST", path, &admin2, Some(write(0))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["applied"], false, "{v}");
+    assert_eq!(v["data"]["value"], json!({"main": "fish"}), "{v}");
+    assert_eq!(v["data"]["writer"]["org"], "org-1", "{v}");
+    let q = format!("{path}?channel_id={channel_id}&doc=menu");
+    let (_, v) = rest_call(&server, "GET", &q, &couple, None).await;
+    assert_eq!(
+        (&v["data"]["version"], &v["data"]["value"]),
+        (&json!(1), &json!({"main": "fish"})),
+        "{v}"
+    );
+    let (s, v) = rest_call(&server, "POST", path, &admin2, Some(write(1))).await;
+    assert_eq!((s, &v["data"]["applied"]), (200, &json!(true)), "{v}");
 }
