@@ -311,39 +311,30 @@ impl Weddings {
         }
     }
 
-    /// `org` is about to register wedding `id` (REST, before its registry write, which
-    /// awaits): refused (`WS_FORBIDDEN`) if another organization owns it, registered or
-    /// claimed; else a claim is taken for `org` when it has not registered it yet, so of
-    /// two organizations registering one new wedding at once the second is refused before
-    /// it stores anything. `Ok(true)`: a claim was taken; give it back with
-    /// [`Weddings::unclaim`] once the wedding is in the table or its write failed. The
-    /// claim is dated 0, so no channel created meanwhile (whatever its shard's clock read)
-    /// can displace it as "earlier".
+    /// `org` is about to register wedding `id` (REST, before its awaited registry write):
+    /// `WS_FORBIDDEN` if another organization owns it (registered or claimed); else, if not
+    /// registered yet, a claim is taken (`Ok(true)`; [`Weddings::unclaim`] it once stored or
+    /// failed), so a second organization registering it meanwhile stores nothing. Dated 0:
+    /// no channel created meanwhile displaces it as "earlier", whatever its clock read.
     pub fn reserve(&self, id: &str, org: &str) -> Result<bool, Refusal> {
-        let forbidden = || {
-            Refusal::new(
-                ErrorCode::Forbidden,
-                "that wedding belongs to another organization",
-            )
-        };
+        const WHY: &str = "that wedding belongs to another organization";
         // The table's lock first, as in `upsert`: no registration slips in between.
         let inner = self.inner.read();
-        if let Some(w) = inner.get(id) {
-            return if w.organization_id == org {
-                Ok(false)
-            } else {
-                Err(forbidden())
-            };
-        }
         let mut claims = self.claims.write();
-        let e = claims.entry(id.to_owned()).or_insert_with(|| Claim {
-            org: org.to_owned(),
-            at_ms: 0,
-            channels: 0,
-        });
-        if e.org != org {
-            return Err(forbidden());
+        let owner = inner.get(id).map(|w| &w.organization_id);
+        let owner = owner.or_else(|| claims.get(id).map(|c| &c.org));
+        if owner.is_some_and(|o| o != org) {
+            return Err(Refusal::new(ErrorCode::Forbidden, WHY));
         }
+        if inner.contains_key(id) {
+            return Ok(false);
+        }
+        let (org, at_ms, channels) = (org.to_owned(), 0, 0);
+        let e = claims.entry(id.to_owned()).or_insert(Claim {
+            org,
+            at_ms,
+            channels,
+        });
         e.channels += 1;
         e.at_ms = 0;
         Ok(true)
