@@ -539,6 +539,27 @@ impl<F: Clone> ChannelState<F> {
         changed
     }
 
+    /// A subscribed connection's token was refreshed and holds `role` now: the connection,
+    /// its user's membership (the role counts of offline members read) and its presence
+    /// entry take it, so counts agree with live delivery, which reads the connection's
+    /// current claims. `false` if it is not subscribed or already held `role`.
+    pub fn set_role(&mut self, conn: ConnRef, role: Role) -> bool {
+        let Some(s) = self.online.get_mut(&conn) else {
+            return false;
+        };
+        if s.role == role {
+            return false;
+        }
+        s.role = role;
+        if let Some(m) = self.members.get_mut(&s.user) {
+            m.role = Some(role);
+        }
+        if self.presence.set_role(s.presence, role.as_str()) {
+            self.presence_fresh.clear();
+        }
+        true
+    }
+
     /// Remembers an idempotency key of a stored message (recovery: the keys travel inside
     /// the message frames); keys older than the window are forgotten as usual.
     pub fn remember_idempotency(&mut self, key: &str, id: u64, ts_ms: u64, now_ms: u64) {
@@ -759,7 +780,8 @@ impl<F: Clone> ChannelState<F> {
     /// was recovered, the kept messages after it that `from` asks for, and the cursor.
     /// Access has been checked by the caller.
     /// `role`: the user's role when it enrolls itself (`None`: a service enrolls it); a new
-    /// member records it, an existing one keeps the role it has.
+    /// member records it, an existing one keeps the role it has; history is read as `role`
+    /// when given.
     pub fn enroll(
         &mut self,
         user: &UserKey,
@@ -784,7 +806,9 @@ impl<F: Clone> ChannelState<F> {
             online,
             role,
         });
-        let (cursor, role) = (m.cursor, m.role);
+        // History as the reader: a user enrolling itself reads by its token's role, a
+        // service's enroll by the member's recorded one.
+        let (cursor, role) = (m.cursor, role.or(m.role));
         let (recovered, messages) = if from.include_history {
             self.visible_after(0, user, role, now_ms)
         } else {

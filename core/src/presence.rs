@@ -271,6 +271,19 @@ impl Presence {
         true
     }
 
+    /// Replaces an entry's role (a refreshed token that holds another role); `false` if it
+    /// is not present or already holds `role`.
+    pub fn set_role(&mut self, seq: u64, role: &'static str) -> bool {
+        if self.slots.get(&seq).is_none_or(|s| s.entry.role == role) {
+            return false;
+        }
+        self.touch(seq);
+        if let Some(s) = self.slots.get_mut(&seq) {
+            s.entry.role = role;
+        }
+        true
+    }
+
     /// The change of the window of `max` since the last call (see the module's table);
     /// afterwards the current window counts as announced. `None` when subscribers need
     /// not be told anything: no entry changed and neither did `total` — or only `total`

@@ -311,6 +311,35 @@ impl Weddings {
         }
     }
 
+    /// `org` is about to register wedding `id` (REST, before its awaited registry write):
+    /// `WS_FORBIDDEN` if another organization owns it (registered or claimed); else, if not
+    /// registered yet, a claim is taken (`Ok(true)`; [`Weddings::unclaim`] it once stored or
+    /// failed), so a second organization registering it meanwhile stores nothing. Dated 0:
+    /// no channel created meanwhile displaces it as "earlier", whatever its clock read.
+    pub fn reserve(&self, id: &str, org: &str) -> Result<bool, Refusal> {
+        const WHY: &str = "that wedding belongs to another organization";
+        // The table's lock first, as in `upsert`: no registration slips in between.
+        let inner = self.inner.read();
+        let mut claims = self.claims.write();
+        let owner = inner.get(id).map(|w| &w.organization_id);
+        let owner = owner.or_else(|| claims.get(id).map(|c| &c.org));
+        if owner.is_some_and(|o| o != org) {
+            return Err(Refusal::new(ErrorCode::Forbidden, WHY));
+        }
+        if inner.contains_key(id) {
+            return Ok(false);
+        }
+        let (org, at_ms, channels) = (org.to_owned(), 0, 0);
+        let e = claims.entry(id.to_owned()).or_insert(Claim {
+            org,
+            at_ms,
+            channels,
+        });
+        e.channels += 1;
+        e.at_ms = 0;
+        Ok(true)
+    }
+
     /// Inserts or replaces a wedding; returns it as stored. A wedding keeps its owner:
     /// registering one that another organization owns (registered, or named by its first
     /// channel) is `WS_FORBIDDEN`. Past `io.max_weddings` a new one is `WS_OVERLOADED`.
@@ -595,6 +624,30 @@ mod tests {
             t.list().iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
         );
+    }
+
+    #[test]
+    fn a_registration_in_flight_holds_the_wedding_for_its_organization() {
+        let t = Weddings::with_capacity(10);
+        assert_eq!(t.reserve("w", "o1"), Ok(true));
+        // Another organization, while o1's write is in flight: refused, and a channel of
+        // it, even one its shard's clock dates earlier, does not take the wedding.
+        assert_eq!(t.reserve("w", "o2").unwrap_err().code, ErrorCode::Forbidden);
+        assert_eq!(t.claim("w", "o2", 1), "o1");
+        t.upsert(Wedding::new("w", "o1", "2026-06-13", "UTC").unwrap())
+            .unwrap();
+        t.unclaim("w", "o1");
+        assert_eq!(
+            t.reserve("w", "o1"),
+            Ok(false),
+            "registered: no claim taken"
+        );
+        assert_eq!(t.reserve("w", "o2").unwrap_err().code, ErrorCode::Forbidden);
+        // A write that failed gives the claim back: the wedding is nobody's again.
+        assert_eq!(t.reserve("v", "o2"), Ok(true));
+        t.unclaim("v", "o2");
+        assert_eq!(t.owner("v"), None);
+        assert_eq!(t.reserve("v", "o1"), Ok(true));
     }
 
     #[test]

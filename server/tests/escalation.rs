@@ -6,7 +6,8 @@
 //! webhook arrives signed; an acknowledged one, a `normal` one and one of a wedding that is
 //! not today are not parked; a receiver outage (500s) only delays delivery; a webhook
 //! queued before a SIGKILL is delivered after the restart, once parked and never parked
-//! again; bad filters get `WS_BAD_REQUEST` and non-admins `WS_FORBIDDEN`.
+//! again; bad filters get `WS_BAD_REQUEST` and non-admins `WS_FORBIDDEN`; a role-targeted
+//! `critical` is parked for the targeted roles alone (a refreshed token's role included).
 
 mod common;
 use common::*;
@@ -493,6 +494,78 @@ async fn an_unacknowledged_wedding_day_critical_is_parked_for_its_org_and_signed
         assert!(Instant::now() < deadline, "acks did not resolve: {v}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A role-targeted wedding-day `critical` is parked only for members holding a targeted
+/// role — by the role their connection holds now, also after a token refresh changed it —
+/// never for another role, and its webhook goes to the channel's organization alone: on
+/// org-1's channel, org-1/u-1 (couple) and org-1/u-2 (photographer, refreshed to couple)
+/// are parked for it; org-2/u-1 (a photographer of org-2 invited to w-1) is not, and
+/// nothing reaches org-2's receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_targeted_critical_is_parked_for_those_roles_alone() {
+    let rx = Receiver::start(200);
+    let s = start(&rx, 300).await;
+    let c1 = names("roles", 1).remove(0);
+    let c1 = c1.as_str();
+    let mut coord = s
+        .connect(&s.token("coord", "org-1", "coordinator", &["w-1"]))
+        .await;
+    assert_eq!(coord.create(c1, Some("w-1")).await["op"], "created");
+    let mut couple = s
+        .connect(&s.token("u-1", "org-1", "couple", &["w-1"]))
+        .await;
+    assert_eq!(couple.subscribe(c1).await["op"], "subscribed");
+    let mut u2 = subscriber(&s, "u-2", "org-1", "w-1", &[c1]).await;
+    let r = u2
+        .request(json!({"op": "token", "token": s.token("u-2", "org-1", "couple", &["w-1"])}))
+        .await;
+    assert_eq!(r["op"], "ok", "{r}");
+    // Lands after the refresh's re-check (same connection, same owner).
+    let r = u2
+        .request(json!({"op": "state_get", "channel": c1, "doc": "plan"}))
+        .await;
+    assert_ne!(r["op"], "error", "{r}");
+    let _other = subscriber(&s, "u-1", "org-2", "w-1", &[c1]).await;
+
+    let r = coord
+        .request(json!({"op": "publish", "channel": c1, "type": "urgent",
+            "priority": "critical", "target_roles": ["couple"],
+            "payload": {"text": "for the couple"}}))
+        .await;
+    assert_eq!(r["op"], "published", "{r}");
+    let targeted = r["id"].as_u64().unwrap();
+    // For everyone: once it is parked for all three, the targeted one has been looked at.
+    let sentinel = publish(&mut coord, c1, "critical").await;
+    rx.next("u-1", |h| is_parked(h, c1, targeted, "u-1"));
+    rx.next("u-2", |h| is_parked(h, c1, targeted, "u-2"));
+    for u in ["u-1", "u-2"] {
+        rx.next("sentinel, org-1", |h| {
+            is_parked(h, c1, sentinel, u) && h.body["data"]["user_org"] == "org-1"
+        });
+    }
+    let h = rx.next("sentinel, org-2/u-1", |h| {
+        is_parked(h, c1, sentinel, "u-1") && h.body["data"]["user_org"] == "org-2"
+    });
+    assert_eq!(h.path, "/hook1", "the channel's organization's receiver");
+    let admin1 = s.token("boss", "org-1", "admin", &[]);
+    let e = |id: u64, org: &str, u: &str| (c1.to_owned(), id, org.to_owned(), u.to_owned());
+    assert_eq!(
+        parked(&s, &admin1, "").await,
+        vec![
+            e(targeted, "org-1", "u-1"),
+            e(targeted, "org-1", "u-2"),
+            e(sentinel, "org-1", "u-1"),
+            e(sentinel, "org-1", "u-2"),
+            e(sentinel, "org-2", "u-1"),
+        ]
+    );
+    let b = rx.backlog.borrow();
+    assert!(
+        b.iter()
+            .all(|h| h.path == "/hook1" && h.body["data"]["message_id"] == sentinel),
+        "nothing else was sent: {b:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

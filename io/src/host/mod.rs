@@ -288,9 +288,13 @@ impl Shard {
         }
         let conn = self.conns.get(&to.conn).cloned();
         if let Some(c) = &conn {
-            // Every reply answers one request, but an `unsubscribed` with a reason, which
-            // the owner sends unasked (a refreshed token, a channel never stored).
-            if !matches!(&reply, Reply::Unsubscribed { why: Some(_), .. }) {
+            // Every reply answers one request, but those the owner sends unasked: an
+            // `unsubscribed` with a reason (a refreshed token, a channel never stored) and a
+            // `state_overridden` notice (to the overridden writer).
+            if !matches!(
+                &reply,
+                Reply::Unsubscribed { why: Some(_), .. } | Reply::StateOverridden { .. }
+            ) {
                 c.request_answered();
             }
         }

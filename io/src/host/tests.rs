@@ -84,6 +84,43 @@ fn event_except_compares_shard_and_connection() {
     assert_eq!(conn.outbox.borrow().len(), 2, "the sender itself: skipped");
 }
 
+/// Regression: a `state_overridden` notice is sent unasked (to the overridden writer's
+/// connections), so it answers none of the connection's requests: the in-flight count
+/// that pauses its reads (docs/decisions.md §33) stays as it was.
+#[test]
+fn an_override_notice_answers_no_request() {
+    let mut shard = shard(0, 1);
+    let cfg = shard.cfg.clone();
+    let me = ConnRef { shard: 0, conn: 1 };
+    let conn = Rc::new(Conn::new(1, me, claims("u"), &cfg, Arc::default()));
+    shard.conns.insert(1, conn.clone());
+    conn.request_sent();
+    conn.request_sent();
+    let by = ringbearer_core::state_doc::Writer {
+        user_id: "w".into(),
+        org: "o".into(),
+        role: Role::Couple,
+    };
+    shard.handle(ShardMsg::Reply {
+        to: me,
+        r#ref: None,
+        reply: Reply::StateOverridden {
+            channel: ChannelName::parse("venue:hall:v1").unwrap(),
+            doc: "plan".into(),
+            version: 2,
+            yours: 1,
+            by,
+        },
+    });
+    assert_eq!(conn.inflight.get(), 2, "two requests still owed an answer");
+    shard.handle(ShardMsg::Reply {
+        to: me,
+        r#ref: Some("r1".into()),
+        reply: Reply::Ok,
+    });
+    assert_eq!(conn.inflight.get(), 1);
+}
+
 /// Regression: a refused subscribe gives its reservation back (free tier: 3
 /// subscriptions per user; five refusals in a row must not use them up).
 #[test]

@@ -95,7 +95,8 @@ impl Owner {
     /// A connection's token was refreshed: each of `channels` it is subscribed to that the
     /// new claims may no longer read is ended as an unsubscribe would end it (its presence
     /// leaves; the user's subscription goes with its last connection), and the connection is
-    /// told with an `Unsubscribed` carrying the reason.
+    /// told with an `Unsubscribed` carrying the reason. One still allowed under another
+    /// role takes that role (counts, the member's recorded role, presence).
     pub(super) fn recheck(
         &mut self,
         fx: &mut Effects,
@@ -112,6 +113,19 @@ impl Owner {
                 continue;
             }
             let Err(why) = access::check(&ch.meta.access, claims, Action::Read) else {
+                // Still allowed, maybe as another role: counted and recorded as that role
+                // from now on (live delivery already reads the new claims).
+                if ch.set_role(conn, claims.role) {
+                    mark_presence(&mut self.presence_dirty, ch);
+                    let user = claims.user_key();
+                    let cursor = ch.cursor(&user).unwrap_or(0);
+                    fx.record(Record::Subscribed {
+                        channel,
+                        user,
+                        cursor,
+                        role: Some(claims.role),
+                    });
+                }
                 continue;
             };
             let detail = serde_json::json!({

@@ -940,7 +940,13 @@ impl Model {
                                     }
                                 }
                                 let cursor = *c.subs.entry(user).or_insert(c.durable_id);
-                                let role = c.member_role(user);
+                                // History as the reader: its own token's role when it
+                                // enrolls itself, else the member's recorded one.
+                                let role = if (p.org, p.sub) == user {
+                                    Some(p.role)
+                                } else {
+                                    c.member_role(user)
+                                };
                                 let (recovered, messages) = if history {
                                     c.visible_after(0, user, role)
                                 } else {

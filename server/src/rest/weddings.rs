@@ -76,38 +76,27 @@ impl Rest {
             wedding.with_watch(time.as_deref(), &roles, channel.as_deref())?
         };
         // SPEC §1: a wedding belongs to the organization that registered it first or created
-        // the first channel naming it; only that organization changes its facts.
-        if shared
-            .weddings
-            .owner(&id)
-            .is_some_and(|owner| owner != claims.org)
-        {
-            let e = Refusal::new(
-                ErrorCode::Forbidden,
-                "that wedding belongs to another organization",
-            );
-            let owner = shared.weddings.owner(&id);
-            self.audit_denied(claims, "wedding_upsert", None, owner.as_deref(), &e);
-            return Err(e);
-        }
-        // Stored first (awaited: the answer means it survives a restart), then live.
-        if let Some(registry) = &self.registry {
-            let event_date = EventDate::parse(&wedding.event_date)
-                .ok_or_else(|| bad("`event_date` must be YYYY-MM-DD"))?;
-            let (ceremony_time, key_roles, coordination_channel) = wedding.watch_fields();
-            let rec = WeddingRecord {
-                wedding_id: wedding.id.clone(),
-                organization_id: wedding.organization_id.clone(),
-                event_date,
-                time_zone: wedding.time_zone.clone(),
-                updated_at_ms: now_ms(),
-                ceremony_time,
-                key_roles,
-                coordination_channel,
-            };
-            registry.upsert_wedding(rec).await.map_err(internal)?;
-        }
-        let stored = shared.weddings.upsert(wedding)?;
+        // the first channel naming it; only that organization changes its facts. Decided
+        // (and a new one claimed) before the registry write, so that of two organizations
+        // registering one new wedding at once the refused one stores nothing.
+        let held = match shared.weddings.reserve(&id, &claims.org) {
+            Ok(c) => c,
+            Err(e) => {
+                let owner = shared.weddings.owner(&id);
+                self.audit_denied(claims, "wedding_upsert", None, owner.as_deref(), &e);
+                return Err(e);
+            }
+        };
+        // Given back when the wedding is stored, or was not, or this request is dropped.
+        let reservation = Reservation {
+            weddings: &shared.weddings,
+            id: &id,
+            org: &claims.org,
+            held,
+        };
+        let stored = self.store_wedding(shared, wedding).await;
+        drop(reservation);
+        let stored = stored?;
         let is_day = stored.is_wedding_day(shared.calendar_now_ms());
         self.audit_admin(
             claims,
@@ -125,6 +114,49 @@ impl Rest {
             "key_roles": key_roles,
             "coordination_channel": stored.watch.coordination_channel.as_ref().map(|c| c.as_str()),
         }))
+    }
+
+    /// Stores `wedding` in the registry (awaited: the answer means it survives a restart),
+    /// then in the live table.
+    async fn store_wedding(
+        &self,
+        shared: &ringbearer_io::shared::Shared,
+        wedding: ringbearer_io::weddings::Wedding,
+    ) -> Result<ringbearer_io::weddings::Wedding, Refusal> {
+        if let Some(registry) = &self.registry {
+            let event_date = EventDate::parse(&wedding.event_date)
+                .ok_or_else(|| bad("`event_date` must be YYYY-MM-DD"))?;
+            let (ceremony_time, key_roles, coordination_channel) = wedding.watch_fields();
+            let rec = WeddingRecord {
+                wedding_id: wedding.id.clone(),
+                organization_id: wedding.organization_id.clone(),
+                event_date,
+                time_zone: wedding.time_zone.clone(),
+                updated_at_ms: now_ms(),
+                ceremony_time,
+                key_roles,
+                coordination_channel,
+            };
+            registry.upsert_wedding(rec).await.map_err(internal)?;
+        }
+        shared.weddings.upsert(wedding)
+    }
+}
+
+/// A wedding claimed by [`ringbearer_io::weddings::Weddings::reserve`] while its
+/// registration is stored: the claim is given back on drop.
+struct Reservation<'a> {
+    weddings: &'a ringbearer_io::weddings::Weddings,
+    id: &'a str,
+    org: &'a str,
+    held: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.weddings.unclaim(self.id, self.org);
+        }
     }
 }
 
