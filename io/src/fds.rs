@@ -28,6 +28,11 @@ pub const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// At most one log line per shard this often about failing accepts (with the counts since
 /// the previous line): enough to see the trouble, never a flood.
 pub const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// After running out of descriptors, a shard accepts only through [`accept_locked`] until
+/// this many tries in a row found no client waiting (then it goes back to io_uring
+/// accepts): an accept outside the lock could take the slot another shard freed for its
+/// reserve (see [`accept_into_reserve`]).
+pub const LOCKED_ACCEPT_IDLE_TRIES: u32 = 20;
 /// How long a client answered from the reserve descriptor has to send its request head:
 /// one client at a time goes through the reserve, so a slow one must not hold it long.
 pub const RESERVE_HEAD_TIMEOUT: Duration = Duration::from_secs(1);
@@ -101,9 +106,16 @@ pub fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
-/// One descriptor held so that a client can still be answered when none is left.
-#[derive(Debug)]
-pub struct Reserve(Option<File>);
+/// One descriptor held so that a client can still be answered when none is left: an open
+/// `/dev/null`, or the socket of the client it last answered (kept, shut down, so its
+/// slot never goes free between answering one client and the next).
+pub struct Reserve(Option<Box<dyn std::any::Any>>);
+
+impl std::fmt::Debug for Reserve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Reserve").field(&self.0.is_some()).finish()
+    }
+}
 
 impl Reserve {
     pub fn new() -> Self {
@@ -120,8 +132,26 @@ impl Reserve {
 
     /// Takes the slot back (after the answered client's socket is closed), if possible.
     pub fn restore(&mut self) {
+        let _one_at_a_time = RESERVE_LOCK.lock();
+        self.restore_locked();
+    }
+
+    fn restore_locked(&mut self) {
         if self.0.is_none() {
-            self.0 = File::open("/dev/null").ok();
+            self.0 = File::open("/dev/null")
+                .ok()
+                .map(|f| Box::new(f) as Box<dyn std::any::Any>);
+        }
+    }
+
+    /// Keeps `slot` (the answered client's socket, already shut down) as the reserve, or
+    /// drops it if the reserve is held again: closing the socket and reopening `/dev/null`
+    /// would leave its slot free for a moment, long enough for another shard's accept to
+    /// take it — and then this shard could answer nobody until a descriptor frees up.
+    pub fn hold(&mut self, slot: Box<dyn std::any::Any>) {
+        let _one_at_a_time = RESERVE_LOCK.lock();
+        if self.0.is_none() {
+            self.0 = Some(slot);
         }
     }
 }
@@ -139,6 +169,12 @@ impl Default for Reserve {
 /// another thread took the freed slot first (that thread then serves a client normally; the
 /// reserve is taken back when a descriptor frees up).
 pub fn accept_into_reserve(reserve: &mut Reserve, listener: RawFd) -> Option<RawFd> {
+    // Every shard has a reserve: without this lock, another shard taking its own reserve
+    // back (opening /dev/null) between our close and our accept takes the slot we freed,
+    // our accept fails, and this shard has no reserve until a descriptor frees up — its
+    // waiting clients then get no answer at all. Held for a few syscalls, only when out of
+    // descriptors.
+    let _one_at_a_time = RESERVE_LOCK.lock();
     let mut p = libc::pollfd {
         fd: listener,
         events: libc::POLLIN,
@@ -168,11 +204,79 @@ pub fn accept_into_reserve(reserve: &mut Reserve, listener: RawFd) -> Option<Raw
         fd
     };
     if fd < 0 {
-        reserve.restore();
+        reserve.restore_locked();
         return None;
     }
     Some(fd)
 }
+
+/// What [`accept_locked`] did.
+pub enum LockedAccept {
+    /// A client accepted normally (a descriptor was free).
+    Normal(RawFd),
+    /// Out of descriptors: a client accepted into the reserve's slot, to be answered 503.
+    Reserve(RawFd),
+    /// Out of descriptors and the reserve is in use (or was lost): the client waits.
+    Refused,
+    /// Nobody is waiting.
+    Idle,
+}
+
+/// One accept while out of descriptors, under the lock every shard's reserve dance takes,
+/// so no shard's accept can take the slot another shard freed for its reserve.
+pub fn accept_locked(reserve: &mut Reserve, listener: RawFd) -> LockedAccept {
+    let _one_at_a_time = RESERVE_LOCK.lock();
+    let mut p = libc::pollfd {
+        fd: listener,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd we own; a zero timeout never blocks.
+    if unsafe { libc::poll(&mut p, 1, 0) } != 1 || p.revents & libc::POLLIN == 0 {
+        return LockedAccept::Idle;
+    }
+    let try_accept = || {
+        // SAFETY: fcntl and accept4 on a listening socket we own; no pointers are passed.
+        unsafe {
+            let flags = libc::fcntl(listener, libc::F_GETFL);
+            libc::fcntl(listener, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            let fd = libc::accept4(
+                listener,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            );
+            let err = io::Error::last_os_error();
+            libc::fcntl(listener, libc::F_SETFL, flags);
+            if fd >= 0 {
+                Ok(fd)
+            } else {
+                Err(err)
+            }
+        }
+    };
+    match try_accept() {
+        Ok(fd) => LockedAccept::Normal(fd),
+        Err(e) if out_of_descriptors(&e) => {
+            reserve.restore_locked();
+            if !reserve.release() {
+                return LockedAccept::Refused;
+            }
+            match try_accept() {
+                Ok(fd) => LockedAccept::Reserve(fd),
+                Err(_) => {
+                    reserve.restore_locked();
+                    LockedAccept::Refused
+                }
+            }
+        }
+        // The client went away meanwhile (or another shard took it).
+        Err(_) => LockedAccept::Idle,
+    }
+}
+
+/// Serializes the reserve dance of every shard's listener (see [`accept_into_reserve`]).
+static RESERVE_LOCK: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 
 /// Counts failing accepts and logs them at a bounded rate.
 #[derive(Debug, Default)]

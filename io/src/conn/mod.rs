@@ -69,7 +69,9 @@ pub(super) async fn refuse(
 /// of descriptors (`fds.rs`): HTTP 503 `WS_OVERLOADED` once its request head is in (after
 /// the TLS handshake when configured), all within `fds::RESERVE_HEAD_TIMEOUT`; then the
 /// socket is closed. Counted in the shard's bounded accept-error log line, not logged alone.
-pub async fn serve_overloaded(ctx: Rc<ShardCtx>, tcp: TcpStream) {
+/// Returns the plain socket, answered and shut down, for the caller to keep as its reserve
+/// descriptor (`fds::Reserve::hold`); `None` over TLS (the socket is closed).
+pub async fn serve_overloaded(ctx: Rc<ShardCtx>, tcp: TcpStream) -> Option<TcpStream> {
     let cfg = ctx.cfg.clone();
     let started = Instant::now();
     let deadline = crate::fds::RESERVE_HEAD_TIMEOUT;
@@ -85,7 +87,7 @@ pub async fn serve_overloaded(ctx: Rc<ShardCtx>, tcp: TcpStream) {
             .await;
             match tls {
                 Some(Ok(s)) => Stream::Tls(Box::new(s)),
-                _ => return,
+                _ => return None,
             }
         }
     };
@@ -106,6 +108,14 @@ pub async fn serve_overloaded(ctx: Rc<ShardCtx>, tcp: TcpStream) {
         retry_after: Some(cfg.overloaded_retry_after_secs),
     };
     respond(&mut stream, &http::error_response(503, &e)).await;
+    match stream {
+        Stream::Plain(tcp) => {
+            // `respond` shut the write side (FIN after the answer); nothing more is read.
+            let _ = tcp.shutdown(std::net::Shutdown::Read).await;
+            Some(tcp)
+        }
+        Stream::Tls(_) => None,
+    }
 }
 
 /// Serves one accepted TCP connection to its end: the TLS handshake when `[tls]` is

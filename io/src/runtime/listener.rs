@@ -30,7 +30,44 @@ pub(super) async fn accept_until(
     let accept = async {
         let reserve = Rc::new(RefCell::new(crate::fds::Reserve::new()));
         let mut errors = crate::fds::AcceptErrors::default();
+        // Tries left in the locked mode (`fds::accept_locked`) entered when descriptors ran
+        // out; 0: io_uring accepts.
+        let mut locked_tries = 0u32;
         loop {
+            if locked_tries > 0 {
+                glommio::timer::sleep(crate::fds::ACCEPT_RETRY_PAUSE).await;
+                use crate::fds::LockedAccept;
+                let got = crate::fds::accept_locked(&mut reserve.borrow_mut(), listener_fd);
+                match got {
+                    LockedAccept::Normal(fd) => {
+                        // SAFETY: a connected TCP socket just accepted, owned from here on.
+                        let s = unsafe { glommio::net::TcpStream::from_raw_fd(fd) };
+                        let counted = open.enter();
+                        let (ctx, doors) = (ctx.clone(), doors.clone());
+                        glommio::spawn_local(async move {
+                            conn::serve(ctx, doors, s).await;
+                            drop(counted);
+                        })
+                        .detach();
+                        locked_tries = crate::fds::LOCKED_ACCEPT_IDLE_TRIES;
+                    }
+                    LockedAccept::Reserve(fd) => {
+                        // SAFETY: as above.
+                        let s = unsafe { glommio::net::TcpStream::from_raw_fd(fd) };
+                        spawn_overloaded(&ctx, &open, &reserve, s);
+                        let e = io::Error::from_raw_os_error(libc::EMFILE);
+                        errors.record(me, &e, true, ctx.shared.open_files_limit);
+                        locked_tries = crate::fds::LOCKED_ACCEPT_IDLE_TRIES;
+                    }
+                    LockedAccept::Refused => {
+                        let e = io::Error::from_raw_os_error(libc::EMFILE);
+                        errors.record(me, &e, false, ctx.shared.open_files_limit);
+                        locked_tries = crate::fds::LOCKED_ACCEPT_IDLE_TRIES;
+                    }
+                    LockedAccept::Idle => locked_tries -= 1,
+                }
+                continue;
+            }
             let e = match listener.accept().await {
                 Ok(s) => {
                     let counted = open.enter();
@@ -54,22 +91,39 @@ pub(super) async fn accept_until(
                     answered = true;
                     // SAFETY: a connected TCP socket just accepted, owned from here on.
                     let s = unsafe { glommio::net::TcpStream::from_raw_fd(fd) };
-                    let (ctx, reserve) = (ctx.clone(), reserve.clone());
-                    let counted = open.enter();
-                    glommio::spawn_local(async move {
-                        conn::serve_overloaded(ctx, s).await;
-                        reserve.borrow_mut().restore();
-                        drop(counted);
-                    })
-                    .detach();
+                    spawn_overloaded(&ctx, &open, &reserve, s);
                 }
+                // Until clients stop waiting, accept only under the reserve lock.
+                locked_tries = crate::fds::LOCKED_ACCEPT_IDLE_TRIES;
             }
             errors.record(me, &e, answered, ctx.shared.open_files_limit);
-            glommio::timer::sleep(crate::fds::ACCEPT_RETRY_PAUSE).await;
+            if locked_tries == 0 {
+                glommio::timer::sleep(crate::fds::ACCEPT_RETRY_PAUSE).await;
+            }
         }
     };
     futures_lite::future::or(accept, shutdown).await;
     drop(listener);
+}
+
+/// Answers a client accepted into the reserve's slot 503, then keeps its socket as the
+/// reserve (its slot is never free in between).
+fn spawn_overloaded(
+    ctx: &Rc<ShardCtx>,
+    open: &Rc<OpenSockets>,
+    reserve: &Rc<RefCell<crate::fds::Reserve>>,
+    s: glommio::net::TcpStream,
+) {
+    let (ctx, reserve) = (ctx.clone(), reserve.clone());
+    let counted = open.enter();
+    glommio::spawn_local(async move {
+        match conn::serve_overloaded(ctx, s).await {
+            Some(kept) => reserve.borrow_mut().hold(Box::new(kept)),
+            None => reserve.borrow_mut().restore(),
+        }
+        drop(counted);
+    })
+    .detach();
 }
 
 pub(super) fn bind_socket(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {

@@ -244,6 +244,10 @@ fn open_connection(path: &Path, cfg: &RegistryConfig) -> Result<Connection, Regi
         .map_err(|e| at(from_sqlite(e)))?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(|e| at(from_sqlite(e)))?;
+    // Sorts and groups in memory: a temporary file would take a descriptor at a moment
+    // the server does not choose (when it is out of them, the listeners' reserve slot).
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(|e| at(from_sqlite(e)))?;
     // Keep the WAL file from staying large after a burst (it is reused, then truncated).
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
         .map_err(|e| at(from_sqlite(e)))?;
