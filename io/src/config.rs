@@ -83,6 +83,11 @@ pub struct IoConfig {
     /// Most bytes coalesced into one socket write (all frames pending for a connection go
     /// out in one `send(2)` up to this size).
     pub write_batch_bytes: usize,
+    /// The fan-out writes what each plaintext connection is owed straight from the shard's
+    /// loop, in one non-blocking `send(2)` per connection per batch, instead of waking the
+    /// connection's writer task (which stays the fallback for TLS and full sockets). Off:
+    /// every delivery wakes the writer, as before issue 15.
+    pub direct_writes: bool,
     /// Outgoing backlog per connection, in frames. Past it the connection is a slow
     /// consumer: closed with 4001, its subscriptions kept for resume (SPEC §2.6).
     pub outbox_max_messages: usize,
@@ -424,6 +429,7 @@ impl Default for IoConfig {
             socket_read_bytes: 4096,
             ws_read_buffer_bytes: 512,
             write_batch_bytes: 64 * 1024,
+            direct_writes: true,
             outbox_max_messages: 1024,
             outbox_max_bytes: 4 * 1024 * 1024,
             max_inflight_requests: 256,

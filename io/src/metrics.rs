@@ -52,6 +52,10 @@ pub struct ShardMetrics {
     /// Reads paused for a connection's unanswered requests / its unread answers.
     pub read_pauses_inflight: AtomicU64,
     pub read_pauses_outbox: AtomicU64,
+    /// Socket writes made straight from the fan-out, and those handed to the writer task
+    /// because the socket was full (host/cork.rs).
+    pub writes_direct: AtomicU64,
+    pub writes_deferred: AtomicU64,
     pub heartbeat_closes: AtomicU64,
     pub http_requests: AtomicU64,
     /// Refusals sent, by `ErrorCode::ALL` index.
@@ -107,6 +111,8 @@ pub struct Totals {
     pub slow_consumer_closes: u64,
     pub read_pauses_inflight: u64,
     pub read_pauses_outbox: u64,
+    pub writes_direct: u64,
+    pub writes_deferred: u64,
     pub heartbeat_closes: u64,
     pub http_requests: u64,
     pub refusals: Vec<(ErrorCode, u64)>,
@@ -131,6 +137,8 @@ impl Totals {
             t.slow_consumer_closes += s.slow_consumer_closes.load(Relaxed);
             t.read_pauses_inflight += s.read_pauses_inflight.load(Relaxed);
             t.read_pauses_outbox += s.read_pauses_outbox.load(Relaxed);
+            t.writes_direct += s.writes_direct.load(Relaxed);
+            t.writes_deferred += s.writes_deferred.load(Relaxed);
             t.heartbeat_closes += s.heartbeat_closes.load(Relaxed);
             t.http_requests += s.http_requests.load(Relaxed);
             t.latency_sum_us += s.latency_sum_us.load(Relaxed);

@@ -212,6 +212,12 @@ pub(super) async fn run_ws(
         bufs: Buffers::default(),
         scan,
     });
+    // Direct writes from the fan-out (host/cork.rs) go to a plaintext socket only.
+    if cfg.direct_writes {
+        if let Stream::Plain(s) = &stream {
+            conn.fd.set(Some(std::os::fd::AsRawFd::as_raw_fd(s)));
+        }
+    }
     let (mut rd, mut wr) = futures_lite::io::split(stream);
     let reader = async {
         // Anything already buffered after the head is handled before the first read.
@@ -280,7 +286,12 @@ pub(super) async fn run_ws(
     let writer = async {
         let mut tx: Vec<u8> = Vec::new();
         loop {
+            conn.writer_idle.set(true);
             conn.wake_writer.wait().await;
+            conn.writer_idle.set(false);
+            // What a direct write left unsent is the start of a frame on the wire: it goes
+            // before anything else.
+            tx.append(&mut conn.unsent.borrow_mut());
             let closing = conn.closing.borrow().clone();
             {
                 let mut w = ws.borrow_mut();
@@ -354,6 +365,8 @@ pub(super) async fn run_ws(
         conn.done.notify();
     };
     future::zip(future::or(reader, conn.done.wait_sticky()), writer).await;
+    // No direct write may reach this socket (or a later one with its number) from now on.
+    conn.fd.set(None);
     // After our close frame, keep reading (and discarding) briefly: closing a socket with
     // unread input sends a reset, which can destroy the close frame before the client
     // reads it (RFC 6455 §7.1.1 has the server wait for the client's close).

@@ -99,6 +99,15 @@ pub struct Conn {
     pub(crate) write_failed: Cell<bool>,
     pub(crate) ping_due: Cell<bool>,
     pub wake_writer: Notify,
+    /// The writer task is parked with nothing of its own to write (see `host/cork.rs`).
+    pub(crate) writer_idle: Cell<bool>,
+    /// The socket, for direct writes from the fan-out; unset for TLS, when
+    /// `io.direct_writes` is off, and before the socket is dropped.
+    pub(crate) fd: super::cork::DirectFd,
+    /// Bytes a direct write could not finish; the writer sends them before anything else.
+    pub(crate) unsent: RefCell<Vec<u8>>,
+    /// In its shard's cork list.
+    pub(crate) corked: Cell<bool>,
     /// Requests handed to owners and not answered yet (the `/ws` door counts them).
     pub(crate) inflight: Cell<u32>,
     /// Set when reads may go on after a pause (a reply came, or the outbox drained).
@@ -136,6 +145,10 @@ impl Conn {
             write_failed: Cell::new(false),
             ping_due: Cell::new(false),
             wake_writer: Notify::default(),
+            writer_idle: Cell::new(false),
+            fd: Default::default(),
+            unsent: RefCell::default(),
+            corked: Cell::new(false),
             inflight: Cell::new(0),
             resume_reads: Notify::default(),
             done: Notify::default(),
@@ -402,6 +415,32 @@ impl Conn {
                 },
             )
         });
+    }
+
+    /// Queues a channel message without waking the writer: the fan-out's path when
+    /// direct writes are on (the shard's `Cork` writes it at the end of the batch).
+    pub(crate) fn queue_message(&self, p: Priority, channel: u64, data: Bytes) -> bool {
+        if !self.is_open() {
+            return false;
+        }
+        let frame = OutFrame {
+            opcode: Opcode::Text,
+            channel,
+            data,
+        };
+        if self.outbox.borrow_mut().push_message(p, frame).is_err() {
+            self.slow_consumer();
+            return false;
+        }
+        true
+    }
+
+    /// The socket, if a direct write may go to it now: plaintext, the writer parked,
+    /// nothing left over from an earlier direct write, no ping waiting.
+    pub(crate) fn direct_fd(&self) -> Option<std::os::fd::RawFd> {
+        let fd = self.fd.get()?;
+        (self.writer_idle.get() && !self.ping_due.get() && self.unsent.borrow().is_empty())
+            .then_some(fd)
     }
 
     pub(crate) fn push(&self, f: impl FnOnce(&mut Outbox) -> Result<(), crate::outbox::Overflow>) {

@@ -8,6 +8,7 @@
 //! caller routes them after the borrow ends, so handlers never re-enter each other.
 
 pub mod connection;
+pub mod cork;
 pub mod phoenix;
 mod phoenix_reply;
 pub mod render;
@@ -73,6 +74,8 @@ pub struct Shard {
     pub journal: Option<Rc<dyn Journal>>,
     /// Wakes the commit pump.
     pub commit_ready: Rc<Notify>,
+    /// Connections the fan-out queued frames for, written at the end of the batch.
+    pub cork: Rc<cork::Cork>,
     /// Where subscriptions, cursors and audit events are mirrored; `None` keeps them in
     /// memory only.
     pub catalog: Option<Arc<dyn Catalog>>,
@@ -88,12 +91,13 @@ impl Shard {
             id: owner.id,
             shards: owner.shards,
             journal: owner.journal(),
-            cfg,
+            cfg: cfg.clone(),
             conns: HashMap::new(),
             next_conn: 1,
             local: HashMap::new(),
             owner,
             commit_ready: Rc::new(Notify::default()),
+            cork: Rc::new(cork::Cork::new(&cfg)),
             catalog: None,
             clock: Default::default(),
             calls: HashMap::new(),
@@ -384,6 +388,7 @@ impl Shard {
         let h = channel_hash(f.channel.as_str());
         let (target, roles) = (f.target(), f.target_roles());
         let everyone = target.is_none() && roles.is_empty();
+        let corked = self.cork.enabled();
         let mut sent = 0;
         for s in subs {
             // The one visibility rule (ringbearer_core::identity::may_see), as on every
@@ -409,7 +414,11 @@ impl Shard {
                         .clone()
                 }
             };
-            s.conn.send_message(prio, h, bytes);
+            if !corked {
+                s.conn.send_message(prio, h, bytes);
+            } else if s.conn.queue_message(prio, h, bytes) {
+                self.cork.add(&s.conn);
+            }
             sent += 1;
         }
         let ts_ms = f.ts_ms.to_native();

@@ -348,6 +348,9 @@ async fn run_shard(start: ShardStart, arrival: Arrival) {
         }
     })
     .detach();
+    // Corked delivery: one flush per batch of deliveries (host/cork.rs).
+    let cork = ctx.state.borrow().cork.clone();
+    glommio::spawn_local(cork.run()).detach();
     for (_peer, rx) in receivers.streams() {
         let c = ctx.clone();
         glommio::spawn_local(async move {

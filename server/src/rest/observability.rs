@@ -327,6 +327,18 @@ pub fn render_prometheus(
         t.read_pauses_outbox,
     );
     metric(
+        "ringbearer_writes_direct_total",
+        "counter",
+        "Socket writes made straight from the fan-out loop (io.direct_writes), each everything a connection was owed.",
+        t.writes_direct,
+    );
+    metric(
+        "ringbearer_writes_deferred_total",
+        "counter",
+        "Direct writes that found the socket full and left the rest to the connection's writer task.",
+        t.writes_deferred,
+    );
+    metric(
         "ringbearer_heartbeat_closes_total",
         "counter",
         "Connections closed after two silent heartbeat intervals (4000).",
