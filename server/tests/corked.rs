@@ -39,16 +39,24 @@ async fn fan_out_in_order(server: &TestServer) {
     assert_eq!(pubr.create(W, Some("w-1")).await["op"], "created");
     let mut subs = Vec::new();
     for i in 0..30 {
-        let t = server.token_tier(&format!("s{i}"), "org-a", "photographer", "enterprise", &["w-1"]);
+        let t = server.token_tier(
+            &format!("s{i}"),
+            "org-a",
+            "photographer",
+            "enterprise",
+            &["w-1"],
+        );
         let mut c = server.connect(&t).await;
         assert_eq!(c.subscribe(W).await["op"], "subscribed");
         subs.push(c);
     }
     const N: usize = 200;
     for i in 0..N {
-        pubr.send(json!({"op": "publish", "ref": format!("p{i}"), "channel": W,
-            "type": "general", "payload": {"i": i}}))
-            .await;
+        pubr.send(
+            json!({"op": "publish", "ref": format!("p{i}"), "channel": W,
+            "type": "general", "payload": {"i": i}}),
+        )
+        .await;
     }
     for i in 0..N {
         let r = pubr.wait_for(|v| v["ref"] == json!(format!("p{i}"))).await;
@@ -117,7 +125,10 @@ async fn a_full_socket_hands_the_rest_to_the_writer_without_tearing_a_frame() {
     assert_eq!(got.last().unwrap()["id"], json!(N as u64));
     let deadline = Instant::now() + WAIT;
     while metric(&server, "ringbearer_writes_deferred_total").await == deferred_before {
-        assert!(Instant::now() < deadline, "no direct write found the socket full");
+        assert!(
+            Instant::now() < deadline,
+            "no direct write found the socket full"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 

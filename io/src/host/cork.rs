@@ -18,6 +18,8 @@
 
 use super::connection::{close_code, Conn};
 use crate::notify::Notify;
+use bytes::Bytes;
+use ringbearer_core::Priority;
 use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
 use std::rc::Rc;
@@ -51,14 +53,18 @@ impl Cork {
         }
     }
 
-    /// Direct writes are on (`io.direct_writes`); when off, the fan-out wakes each
-    /// connection's writer as it queues.
-    pub fn enabled(&self) -> bool {
-        self.enabled
+    /// A fan-out frame for `conn`: queued, and written at the end of the batch (or, with
+    /// direct writes off, handed to its writer at once).
+    pub fn send(&self, conn: &Rc<Conn>, p: Priority, channel: u64, data: Bytes) {
+        if !self.enabled {
+            conn.send_message(p, channel, data);
+        } else if conn.queue_message(p, channel, data) {
+            self.add(conn);
+        }
     }
 
     /// `conn` has frames queued for it: write them at the end of the batch.
-    pub fn add(&self, conn: &Rc<Conn>) {
+    fn add(&self, conn: &Rc<Conn>) {
         if conn.corked.replace(true) {
             return;
         }

@@ -157,7 +157,7 @@ impl Shard {
                                 }
                             }
                         };
-                        s.conn.send_message(Priority::Normal, 0, bytes);
+                        self.cork.send(&s.conn, Priority::Normal, 0, bytes);
                     }
                 }
                 Out::new()
@@ -388,7 +388,6 @@ impl Shard {
         let h = channel_hash(f.channel.as_str());
         let (target, roles) = (f.target(), f.target_roles());
         let everyone = target.is_none() && roles.is_empty();
-        let corked = self.cork.enabled();
         let mut sent = 0;
         for s in subs {
             // The one visibility rule (ringbearer_core::identity::may_see), as on every
@@ -414,11 +413,7 @@ impl Shard {
                         .clone()
                 }
             };
-            if !corked {
-                s.conn.send_message(prio, h, bytes);
-            } else if s.conn.queue_message(prio, h, bytes) {
-                self.cork.add(&s.conn);
-            }
+            self.cork.send(&s.conn, prio, h, bytes);
             sent += 1;
         }
         let ts_ms = f.ts_ms.to_native();
