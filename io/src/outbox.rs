@@ -186,6 +186,16 @@ impl Outbox {
         }
     }
 
+    /// An empty outbox gives every queue's buffer back (the heartbeat sweep calls it, so an
+    /// idle connection holds none).
+    pub fn shrink_idle(&mut self) {
+        if self.frames == 0 {
+            for q in self.queues.iter_mut().filter(|q| q.capacity() > 0) {
+                *q = VecDeque::new();
+            }
+        }
+    }
+
     pub fn clear(&mut self) {
         for q in self.queues.iter_mut() {
             q.clear();
@@ -247,7 +257,8 @@ mod tests {
         v
     }
 
-    /// An idle connection keeps no reply buffer; the message queues keep theirs.
+    /// An idle connection keeps no reply buffer; the message queues keep theirs until the
+    /// heartbeat sweep finds the outbox empty.
     #[test]
     fn an_emptied_reply_queue_gives_its_buffer_back() {
         let mut o = Outbox::new(100, 1 << 20);
@@ -256,6 +267,16 @@ mod tests {
         assert_eq!(drain(&mut o), vec!["subscribed", "m"]);
         assert_eq!(o.queues[CONTROL].capacity(), 0);
         assert!(o.queues[level(Priority::Normal)].capacity() > 0);
+        // Until the heartbeat sweep finds it idle: then it holds no buffer at all.
+        o.push_message(Priority::Low, msg(2, "l")).unwrap();
+        o.shrink_idle();
+        assert!(
+            o.queues[level(Priority::Low)].capacity() > 0,
+            "not empty: kept"
+        );
+        assert_eq!(drain(&mut o), vec!["l"]);
+        o.shrink_idle();
+        assert!(o.queues.iter().all(|q| q.capacity() == 0));
     }
 
     #[test]

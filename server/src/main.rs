@@ -17,13 +17,16 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use config::Config;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use mimalloc::MiMalloc;
 use ringbearer_core::{Claims, Role, Tier};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// mimalloc, unless built with `--features system-alloc` (the C library's malloc, which
+/// heap profilers such as heaptrack can see: docs/performance.md "Where an idle
+/// connection's bytes go").
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
-static GLOBAL: MiMalloc = MiMalloc;
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(

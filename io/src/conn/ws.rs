@@ -354,8 +354,11 @@ pub(super) async fn run_ws(
                     break;
                 }
             }
-            // Keep a small write buffer between wake-ups; give a large one back.
-            if tx.capacity() > RETAINED_BUFFER_BYTES {
+            // With direct writes the fan-out writes the deliveries (host/cork.rs) and the
+            // writer runs for replies and pings: it keeps no buffer between wake-ups, so
+            // an idle connection holds none (docs/performance.md, the byte budget).
+            // Without, a small one is kept and a large one given back.
+            if cfg.direct_writes || tx.capacity() > RETAINED_BUFFER_BYTES {
                 tx = Vec::new();
             }
             if !conn.is_open() {

@@ -11,7 +11,6 @@
 use crate::notify::Notify;
 use crate::outbox::{Opcode, OutFrame, Outbox};
 use bytes::Bytes;
-use hashbrown::HashSet;
 use ringbearer_core::access::RoleSet;
 use ringbearer_core::channel_state::ConnRef;
 use ringbearer_core::error::{ErrorCode, Refusal};
@@ -74,10 +73,10 @@ pub struct Conn {
     pub(crate) claims: RefCell<Arc<Claims>>,
     pub outbox: RefCell<Outbox>,
     /// Channels whose `subscribed` reply reached this connection.
-    pub channels: RefCell<HashSet<String>>,
+    pub channels: RefCell<ChannelSet>,
     /// Channels with a subscribe on its way to the owner, each holding a reservation of
     /// the user's `subscriptions_per_user` until confirmed or refused.
-    pub(crate) reserved: RefCell<HashSet<String>>,
+    pub(crate) reserved: RefCell<ChannelSet>,
     pub(crate) cfg: Rc<crate::IoConfig>,
     pub(crate) policy: Arc<crate::policy::Policy>,
     pub last_seen: Cell<Instant>,
@@ -131,8 +130,8 @@ impl Conn {
             cref,
             claims: RefCell::new(claims),
             outbox: RefCell::new(Outbox::new(cfg.outbox_max_messages, cfg.outbox_max_bytes)),
-            channels: RefCell::new(HashSet::new()),
-            reserved: RefCell::new(HashSet::new()),
+            channels: RefCell::default(),
+            reserved: RefCell::default(),
             cfg: cfg.clone(),
             policy,
             last_seen: Cell::new(Instant::now()),
@@ -221,7 +220,7 @@ impl Conn {
             &self.cfg.limits,
             crate::clock::now_ms(),
         )?;
-        self.reserved.borrow_mut().insert(channel.to_owned());
+        self.reserved.borrow_mut().insert(channel);
         Ok(true)
     }
 
@@ -230,21 +229,15 @@ impl Conn {
             .release_subscription(&self.claims(), &self.cfg.limits, crate::clock::now_ms());
     }
 
-    /// Takes `channel` out of `reserved`; an emptied set gives its table back (most
-    /// connections hold no reservation most of their life).
+    /// Takes `channel` out of `reserved`.
     pub(crate) fn unreserve(&self, channel: &str) -> bool {
-        let mut r = self.reserved.borrow_mut();
-        let was = r.remove(channel);
-        if r.is_empty() {
-            *r = HashSet::new();
-        }
-        was
+        self.reserved.borrow_mut().remove(channel)
     }
 
     /// The owner confirmed: `true` when the channel is new on this connection.
     pub fn confirm(&self, channel: &str) -> bool {
         let was_reserved = self.unreserve(channel);
-        let added = self.channels.borrow_mut().insert(channel.to_owned());
+        let added = self.channels.borrow_mut().insert(channel);
         if was_reserved && !added {
             self.release();
         }
@@ -270,8 +263,14 @@ impl Conn {
     /// The connection ended: every subscription and reservation it held is given back.
     /// Returns the channels it was subscribed to.
     pub fn release_all(&self) -> Vec<String> {
-        let channels: Vec<String> = self.channels.borrow_mut().drain().collect();
-        let reserved = self.reserved.borrow_mut().drain().count();
+        let channels: Vec<String> = self
+            .channels
+            .take()
+            .0
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let reserved = self.reserved.take().len();
         for _ in 0..channels.len() + reserved {
             self.release();
         }
@@ -298,8 +297,8 @@ impl Conn {
 
     /// Channels subscribed or being subscribed to (for a token refresh's re-check).
     pub fn channels_held(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.channels.borrow().iter().cloned().collect();
-        v.extend(self.reserved.borrow().iter().cloned());
+        let mut v: Vec<String> = self.channels.borrow().iter().map(String::from).collect();
+        v.extend(self.reserved.borrow().iter().map(String::from));
         v
     }
 
@@ -345,6 +344,9 @@ impl Conn {
                 .set(self.unanswered_pings.get().saturating_add(1));
             self.last_ping.set(now);
             self.ping();
+            // A connection quiet for a whole interval gives its queues' buffers back
+            // (a busy one keeps them: they are the fan-out's hot path).
+            self.outbox.borrow_mut().shrink_idle();
         }
     }
 
@@ -475,5 +477,53 @@ impl Conn {
         if self.outbox.borrow().bytes() + auto_reply_bytes > self.cfg.outbox_max_bytes {
             self.slow_consumer();
         }
+    }
+}
+
+/// The channels of one connection: a few names (at most
+/// `limits.max_subscriptions_per_connection`), looked up on subscribe and unsubscribe only,
+/// never per delivery. A vector of exact capacity instead of a hash set: an empty one
+/// allocates nothing, one channel costs its name plus 16 bytes (a `HashSet<String>` took
+/// ~115 bytes of table for one name: docs/performance.md, the byte budget).
+#[derive(Debug, Default)]
+pub struct ChannelSet(Vec<Box<str>>);
+
+impl ChannelSet {
+    pub fn contains(&self, channel: &str) -> bool {
+        self.0.iter().any(|c| &**c == channel)
+    }
+
+    /// `true` when it was not there.
+    pub fn insert(&mut self, channel: &str) -> bool {
+        if self.contains(channel) {
+            return false;
+        }
+        self.0.reserve_exact(1);
+        self.0.push(channel.into());
+        true
+    }
+
+    /// `true` when it was there.
+    pub fn remove(&mut self, channel: &str) -> bool {
+        let Some(i) = self.0.iter().position(|c| &**c == channel) else {
+            return false;
+        };
+        self.0.swap_remove(i);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|c| &**c)
     }
 }
