@@ -14,6 +14,9 @@ run s1 --compare --duration-secs 30
 run s3 --compare --duration-secs 5 --rate 2000,4000,8000,16000,32000
 # S4 also gives connection establishment p50/p99 per connection (SPEC: < 300 ms p99).
 run s4 --compare
+# The same storm offered 8× shallower (96 attempts in flight instead of 768): per-connection
+# latency in a storm is mostly queueing (in flight ÷ accept rate), see docs/performance.md.
+runto s4-c32 s4 --compare --connect-concurrency 32
 run s5 --compare
 run s6 --compare --duration-secs 5
 # The same with the write-ahead log out of the way, to split engine and log costs.

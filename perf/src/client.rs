@@ -84,9 +84,7 @@ pub fn tls_connector(ca_pem: &str) -> Result<TlsConnector, String> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         let c = c.map_err(|e| format!("CA certificate: {e}"))?;
-        roots
-            .add(c)
-            .map_err(|e| format!("CA certificate: {e}"))?;
+        roots.add(c).map_err(|e| format!("CA certificate: {e}"))?;
     }
     if roots.is_empty() {
         return Err("no PEM certificate to trust".into());

@@ -131,7 +131,7 @@ impl ServerProc {
                     );
                 }
                 let cfg = data.join("perf.toml");
-                let tls = spec.tls.then(|| (cert.as_path(), key.as_path()));
+                let tls = spec.tls.then_some((cert.as_path(), key.as_path()));
                 std::fs::write(
                     &cfg,
                     server_config(spec.heartbeat_ms, spec.durability.as_deref(), tls),

@@ -37,7 +37,11 @@ fn opt_ns(v: Option<f64>) -> String {
 pub fn phase_line(p: &Phase) -> String {
     let mut extra = String::new();
     if let Some(l) = &p.connect_latency {
-        extra.push_str(&format!("  connect p50 {} p99 {} ms", ms(l.p50_us), ms(l.p99_us)));
+        extra.push_str(&format!(
+            "  connect p50 {} p99 {} ms",
+            ms(l.p50_us),
+            ms(l.p99_us)
+        ));
     }
     if let Some(l) = &p.switch_latency {
         extra.push_str(&format!(
@@ -134,7 +138,11 @@ fn section(r: &RunResult) -> String {
         "## {} against {}{}\n",
         r.scenario,
         r.server.name(),
-        if r.tls { " (every connection over TLS)" } else { "" }
+        if r.tls {
+            " (every connection over TLS)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         s,

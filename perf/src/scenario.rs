@@ -754,7 +754,7 @@ fn s8(env: &mut Env, phases: &mut Vec<Phase>) -> Result<()> {
         if let Some(l) = &last.switch_latency {
             if l.count > 0 {
                 last.notes.push(format!(
-                    "server CPU per switch: {:.0} µs",
+                    "server CPU over the step per switch (the idle connections' own cost included): {:.0} µs",
                     last.server_cpu_s * 1e6 / l.count as f64
                 ));
             }

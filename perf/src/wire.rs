@@ -180,7 +180,10 @@ mod tests {
         let req: serde_json::Value = serde_json::from_str(&subscribe(3, Some(7))).unwrap();
         assert_eq!(req["last_seen_id"], 7);
         let req: serde_json::Value = serde_json::from_str(&unsubscribe(3)).unwrap();
-        assert_eq!((&req["op"], &req["channel"]), (&"unsubscribe".into(), &"wedding:perf:w-3".into()));
+        assert_eq!(
+            (&req["op"], &req["channel"]),
+            (&"unsubscribe".into(), &"wedding:perf:w-3".into())
+        );
         let req: serde_json::Value = serde_json::from_str(&create(3, "shared")).unwrap();
         assert_eq!(req["wedding_id"], "w-3");
     }

@@ -11,7 +11,6 @@
 //! The worker stops by itself when its stdin closes or when `Init::deadline_secs` passes.
 
 use crate::client::{self, Minter, Ws};
-use tokio_rustls::TlsConnector;
 use crate::procfs::mono_ns;
 use crate::proto::{self, Cmd, Init, Reply, WorkerStats};
 use crate::stats::{self, HistWire, WorkerCounters};
@@ -28,6 +27,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 
 /// How often waits poll the subscriber slots.
@@ -196,7 +196,10 @@ impl Worker {
                     let t = minter.token(&format!("u-{i}"), "guest", &[w.as_str(), w2.as_str()]);
                     (alt, t)
                 } else {
-                    (channel, minter.token(&format!("u-{i}"), "guest", &[w.as_str()]))
+                    (
+                        channel,
+                        minter.token(&format!("u-{i}"), "guest", &[w.as_str()]),
+                    )
                 };
                 Sub {
                     index: i,
@@ -808,8 +811,8 @@ impl Worker {
         ws.send(Message::Text(
             wire::subscribe(s.channel.get(), last_seen).into(),
         ))
-            .await
-            .map_err(|e| Attach::Failed(format!("send subscribe: {e}")))?;
+        .await
+        .map_err(|e| Attach::Failed(format!("send subscribe: {e}")))?;
         let fut = async {
             while let Some(m) = ws.next().await {
                 let t = match m {
