@@ -7,21 +7,26 @@
 //! flush) per outgoing frame. The system allocator.
 //!
 //! It speaks the subset of `docs/protocol.md` the generator drives: `create`, `subscribe`
-//! (with `last_seen_id` resume from the last 100 messages), `publish` with its `published`
-//! reply, `message` frames with a per-channel increasing `id`, and `ping`. Tokens are not
-//! checked; there is no presence, no priorities, no heartbeat.
+//! (with `last_seen_id` resume from the last 100 messages), `unsubscribe` (S8), `publish`
+//! with its `published` reply, `message` frames with a per-channel increasing `id`, and
+//! `ping`. Tokens are not checked; there is no presence, no priorities, no heartbeat.
+//!
+//! With `--tls-cert`/`--tls-key` (the generator's `--tls`) every connection is TLS first:
+//! tokio-rustls (the ring provider, rustls' defaults) in front of the same code.
 //!
 //! It prints `baseline listening on ADDR (N threads)` first, like `ringbearer serve`.
 
-use anyhow::Result;
-use futures_util::stream::{BoxStream, SelectAll};
+use anyhow::{Context, Result};
+use futures_util::stream::{AbortHandle, BoxStream, SelectAll};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -47,7 +52,26 @@ struct State {
     channels: Mutex<HashMap<String, Arc<Channel>>>,
 }
 
-pub fn run(listen: SocketAddr, threads: usize) -> Result<()> {
+/// The TLS acceptor for `--tls-cert`/`--tls-key` (PEM files).
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("reading {}", cert.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+pub fn run(listen: SocketAddr, threads: usize, tls: Option<(&Path, &Path)>) -> Result<()> {
+    let acceptor = tls.map(|(c, k)| tls_acceptor(c, k)).transpose()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .enable_all()
@@ -66,8 +90,16 @@ pub fn run(listen: SocketAddr, threads: usize) -> Result<()> {
             match listener.accept().await {
                 Ok((s, _)) => {
                     let st = state.clone();
+                    let _ = s.set_nodelay(true);
+                    let acceptor = acceptor.clone();
                     tokio::spawn(async move {
-                        let _ = connection(s, st).await;
+                        let _ = match acceptor {
+                            None => connection(s, st).await,
+                            Some(a) => match a.accept(s).await {
+                                Ok(t) => connection(t, st).await,
+                                Err(_) => Ok(()),
+                            },
+                        };
                     });
                 }
                 Err(e) => {
@@ -92,10 +124,12 @@ fn feed(rx: broadcast::Receiver<Utf8Bytes>) -> Feed {
     .boxed()
 }
 
-async fn connection(stream: TcpStream, state: Arc<State>) -> Result<()> {
-    let _ = stream.set_nodelay(true);
+async fn connection<S>(stream: S, state: Arc<State>) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut ws = tokio_tungstenite::accept_async(stream).await?;
-    let mut feeds: SelectAll<Feed> = SelectAll::new();
+    let mut feeds = Feeds::default();
     loop {
         tokio::select! {
             m = ws.next() => match m {
@@ -106,7 +140,7 @@ async fn connection(stream: TcpStream, state: Arc<State>) -> Result<()> {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
-            Some(item) = feeds.next(), if !feeds.is_empty() => match item {
+            Some(item) = feeds.all.next(), if !feeds.all.is_empty() => match item {
                 Ok(text) => ws.send(Message::Text(text)).await?,
                 Err(_) => {
                     let _ = ws
@@ -128,7 +162,31 @@ fn error(r: &Value, code: &str, message: &str) -> String {
         .to_string()
 }
 
-fn request(state: &State, text: &str, feeds: &mut SelectAll<Feed>) -> String {
+/// A connection's subscriptions: every feed in one `SelectAll`, and per channel the handle
+/// that ends its feed (`unsubscribe`).
+#[derive(Default)]
+struct Feeds {
+    all: SelectAll<Feed>,
+    by_channel: HashMap<String, AbortHandle>,
+}
+
+impl Feeds {
+    fn add(&mut self, name: &str, rx: broadcast::Receiver<Utf8Bytes>) {
+        let (f, h) = futures_util::stream::abortable(feed(rx));
+        if let Some(old) = self.by_channel.insert(name.to_owned(), h) {
+            old.abort();
+        }
+        self.all.push(f.boxed());
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(h) = self.by_channel.remove(name) {
+            h.abort();
+        }
+    }
+}
+
+fn request(state: &State, text: &str, feeds: &mut Feeds) -> String {
     let Ok(req) = serde_json::from_str::<Value>(text) else {
         return error(&Value::Null, "WS_BAD_REQUEST", "malformed JSON");
     };
@@ -159,6 +217,13 @@ fn request(state: &State, text: &str, feeds: &mut SelectAll<Feed>) -> String {
                 n = Value::from(name)
             )
         }
+        "unsubscribe" => {
+            let Some(name) = req.get("channel").and_then(Value::as_str) else {
+                return error(&r, "WS_BAD_REQUEST", "needs `channel`");
+            };
+            feeds.remove(name);
+            serde_json::json!({"op": "unsubscribed", "ref": r, "channel": name}).to_string()
+        }
         "subscribe" | "publish" => {
             let Some(name) = req.get("channel").and_then(Value::as_str) else {
                 return error(&r, "WS_BAD_REQUEST", "needs `channel`");
@@ -181,7 +246,7 @@ fn request(state: &State, text: &str, feeds: &mut SelectAll<Feed>) -> String {
                         }
                     }
                 }
-                feeds.push(feed(ch.tx.subscribe()));
+                feeds.add(name, ch.tx.subscribe());
                 drop(inner);
                 format!(
                     "{{\"op\":\"subscribed\",\"ref\":{r},\"channel\":{name_json},\"epoch\":\"baseline\",\"recovered\":true,\"messages\":[{msgs}],\"presence\":[]}}"

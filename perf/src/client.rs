@@ -3,18 +3,100 @@
 //! the `WebSocketStream` and what the worker keeps in its slot (channel, last id), nothing
 //! else — no request table, no reconnect machinery.
 //!
+//! With `--tls` every connection speaks TLS first (tokio-rustls, the ring provider),
+//! trusting only the self-signed certificate the coordinator generated for the run
+//! ([`tls_connector`]); the WebSocket upgrade then runs inside it.
+//!
 //! Also the tokens: HS256 JWTs minted locally from the server's development secret.
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<Stream>;
+
+/// The name the run's certificate is issued for (and the client checks).
+pub const TLS_NAME: &str = "localhost";
+
+/// A client socket: plain TCP, or TLS over it (boxed: the TLS state is large and only
+/// `--tls` runs pay for it).
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A TLS connector trusting only the certificate(s) in `ca_pem` (the run's self-signed
+/// certificate).
+pub fn tls_connector(ca_pem: &str) -> Result<TlsConnector, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let c = c.map_err(|e| format!("CA certificate: {e}"))?;
+        roots.add(c).map_err(|e| format!("CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("no PEM certificate to trust".into());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(cfg)))
+}
 
 /// How long one connect + upgrade may take before it counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,12 +113,14 @@ pub fn ws_config(write_buffer_bytes: usize) -> WebSocketConfig {
 }
 
 /// Connects from `source` (port chosen at connect time, so each source address has the
-/// whole ephemeral range towards the server) and upgrades with `token`.
+/// whole ephemeral range towards the server), runs the TLS handshake when `tls` is given,
+/// and upgrades with `token`.
 pub async fn connect(
     addr: SocketAddr,
     source: Option<Ipv4Addr>,
     token: &str,
     write_buffer_bytes: usize,
+    tls: Option<&TlsConnector>,
 ) -> Result<Ws, String> {
     let fut = async {
         let sock = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
@@ -50,6 +134,17 @@ pub async fn connect(
             .await
             .map_err(|e| format!("connect: {e}"))?;
         let _ = stream.set_nodelay(true);
+        let stream = match tls {
+            None => Stream::Plain(stream),
+            Some(t) => {
+                let name = ServerName::try_from(TLS_NAME).expect("a valid DNS name");
+                let s = t
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| format!("TLS handshake: {e}"))?;
+                Stream::Tls(Box::new(s))
+            }
+        };
         let mut req = format!("ws://{addr}/ws")
             .into_client_request()
             .map_err(|e| format!("request: {e}"))?;

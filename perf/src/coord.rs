@@ -38,8 +38,25 @@ pub struct ServerSpec<'a> {
     pub shards: usize,
     pub heartbeat_ms: u64,
     pub durability: Option<String>,
+    /// Serve TLS only, with a self-signed certificate made for this run ([`self_signed`]).
+    pub tls: bool,
     /// Where the server's stderr goes.
     pub log: PathBuf,
+}
+
+/// A self-signed ECDSA P-256 certificate for `localhost` and `127.0.0.1` (rcgen, as
+/// `ringbearer dev-cert` makes them), written to `dir/cert.pem` and `dir/key.pem`;
+/// returns the certificate's PEM, which the workers trust.
+pub fn self_signed(dir: &Path) -> Result<String> {
+    let ck = rcgen::generate_simple_self_signed(vec![
+        crate::client::TLS_NAME.to_string(),
+        "127.0.0.1".to_string(),
+    ])
+    .context("generating the run's TLS certificate")?;
+    let cert = ck.cert.pem();
+    std::fs::write(dir.join("cert.pem"), &cert)?;
+    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem())?;
+    Ok(cert)
 }
 
 /// Makes a child die when the coordinator dies, however it dies.
@@ -59,6 +76,8 @@ pub struct ServerProc {
     pub addr: SocketAddr,
     /// The HS256 secret tokens are minted with.
     pub secret: String,
+    /// With TLS: the certificate (PEM) clients must trust.
+    pub ca_pem: Option<String>,
     data: PathBuf,
 }
 
@@ -96,6 +115,12 @@ impl ServerProc {
         std::fs::create_dir_all(&data)?;
         let log = std::fs::File::create(&spec.log)
             .with_context(|| format!("creating {}", spec.log.display()))?;
+        let ca_pem = if spec.tls {
+            Some(self_signed(&data)?)
+        } else {
+            None
+        };
+        let (cert, key) = (data.join("cert.pem"), data.join("key.pem"));
         let mut cmd = match spec.kind {
             ServerKind::Ringbearer => {
                 let bin = spec.bin;
@@ -106,9 +131,10 @@ impl ServerProc {
                     );
                 }
                 let cfg = data.join("perf.toml");
+                let tls = spec.tls.then_some((cert.as_path(), key.as_path()));
                 std::fs::write(
                     &cfg,
-                    server_config(spec.heartbeat_ms, spec.durability.as_deref()),
+                    server_config(spec.heartbeat_ms, spec.durability.as_deref(), tls),
                 )?;
                 let mut c = Command::new(bin);
                 c.args(["serve", "--listen", "127.0.0.1:0", "--shards"])
@@ -124,6 +150,9 @@ impl ServerProc {
                 let mut c = Command::new(std::env::current_exe()?);
                 c.args(["baseline-server", "--listen", "127.0.0.1:0", "--threads"])
                     .arg(spec.shards.to_string());
+                if spec.tls {
+                    c.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
+                }
                 c
             }
         };
@@ -148,6 +177,7 @@ impl ServerProc {
             pid,
             addr: "127.0.0.1:0".parse().expect("literal"),
             secret: "baseline-ignores-tokens".into(),
+            ca_pem,
             data,
         };
         let first = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| {
@@ -214,10 +244,24 @@ impl Drop for ServerProc {
 /// `max_connections_per_ip` (default 1,000) is raised to 20,000: clients come from 4
 /// loopback source addresses by default (~5,000 each at 19,900), and `--sources` may name
 /// fewer.
-pub fn server_config(heartbeat_ms: u64, durability: Option<&str>) -> String {
-    let storage = durability
+///
+/// `tls`: `(cert_file, key_file)` for the `[tls]` section (`--tls`; every connection on the
+/// port is then TLS, see docs/operations.md "TLS").
+pub fn server_config(
+    heartbeat_ms: u64,
+    durability: Option<&str>,
+    tls: Option<(&Path, &Path)>,
+) -> String {
+    let mut storage = durability
         .map(|d| format!("\n[storage]\ndurability = \"{d}\"\n"))
         .unwrap_or_default();
+    if let Some((cert, key)) = tls {
+        storage.push_str(&format!(
+            "\n[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ));
+    }
     format!(
         "[io]
 max_connections = 20000

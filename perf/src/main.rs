@@ -1,4 +1,4 @@
-//! `ringbearer-perf`: run a scenario (`s1` … `s7`), or, internally, a worker process or the
+//! `ringbearer-perf`: run a scenario (`s1` … `s8`), or, internally, a worker process or the
 //! baseline server. See `perf/REPORT.md` for how to run each scenario.
 
 use anyhow::Result;
@@ -43,6 +43,10 @@ enum Cmd {
     /// S7 slow consumers: S3 at one rate, then 1 % of subscribers stop reading.
     #[command(alias = "s7-slow")]
     S7,
+    /// S8 channel switch: subscribers unsubscribe and subscribe to another channel with
+    /// recovery (messages waiting), at a rate of switches/s; switch latency p99.
+    #[command(alias = "s8-switch")]
+    S8,
     /// Internal: a worker process driven over stdin/stdout.
     #[command(hide = true)]
     Worker,
@@ -53,6 +57,12 @@ enum Cmd {
         listen: SocketAddr,
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// TLS certificate chain (PEM); with --tls-key, every connection is TLS.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
     },
 }
 
@@ -67,7 +77,15 @@ fn run() -> Result<()> {
     let cli = Cli::parse();
     let scenario = match cli.cmd {
         Cmd::Worker => return worker::run(),
-        Cmd::BaselineServer { listen, threads } => return baseline::run(listen, threads),
+        Cmd::BaselineServer {
+            listen,
+            threads,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = tls_cert.as_deref().zip(tls_key.as_deref());
+            return baseline::run(listen, threads, tls);
+        }
         Cmd::S1 => Scenario::S1,
         Cmd::S2 => Scenario::S2,
         Cmd::S3 => Scenario::S3,
@@ -75,6 +93,7 @@ fn run() -> Result<()> {
         Cmd::S5 => Scenario::S5,
         Cmd::S6 => Scenario::S6,
         Cmd::S7 => Scenario::S7,
+        Cmd::S8 => Scenario::S8,
     };
     let common = cli.common;
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
@@ -87,12 +106,12 @@ fn run() -> Result<()> {
     for kind in kinds {
         results.push(scenario::run(&common, scenario, kind, &command_line)?);
     }
-    let md = report::write(&common.out, scenario, &results)?;
+    let md = report::write(&common.out, &scenario.stem(common.tls), &results)?;
     println!("{md}");
     eprintln!(
         "wrote {}/{}.md and the JSON beside it",
         common.out.display(),
-        scenario.name()
+        scenario.stem(common.tls)
     );
     if results.iter().any(|r| r.error.is_some()) {
         anyhow::bail!("a run stopped early (see the summary)");

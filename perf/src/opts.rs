@@ -23,6 +23,9 @@ pub enum Scenario {
     S6,
     /// S7: slow consumers — S3 at one rate, then 1 % of subscribers stop reading.
     S7,
+    /// S8: channel switch — connected subscribers unsubscribe from their channel and
+    /// subscribe to another with `last_seen_id`, messages waiting there; switch latency.
+    S8,
 }
 
 impl Scenario {
@@ -35,6 +38,17 @@ impl Scenario {
             Scenario::S5 => "s5-replay",
             Scenario::S6 => "s6-publish",
             Scenario::S7 => "s7-slow",
+            Scenario::S8 => "s8-switch",
+        }
+    }
+
+    /// The file stem of a run's results: the name, with `-tls` for `--tls` runs so they do
+    /// not overwrite the plaintext ones.
+    pub fn stem(self, tls: bool) -> String {
+        if tls {
+            format!("{}-tls", self.name())
+        } else {
+            self.name().to_owned()
         }
     }
 }
@@ -98,9 +112,16 @@ pub struct Common {
     /// S4: reconnect jitter, ms (each client waits uniformly 0..jitter).
     #[arg(long, default_value_t = 1000, global = true)]
     pub jitter_ms: u64,
-    /// S5: messages queued per channel while everyone is away.
-    #[arg(long, default_value_t = 100, global = true)]
-    pub per_channel: u32,
+    /// S5: messages queued per channel while everyone is away [default: 100]; S8: messages
+    /// published to every channel before each switch step, so that each switch has them
+    /// waiting [default: 10].
+    #[arg(long, global = true)]
+    pub per_channel: Option<u32>,
+    /// Every connection speaks TLS (`wss://`): the server under test (and the baseline) get
+    /// a self-signed certificate made for the run, the generator trusts it. Results go to
+    /// `SCENARIO-tls.*`.
+    #[arg(long, global = true)]
+    pub tls: bool,
     /// S7: percent of subscribers that stop reading.
     #[arg(long, default_value_t = 1.0, global = true)]
     pub slow_percent: f64,
@@ -142,6 +163,12 @@ pub struct Params {
 pub const PER_WORKER_MAX: u32 = 9_000;
 
 impl Common {
+    /// `--per-channel` or the scenario's default.
+    pub fn per_channel(&self, s: Scenario) -> u32 {
+        self.per_channel
+            .unwrap_or(if s == Scenario::S8 { 10 } else { 100 })
+    }
+
     pub fn sources(&self) -> Result<Vec<Ipv4Addr>> {
         let mut out = Vec::new();
         for s in self
@@ -173,6 +200,7 @@ impl Common {
             Scenario::S5 => (19_896, 0, 4, 0.0, "0", "shared"),
             Scenario::S6 => (100, 100, 8, 5.0, "10000,25000,50000,100000", "shared"),
             Scenario::S7 => (19_896, 0, 4, 10.0, "8000", "shared"),
+            Scenario::S8 => (19_896, 0, 4, 5.0, "200,1000", "shared"),
         };
         let connections = self.connections.unwrap_or(conns);
         let channels = self
@@ -200,6 +228,9 @@ impl Common {
         }
         if connections > 0 && channels > connections && s != Scenario::S6 {
             bail!("more channels ({channels}) than connections ({connections})");
+        }
+        if s == Scenario::S8 && channels < 2 {
+            bail!("S8 needs at least 2 channels (each subscriber switches between two)");
         }
         Ok(Params {
             connections,

@@ -34,6 +34,13 @@ pub struct Init {
     pub track_last: bool,
     /// The worker exits by itself this long after `Init`, whatever happens.
     pub deadline_secs: u64,
+    /// `--tls`: the PEM certificate to trust; every connection speaks TLS.
+    #[serde(default)]
+    pub tls_ca_pem: Option<String>,
+    /// S8: every subscriber also has a second channel ([`alt_channel_of`]) it may switch to
+    /// (`Cmd::Switch`), and its token reaches both.
+    #[serde(default)]
+    pub switcher: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -73,6 +80,20 @@ pub enum Cmd {
     },
     /// Close every subscriber connection (FIN); their last seen ids are kept for resume.
     DropAll,
+    /// S8: subscribers switch channel, one after another at `rate` switches/s over all
+    /// workers for `duration_ms` (each subscriber at most once per command; 0: all at
+    /// once): on its open connection each sends `unsubscribe` for its current channel and,
+    /// pipelined, `subscribe` to its other one with `last_seen_id` (its position there), and
+    /// is done when it has every message up to `last_ids[new channel]`. The time from the
+    /// `unsubscribe` to that last message goes to `WorkerStats::switch`. Waits for every
+    /// switch, within `timeout_ms`; `incomplete` counts the unfinished ones and `missing`
+    /// what they still lacked.
+    Switch {
+        rate: f64,
+        duration_ms: u64,
+        last_ids: Vec<u64>,
+        timeout_ms: u64,
+    },
     /// Mark `percent` % of the subscribers slow: they stop reading the socket.
     SetSlow {
         percent: f64,
@@ -112,6 +133,16 @@ pub struct WorkerStats {
     pub latency: HistWire,
     /// Publish → `published` reply latency, µs.
     pub ack: HistWire,
+    /// Connection establishment per subscriber connection, µs: from the start of its first
+    /// attempt (TCP connect; after any jitter delay and once the worker's
+    /// `connect_concurrency` lets it start) through TLS (with `--tls`), the WebSocket upgrade
+    /// and `subscribe`, to the `subscribed` reply (with what it recovered). Failed attempts
+    /// and their retry back-off count in.
+    #[serde(default)]
+    pub connect: HistWire,
+    /// S8: channel switch per switch, µs: `unsubscribe` sent → last recovered message in.
+    #[serde(default)]
+    pub switch: HistWire,
     /// `(publisher, seq, latency µs)`: the latency to the slowest subscriber seen by this
     /// worker, per message (only with `track_last`).
     pub last: Vec<(u32, u64, u64)>,
@@ -136,6 +167,12 @@ pub fn publisher_channels(init: &Init, j: u32) -> Vec<u32> {
     (j..init.channels)
         .step_by(init.publishers as usize)
         .collect()
+}
+
+/// S8: the channel subscriber `i` switches to from [`channel_of`] (and back): the one
+/// half the channels away, so the two never share a subscriber group.
+pub fn alt_channel_of(init: &Init, i: u32) -> u32 {
+    (channel_of(init, i) + init.channels / 2) % init.channels
 }
 
 pub fn channel_name(c: u32) -> String {
@@ -170,6 +207,8 @@ mod tests {
             connect_concurrency: 1,
             track_last: false,
             deadline_secs: 1,
+            tls_ca_pem: None,
+            switcher: false,
         }
     }
 
@@ -187,6 +226,12 @@ mod tests {
         chans.sort();
         assert_eq!(chans, (0..125).collect::<Vec<_>>());
         assert_eq!(channel_index(&channel_name(42)), Some(42));
+        // S8's second channel is another one, and every channel is someone's second.
+        let mut alts: Vec<u32> = (0..1001).map(|k| alt_channel_of(&i, k)).collect();
+        assert!((0..1001).all(|k| alt_channel_of(&i, k) != channel_of(&i, k)));
+        alts.sort();
+        alts.dedup();
+        assert_eq!(alts, (0..125).collect::<Vec<_>>());
         let cmd = serde_json::to_string(&Cmd::Stats { reset: true }).unwrap();
         assert!(matches!(
             serde_json::from_str::<Cmd>(&cmd).unwrap(),

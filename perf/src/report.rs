@@ -4,6 +4,7 @@
 
 use crate::opts::Scenario;
 use crate::scenario::{Phase, RunResult};
+use crate::stats::LatencySummary;
 use anyhow::Result;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -20,14 +21,38 @@ fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
 
+/// `p50 / p99 / max` in ms of an optional latency, `–` without one.
+fn lat3(l: Option<&LatencySummary>) -> String {
+    match l {
+        Some(l) if l.count > 0 => format!("{} / {} / {}", ms(l.p50_us), ms(l.p99_us), ms(l.max_us)),
+        _ => "–".into(),
+    }
+}
+
 fn opt_ns(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "–".into())
 }
 
 /// One line per phase on stderr while the run goes.
 pub fn phase_line(p: &Phase) -> String {
+    let mut extra = String::new();
+    if let Some(l) = &p.connect_latency {
+        extra.push_str(&format!(
+            "  connect p50 {} p99 {} ms",
+            ms(l.p50_us),
+            ms(l.p99_us)
+        ));
+    }
+    if let Some(l) = &p.switch_latency {
+        extra.push_str(&format!(
+            "  switch p50 {} p99 {} ms ({})",
+            ms(l.p50_us),
+            ms(l.p99_us),
+            l.count
+        ));
+    }
     format!(
-        "  {:<18} {:>8.2} s  cpu {:>6.2} s ({:>5.1} %)  deliveries {:>10} ({:>9.0}/s)  cpu/delivery {:>7} ns  p50 {} p99 {} p99.9 {} ms  ack p99 {} ms  rss {}  errors {}  gaps {}  dup {}  missing {}  overflows {}",
+        "  {:<18} {:>8.2} s  cpu {:>6.2} s ({:>5.1} %)  deliveries {:>10} ({:>9.0}/s)  cpu/delivery {:>7} ns  p50 {} p99 {} p99.9 {} ms  ack p99 {} ms  rss {}  errors {}  gaps {}  dup {}  missing {}  overflows {}{extra}",
         p.name,
         p.wall_s,
         p.server_cpu_s,
@@ -50,12 +75,12 @@ pub fn phase_line(p: &Phase) -> String {
 
 fn table(r: &RunResult) -> String {
     let mut s = String::new();
-    s.push_str("| step | wall s | server CPU s (% core) | deliveries/s | publishes/s | CPU ns/delivery | p50 / p99 / p99.9 ms | last-subscriber p99 ms | ack p50 / p99 ms | RSS end (peak) | RSS/conn | errors | gaps | dup | missing | not recovered | listen overflows (drops) |\n");
-    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("| step | wall s | server CPU s (% core) | deliveries/s | publishes/s | CPU ns/delivery | p50 / p99 / p99.9 ms | last-subscriber p99 ms | ack p50 / p99 ms | connect p50 / p99 / max ms | switch p50 / p99 / max ms | RSS end (peak) | RSS/conn | errors | gaps | dup | missing | not recovered | listen overflows (drops) |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for p in &r.phases {
         let _ = writeln!(
             s,
-            "| {} | {:.2} | {:.2} ({:.1} %) | {:.0} | {:.0} | {} | {} / {} / {} | {} | {} / {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} ({}) |",
+            "| {} | {:.2} | {:.2} ({:.1} %) | {:.0} | {:.0} | {} | {} / {} / {} | {} | {} / {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} ({}) |",
             p.name,
             p.wall_s,
             p.server_cpu_s,
@@ -72,6 +97,8 @@ fn table(r: &RunResult) -> String {
                 .unwrap_or_else(|| "–".into()),
             ms(p.ack_latency.p50_us),
             ms(p.ack_latency.p99_us),
+            lat3(p.connect_latency.as_ref()),
+            lat3(p.switch_latency.as_ref()),
             kib(p.server_rss_end_bytes as f64),
             kib(p.server_rss_peak_bytes as f64),
             p.rss_per_connection_bytes
@@ -106,7 +133,17 @@ fn table(r: &RunResult) -> String {
 
 fn section(r: &RunResult) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "## {} against {}\n", r.scenario, r.server.name());
+    let _ = writeln!(
+        s,
+        "## {} against {}{}\n",
+        r.scenario,
+        r.server.name(),
+        if r.tls {
+            " (every connection over TLS)"
+        } else {
+            ""
+        }
+    );
     let _ = writeln!(
         s,
         "`{}`\n\n{} connections, {} channels, {} publishers, {} worker processes; durability: {}; data directory on {}; host: {} CPUs, kernel {}, load average {} at start, {} at end.\n",
@@ -127,7 +164,7 @@ fn section(r: &RunResult) -> String {
     }
     s.push_str(&table(r));
     if !r.targets.is_empty() {
-        s.push_str("\nTargets (issue 5):\n\n");
+        s.push_str("\nTargets (issue 5, SPEC §6):\n\n");
         for t in &r.targets {
             let _ = writeln!(s, "- {t}");
         }
@@ -150,14 +187,22 @@ fn ratio(ours: f64, base: f64, lower_is_better: bool) -> String {
 fn comparison(ours: &RunResult, base: &RunResult) -> String {
     let mut s = String::from("## Ringbearer against the baseline (same run)\n\n");
     s.push_str("Ratios read as \"ringbearer needs N× less\" / \"delivers N× more\" than the baseline; below 1× the baseline is ahead.\n\n");
-    s.push_str("| step | CPU ns/delivery | deliveries/s | p99 latency | RSS end | wall time |\n|---|---|---|---|---|---|\n");
+    s.push_str("| step | CPU ns/delivery | deliveries/s | p99 latency | connect / switch p99 | RSS end | RSS/conn | wall time |\n|---|---|---|---|---|---|---|---|\n");
     for p in &ours.phases {
         let Some(b) = base.phases.iter().find(|b| b.name == p.name) else {
             continue;
         };
+        let op = |p: &Phase| {
+            p.switch_latency
+                .as_ref()
+                .or(p.connect_latency.as_ref())
+                .map(|l| l.p99_us as f64)
+                .unwrap_or(0.0)
+        };
+        let per_conn = |p: &Phase| p.rss_per_connection_bytes.unwrap_or(0.0);
         let _ = writeln!(
             s,
-            "| {} | {} ({} vs {}) | {} | {} ({} vs {} ms) | {} | {} ({:.2} vs {:.2} s) |",
+            "| {} | {} ({} vs {}) | {} | {} ({} vs {} ms) | {} ({} vs {} ms) | {} | {} ({} vs {}) | {} ({:.2} vs {:.2} s) |",
             p.name,
             ratio(
                 p.server_cpu_ns_per_delivery.unwrap_or(0.0),
@@ -170,11 +215,17 @@ fn comparison(ours: &RunResult, base: &RunResult) -> String {
             ratio(p.latency.p99_us as f64, b.latency.p99_us as f64, true),
             ms(p.latency.p99_us),
             ms(b.latency.p99_us),
+            ratio(op(p), op(b), true),
+            ms(op(p) as u64),
+            ms(op(b) as u64),
             ratio(
                 p.server_rss_end_bytes as f64,
                 b.server_rss_end_bytes as f64,
                 true
             ),
+            ratio(per_conn(p), per_conn(b), true),
+            if per_conn(p) > 0.0 { format!("{:.0} B", per_conn(p)) } else { "–".into() },
+            if per_conn(b) > 0.0 { format!("{:.0} B", per_conn(b)) } else { "–".into() },
             ratio(p.wall_s, b.wall_s, true),
             p.wall_s,
             b.wall_s,
@@ -183,16 +234,16 @@ fn comparison(ours: &RunResult, base: &RunResult) -> String {
     s
 }
 
-/// Writes the JSON of every result and the Markdown summary; returns the summary.
-pub fn write(out: &Path, scenario: Scenario, results: &[RunResult]) -> Result<String> {
+/// Writes the JSON of every result and the Markdown summary (`OUT/STEM.md`); returns the
+/// summary.
+pub fn write(out: &Path, stem: &str, results: &[RunResult]) -> Result<String> {
     std::fs::create_dir_all(out)?;
     for r in results {
         let path = out.join(format!("{}-{}.json", r.scenario, r.server.name()));
         std::fs::write(&path, serde_json::to_string_pretty(r)?)?;
     }
     let mut md = format!(
-        "# {} — ringbearer-perf\n\nMeasured on a shared host: read absolute figures as rough; ratios within one run are the comparable part.\n\n",
-        scenario.name()
+        "# {stem} — ringbearer-perf\n\nMeasured on a shared host: read absolute figures as rough; ratios within one run are the comparable part.\n\n"
     );
     for r in results {
         md.push_str(&section(r));
@@ -208,7 +259,7 @@ pub fn write(out: &Path, scenario: Scenario, results: &[RunResult]) -> Result<St
     ) {
         md.push_str(&comparison(o, b));
     }
-    std::fs::write(out.join(format!("{}.md", scenario.name())), &md)?;
+    std::fs::write(out.join(format!("{stem}.md")), &md)?;
     Ok(md)
 }
 
@@ -235,8 +286,13 @@ pub fn targets(scenario: Scenario, r: &RunResult) -> Vec<String> {
         Scenario::S1 => {
             if let Some(p) = find("connect") {
                 let per = p.rss_per_connection_bytes.unwrap_or(0.0);
+                let tls = if r.tls {
+                    " (over TLS: the SPEC's figure is for any idle connection, TLS included)"
+                } else {
+                    ""
+                };
                 t.push(format!(
-                    "memory per idle connection ≤ 2 KiB (stretch 1 KiB): {} — {}{scale_note}",
+                    "memory per idle connection ≤ 2 KiB (stretch 1 KiB){tls}: {} — {}{scale_note}",
                     kib(per),
                     verdict(per <= 2048.0)
                 ));
@@ -301,6 +357,18 @@ pub fn targets(scenario: Scenario, r: &RunResult) -> Vec<String> {
             }
         }
         Scenario::S4 => {
+            for name in ["cold-connect", "reconnect-storm"] {
+                if let Some(l) = find(name).and_then(|p| p.connect_latency.as_ref()) {
+                    t.push(format!(
+                        "connection establishment p99 < 300 ms (SPEC §6), {name}: p50 {} ms, p99 {} ms, max {} ms over {} connections — {}{scale_note}",
+                        ms(l.p50_us),
+                        ms(l.p99_us),
+                        ms(l.max_us),
+                        l.count,
+                        verdict(l.p99_us < 300_000)
+                    ));
+                }
+            }
             if let Some(p) = find("cold-connect") {
                 t.push(format!(
                     "19,900 connect + upgrade + subscribe ≤ 2 s, 0 errors, 0 listen overflows: {:.3} s, {} errors, {} overflows — {}{scale_note}",
@@ -362,6 +430,24 @@ pub fn targets(scenario: Scenario, r: &RunResult) -> Vec<String> {
                 verdict(best >= 100_000.0),
                 r.durability
             ));
+        }
+        Scenario::S8 => {
+            for p in r.phases.iter().filter(|p| p.name.starts_with("switch-")) {
+                let l = p.switch_latency.clone().unwrap_or_default();
+                t.push(format!(
+                    "channel switch (unsubscribe + subscribe + recovery) p99 < 200 ms (SPEC §6), {}: p50 {} ms, p99 {} ms, max {} ms over {} switches; {} unfinished, {} gaps, {} duplicates, {} not recovered — {}{scale_note}",
+                    p.name,
+                    ms(l.p50_us),
+                    ms(l.p99_us),
+                    ms(l.max_us),
+                    l.count,
+                    p.incomplete,
+                    p.counters.gaps,
+                    p.counters.duplicates,
+                    p.counters.not_recovered,
+                    verdict(l.count > 0 && l.p99_us < 200_000 && p.incomplete == 0 && p.counters.gaps == 0)
+                ));
+            }
         }
         Scenario::S7 => {
             if let (Some(a), Some(b)) = (find("all-reading"), find("slow-consumers")) {

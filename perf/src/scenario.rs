@@ -1,4 +1,4 @@
-//! The scenarios S1–S7 of the performance issue, as sequences of worker commands, and the
+//! The scenarios S1–S8 of the performance issues, as sequences of worker commands, and the
 //! measurement around each measured step (a [`Phase`]): server CPU time (utime + stime)
 //! and RSS before and after (RSS also sampled every 100 ms for its peak), the kernel's
 //! listen-queue counters, the workers' counters and merged histograms.
@@ -49,6 +49,12 @@ pub struct Phase {
     pub ack_latency: LatencySummary,
     /// Per message, the latency to its slowest subscriber (S2).
     pub last_subscriber_latency: Option<LatencySummary>,
+    /// Per subscriber connection that came up in the step: connection establishment (TCP
+    /// connect, TLS with `--tls`, upgrade, `subscribe`, up to `subscribed`; see
+    /// `proto::WorkerStats::connect`).
+    pub connect_latency: Option<LatencySummary>,
+    /// S8: per channel switch, `unsubscribe` sent → last recovered message in.
+    pub switch_latency: Option<LatencySummary>,
     pub listen_overflows: u64,
     pub listen_drops: u64,
     /// Items not finished within the step's timeout (see the step's notes).
@@ -67,8 +73,11 @@ impl Phase {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct RunResult {
-    pub scenario: &'static str,
+    /// The scenario's name, with `-tls` for `--tls` runs.
+    pub scenario: String,
     pub server: ServerKind,
+    /// Every connection spoke TLS (`--tls`).
+    pub tls: bool,
     pub command_line: String,
     pub started_unix_s: u64,
     pub host: Host,
@@ -192,9 +201,12 @@ impl Env {
             shards: opts.shards,
             heartbeat_ms: opts.heartbeat_ms,
             durability: opts.durability.clone(),
-            log: opts
-                .out
-                .join(format!("{}-{}.server.log", scenario.name(), kind.name())),
+            tls: opts.tls,
+            log: opts.out.join(format!(
+                "{}-{}.server.log",
+                scenario.stem(opts.tls),
+                kind.name()
+            )),
         })?;
         let mut workers = Workers::spawn(params.workers)?;
         let init = Init {
@@ -211,6 +223,8 @@ impl Env {
             connect_concurrency: opts.connect_concurrency,
             track_last: scenario == Scenario::S2,
             deadline_secs: opts.max_secs + 60,
+            tls_ca_pem: server.ca_pem.clone(),
+            switcher: scenario == Scenario::S8,
         };
         workers.call(
             |w| {
@@ -382,11 +396,15 @@ impl Env {
         let ws = self.stats()?;
         let mut lat = stats::new_histogram();
         let mut ack = stats::new_histogram();
+        let mut connect = stats::new_histogram();
+        let mut switch = stats::new_histogram();
         let mut last: HashMap<(u32, u64), u64> = HashMap::new();
         for s in &ws {
             p.counters.merge(&s.counters);
             s.latency.add_to(&mut lat);
             s.ack.add_to(&mut ack);
+            s.connect.add_to(&mut connect);
+            s.switch.add_to(&mut switch);
             for &(pb, seq, us) in &s.last {
                 let e = last.entry((pb, seq)).or_insert(0);
                 *e = (*e).max(us);
@@ -418,6 +436,8 @@ impl Env {
         }
         p.latency = LatencySummary::of(&lat);
         p.ack_latency = LatencySummary::of(&ack);
+        p.connect_latency = (!connect.is_empty()).then(|| LatencySummary::of(&connect));
+        p.switch_latency = (!switch.is_empty()).then(|| LatencySummary::of(&switch));
         if !last.is_empty() {
             let mut h = stats::new_histogram();
             for &us in last.values() {
@@ -445,8 +465,9 @@ pub fn run(
 ) -> Result<RunResult> {
     let params = opts.params(scenario)?;
     let mut result = RunResult {
-        scenario: scenario.name(),
+        scenario: scenario.stem(opts.tls),
         server: kind,
+        tls: opts.tls,
         command_line: command_line.to_owned(),
         started_unix_s: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -478,7 +499,7 @@ pub fn run(
     };
     eprintln!(
         "== {} against {} ({} connections, {} channels, {} publishers, {} workers)",
-        scenario.name(),
+        scenario.stem(opts.tls),
         kind.name(),
         params.connections,
         params.channels,
@@ -494,12 +515,13 @@ pub fn run(
             Scenario::S4 => s4(&mut env, &mut result.phases),
             Scenario::S5 => s5(&mut env, &mut result.phases),
             Scenario::S7 => s7(&mut env, &mut result.phases),
+            Scenario::S8 => s8(&mut env, &mut result.phases),
         };
         drop(env); // workers, then the server
         r
     });
     if let Err(e) = outcome {
-        eprintln!("{} against {}: {e:#}", scenario.name(), kind.name());
+        eprintln!("{} against {}: {e:#}", scenario.stem(opts.tls), kind.name());
         result.error = Some(format!("{e:#}"));
     }
     result.host.loadavg_end = procfs::loadavg();
@@ -620,7 +642,7 @@ fn s5(env: &mut Env, phases: &mut Vec<Phase>) -> Result<()> {
     env.create_channels()?;
     phases.push(connect_phase(env, "connect", false, 0)?);
     env.drop_all()?;
-    let per = env.opts.per_channel;
+    let per = env.opts.per_channel(Scenario::S5);
     phases.push(env.phase("queue-while-away", 0.0, |env, p| {
         let (unanswered, wall) = env.publish(0.0, Duration::ZERO, per)?;
         p.incomplete = unanswered;
@@ -678,6 +700,66 @@ fn s7(env: &mut Env, phases: &mut Vec<Phase>) -> Result<()> {
         "after the step the slow ones read again; how their connections had ended: {closes}"
     ));
     phases.push(p);
+    Ok(())
+}
+
+/// S8: everyone connects and subscribes (channels of 8); then per rate, `--per-channel`
+/// messages go to every channel (so every subscriber's other channel has them waiting) and
+/// subscribers switch channel at that many switches/s for `--duration-secs` — each sends
+/// `unsubscribe` and, pipelined, `subscribe` with its last seen id on the other channel (0
+/// the first time: everything kept) — each at most once per step, round the subscribers.
+fn s8(env: &mut Env, phases: &mut Vec<Phase>) -> Result<()> {
+    env.create_channels()?;
+    phases.push(connect_phase(env, "connect", false, 0)?);
+    let per = env.opts.per_channel(Scenario::S8);
+    let dur = Duration::from_secs_f64(env.params.duration_secs);
+    let n = env.params.connections as u64;
+    let step = env.step;
+    for rate in env.params.rates.clone() {
+        // Messages waiting on every channel; those subscribed there now get them live.
+        let (unanswered, _) = env.publish(0.0, Duration::ZERO, per)?;
+        if unanswered > 0 {
+            bail!("{unanswered} publishes unanswered before the switch step");
+        }
+        let (lagging, _, _) = env.wait_caught_up(step)?;
+        if lagging > 0 {
+            bail!("{lagging} subscribers did not get the live messages before the switch step");
+        }
+        let planned = if rate > 0.0 {
+            ((rate * dur.as_secs_f64()).round() as u64).min(n)
+        } else {
+            n
+        };
+        phases.push(env.phase(&format!("switch-{rate}"), rate, |env, p| {
+            let last_ids = env.last_ids.clone();
+            let t = env.step_ms() + dur.as_millis() as u64;
+            let start = Instant::now();
+            let r = env.call(|_| Cmd::Switch {
+                rate,
+                duration_ms: dur.as_millis() as u64,
+                last_ids: last_ids.clone(),
+                timeout_ms: t,
+            })?;
+            p.connections = n;
+            p.incomplete = r.iter().map(|r| r.incomplete).sum();
+            p.missing = r.iter().map(|r| r.missing).sum();
+            let done = p.incomplete;
+            p.notes.push(format!(
+                "{planned} switches planned at {rate}/s (each subscriber at most once a step), {per} messages waiting per channel; all asked and answered in {:.3} s; {done} unfinished",
+                start.elapsed().as_secs_f64()
+            ));
+            Ok(())
+        })?);
+        let last = phases.last_mut().expect("just pushed");
+        if let Some(l) = &last.switch_latency {
+            if l.count > 0 {
+                last.notes.push(format!(
+                    "server CPU over the step per switch (the idle connections' own cost included): {:.0} µs",
+                    last.server_cpu_s * 1e6 / l.count as f64
+                ));
+            }
+        }
+    }
     Ok(())
 }
 

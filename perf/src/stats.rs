@@ -76,6 +76,9 @@ pub struct WorkerCounters {
     pub subscribe_errors: u64,
     /// Connections that reached `subscribed`.
     pub subscribed: u64,
+    /// Of those, connections over TLS (a completed rustls handshake: `--tls`).
+    #[serde(default)]
+    pub tls_subscribed: u64,
     /// `subscribed` replies with `recovered: false`.
     pub not_recovered: u64,
     /// Live `message` frames received by subscribers.
@@ -110,6 +113,7 @@ impl WorkerCounters {
         self.connect_errors += o.connect_errors;
         self.subscribe_errors += o.subscribe_errors;
         self.subscribed += o.subscribed;
+        self.tls_subscribed += o.tls_subscribed;
         self.not_recovered += o.not_recovered;
         self.deliveries += o.deliveries;
         self.replayed += o.replayed;

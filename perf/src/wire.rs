@@ -133,6 +133,13 @@ pub fn subscribe(c: u32, last_seen_id: Option<u64>) -> String {
     s
 }
 
+pub fn unsubscribe(c: u32) -> String {
+    format!(
+        "{{\"op\":\"unsubscribe\",\"ref\":\"u\",\"channel\":\"{}\"}}",
+        channel_name(c)
+    )
+}
+
 /// One publish request to channel `c`, stamped `now_ns`, with `pad` bytes of padding.
 pub fn publish(c: u32, publisher: u32, seq: u64, now_ns: u64, pad: &str) -> String {
     let mut s = String::with_capacity(160 + pad.len());
@@ -172,6 +179,11 @@ mod tests {
         assert_eq!(req["payload"]["t"], 123);
         let req: serde_json::Value = serde_json::from_str(&subscribe(3, Some(7))).unwrap();
         assert_eq!(req["last_seen_id"], 7);
+        let req: serde_json::Value = serde_json::from_str(&unsubscribe(3)).unwrap();
+        assert_eq!(
+            (&req["op"], &req["channel"]),
+            (&"unsubscribe".into(), &"wedding:perf:w-3".into())
+        );
         let req: serde_json::Value = serde_json::from_str(&create(3, "shared")).unwrap();
         assert_eq!(req["wedding_id"], "w-3");
     }

@@ -27,6 +27,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 
 /// How often waits poll the subscriber slots.
@@ -64,10 +65,18 @@ async fn serve() -> Result<()> {
                     eprintln!("ringbearer-perf worker: deadline reached, exiting");
                     std::process::exit(4);
                 });
-                worker = Some(Rc::new(Worker::new(init)));
-                Reply {
-                    ok: true,
-                    ..Default::default()
+                match Worker::new(init) {
+                    Ok(w) => {
+                        worker = Some(Rc::new(w));
+                        Reply {
+                            ok: true,
+                            ..Default::default()
+                        }
+                    }
+                    Err(e) => Reply {
+                        error: Some(e),
+                        ..Default::default()
+                    },
                 }
             }
             (Cmd::Exit, _) => Reply {
@@ -103,12 +112,23 @@ enum SubState {
 
 struct Sub {
     index: u32,
-    channel: u32,
+    /// The channel it is subscribed to (or will be, on connect).
+    channel: Cell<u32>,
     token: String,
+    /// The last id seen on `channel`.
     last_id: Cell<u64>,
     state: Cell<SubState>,
     slow: Cell<bool>,
     task: RefCell<Option<JoinHandle<()>>>,
+    /// S8: the other channel and the last id seen there (0: never there).
+    alt_channel: Cell<u32>,
+    alt_last: Cell<u64>,
+    /// S8: a switch asked of its read loop (`Some(last_ids)` of the run), and the wake-up.
+    switch_req: RefCell<Option<Rc<Vec<u64>>>>,
+    wake: Notify,
+    /// S8: a switch in progress: sent at, the id it must reach, `subscribed` not yet in.
+    switching: Cell<Option<(Instant, u64)>>,
+    awaiting_subscribed: Cell<bool>,
 }
 
 struct Pub {
@@ -127,12 +147,19 @@ struct Pub {
 
 struct Worker {
     init: Init,
+    tls: Option<TlsConnector>,
     minter: Minter,
     subs: Vec<Sub>,
     pubs: Vec<Rc<Pub>>,
     counters: RefCell<WorkerCounters>,
     latency: RefCell<Histogram<u64>>,
     ack: RefCell<Histogram<u64>>,
+    /// Connection establishment per subscriber connection, µs (`WorkerStats::connect`).
+    connect_hist: RefCell<Histogram<u64>>,
+    /// S8: channel switch latency, µs.
+    switch_hist: RefCell<Histogram<u64>>,
+    /// S8: the next subscriber to switch (switches go round the subscribers).
+    switch_cursor: Cell<usize>,
     /// (publisher, seq) → latency to the slowest subscriber so far, µs.
     last: RefCell<HashMap<(u32, u64), u64>>,
     connect_slots: Semaphore,
@@ -151,21 +178,43 @@ fn done(elapsed: Duration, incomplete: u64) -> Reply {
 }
 
 impl Worker {
-    fn new(init: Init) -> Worker {
+    fn new(init: Init) -> Result<Worker, String> {
         let minter = Minter::new(&init.secret);
+        let tls = init
+            .tls_ca_pem
+            .as_deref()
+            .map(client::tls_connector)
+            .transpose()?;
         let (a, b) = proto::subscriber_range(&init, init.worker);
         let subs = (a..b)
             .map(|i| {
                 let channel = proto::channel_of(&init, i);
                 let w = proto::wedding(channel);
+                let (alt, token) = if init.switcher {
+                    let alt = proto::alt_channel_of(&init, i);
+                    let w2 = proto::wedding(alt);
+                    let t = minter.token(&format!("u-{i}"), "guest", &[w.as_str(), w2.as_str()]);
+                    (alt, t)
+                } else {
+                    (
+                        channel,
+                        minter.token(&format!("u-{i}"), "guest", &[w.as_str()]),
+                    )
+                };
                 Sub {
                     index: i,
-                    channel,
-                    token: minter.token(&format!("u-{i}"), "guest", &[w.as_str()]),
+                    channel: Cell::new(channel),
+                    token,
                     last_id: Cell::new(0),
                     state: Cell::new(SubState::Idle),
                     slow: Cell::new(false),
                     task: RefCell::new(None),
+                    alt_channel: Cell::new(alt),
+                    alt_last: Cell::new(0),
+                    switch_req: RefCell::new(None),
+                    wake: Notify::new(),
+                    switching: Cell::new(None),
+                    awaiting_subscribed: Cell::new(false),
                 }
             })
             .collect();
@@ -187,20 +236,24 @@ impl Worker {
             .collect();
         // The stamp and the rest of the request take ~150 bytes of the payload budget.
         let pad = "x".repeat(init.payload_bytes.saturating_sub(60));
-        Worker {
+        Ok(Worker {
             connect_slots: Semaphore::new(init.connect_concurrency.max(1)),
+            tls,
             minter,
             subs,
             pubs,
             counters: RefCell::new(WorkerCounters::default()),
             latency: RefCell::new(stats::new_histogram()),
             ack: RefCell::new(stats::new_histogram()),
+            connect_hist: RefCell::new(stats::new_histogram()),
+            switch_hist: RefCell::new(stats::new_histogram()),
+            switch_cursor: Cell::new(0),
             last: RefCell::new(HashMap::new()),
             slow_released: Cell::new(false),
             slow_release: Notify::new(),
             pad,
             init,
-        }
+        })
     }
 
     async fn handle(self: Rc<Self>, cmd: Cmd) -> Reply {
@@ -278,6 +331,15 @@ impl Worker {
                 self.publish(rate, duration_ms, per_channel, window, timeout_ms)
                     .await
             }
+            Cmd::Switch {
+                rate,
+                duration_ms,
+                last_ids,
+                timeout_ms,
+            } => {
+                self.switch(rate, duration_ms, Rc::new(last_ids), timeout_ms)
+                    .await
+            }
             Cmd::WaitCaughtUp {
                 last_ids,
                 timeout_ms,
@@ -340,7 +402,7 @@ impl Worker {
                             s.slow.get()
                                 && s.state.get() == SubState::Subscribed
                                 && s.last_id.get()
-                                    < last_ids.get(s.channel as usize).copied().unwrap_or(0)
+                                    < last_ids.get(s.channel.get() as usize).copied().unwrap_or(0)
                         })
                         .count();
                     if open == 0 || Instant::now() > deadline {
@@ -354,6 +416,8 @@ impl Worker {
                     counters: self.counters.borrow().clone(),
                     latency: HistWire::from_hist(&self.latency.borrow()),
                     ack: HistWire::from_hist(&self.ack.borrow()),
+                    connect: HistWire::from_hist(&self.connect_hist.borrow()),
+                    switch: HistWire::from_hist(&self.switch_hist.borrow()),
                     last: self
                         .last
                         .borrow()
@@ -365,6 +429,8 @@ impl Worker {
                     *self.counters.borrow_mut() = WorkerCounters::default();
                     self.latency.borrow_mut().reset();
                     self.ack.borrow_mut().reset();
+                    self.connect_hist.borrow_mut().reset();
+                    self.switch_hist.borrow_mut().reset();
                     self.last.borrow_mut().clear();
                 }
                 Reply {
@@ -385,7 +451,7 @@ impl Worker {
             if s.slow.get() {
                 continue;
             }
-            let want = last_ids.get(s.channel as usize).copied().unwrap_or(0);
+            let want = last_ids.get(s.channel.get() as usize).copied().unwrap_or(0);
             let have = s.last_id.get();
             if have < want {
                 lagging += 1;
@@ -410,7 +476,14 @@ impl Worker {
         let token = self
             .minter
             .token(&format!("setup-{}", self.init.worker), "service", &["*"]);
-        let mut ws = client::connect(self.init.addr, self.source(0), &token, 64 << 10).await?;
+        let mut ws = client::connect(
+            self.init.addr,
+            self.source(0),
+            &token,
+            64 << 10,
+            self.tls.as_ref(),
+        )
+        .await?;
         let fut = async {
             for &c in &mine {
                 ws.feed(Message::Text(
@@ -455,7 +528,15 @@ impl Worker {
             .minter
             .token(&format!("p-{}", p.index), "service", &["*"]);
         loop {
-            match client::connect(self.init.addr, self.source(p.index), &token, 256 << 10).await {
+            match client::connect(
+                self.init.addr,
+                self.source(p.index),
+                &token,
+                256 << 10,
+                self.tls.as_ref(),
+            )
+            .await
+            {
                 Ok(ws) => {
                     let (sink, stream) = ws.split();
                     *p.sink.borrow_mut() = Some(sink);
@@ -677,11 +758,15 @@ impl Worker {
     ) {
         tokio::time::sleep(delay).await;
         let s = &self.subs[k];
+        let mut first_attempt = None;
         let ws = loop {
             let permit = self.connect_slots.acquire().await;
+            let started = *first_attempt.get_or_insert_with(Instant::now);
             match self.attach(s, resume).await {
                 Ok(ws) => {
                     drop(permit);
+                    let us = started.elapsed().as_micros() as u64;
+                    stats::record(&mut self.connect_hist.borrow_mut(), us);
                     break ws;
                 }
                 Err(Attach::Refused) => {
@@ -705,17 +790,29 @@ impl Worker {
             tokio::time::sleep(Duration::from_millis(backoff)).await;
         };
         s.state.set(SubState::Subscribed);
-        self.read_loop(s, ws).await;
+        if self.init.switcher {
+            self.switch_loop(s, ws).await;
+        } else {
+            self.read_loop(s, ws).await;
+        }
     }
 
     async fn attach(&self, s: &Sub, resume: bool) -> Result<Ws, Attach> {
-        let mut ws = client::connect(self.init.addr, self.source(s.index), &s.token, 0)
-            .await
-            .map_err(Attach::Failed)?;
+        let mut ws = client::connect(
+            self.init.addr,
+            self.source(s.index),
+            &s.token,
+            0,
+            self.tls.as_ref(),
+        )
+        .await
+        .map_err(Attach::Failed)?;
         let last_seen = resume.then(|| s.last_id.get());
-        ws.send(Message::Text(wire::subscribe(s.channel, last_seen).into()))
-            .await
-            .map_err(|e| Attach::Failed(format!("send subscribe: {e}")))?;
+        ws.send(Message::Text(
+            wire::subscribe(s.channel.get(), last_seen).into(),
+        ))
+        .await
+        .map_err(|e| Attach::Failed(format!("send subscribe: {e}")))?;
         let fut = async {
             while let Some(m) = ws.next().await {
                 let t = match m {
@@ -732,6 +829,9 @@ impl Worker {
                             .map_err(|e| Attach::Failed(format!("subscribed: {e}")))?;
                         let mut c = self.counters.borrow_mut();
                         c.subscribed += 1;
+                        if matches!(ws.get_ref(), client::Stream::Tls(_)) {
+                            c.tls_subscribed += 1;
+                        }
                         if !f.recovered {
                             c.not_recovered += 1;
                         }
@@ -827,9 +927,214 @@ impl Worker {
         *self.counters.borrow_mut().closed.entry(key).or_default() += 1;
     }
 
+    /// S8: asks subscribers, round the worker's subscribers from where the last command
+    /// stopped, to switch channel at this worker's share of `rate` (all at once when 0), each
+    /// at most once; then waits for every switch asked (see `Cmd::Switch`).
+    async fn switch(
+        self: Rc<Self>,
+        rate: f64,
+        duration_ms: u64,
+        last_ids: Rc<Vec<u64>>,
+        timeout_ms: u64,
+    ) -> Reply {
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(timeout_ms);
+        if !self.init.switcher {
+            return Reply {
+                error: Some("switch: this run's subscribers have no second channel".into()),
+                ..Default::default()
+            };
+        }
+        let n_subs = self.subs.len();
+        if n_subs == 0 {
+            return done(start.elapsed(), 0);
+        }
+        let per_worker = rate / self.init.workers as f64;
+        let count = if per_worker > 0.0 {
+            ((per_worker * duration_ms as f64 / 1000.0).round() as usize).min(n_subs)
+        } else {
+            n_subs
+        };
+        let cursor = self.switch_cursor.get();
+        self.switch_cursor.set((cursor + count) % n_subs);
+        let mut asked = Vec::with_capacity(count);
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut k = 0;
+        while k < count {
+            let due = if per_worker > 0.0 {
+                tick.tick().await;
+                ((per_worker * start.elapsed().as_secs_f64()) as usize).min(count)
+            } else {
+                count
+            };
+            while k < due {
+                let i = (cursor + k) % n_subs;
+                k += 1;
+                let s = &self.subs[i];
+                if s.state.get() != SubState::Subscribed || s.switching.get().is_some() {
+                    continue;
+                }
+                *s.switch_req.borrow_mut() = Some(last_ids.clone());
+                s.wake.notify_one();
+                asked.push(i);
+            }
+        }
+        loop {
+            let pending = |s: &Sub| s.switch_req.borrow().is_some() || s.switching.get().is_some();
+            let open = asked.iter().filter(|&&i| pending(&self.subs[i])).count();
+            if open == 0 || Instant::now() > deadline {
+                let mut missing = 0;
+                for &i in &asked {
+                    let s = &self.subs[i];
+                    if s.switch_req.borrow().is_some() {
+                        let want = last_ids.get(s.alt_channel.get() as usize).copied();
+                        missing += want.unwrap_or(0).saturating_sub(s.alt_last.get());
+                    } else if let Some((_, target)) = s.switching.get() {
+                        missing += target.saturating_sub(s.last_id.get());
+                    }
+                }
+                let mut r = done(start.elapsed(), open as u64);
+                r.missing = missing;
+                return r;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// S8's read loop: `read_loop`'s accounting (no slow consumers here), plus the channel
+    /// switches asked through `Sub::switch_req`, and `subscribed` replies read as recovery.
+    async fn switch_loop(&self, s: &Sub, mut ws: Ws) {
+        enum Ev {
+            Switch,
+            Frame(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+        }
+        let code = loop {
+            let ev = tokio::select! {
+                biased;
+                _ = s.wake.notified() => Ev::Switch,
+                m = ws.next() => Ev::Frame(m),
+            };
+            let m = match ev {
+                Ev::Switch => {
+                    let Some(last_ids) = s.switch_req.borrow_mut().take() else {
+                        continue;
+                    };
+                    if let Err(e) = self.start_switch(s, &mut ws, &last_ids).await {
+                        s.switching.set(None);
+                        self.counters
+                            .borrow_mut()
+                            .error("SWITCH_WRITE", || format!("switch: {e}"));
+                        break "eof".to_string();
+                    }
+                    continue;
+                }
+                Ev::Frame(m) => m,
+            };
+            match m {
+                Some(Ok(Message::Text(t))) => match wire::op(&t) {
+                    Op::Message => match serde_json::from_str::<wire::MessageFrame>(&t) {
+                        Ok(m) => {
+                            self.on_message(s, &m, true);
+                            self.switch_progress(s);
+                        }
+                        Err(e) => self
+                            .counters
+                            .borrow_mut()
+                            .error("UNPARSED", || format!("message: {e}")),
+                    },
+                    Op::Subscribed => {
+                        let Ok(f) = serde_json::from_str::<wire::SubscribedFrame>(&t) else {
+                            self.counters
+                                .borrow_mut()
+                                .error("UNPARSED", || "subscribed".to_string());
+                            continue;
+                        };
+                        if proto::channel_index(f.channel) != Some(s.channel.get()) {
+                            continue;
+                        }
+                        let mut c = self.counters.borrow_mut();
+                        c.subscribed += 1;
+                        if !f.recovered {
+                            c.not_recovered += 1;
+                        }
+                        drop(c);
+                        for m in &f.messages {
+                            self.on_message(s, m, false);
+                        }
+                        s.awaiting_subscribed.set(false);
+                        self.switch_progress(s);
+                    }
+                    Op::Error => {
+                        let e: wire::ErrorFrame =
+                            serde_json::from_str(&t).unwrap_or(wire::ErrorFrame {
+                                r#ref: None,
+                                code: "UNPARSED".into(),
+                                message: t.to_string(),
+                            });
+                        let mut c = self.counters.borrow_mut();
+                        if s.switching.get().is_some() {
+                            // The switch's unsubscribe or subscribe was refused: it ends here,
+                            // unfinished (counted, and its latency not recorded).
+                            c.subscribe_errors += 1;
+                            s.switching.set(None);
+                            s.awaiting_subscribed.set(false);
+                        }
+                        c.error(&e.code, || format!("switching subscriber: {}", e.message));
+                    }
+                    _ => {}
+                },
+                Some(Ok(Message::Close(f))) => {
+                    break f
+                        .map(|f| u16::from(f.code).to_string())
+                        .unwrap_or_else(|| "none".into())
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break "eof".to_string(),
+            }
+        };
+        s.state.set(SubState::Closed);
+        s.switching.set(None);
+        *self.counters.borrow_mut().closed.entry(code).or_default() += 1;
+    }
+
+    /// Swaps the subscriber's current and other channel and sends `unsubscribe` for the old
+    /// one and, pipelined, `subscribe` with its position on the new one; the clock starts
+    /// before the first byte goes out.
+    async fn start_switch(&self, s: &Sub, ws: &mut Ws, last_ids: &[u64]) -> Result<(), String> {
+        let (old, new) = (s.channel.get(), s.alt_channel.get());
+        let (old_last, new_last) = (s.last_id.get(), s.alt_last.get());
+        s.channel.set(new);
+        s.alt_channel.set(old);
+        s.last_id.set(new_last);
+        s.alt_last.set(old_last);
+        let target = last_ids.get(new as usize).copied().unwrap_or(0);
+        s.switching.set(Some((Instant::now(), target)));
+        s.awaiting_subscribed.set(true);
+        ws.feed(Message::Text(wire::unsubscribe(old).into()))
+            .await
+            .map_err(|e| e.to_string())?;
+        ws.feed(Message::Text(wire::subscribe(new, Some(new_last)).into()))
+            .await
+            .map_err(|e| e.to_string())?;
+        ws.flush().await.map_err(|e| e.to_string())
+    }
+
+    /// Ends a switch once its `subscribed` is in and every message up to its target too.
+    fn switch_progress(&self, s: &Sub) {
+        let Some((at, target)) = s.switching.get() else {
+            return;
+        };
+        if !s.awaiting_subscribed.get() && s.last_id.get() >= target {
+            s.switching.set(None);
+            let us = at.elapsed().as_micros() as u64;
+            stats::record(&mut self.switch_hist.borrow_mut(), us);
+        }
+    }
+
     fn on_message(&self, s: &Sub, m: &wire::MessageFrame, live: bool) {
         let mut c = self.counters.borrow_mut();
-        if proto::channel_index(m.channel) != Some(s.channel) {
+        if proto::channel_index(m.channel) != Some(s.channel.get()) {
             c.foreign += 1;
             return;
         }

@@ -41,6 +41,18 @@ pub fn server_bin() -> PathBuf {
 /// Runs `ringbearer-perf SCENARIO ARGS…` against this profile's server with a fresh output
 /// directory; returns the parsed result JSON (which exists even when a step failed).
 pub fn run_scenario(scenario: &str, file_stem: &str, args: &[&str]) -> Value {
+    let mut v = run_scenario_servers(scenario, file_stem, &["ringbearer"], args);
+    v.pop().expect("one result")
+}
+
+/// As [`run_scenario`], reading the result of each server in `servers` (`ringbearer`,
+/// `baseline`: pass `--compare` in `args` for both).
+pub fn run_scenario_servers(
+    scenario: &str,
+    file_stem: &str,
+    servers: &[&str],
+    args: &[&str],
+) -> Vec<Value> {
     let out = std::env::temp_dir().join(format!(
         "rb-perf-test-{}-{}-{}",
         scenario,
@@ -60,24 +72,28 @@ pub fn run_scenario(scenario: &str, file_stem: &str, args: &[&str]) -> Value {
         .args(args)
         .output()
         .expect("running ringbearer-perf");
-    let json = out.join(format!("{file_stem}-ringbearer.json"));
-    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
-        panic!(
-            "no result {} ({e}); status {:?}\nstderr:\n{}",
-            json.display(),
-            output.status,
+    let mut results = Vec::new();
+    for server in servers {
+        let json = out.join(format!("{file_stem}-{server}.json"));
+        let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
+            panic!(
+                "no result {} ({e}); status {:?}\nstderr:\n{}",
+                json.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            output.status.success() && v["error"].is_null(),
+            "run against {server} failed: {}\nstderr:\n{}",
+            v["error"],
             String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    let v: Value = serde_json::from_str(&text).unwrap();
-    assert!(
-        output.status.success() && v["error"].is_null(),
-        "run failed: {}\nstderr:\n{}",
-        v["error"],
-        String::from_utf8_lossy(&output.stderr)
-    );
+        );
+        results.push(v);
+    }
     let _ = std::fs::remove_dir_all(&out);
-    v
+    results
 }
 
 pub fn phase<'a>(v: &'a Value, name: &str) -> &'a Value {
