@@ -73,6 +73,11 @@ pub struct Shard {
     pub journal: Option<Rc<dyn Journal>>,
     /// Wakes the commit pump.
     pub commit_ready: Rc<Notify>,
+    /// Wakes the presence flush: some owned channel's presence changed (set by `apply`).
+    pub presence_ready: Rc<Notify>,
+    /// Connections whose token was refreshed since the last heartbeat round: the sweep
+    /// looks at them in its next round (`runtime/sweep.rs`).
+    pub heartbeat_recheck: Vec<u64>,
     /// Where subscriptions, cursors and audit events are mirrored; `None` keeps them in
     /// memory only.
     pub catalog: Option<Arc<dyn Catalog>>,
@@ -94,6 +99,8 @@ impl Shard {
             local: HashMap::new(),
             owner,
             commit_ready: Rc::new(Notify::default()),
+            presence_ready: Rc::new(Notify::default()),
+            heartbeat_recheck: Vec::new(),
             catalog: None,
             clock: Default::default(),
             calls: HashMap::new(),
@@ -202,6 +209,10 @@ impl Shard {
         });
         if wake_commit {
             self.commit_ready.notify();
+        }
+        // Every change of owner state passes here, so the flush need not poll for it.
+        if self.owner.presence_pending() && !self.presence_ready.is_set() {
+            self.presence_ready.notify();
         }
         out
     }
