@@ -25,7 +25,9 @@
 //!
 //! New connections are found by id (`Shard::next_conn` only grows) and visited in their
 //! first round. A connection that is closing is dropped from the schedule (it never
-//! reopens). Cost: one heap entry and one map entry per connection (~40 bytes).
+//! reopens). Cost: one heap entry and one map entry per connection (~40 bytes). Every
+//! due is at most one ping interval ahead (the next ping), so the entries of a connection
+//! that left, or left stale by a refresh, are dropped within one interval.
 
 use crate::host::connection::Conn;
 use crate::weddings::Today;
