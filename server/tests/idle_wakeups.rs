@@ -1,11 +1,13 @@
 //! An idle server lets its shards sleep: with connections subscribed and nothing happening,
 //! the shard threads wake only for the once-a-second services (heartbeat sweep, health
-//! sampler), not for a presence flush every 50 ms; and a presence change after the quiet
-//! still goes out as a `presence_diff`.
+//! sampler), not for a presence flush every 50 ms; a presence change after the quiet still
+//! goes out as a `presence_diff`; and the heartbeat sweep, which looks at a connection only
+//! when something is due for it, still shortens a connected token's interval at once when
+//! a wedding it reaches is registered for today.
 
 mod common;
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const CH: &str = "wedding:guests:w-quiet";
@@ -80,4 +82,42 @@ async fn idle_shards_sleep_and_presence_still_flows() {
         .await;
     assert_eq!(late.subscribe(CH).await["op"], "subscribed");
     coord.wait_for(|v| joined(v, "guest-2")).await;
+}
+
+/// Connected while its wedding is not yet known, a dead peer is due for its first ping in
+/// 60 s; once the wedding is registered for today (the calendar clock says 13 June 2026),
+/// the next round revisits every connection and the fast 200 ms heartbeat closes it with
+/// 4000 — within the read timeout of 10 s, where a schedule that missed the new day would
+/// wait out the 60 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wedding_registered_for_today_speeds_up_connected_tokens() {
+    let s = TestServer::start(
+        "[clock]\nstart = \"2026-06-13T10:30:00Z\"\n[saturday]\nmode = \"off\"\n\
+         [io]\nheartbeat_interval_ms = 60000\nwedding_day_heartbeat_interval_ms = 200\n",
+    );
+    let addr = s.addr;
+    let token = s.token("late", "studio", "photographer", &["w-late"]);
+    let mut raw = tokio::task::spawn_blocking(move || RawTcp::upgrade(addr, "/ws", &token, None))
+        .await
+        .unwrap();
+    // A round or two schedule it at the slow interval. (Too short a pause under load would
+    // only make the test weaker, never fail it: a connection first seen after the
+    // registration gets the fast interval anyway.)
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let admin = s.token("admin", "studio", "admin", &["*"]);
+    let body = json!({"wedding_id": "w-late", "event_date": "2026-06-13", "time_zone": "UTC"});
+    let (status, v) = rest_call(&s, "POST", "/api/websocket/weddings", &admin, Some(body)).await;
+    assert_eq!(status, 200, "{v}");
+    let at = Instant::now();
+    let code = tokio::task::spawn_blocking(move || loop {
+        match raw.read_frame() {
+            Some((0x8, p)) => return u16::from_be_bytes([p[0], p[1]]),
+            Some(_) => {}
+            None => panic!("no close frame: the new wedding day did not reach the sweep"),
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 4000, "closed after two missed fast pings");
+    assert!(at.elapsed() < WAIT);
 }
