@@ -47,6 +47,14 @@ pub struct IoConfig {
     /// io_uring registered buffer memory per executor. glommio's default is 10 MiB, over
     /// the 8 MiB memlock cap of unprivileged users here.
     pub io_memory_bytes: usize,
+    /// Entries of each of a shard's io_uring rings (glommio's default is 128). Every idle
+    /// connection keeps a poll armed in its shard's main ring, and the kernel finds a
+    /// request to cancel (glommio cancels a preemption timer each time the shard wakes) by
+    /// scanning one bucket of a hash of `clamp(log2(2 × depth) − 5, 1, 8)` bits: at 128 that
+    /// is 8 buckets, ~1,250 polls scanned per cancel at 10,000 connections; from 4096 on it
+    /// is the kernel's largest, 256 buckets (`docs/performance.md`, "Quiet low rates").
+    /// Costs ~1 MiB of ring memory per shard at 4096.
+    pub ring_depth: usize,
     /// Cross-shard queue depth (glommio mesh). Shallow queues deadlocked upstream (#555)
     /// and cost ~18 µs/msg at depth 8 against ~0.2 µs at 1024.
     pub mesh_capacity: usize,
@@ -417,6 +425,7 @@ impl Default for IoConfig {
             listen_backlog: 4096,
             max_connections: 10_000,
             io_memory_bytes: 512 * 1024,
+            ring_depth: 4096,
             mesh_capacity: 1024,
             mesh_backlog_max: 65_536,
             heartbeat_interval_ms: 30_000,
@@ -543,6 +552,9 @@ impl IoConfig {
         if self.listen_backlog < 1 {
             return Err("io.listen_backlog must be at least 1".into());
         }
+        if !(1..=32_768).contains(&self.ring_depth) {
+            return Err("io.ring_depth must be 1 to 32768 (the kernel's largest ring)".into());
+        }
         if self.mesh_capacity < 64 {
             return Err(
                 "io.mesh_capacity must be at least 64 (shallow mesh queues deadlock)".into(),
@@ -577,6 +589,13 @@ mod tests {
             ..IoConfig::default()
         };
         assert!(c.validate().unwrap_err().contains("mesh_capacity"));
+        for depth in [0, 65_536] {
+            let c = IoConfig {
+                ring_depth: depth,
+                ..IoConfig::default()
+            };
+            assert!(c.validate().unwrap_err().contains("io.ring_depth"));
+        }
         for (sat, field) in [
             (
                 SaturdayConfig {

@@ -222,7 +222,7 @@ pub struct Weddings {
 }
 
 /// Which weddings are today, taken once per heartbeat round.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Today {
     ids: HashSet<String>,
     orgs: HashSet<String>,

@@ -50,8 +50,10 @@ pub(super) fn refresh_token(
     }
     let claims = Arc::new(c);
     *conn.claims.borrow_mut() = claims.clone();
-    // A fresh token gets its own warning before it expires.
+    // A fresh token gets its own warning before it expires (and may expire sooner): the
+    // heartbeat sweep looks at it again in its next round.
     conn.expiry_warned.set(false);
+    ctx.state.borrow_mut().heartbeat_recheck.push(conn.id);
     let now = crate::clock::now_ms();
     ctx.state
         .borrow()

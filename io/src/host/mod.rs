@@ -76,6 +76,11 @@ pub struct Shard {
     pub commit_ready: Rc<Notify>,
     /// Connections the fan-out queued frames for, written at the end of the batch.
     pub cork: Rc<cork::Cork>,
+    /// Wakes the presence flush: some owned channel's presence changed (set by `apply`).
+    pub presence_ready: Rc<Notify>,
+    /// Connections whose token was refreshed since the last heartbeat round: the sweep
+    /// looks at them in its next round (`runtime/sweep.rs`).
+    pub heartbeat_recheck: Vec<u64>,
     /// Where subscriptions, cursors and audit events are mirrored; `None` keeps them in
     /// memory only.
     pub catalog: Option<Arc<dyn Catalog>>,
@@ -98,6 +103,8 @@ impl Shard {
             owner,
             commit_ready: Rc::new(Notify::default()),
             cork: Rc::new(cork::Cork::new(&cfg)),
+            presence_ready: Rc::new(Notify::default()),
+            heartbeat_recheck: Vec::new(),
             catalog: None,
             clock: Default::default(),
             calls: HashMap::new(),
@@ -206,6 +213,10 @@ impl Shard {
         });
         if wake_commit {
             self.commit_ready.notify();
+        }
+        // Every change of owner state passes here, so the flush need not poll for it.
+        if self.owner.presence_pending() && !self.presence_ready.is_set() {
+            self.presence_ready.notify();
         }
         out
     }

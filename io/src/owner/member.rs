@@ -87,6 +87,12 @@ impl Owner {
         fx.reply(from, r#ref, Reply::Ok);
     }
 
+    /// Whether some owned channel has presence changes not yet announced (the presence
+    /// flush sleeps until this turns true: an idle shard takes no flush timer).
+    pub fn presence_pending(&self) -> bool {
+        !self.presence_dirty.is_empty()
+    }
+
     /// Announces the presence changes of every owned channel that has some: one
     /// `PresenceDiff` (or, past `presence_list_max` entries, one `PresenceState`) per
     /// channel to each shard with subscribers (SPEC §3). Run every

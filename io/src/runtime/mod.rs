@@ -29,6 +29,7 @@
 
 mod listener;
 mod shutdown;
+mod sweep;
 mod tasks;
 mod watchdog;
 
@@ -195,6 +196,7 @@ pub fn start_with(
     let threads = LocalExecutorPoolBuilder::new(placement)
         .name("rb-shard")
         .io_memory(cfg.io_memory_bytes)
+        .ring_depth(cfg.ring_depth)
         .on_all_shards(move || {
             let cfg = cfg.clone();
             let shared = shared2.clone();

@@ -189,15 +189,48 @@ async fn retention(ctx: Rc<ShardCtx>, stop: Rc<Signal>) {
 
 /// Every `presence_flush_interval_ms`, announces the presence changes of this shard's
 /// channels: one coalesced diff per changed channel (SPEC §3; see `core/src/presence.rs`).
+///
+/// The flushes keep to one grid of ticks (`interval` apart from the service's start), but
+/// a tick is only slept for when something changed (`Shard::presence_ready`, set by
+/// `Shard::apply`): a change is announced at the first tick after it, as when every tick
+/// woke the shard, and an idle shard takes no timer at all (20 wake-ups a second per shard
+/// at the default 50 ms were most of an idle server's CPU, `docs/performance.md`).
 async fn presence_flush(ctx: Rc<ShardCtx>, stop: Rc<Signal>) {
     let interval = Duration::from_millis(ctx.cfg.presence_flush_interval_ms);
-    while pause(&stop, interval).await {
+    let ready = ctx.state.borrow().presence_ready.clone();
+    let start = Instant::now();
+    loop {
+        let changed = future::or(
+            async {
+                ready.wait().await;
+                true
+            },
+            async {
+                stop.wait().await;
+                false
+            },
+        )
+        .await;
+        if !changed {
+            return;
+        }
+        let now = Instant::now();
+        if !pause(&stop, next_tick(start, interval, now) - now).await {
+            return;
+        }
         let out = ctx
             .state
             .borrow_mut()
             .flush_presence(crate::clock::now_ms());
         ctx.route_all(out);
     }
+}
+
+/// The first tick of the grid `start`, `start + interval`, … strictly after `now`.
+fn next_tick(start: Instant, interval: Duration, now: Instant) -> Instant {
+    let step = interval.as_nanos().max(1);
+    let ticks = now.saturating_duration_since(start).as_nanos() / step + 1;
+    start + Duration::from_nanos((ticks * step).min(u64::MAX as u128) as u64)
 }
 
 /// Every `escalation.sweep_interval_ms`, parks this shard's wedding-day messages a member
@@ -243,7 +276,8 @@ async fn sample_totals(ctx: Rc<ShardCtx>, stop: Rc<Signal>) {
 }
 
 /// One sweep per shard, every [`HEARTBEAT_ROUND_MAX`] at most (never a timer per
-/// connection: 20,000 of them on a Saturday). Each round, for every connection:
+/// connection: 20,000 of them on a Saturday). Each round, for every connection that could
+/// have something due (`sweep.rs` keeps that schedule; the others are not touched):
 /// - token expiry (SPEC §4 Tokens): `token_expiry_warning_secs` before `exp` it is told
 ///   `token_expiring` once per token; past `exp` + `token_leeway_secs` it gets
 ///   `WS_UNAUTHORIZED` and close 4002, unless a `token` refresh came first;
@@ -256,9 +290,11 @@ async fn heartbeat(ctx: Rc<ShardCtx>, stop: Rc<Signal>) {
     let round = HEARTBEAT_ROUND_MAX.min(slow).min(fast);
     let leeway = ctx.cfg.token_leeway_secs;
     let warning = ctx.cfg.token_expiry_warning_secs;
+    let mut schedule = super::sweep::Schedule::new(Instant::now());
     while pause(&stop, round).await {
         let now = Instant::now();
-        let now_s = crate::clock::now_ms() / 1000;
+        let wall_ms = crate::clock::now_ms();
+        let now_s = wall_ms / 1000;
         let calendar_now = ctx.shared.calendar_now_ms();
         let all_fast = ctx.shared.saturday_mode(calendar_now);
         let today = if all_fast {
@@ -266,7 +302,12 @@ async fn heartbeat(ctx: Rc<ShardCtx>, stop: Rc<Signal>) {
         } else {
             ctx.shared.weddings.today(calendar_now)
         };
-        let conns: Vec<_> = ctx.state.borrow().conns.values().cloned().collect();
+        let all = schedule.must_revisit_all(now, wall_ms, all_fast, today);
+        let conns = {
+            let mut st = ctx.state.borrow_mut();
+            let recheck = std::mem::take(&mut st.heartbeat_recheck);
+            schedule.take(now, all, &st.conns, st.next_conn, recheck)
+        };
         for c in conns {
             if !c.is_open() {
                 continue;
@@ -275,8 +316,32 @@ async fn heartbeat(ctx: Rc<ShardCtx>, stop: Rc<Signal>) {
             if !c.check_token_expiry(&claims, now_s, leeway, warning) {
                 continue;
             }
-            let wedding_day = all_fast || today.as_ref().is_some_and(|t| t.reaches(&claims));
-            c.heartbeat(now, if wedding_day { fast } else { slow });
+            let wedding_day = all_fast || schedule.today().is_some_and(|t| t.reaches(&claims));
+            let interval = if wedding_day { fast } else { slow };
+            c.heartbeat(now, interval);
+            schedule.put(&c, now, wall_ms, interval, leeway, warning);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_tick;
+    use std::time::{Duration, Instant};
+
+    /// A change is flushed at the first tick of the service's grid after it: the same
+    /// instant a flush on every tick would have announced it.
+    #[test]
+    fn next_tick_is_the_first_grid_point_after_now() {
+        let start = Instant::now();
+        let i = Duration::from_millis(50);
+        let ms = Duration::from_millis;
+        assert_eq!(next_tick(start, i, start), start + ms(50));
+        assert_eq!(next_tick(start, i, start + ms(1)), start + ms(50));
+        assert_eq!(next_tick(start, i, start + ms(49)), start + ms(50));
+        assert_eq!(next_tick(start, i, start + ms(50)), start + ms(100));
+        assert_eq!(next_tick(start, i, start + ms(1234)), start + ms(1250));
+        // A clock reading before the start (it cannot go back, but the guard is cheap).
+        assert_eq!(next_tick(start + ms(10), i, start), start + ms(60));
     }
 }
