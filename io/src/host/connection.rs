@@ -316,17 +316,19 @@ impl Conn {
         }
     }
 
+    /// Queues a ping for the writer task to send.
     pub fn ping(&self) {
         self.ping_due.set(true);
         self.wake_writer.notify();
     }
 
-    /// One heartbeat round at `now` with this connection's `interval` (SPEC §3): pings when
-    /// one is due; closes with 4000 once two pings went unanswered and the peer has been
+    /// One heartbeat round at `now` with this connection's `interval` (SPEC §3): `true`
+    /// when a ping is due (the caller sends it: `Cork::ping`); closes with 4000 once two pings went unanswered and the peer has been
     /// silent for two intervals. (Counting unanswered pings, not only silence, keeps a
     /// connection whose interval just shrank — a wedding day began — from being closed for
     /// the longer silence the old interval allowed.)
-    pub fn heartbeat(&self, now: Instant, interval: Duration) {
+    pub fn heartbeat(&self, now: Instant, interval: Duration) -> bool {
+        let mut ping = false;
         if self.last_seen.get() > self.last_ping.get() {
             self.unanswered_pings.set(0);
         }
@@ -343,11 +345,12 @@ impl Conn {
             self.unanswered_pings
                 .set(self.unanswered_pings.get().saturating_add(1));
             self.last_ping.set(now);
-            self.ping();
+            ping = true;
             // A connection quiet for a whole interval gives its queues' buffers back
             // (a busy one keeps them: they are the fan-out's hot path).
             self.outbox.borrow_mut().shrink_idle();
         }
+        ping
     }
 
     /// Token expiry at `now_s` (SPEC §4 Tokens): tells the client `token_expiring` once,
@@ -438,11 +441,10 @@ impl Conn {
     }
 
     /// The socket, if a direct write may go to it now: plaintext, the writer parked,
-    /// nothing left over from an earlier direct write, no ping waiting.
+    /// nothing left over from an earlier direct write.
     pub(crate) fn direct_fd(&self) -> Option<std::os::fd::RawFd> {
         let fd = self.fd.get()?;
-        (self.writer_idle.get() && !self.ping_due.get() && self.unsent.borrow().is_empty())
-            .then_some(fd)
+        (self.writer_idle.get() && self.unsent.borrow().is_empty()).then_some(fd)
     }
 
     pub(crate) fn push(&self, f: impl FnOnce(&mut Outbox) -> Result<(), crate::outbox::Overflow>) {

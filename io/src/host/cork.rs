@@ -18,6 +18,7 @@
 
 use super::connection::{close_code, Conn};
 use crate::notify::Notify;
+use crate::outbox::{encode_frame, Opcode};
 use bytes::Bytes;
 use ringbearer_core::Priority;
 use std::cell::{Cell, RefCell};
@@ -60,6 +61,18 @@ impl Cork {
             conn.send_message(p, channel, data);
         } else if conn.queue_message(p, channel, data) {
             self.add(conn);
+        }
+    }
+
+    /// A heartbeat ping for `conn`: written with the rest of the batch — one `send` for
+    /// every ping of a sweep round, no writer woken (or, with direct writes off or over
+    /// TLS, by its writer).
+    pub fn ping(&self, conn: &Rc<Conn>) {
+        if self.enabled && conn.fd.get().is_some() {
+            conn.ping_due.set(true);
+            self.add(conn);
+        } else {
+            conn.ping();
         }
     }
 
@@ -147,8 +160,11 @@ fn write_direct(conn: &Conn, buf: &mut Vec<u8>, batch: usize) {
         return;
     };
     let mut wrote = false;
+    buf.clear();
+    if conn.ping_due.replace(false) {
+        encode_frame(buf, Opcode::Ping, b"");
+    }
     loop {
-        buf.clear();
         conn.outbox.borrow_mut().drain_into(buf, batch);
         if buf.is_empty() {
             break;
@@ -156,6 +172,7 @@ fn write_direct(conn: &Conn, buf: &mut Vec<u8>, batch: usize) {
         match send_now(fd, buf) {
             Sent::All => {
                 wrote = true;
+                buf.clear();
                 crate::metrics::with(|m| {
                     m.writes_direct.fetch_add(1, Relaxed);
                 });

@@ -291,6 +291,7 @@ async fn heartbeat(ctx: Rc<ShardCtx>, stop: Rc<Signal>) {
     let leeway = ctx.cfg.token_leeway_secs;
     let warning = ctx.cfg.token_expiry_warning_secs;
     let mut schedule = super::sweep::Schedule::new(Instant::now());
+    let cork = ctx.state.borrow().cork.clone();
     while pause(&stop, round).await {
         let now = Instant::now();
         let wall_ms = crate::clock::now_ms();
@@ -318,7 +319,9 @@ async fn heartbeat(ctx: Rc<ShardCtx>, stop: Rc<Signal>) {
             }
             let wedding_day = all_fast || schedule.today().is_some_and(|t| t.reaches(&claims));
             let interval = if wedding_day { fast } else { slow };
-            c.heartbeat(now, interval);
+            if c.heartbeat(now, interval) {
+                cork.ping(&c);
+            }
             schedule.put(&c, now, wall_ms, interval, leeway, warning);
         }
     }
