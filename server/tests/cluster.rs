@@ -1,0 +1,139 @@
+//! Cluster mode against a real three-server NATS JetStream cluster on loopback (issue 14,
+//! docs/cluster.md): a node started while NATS is down reports degraded health and refuses
+//! creates and publishes `WS_OVERLOADED` (retryable, with `retry_after`), then becomes
+//! ready on its own once NATS is up; losing NATS later does the same and recovers too.
+//! Health and metrics show the cluster's state. (Cross-node delivery is not built yet: see
+//! docs/cluster.md's status table.)
+
+mod cluster_common;
+mod common;
+use cluster_common::NatsCluster;
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const CH: &str = "wedding:timeline:w-1";
+
+fn cluster_config(nats: &NatsCluster, node: &str) -> String {
+    format!(
+        "[cluster]\nenabled = true\nurls = {}\nnode = \"{node}\"\nstream_replicas = 3\nconnect_timeout_ms = 500\nmax_reconnect_delay_ms = 200\nstatus_interval_ms = 100\n",
+        nats.urls_toml()
+    )
+}
+
+async fn health(server: &TestServer, token: &str) -> Value {
+    let (status, body) = rest_call(server, "GET", "/api/websocket/health", token, None).await;
+    assert_eq!(status, 200, "{body}");
+    body["data"].clone()
+}
+
+/// Polls health until `pred` holds (bounded: the bridge checks every 100 ms here, NATS
+/// elects leaders within seconds).
+async fn health_until(server: &TestServer, token: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let h = health(server, token).await;
+        if pred(&h) {
+            return h;
+        }
+        assert!(Instant::now() < deadline, "health never got there: {h}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn assert_retryable_overloaded(v: &Value) {
+    assert_error(v, "WS_OVERLOADED");
+    assert_eq!(v["retryable"], true, "{v}");
+    assert_eq!(v["retry_after"], 1, "{v}");
+}
+
+async fn metrics(server: &TestServer, token: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(
+        format!("GET /api/websocket/metrics HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert!(out.contains("\nringbearer_"), "{out}");
+    out
+}
+
+#[tokio::test]
+async fn nats_down_at_start_degrades_and_refuses_retryable_then_recovers_on_its_own() {
+    let mut nats = NatsCluster::new(3);
+    let server = TestServer::start(&cluster_config(&nats, "rb-1"));
+    let token = server.token("coord", "venue", "coordinator", &["w-1"]);
+    let mut c = server.connect(&token).await;
+
+    // NATS is down: the node serves connections but stores nothing it could not keep.
+    assert_retryable_overloaded(&c.create(CH, Some("w-1")).await);
+    let h = health(&server, &token).await;
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["cluster"]["node"], "rb-1", "{h}");
+    assert_eq!(h["cluster"]["ready"], false, "{h}");
+    assert_eq!(h["cluster"]["connected"], false, "{h}");
+    assert!(
+        h["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["message"].as_str().unwrap().starts_with("cluster: not ready")),
+        "{h}"
+    );
+
+    nats.start_all();
+    let h = health_until(&server, &token, |h| h["cluster"]["ready"] == true).await;
+    assert_eq!(h["status"], "healthy", "{h}");
+    assert_eq!(h["cluster"]["connected"], true, "{h}");
+    assert!(h["cluster"]["server"].as_str().unwrap().starts_with('n'), "{h}");
+    assert!(h["cluster"]["refused"].as_u64().unwrap() >= 1, "{h}");
+
+    // Served again without a restart or a reconnect of the client.
+    assert_eq!(c.create(CH, Some("w-1")).await["op"], "created");
+    c.subscribe(CH).await;
+    let p = c.publish(CH, json!({"n": 1})).await;
+    assert_eq!(p["op"], "published", "{p}");
+
+    let m = metrics(&server, &token).await;
+    assert!(m.contains("\nringbearer_cluster_ready 1\n"), "{m}");
+    assert!(m.contains("\nringbearer_cluster_connects_total 1\n"), "{m}");
+}
+
+#[tokio::test]
+async fn losing_nats_degrades_health_and_refuses_publishes_until_it_is_back() {
+    let mut nats = NatsCluster::start3();
+    let server = TestServer::start(&cluster_config(&nats, "rb-1"));
+    let token = server.token("coord", "venue", "coordinator", &["w-1"]);
+    health_until(&server, &token, |h| h["cluster"]["ready"] == true).await;
+    let mut c = server.connect(&token).await;
+    assert_eq!(c.create(CH, Some("w-1")).await["op"], "created");
+    c.subscribe(CH).await;
+    assert_eq!(c.publish(CH, json!({"n": 1})).await["id"], 1);
+
+    nats.kill_all();
+    let h = health_until(&server, &token, |h| h["cluster"]["ready"] == false).await;
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_retryable_overloaded(&c.publish(CH, json!({"n": 2})).await);
+
+    nats.start_all();
+    health_until(&server, &token, |h| h["cluster"]["ready"] == true).await;
+    let p = c.publish(CH, json!({"n": 2})).await;
+    assert_eq!(p["op"], "published", "{p}");
+    assert_eq!(p["id"], 2, "the refused publish took no id: {p}");
+    let m = metrics(&server, &token).await;
+    assert!(m.contains("\nringbearer_cluster_disconnects_total 1\n"), "{m}");
+}
+
+#[tokio::test]
+async fn cluster_mode_off_shows_no_cluster_in_health_and_metrics() {
+    let server = TestServer::start("");
+    let token = server.token("coord", "venue", "coordinator", &["w-1"]);
+    let h = health(&server, &token).await;
+    assert!(h.get("cluster").is_none(), "{h}");
+    assert!(!metrics(&server, &token).await.contains("ringbearer_cluster_"));
+}
