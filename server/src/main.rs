@@ -319,13 +319,17 @@ fn serve(
     // Cluster mode (docs/cluster.md): the bridge thread, and every shard's journal behind
     // the gate that refuses stores (retryable) while the cluster is not ready.
     let cluster = if cfg.cluster.enabled {
-        let link = Arc::new(ringbearer_io::cluster::Link::new(&cfg.cluster));
+        let link = Arc::new(ringbearer_io::cluster::Link::new(
+            &cfg.cluster,
+            io.shard_count(),
+        ));
         ringbearer_io::cluster::start_bridge(cfg.cluster.clone(), link.clone())
             .context("starting the cluster bridge thread")?;
         opened.store.journal = Some(Arc::new(ringbearer_io::cluster::GatedFactory {
             inner: opened.store.journal.take(),
             link: link.clone(),
         }));
+        opened.store.cluster = Some(link.clone());
         Some(link)
     } else {
         None

@@ -137,3 +137,86 @@ async fn cluster_mode_off_shows_no_cluster_in_health_and_metrics() {
     assert!(h.get("cluster").is_none(), "{h}");
     assert!(!metrics(&server, &token).await.contains("ringbearer_cluster_"));
 }
+
+/// A secret both Ringbearer nodes share, so one token works on either.
+const SECRET: &str = "cluster-test-secret-of-at-least-32-bytes";
+
+fn node_config(nats: &NatsCluster, node: &str) -> String {
+    format!(
+        "[auth]\nhs256_secret = \"{SECRET}\"\n{}",
+        cluster_config(nats, node)
+    )
+}
+
+fn token(sub: &str, org: &str, role: &str, weddings: &[&str]) -> String {
+    let now = now_s();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({
+            "sub": sub, "org": org, "role": role, "tier": "professional",
+            "weddings": weddings, "exp": now + 3600, "nbf": now - 1,
+        }),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Subscribes until the channel is known on this node (it arrives through the cluster's
+/// key-value watch, bounded wait), then returns the reply.
+async fn subscribe_when_known(c: &mut Raw, channel: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c.subscribe(channel).await;
+        if r["code"] != "WS_CHANNEL_NOT_FOUND" {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "{channel} never reached this node: {r}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_channel_created_on_one_node_is_subscribed_on_another_with_the_same_access_rules() {
+    let nats = NatsCluster::start3();
+    let a = TestServer::start(&node_config(&nats, "rb-a"));
+    let b = TestServer::start(&node_config(&nats, "rb-b"));
+    for s in [&a, &b] {
+        health_until(s, &token("ops", "venue", "admin", &[]), |h| {
+            h["cluster"]["ready"] == true
+        })
+        .await;
+    }
+    let coord = token("coord", "venue", "coordinator", &["w-1"]);
+    let mut on_a = Raw::connect(&a.url(), &coord).await.unwrap();
+    let created = on_a.create(CH, Some("w-1")).await;
+    assert_eq!(created["op"], "created", "{created}");
+
+    // The florist of the wedding, on the other node.
+    let florist = token("florist", "blooms", "florist", &["w-1"]);
+    let mut on_b = Raw::connect(&b.url(), &florist).await.unwrap();
+    let sub = subscribe_when_known(&mut on_b, CH).await;
+    assert_eq!(sub["op"], "subscribed", "{sub}");
+
+    // Someone of another wedding is refused on node B as on node A.
+    let stranger = token("snap", "lens", "photographer", &["w-2"]);
+    let mut s_b = Raw::connect(&b.url(), &stranger).await.unwrap();
+    let mut s_a = Raw::connect(&a.url(), &stranger).await.unwrap();
+    let (rb, ra) = (s_b.subscribe(CH).await, s_a.subscribe(CH).await);
+    assert_eq!(ra["op"], "error", "{ra}");
+    assert_eq!(rb["code"], ra["code"], "node B: {rb}, node A: {ra}");
+
+    // Creating the same name on node B is the same as a second create on node A.
+    let again_b = Raw::connect(&b.url(), &coord)
+        .await
+        .unwrap()
+        .create(CH, Some("w-1"))
+        .await;
+    let again_a = on_a.create(CH, Some("w-1")).await;
+    assert_eq!(again_b["op"], again_a["op"], "node B: {again_b}, node A: {again_a}");
+    assert_eq!(again_b["code"], again_a["code"], "node B: {again_b}, node A: {again_a}");
+
+    let m = metrics(&b, &coord).await;
+    assert!(m.contains("\nringbearer_cluster_channels_adopted_total 1\n"), "{m}");
+    let m = metrics(&a, &coord).await;
+    assert!(m.contains("\nringbearer_cluster_channels_put_total 1\n"), "{m}");
+}

@@ -4,8 +4,11 @@
 //! of docs/cluster.md, and checks the stream every `cluster.status_interval_ms`; the
 //! [`Link`] carries what it finds to the shards (readiness), health and metrics.
 
-use super::{ClusterConfig, Link};
-use async_nats::jetstream::{self, stream};
+use super::{kv_key, ClusterConfig, Link, Outbound};
+use async_nats::jetstream::{self, kv, stream};
+use futures_util::StreamExt;
+use ringbearer_core::channel_state::ChannelCheckpoint;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,7 +81,13 @@ async fn run(cfg: ClusterConfig, link: Arc<Link>) {
             link.set_connected(true, Some(client.server_info().server_name));
             if !set_up {
                 match set_up_streams(&js, &cfg).await {
-                    Ok(()) => set_up = true,
+                    Ok(()) => {
+                        set_up = true;
+                        if let Some(rx) = link.outbound_rx.lock().take() {
+                            tokio::spawn(put_channels(js.clone(), rx, link.clone()));
+                        }
+                        tokio::spawn(watch_channels(js.clone(), link.clone()));
+                    }
                     Err(e) => link.set_ready(false, &format!("JetStream set-up failed: {e}")),
                 }
             }
@@ -137,4 +146,90 @@ async fn set_up_streams(js: &jetstream::Context, cfg: &ClusterConfig) -> Result<
             .map_err(|e| format!("bucket {bucket}: {e}"))?;
     }
     Ok(())
+}
+
+/// Writes the channels created on this node to `rb_channels`, in creation order; a write
+/// that fails is tried again (after a pause) until it is stored.
+async fn put_channels(
+    js: jetstream::Context,
+    mut rx: tokio::sync::mpsc::Receiver<Outbound>,
+    link: Arc<Link>,
+) {
+    let mut store: Option<kv::Store> = None;
+    while let Some(Outbound::ChannelCreated { name, checkpoint }) = rx.recv().await {
+        let value = bytes::Bytes::from(checkpoint);
+        loop {
+            if store.is_none() {
+                store = js.get_key_value(BUCKETS[0]).await.ok();
+            }
+            let put = match &store {
+                Some(s) => s.put(kv_key(&name), value.clone()).await.map_err(|e| e.to_string()),
+                None => Err("bucket not reachable".into()),
+            };
+            match put {
+                Ok(_) => {
+                    link.channels_put.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %name, "cluster: storing the channel in {} failed, retrying: {e}", BUCKETS[0]);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Follows `rb_channels` from its start (and again from the next revision whenever the
+/// watch ends, e.g. after NATS was lost) and queues every channel to its owning shard.
+async fn watch_channels(js: jetstream::Context, link: Arc<Link>) {
+    let mut next_revision = 0u64;
+    let shards = link.inbound.len();
+    loop {
+        let watch = match js.get_key_value(BUCKETS[0]).await {
+            Ok(store) if next_revision == 0 => store.watch_with_history(">").await,
+            Ok(store) => store.watch_all_from_revision(next_revision).await,
+            Err(e) => {
+                tracing::debug!("cluster: {} not reachable: {e}", BUCKETS[0]);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let mut watch = match watch {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!("cluster: watching {} failed: {e}", BUCKETS[0]);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        while let Some(entry) = watch.next().await {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::debug!("cluster: the watch of {} ended: {e}", BUCKETS[0]);
+                    break;
+                }
+            };
+            next_revision = entry.revision + 1;
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            let cp: ChannelCheckpoint = match serde_json::from_slice(&entry.value) {
+                Ok(cp) => cp,
+                Err(e) => {
+                    tracing::warn!(key = %entry.key, "cluster: unreadable channel in {}: {e}", BUCKETS[0]);
+                    continue;
+                }
+            };
+            let q = &link.inbound[ringbearer_core::shard_for(cp.meta.name.as_str(), shards)];
+            let mut cp = cp;
+            // A full queue: the bridge waits for the shard, never the other way round.
+            while let Err(back) = q.push(cp) {
+                cp = back;
+                tokio::time::sleep(Duration::from_millis(link.poll_interval_ms)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

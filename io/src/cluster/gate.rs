@@ -8,11 +8,12 @@
 //! Without a journal (`storage.durability = "memory"`) the gate stands in for one that is
 //! durable on append, so the owner's behaviour is that of the memory policy plus the gate.
 
-use super::Link;
+use super::{Link, Outbound};
 use crate::journal::{
     Entry, IsLive, Journal, JournalError, JournalFactory, LocalBoxFuture, Opened,
 };
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -39,6 +40,7 @@ impl JournalFactory for GatedFactory {
                 inner,
                 link,
                 pos: Cell::new(0),
+                shared: RefCell::new(HashSet::new()),
             });
             Ok((j, restored))
         })
@@ -50,6 +52,9 @@ struct Gated {
     link: Arc<Link>,
     /// Positions handed out when there is no inner journal.
     pos: Cell<u64>,
+    /// Channels whose checkpoint went to the bridge (the first one, logged at create; the
+    /// retention rounds' later checkpoints are not sent again).
+    shared: RefCell<HashSet<String>>,
 }
 
 impl Journal for Gated {
@@ -63,6 +68,23 @@ impl Journal for Gated {
                 ),
                 retry_after_secs: self.link.retry_after_secs,
             });
+        }
+        if let Entry::Channel { meta_json } = entry {
+            if !self.shared.borrow().contains(channel) {
+                let sent = self.link.send(Outbound::ChannelCreated {
+                    name: channel.to_owned(),
+                    checkpoint: meta_json.to_vec(),
+                });
+                if !sent {
+                    self.link.refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(JournalError::Unavailable {
+                        reason: "the queue to the cluster is full (cluster.queue_capacity)"
+                            .into(),
+                        retry_after_secs: self.link.retry_after_secs,
+                    });
+                }
+                self.shared.borrow_mut().insert(channel.to_owned());
+            }
         }
         match &self.inner {
             Some(j) => j.append(channel, ts_ms, entry),

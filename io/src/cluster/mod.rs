@@ -13,11 +13,15 @@
 
 mod bridge;
 mod gate;
+mod shard;
 
 pub use bridge::start_bridge;
 pub use gate::GatedFactory;
+pub use shard::adopt_channels;
 
+use crossbeam::queue::ArrayQueue;
 use parking_lot::Mutex;
+use ringbearer_core::channel_state::ChannelCheckpoint;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,6 +63,14 @@ pub struct ClusterConfig {
     pub status_interval_ms: u64,
     /// `retry_after` (seconds) of a store refused because the cluster is not ready.
     pub retry_after_secs: u64,
+    /// Depth of each queue between the shards and the bridge (shards → bridge: channels
+    /// created here; bridge → each shard: channels created elsewhere). A full queue to the
+    /// bridge refuses the create `WS_OVERLOADED` (a shard never waits); a full queue to a
+    /// shard makes the bridge wait.
+    pub queue_capacity: usize,
+    /// How often a shard takes what the bridge queued for it (channels created elsewhere
+    /// become visible here within about this).
+    pub poll_interval_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -79,6 +91,8 @@ impl Default for ClusterConfig {
             max_reconnect_delay_ms: 2000,
             status_interval_ms: 500,
             retry_after_secs: 1,
+            queue_capacity: 4096,
+            poll_interval_ms: 10,
         }
     }
 }
@@ -115,6 +129,8 @@ impl ClusterConfig {
             ("cluster.max_reconnect_delay_ms", self.max_reconnect_delay_ms),
             ("cluster.status_interval_ms", self.status_interval_ms),
             ("cluster.retry_after_secs", self.retry_after_secs),
+            ("cluster.queue_capacity", self.queue_capacity as u64),
+            ("cluster.poll_interval_ms", self.poll_interval_ms),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be greater than 0"));
@@ -144,6 +160,17 @@ impl ClusterConfig {
 pub struct Link {
     pub node: String,
     pub retry_after_secs: u64,
+    pub poll_interval_ms: u64,
+    /// Shards → bridge (never blocks: `try_send`).
+    outbound: tokio::sync::mpsc::Sender<Outbound>,
+    /// The bridge takes the receiving end once.
+    outbound_rx: Mutex<Option<tokio::sync::mpsc::Receiver<Outbound>>>,
+    /// Bridge → shard `i`: checkpoints of channels created on other nodes.
+    pub inbound: Vec<ArrayQueue<ChannelCheckpoint>>,
+    /// Channels created here and written to the `rb_channels` bucket.
+    pub channels_put: AtomicU64,
+    /// Channels of other nodes adopted by this node's shards.
+    pub adopted: AtomicU64,
     /// NATS connected and the stream and buckets set up: stores are accepted.
     ready: AtomicBool,
     /// The NATS connection is up (it may be up while JetStream has no quorum).
@@ -175,13 +202,45 @@ pub struct LinkState {
     pub refused: u64,
     pub connects: u64,
     pub disconnects: u64,
+    pub channels_put: u64,
+    pub adopted: u64,
+}
+
+/// What a shard hands the bridge.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A channel created on this node: its checkpoint JSON, for the `rb_channels` bucket.
+    ChannelCreated { name: String, checkpoint: Vec<u8> },
+}
+
+/// A channel name as a key-value key: NATS keys allow `[-/_=.a-zA-Z0-9]` and `.` separates
+/// tokens, so every other byte (and `.`, `=`) is written `=XX` (hex).
+pub fn kv_key(name: &str) -> String {
+    let mut k = String::with_capacity(name.len() + 8);
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            k.push(b as char);
+        } else {
+            k.push_str(&format!("={b:02X}"));
+        }
+    }
+    k
 }
 
 impl Link {
-    pub fn new(cfg: &ClusterConfig) -> Link {
+    pub fn new(cfg: &ClusterConfig, shards: usize) -> Link {
+        let (tx, rx) = tokio::sync::mpsc::channel(cfg.queue_capacity);
         Link {
             node: cfg.node_name(),
             retry_after_secs: cfg.retry_after_secs,
+            poll_interval_ms: cfg.poll_interval_ms,
+            outbound: tx,
+            outbound_rx: Mutex::new(Some(rx)),
+            inbound: (0..shards)
+                .map(|_| ArrayQueue::new(cfg.queue_capacity))
+                .collect(),
+            channels_put: AtomicU64::new(0),
+            adopted: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             stream_seq: AtomicU64::new(0),
@@ -211,7 +270,14 @@ impl Link {
             refused: self.refused.load(Ordering::Relaxed),
             connects: self.connects.load(Ordering::Relaxed),
             disconnects: self.disconnects.load(Ordering::Relaxed),
+            channels_put: self.channels_put.load(Ordering::Relaxed),
+            adopted: self.adopted.load(Ordering::Relaxed),
         }
+    }
+
+    /// Queues `o` for the bridge; `false` when the queue is full (the caller refuses).
+    pub fn send(&self, o: Outbound) -> bool {
+        self.outbound.try_send(o).is_ok()
     }
 
     fn set_connected(&self, up: bool, server: Option<String>) {
@@ -297,5 +363,13 @@ mod tests {
             ..c
         };
         assert_eq!(c.node_name(), "rb-1");
+    }
+
+    #[test]
+    fn channel_names_become_valid_distinct_keys() {
+        assert_eq!(kv_key("wedding:timeline:w-1"), "wedding=3Atimeline=3Aw-1");
+        assert_eq!(kv_key("a.b"), "a=2Eb");
+        assert_ne!(kv_key("a=2E"), kv_key("a."));
+        assert_eq!(kv_key("plain_name-1"), "plain_name-1");
     }
 }

@@ -310,6 +310,31 @@ impl Owner {
         Effects::default()
     }
 
+    /// Cluster mode (docs/cluster.md): a channel another node created, as its checkpoint
+    /// came through the cluster's key-value bucket. Known here already (ours, or being
+    /// created here): left as it is, `false`. Otherwise it is set up as a restored channel
+    /// with no messages and no members, so the same access rules apply on every node.
+    pub fn adopt(&mut self, cp: ringbearer_core::channel_state::ChannelCheckpoint, now: Now) -> bool {
+        let name = cp.meta.name.as_str();
+        if self.channels.contains_key(name)
+            || self.creating.contains(name)
+            || ringbearer_core::shard_for(name, self.shards) as u32 != self.id
+        {
+            return false;
+        }
+        self.restore(
+            vec![RestoredChannel {
+                meta: cp.meta,
+                last_id: cp.last_id,
+                messages: Vec::new(),
+                members: Vec::new(),
+                docs: Default::default(),
+            }],
+            now,
+        );
+        true
+    }
+
     /// Rebuilds the channels this shard owned before a restart (before it serves anyone).
     pub fn restore(&mut self, channels: Vec<RestoredChannel>, now: Now) {
         for rc in channels {

@@ -64,6 +64,9 @@ use std::time::Instant;
 pub struct Store {
     pub journal: Option<Arc<dyn JournalFactory>>,
     pub catalog: Option<Arc<dyn Catalog>>,
+    /// Cluster mode (docs/cluster.md): the bridge's link; each shard adopts the channels
+    /// other nodes created from it. `None` on a single node.
+    pub cluster: Option<Arc<crate::cluster::Link>>,
     /// The weddings stored before this start (the registry's), loaded into the table.
     pub weddings: Vec<crate::weddings::Wedding>,
 }
@@ -268,7 +271,10 @@ async fn run_shard(start: ShardStart, arrival: Arrival) {
         ready,
     } = start;
     let Store {
-        journal, catalog, ..
+        journal,
+        catalog,
+        cluster,
+        ..
     } = store;
     let n = cfg.shard_count();
     let (senders, mut receivers) = mesh.join().await.expect("mesh join");
@@ -356,6 +362,9 @@ async fn run_shard(start: ShardStart, arrival: Arrival) {
             }
         })
         .detach();
+    }
+    if let Some(link) = cluster {
+        glommio::spawn_local(crate::cluster::adopt_channels(ctx.clone(), link, me)).detach();
     }
     let services = tasks::Services::start(&ctx, me, commit_ready);
     tracing::debug!(shard = me, "shard running");

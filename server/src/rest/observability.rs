@@ -273,6 +273,18 @@ fn render_cluster(out: &mut String, c: &ringbearer_io::cluster::LinkState) {
             c.refused,
         ),
         (
+            "ringbearer_cluster_channels_put_total",
+            "counter",
+            "Channels created on this node and stored in the cluster's rb_channels bucket.",
+            c.channels_put,
+        ),
+        (
+            "ringbearer_cluster_channels_adopted_total",
+            "counter",
+            "Channels created on other nodes that this node's shards took on.",
+            c.adopted,
+        ),
+        (
             "ringbearer_cluster_connects_total",
             "counter",
             "Times the NATS connection was established.",
