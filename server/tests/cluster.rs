@@ -220,3 +220,82 @@ async fn a_channel_created_on_one_node_is_subscribed_on_another_with_the_same_ac
     let m = metrics(&a, &coord).await;
     assert!(m.contains("\nringbearer_cluster_channels_put_total 1\n"), "{m}");
 }
+
+/// Publishes `n` messages `{from, n}` on `channel`, each retried while refused retryable
+/// (`WS_OVERLOADED`: another node's append came first too often); returns the ids.
+async fn publish_all(c: &mut Raw, channel: &str, from: &str, n: usize) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        loop {
+            let p = c.publish(channel, json!({"from": from, "n": i})).await;
+            if p["op"] == "published" {
+                ids.push(p["id"].as_u64().unwrap());
+                break;
+            }
+            assert_retryable_overloaded(&p);
+        }
+    }
+    ids
+}
+
+#[tokio::test]
+async fn two_nodes_publishing_to_one_channel_give_every_subscriber_the_same_contiguous_ids() {
+    let nats = NatsCluster::start3();
+    let a = TestServer::start(&node_config(&nats, "rb-a"));
+    let b = TestServer::start(&node_config(&nats, "rb-b"));
+    for s in [&a, &b] {
+        health_until(s, &token("ops", "venue", "admin", &[]), |h| {
+            h["cluster"]["ready"] == true
+        })
+        .await;
+    }
+    let coord = token("coord", "venue", "coordinator", &["w-1"]);
+    let mut pub_a = Raw::connect(&a.url(), &coord).await.unwrap();
+    assert_eq!(pub_a.create(CH, Some("w-1")).await["op"], "created");
+    let mut pub_b = Raw::connect(&b.url(), &coord).await.unwrap();
+    subscribe_when_known(&mut pub_b, CH).await;
+    pub_a.subscribe(CH).await;
+    // A subscriber on each node.
+    let mut subs = Vec::new();
+    for (s, who) in [(&a, "florist"), (&b, "photographer")] {
+        let t = token(who, "vendors", who, &["w-1"]);
+        let mut c = Raw::connect(&s.url(), &t).await.unwrap();
+        assert_eq!(subscribe_when_known(&mut c, CH).await["op"], "subscribed");
+        subs.push(c);
+    }
+
+    const N: usize = 40;
+    let (ids_a, ids_b) = tokio::join!(
+        publish_all(&mut pub_a, CH, "a", N),
+        publish_all(&mut pub_b, CH, "b", N)
+    );
+    // Each publisher's own ids increase; together they are exactly 1..=2N.
+    assert!(ids_a.windows(2).all(|w| w[0] < w[1]), "{ids_a:?}");
+    assert!(ids_b.windows(2).all(|w| w[0] < w[1]), "{ids_b:?}");
+    let mut all: Vec<u64> = ids_a.iter().chain(&ids_b).copied().collect();
+    all.sort();
+    assert_eq!(all, (1..=2 * N as u64).collect::<Vec<_>>());
+
+    // Every subscriber, on either node, sees the same messages under the same ids, in order.
+    let mut seen = Vec::new();
+    for c in subs.iter_mut().chain([&mut pub_a, &mut pub_b]) {
+        let got: Vec<(u64, String)> = c
+            .messages(CH, 2 * N)
+            .await
+            .iter()
+            .map(|m| (m["id"].as_u64().unwrap(), m["payload"].to_string()))
+            .collect();
+        let ids: Vec<u64> = got.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, (1..=2 * N as u64).collect::<Vec<_>>());
+        seen.push(got);
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "the nodes disagree");
+    // What each publisher was answered is what everyone saw.
+    for (ids, from) in [(&ids_a, "a"), (&ids_b, "b")] {
+        for (i, id) in ids.iter().enumerate() {
+            let p = &seen[0][*id as usize - 1].1;
+            let want = json!({"from": from, "n": i}).to_string();
+            assert_eq!(p, &want, "message {id}");
+        }
+    }
+}

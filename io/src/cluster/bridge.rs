@@ -4,10 +4,11 @@
 //! of docs/cluster.md, and checks the stream every `cluster.status_interval_ms`; the
 //! [`Link`] carries what it finds to the shards (readiness), health and metrics.
 
-use super::{kv_key, ClusterConfig, Link, Outbound};
+use super::{kv_key, ClusterConfig, Inbound, Link, Outbound};
 use async_nats::jetstream::{self, kv, stream};
 use futures_util::StreamExt;
 use ringbearer_core::channel_state::ChannelCheckpoint;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,9 +85,10 @@ async fn run(cfg: ClusterConfig, link: Arc<Link>) {
                     Ok(()) => {
                         set_up = true;
                         if let Some(rx) = link.outbound_rx.lock().take() {
-                            tokio::spawn(put_channels(js.clone(), rx, link.clone()));
+                            tokio::spawn(outbound(js.clone(), cfg.clone(), rx, link.clone()));
                         }
                         tokio::spawn(watch_channels(js.clone(), link.clone()));
+                        tokio::spawn(consume(js.clone(), cfg.clone(), link.clone()));
                     }
                     Err(e) => link.set_ready(false, &format!("JetStream set-up failed: {e}")),
                 }
@@ -148,36 +150,245 @@ async fn set_up_streams(js: &jetstream::Context, cfg: &ClusterConfig) -> Result<
     Ok(())
 }
 
-/// Writes the channels created on this node to `rb_channels`, in creation order; a write
-/// that fails is tried again (after a pause) until it is stored.
-async fn put_channels(
+/// Takes what the shards hand over, in order: channels created here go to `rb_channels`
+/// (a write that fails is tried again until stored), publishes to the stream
+/// ([`publish`]).
+async fn outbound(
     js: jetstream::Context,
+    cfg: ClusterConfig,
     mut rx: tokio::sync::mpsc::Receiver<Outbound>,
     link: Arc<Link>,
 ) {
     let mut store: Option<kv::Store> = None;
-    while let Some(Outbound::ChannelCreated { name, checkpoint }) = rx.recv().await {
-        let value = bytes::Bytes::from(checkpoint);
-        loop {
-            if store.is_none() {
-                store = js.get_key_value(BUCKETS[0]).await.ok();
+    // Per channel: the stream sequence and id of its newest message this node knows.
+    let mut last: HashMap<String, (u64, u64)> = HashMap::new();
+    while let Some(o) = rx.recv().await {
+        match o {
+            Outbound::ChannelCreated { name, checkpoint } => {
+                let value = bytes::Bytes::from(checkpoint);
+                loop {
+                    if store.is_none() {
+                        store = js.get_key_value(BUCKETS[0]).await.ok();
+                    }
+                    let put = match &store {
+                        Some(s) => s
+                            .put(kv_key(&name), value.clone())
+                            .await
+                            .map_err(|e| e.to_string()),
+                        None => Err("bucket not reachable".into()),
+                    };
+                    match put {
+                        Ok(_) => {
+                            link.channels_put.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(channel = %name, "cluster: storing the channel in {} failed, retrying: {e}", BUCKETS[0]);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                }
             }
-            let put = match &store {
-                Some(s) => s.put(kv_key(&name), value.clone()).await.map_err(|e| e.to_string()),
-                None => Err("bucket not reachable".into()),
-            };
-            match put {
-                Ok(_) => {
-                    link.channels_put.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(channel = %name, "cluster: storing the channel in {} failed, retrying: {e}", BUCKETS[0]);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+            Outbound::Publish {
+                shard,
+                token,
+                channel,
+                frame,
+                msg_id,
+            } => {
+                let answer = match publish(&js, &cfg, &mut last, &channel, frame, msg_id).await {
+                    Ok(id) => Inbound::Acked { token, id },
+                    Err(reason) => {
+                        last.remove(&channel);
+                        Inbound::Refused { token, reason }
+                    }
+                };
+                push(&link, shard as usize, answer).await;
             }
         }
     }
+}
+
+/// The stream subject of a channel.
+pub fn subject(channel: &str) -> String {
+    format!("rb.msg.{}", kv_key(channel))
+}
+
+/// Header: the channel's message id.
+const ID_HEADER: &str = "Rb-Id";
+/// Header: the channel name (subjects encode it).
+const CHANNEL_HEADER: &str = "Rb-Channel";
+
+/// Appends `frame` to the stream as the channel's next message: id = the id of the
+/// channel's last message + 1, expecting that message to still be the last on the subject
+/// (`Nats-Expected-Last-Subject-Sequence`). Another node's append in between makes
+/// JetStream refuse it; the last message is read again and the append retried, up to
+/// `cluster.publish_retries` times. So ids follow the stream's order: strictly increasing
+/// and contiguous per channel. A repeated idempotency key within the duplicate window is
+/// answered with the first message's id.
+async fn publish(
+    js: &jetstream::Context,
+    cfg: &ClusterConfig,
+    last: &mut HashMap<String, (u64, u64)>,
+    channel: &str,
+    mut frame: ringbearer_core::message::MessageFrame,
+    msg_id: Option<String>,
+) -> Result<u64, String> {
+    let subject = subject(channel);
+    let stream = js
+        .get_stream_no_info(&cfg.stream)
+        .await
+        .map_err(|e| format!("stream: {e}"))?;
+    for _ in 0..=cfg.publish_retries {
+        let (seq, id) = match last.get(channel) {
+            Some(&l) => l,
+            None => {
+                let l = last_of(&stream, &subject).await?;
+                last.insert(channel.to_owned(), l);
+                l
+            }
+        };
+        frame.id = id + 1;
+        let mut p = jetstream::message::PublishMessage::build()
+            .payload(bytes::Bytes::from(frame.encode().into_vec()))
+            .expected_last_subject_sequence(seq)
+            .header(ID_HEADER, frame.id.to_string().as_str())
+            .header(CHANNEL_HEADER, channel);
+        if let Some(m) = &msg_id {
+            p = p.message_id(m);
+        }
+        let ack = match js.send_publish(subject.clone(), p).await {
+            Ok(f) => f.await,
+            Err(e) => return Err(format!("publish: {e}")),
+        };
+        match ack {
+            Ok(a) if a.duplicate => {
+                // The key's first message: its id is in its header.
+                let m = stream
+                    .direct_get(a.sequence)
+                    .await
+                    .map_err(|e| format!("reading the first of a repeated key: {e}"))?;
+                return id_of(&m.headers).ok_or_else(|| "a message without an id".into());
+            }
+            Ok(a) => {
+                last.insert(channel.to_owned(), (a.sequence, frame.id));
+                return Ok(frame.id);
+            }
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                last.remove(channel);
+            }
+            Err(e) => return Err(format!("publish: {e}")),
+        }
+    }
+    Err(format!(
+        "the channel is busy on other nodes ({} tries, cluster.publish_retries); retry",
+        cfg.publish_retries + 1
+    ))
+}
+
+/// The stream sequence and id of the channel's last message; `(0, 0)` for none.
+async fn last_of(stream: &jetstream::stream::Stream<()>, subject: &str) -> Result<(u64, u64), String> {
+    match stream.direct_get_last_for_subject(subject).await {
+        Ok(m) => Ok((m.sequence, id_of(&m.headers).ok_or("a message without an id")?)),
+        Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => Ok((0, 0)),
+        Err(e) => Err(format!("reading the channel's last message: {e}")),
+    }
+}
+
+fn id_of(h: &async_nats::HeaderMap) -> Option<u64> {
+    h.get(ID_HEADER)?.as_str().parse().ok()
+}
+
+/// Queues `item` for shard `shard`; a full queue makes the bridge wait, never the shard.
+async fn push(link: &Link, shard: usize, item: Inbound) {
+    let Some(q) = link.inbound.get(shard) else {
+        return;
+    };
+    let mut item = item;
+    while let Err(back) = q.push(item) {
+        item = back;
+        tokio::time::sleep(Duration::from_millis(link.poll_interval_ms)).await;
+    }
+}
+
+/// Reads the whole stream in order from its start (an ordered consumer, recreated from the
+/// next sequence if it ends) and hands each message to the shard owning its channel; a
+/// channel not seen yet is read from `rb_channels` first and handed over before its first
+/// message, so a shard always knows the channel of a message.
+async fn consume(js: jetstream::Context, cfg: ClusterConfig, link: Arc<Link>) {
+    let shards = link.inbound.len();
+    let mut known: HashSet<String> = HashSet::new();
+    let mut next_seq = 1u64;
+    loop {
+        let messages = async {
+            let stream = js.get_stream_no_info(&cfg.stream).await.map_err(|e| e.to_string())?;
+            let consumer = stream
+                .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                    filter_subject: "rb.msg.>".into(),
+                    deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: next_seq,
+                    },
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            consumer.messages().await.map_err(|e| e.to_string())
+        }
+        .await;
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!("cluster: consuming the stream failed: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        while let Some(m) = messages.next().await {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!("cluster: the stream's consumer ended: {e}");
+                    break;
+                }
+            };
+            let seq = m.info().map(|i| i.stream_sequence).unwrap_or(next_seq);
+            next_seq = seq + 1;
+            link.delivered_seq.store(seq, Ordering::Relaxed);
+            let headers = m.headers.clone().unwrap_or_default();
+            let (Some(channel), Some(id)) = (
+                headers.get(CHANNEL_HEADER).map(|c| c.as_str().to_owned()),
+                id_of(&headers),
+            ) else {
+                tracing::warn!(seq, "cluster: a stream message without channel or id; skipped");
+                continue;
+            };
+            let shard = ringbearer_core::shard_for(&channel, shards);
+            if !known.contains(&channel) {
+                if let Some(cp) = channel_of(&js, &channel).await {
+                    push(&link, shard, Inbound::Channel(cp)).await;
+                }
+                known.insert(channel.clone());
+            }
+            let frame = m.payload.to_vec();
+            push(&link, shard, Inbound::Message { channel, id, frame }).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The channel's checkpoint from `rb_channels`, waiting (bounded) for a create whose write
+/// is still on its way.
+async fn channel_of(js: &jetstream::Context, channel: &str) -> Option<ChannelCheckpoint> {
+    for _ in 0..100 {
+        if let Ok(store) = js.get_key_value(BUCKETS[0]).await {
+            if let Ok(Some(v)) = store.get(kv_key(channel)).await {
+                return serde_json::from_slice(&v).ok();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::error!(channel, "cluster: a message of a channel missing from {}", BUCKETS[0]);
+    None
 }
 
 /// Follows `rb_channels` from its start (and again from the next revision whenever the
@@ -222,13 +433,8 @@ async fn watch_channels(js: jetstream::Context, link: Arc<Link>) {
                     continue;
                 }
             };
-            let q = &link.inbound[ringbearer_core::shard_for(cp.meta.name.as_str(), shards)];
-            let mut cp = cp;
-            // A full queue: the bridge waits for the shard, never the other way round.
-            while let Err(back) = q.push(cp) {
-                cp = back;
-                tokio::time::sleep(Duration::from_millis(link.poll_interval_ms)).await;
-            }
+            let shard = ringbearer_core::shard_for(cp.meta.name.as_str(), shards);
+            push(&link, shard, Inbound::Channel(cp)).await;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

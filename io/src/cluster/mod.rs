@@ -17,7 +17,7 @@ mod shard;
 
 pub use bridge::start_bridge;
 pub use gate::GatedFactory;
-pub use shard::adopt_channels;
+pub use shard::run_inbound;
 
 use crossbeam::queue::ArrayQueue;
 use parking_lot::Mutex;
@@ -71,6 +71,9 @@ pub struct ClusterConfig {
     /// How often a shard takes what the bridge queued for it (channels created elsewhere
     /// become visible here within about this).
     pub poll_interval_ms: u64,
+    /// How many times a publish is appended again after another node's append to the same
+    /// channel came first; past it the publish is refused `WS_OVERLOADED` (retryable).
+    pub publish_retries: u32,
 }
 
 impl Default for ClusterConfig {
@@ -93,6 +96,7 @@ impl Default for ClusterConfig {
             retry_after_secs: 1,
             queue_capacity: 4096,
             poll_interval_ms: 10,
+            publish_retries: 16,
         }
     }
 }
@@ -165,8 +169,11 @@ pub struct Link {
     outbound: tokio::sync::mpsc::Sender<Outbound>,
     /// The bridge takes the receiving end once.
     outbound_rx: Mutex<Option<tokio::sync::mpsc::Receiver<Outbound>>>,
-    /// Bridge → shard `i`: checkpoints of channels created on other nodes.
-    pub inbound: Vec<ArrayQueue<ChannelCheckpoint>>,
+    /// Bridge → shard `i`: channels created on other nodes, the stream's messages, the
+    /// answers to this shard's publishes.
+    pub inbound: Vec<ArrayQueue<Inbound>>,
+    /// The stream sequence of the newest message this node's consumer took.
+    pub delivered_seq: AtomicU64,
     /// Channels created here and written to the `rb_channels` bucket.
     pub channels_put: AtomicU64,
     /// Channels of other nodes adopted by this node's shards.
@@ -204,6 +211,7 @@ pub struct LinkState {
     pub disconnects: u64,
     pub channels_put: u64,
     pub adopted: u64,
+    pub delivered_seq: u64,
 }
 
 /// What a shard hands the bridge.
@@ -211,6 +219,34 @@ pub struct LinkState {
 pub enum Outbound {
     /// A channel created on this node: its checkpoint JSON, for the `rb_channels` bucket.
     ChannelCreated { name: String, checkpoint: Vec<u8> },
+    /// A publish that passed every rule: the bridge gives it the channel's next id, appends
+    /// it to the stream and answers `shard` with [`Inbound::Acked`] or
+    /// [`Inbound::Refused`] for `token`. `msg_id`: JetStream's de-duplication key (the
+    /// publisher-scoped idempotency key).
+    Publish {
+        shard: u32,
+        token: u64,
+        channel: String,
+        frame: ringbearer_core::message::MessageFrame,
+        msg_id: Option<String>,
+    },
+}
+
+/// What the bridge hands a shard.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A channel created on some node (this one included), from `rb_channels`.
+    Channel(ChannelCheckpoint),
+    /// Message `id` of `channel`, in stream order.
+    Message {
+        channel: String,
+        id: u64,
+        frame: Vec<u8>,
+    },
+    /// Publish `token` was stored as message `id`.
+    Acked { token: u64, id: u64 },
+    /// Publish `token` was not stored.
+    Refused { token: u64, reason: String },
 }
 
 /// A channel name as a key-value key: NATS keys allow `[-/_=.a-zA-Z0-9]` and `.` separates
@@ -241,6 +277,7 @@ impl Link {
                 .collect(),
             channels_put: AtomicU64::new(0),
             adopted: AtomicU64::new(0),
+            delivered_seq: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             stream_seq: AtomicU64::new(0),
@@ -272,6 +309,7 @@ impl Link {
             disconnects: self.disconnects.load(Ordering::Relaxed),
             channels_put: self.channels_put.load(Ordering::Relaxed),
             adopted: self.adopted.load(Ordering::Relaxed),
+            delivered_seq: self.delivered_seq.load(Ordering::Relaxed),
         }
     }
 

@@ -1,37 +1,58 @@
-//! A shard's side of cluster mode: every `cluster.poll_interval_ms` it takes the channels
-//! other nodes created (checkpoints the bridge read from the `rb_channels` bucket, routed
-//! to the owning shard by `shard_for`) and hands each to its owner ([`Owner::adopt`], a
-//! typed operation). Polling, because the bridge's thread cannot wake a glommio executor
-//! cheaply; it runs only in cluster mode.
+//! A shard's side of cluster mode: every `cluster.poll_interval_ms` it takes what the
+//! bridge queued for it — channels created on other nodes ([`Owner::adopt`]), the stream's
+//! messages of the channels it owns ([`Owner::cluster_message`]) and the answers to its
+//! publishes ([`Owner::cluster_acked`], [`Owner::cluster_refused`]) — all typed owner
+//! operations, their effects applied and routed as any other's. Polling, because the
+//! bridge's thread cannot wake a glommio executor cheaply; it runs only in cluster mode.
 //!
 //! [`Owner::adopt`]: crate::owner::Owner::adopt
+//! [`Owner::cluster_message`]: crate::owner::Owner::cluster_message
+//! [`Owner::cluster_acked`]: crate::owner::Owner::cluster_acked
+//! [`Owner::cluster_refused`]: crate::owner::Owner::cluster_refused
 
-use super::Link;
+use super::{Inbound, Link};
 use crate::host::ShardCtx;
+use crate::owner::Effects;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub async fn adopt_channels(ctx: Rc<ShardCtx>, link: Arc<Link>, me: usize) {
+pub async fn run_inbound(ctx: Rc<ShardCtx>, link: Arc<Link>, me: usize) {
     let interval = Duration::from_millis(link.poll_interval_ms);
+    let Some(q) = link.inbound.get(me) else {
+        return;
+    };
     loop {
         glommio::timer::sleep(interval).await;
-        let Some(q) = link.inbound.get(me) else {
-            return;
-        };
-        while let Some(cp) = q.pop() {
-            let name = cp.meta.name.as_str().to_owned();
+        while let Some(item) = q.pop() {
             let out = {
                 let mut s = ctx.state.borrow_mut();
                 let now = s.now();
-                if !s.owner.adopt(cp, now) {
-                    continue;
-                }
-                s.apply(crate::owner::Effects::default())
+                let fx = match item {
+                    Inbound::Channel(cp) => {
+                        let name = cp.meta.name.as_str().to_owned();
+                        if !s.owner.adopt(cp, now) {
+                            continue;
+                        }
+                        link.adopted.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(shard = me, channel = %name, "cluster: adopted a channel created on another node");
+                        Effects::default()
+                    }
+                    Inbound::Message { channel, id, frame } => {
+                        match s.owner.cluster_message(now, &channel, id, &frame) {
+                            Some(fx) => fx,
+                            None => {
+                                tracing::error!(shard = me, %channel, id, "cluster: a message of a channel this node does not know; skipped");
+                                continue;
+                            }
+                        }
+                    }
+                    Inbound::Acked { token, id } => s.owner.cluster_acked(token, id),
+                    Inbound::Refused { token, reason } => s.owner.cluster_refused(token, reason),
+                };
+                s.apply(fx)
             };
-            link.adopted.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(shard = me, channel = %name, "cluster: adopted a channel created on another node");
             ctx.route_all(out);
         }
     }

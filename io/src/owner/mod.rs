@@ -28,6 +28,7 @@
 //! | `park.rs` | parking unacknowledged wedding-day messages (issue 16 item 5) |
 
 pub mod audit;
+mod cluster;
 mod commit;
 mod create;
 pub mod effects;
@@ -194,6 +195,14 @@ pub struct Owner {
     docs: HashMap<String, state::ChannelDocs>,
     /// Parking: per channel, the last message id the sweep has looked at (`park.rs`).
     parked_upto: HashMap<String, u64>,
+    /// Cluster mode (`cluster.rs`): the bridge's link; `None` on a single node.
+    cluster: Option<Arc<crate::cluster::Link>>,
+    /// The last token given to a publish handed to the bridge.
+    cluster_next: u64,
+    /// Publishes handed to the bridge, by token, until acknowledged.
+    cluster_waiting: HashMap<u64, cluster::ClusterWait>,
+    /// Acknowledged publishes whose message this node has not applied yet.
+    cluster_by_id: HashMap<(String, u64), cluster::ClusterWait>,
 }
 
 fn not_found(name: &ChannelName) -> Refusal {
@@ -236,7 +245,16 @@ impl Owner {
             weddings,
             docs: HashMap::new(),
             parked_upto: HashMap::new(),
+            cluster: None,
+            cluster_next: 0,
+            cluster_waiting: HashMap::new(),
+            cluster_by_id: HashMap::new(),
         }
+    }
+
+    /// Cluster mode: publishes go through `link`'s bridge (`cluster.rs`).
+    pub fn set_cluster(&mut self, link: Arc<crate::cluster::Link>) {
+        self.cluster = Some(link);
     }
 
     pub fn journal(&self) -> Option<Rc<dyn Journal>> {

