@@ -299,3 +299,147 @@ async fn two_nodes_publishing_to_one_channel_give_every_subscriber_the_same_cont
         }
     }
 }
+
+#[tokio::test]
+async fn an_idempotency_key_repeated_on_another_node_gets_the_first_id_and_no_second_message() {
+    let nats = NatsCluster::start3();
+    let a = TestServer::start(&node_config(&nats, "rb-a"));
+    let b = TestServer::start(&node_config(&nats, "rb-b"));
+    for s in [&a, &b] {
+        health_until(s, &token("ops", "venue", "admin", &[]), |h| {
+            h["cluster"]["ready"] == true
+        })
+        .await;
+    }
+    let coord = token("coord", "venue", "coordinator", &["w-1"]);
+    let mut on_a = Raw::connect(&a.url(), &coord).await.unwrap();
+    assert_eq!(on_a.create(CH, Some("w-1")).await["op"], "created");
+    on_a.subscribe(CH).await;
+    let mut on_b = Raw::connect(&b.url(), &coord).await.unwrap();
+    subscribe_when_known(&mut on_b, CH).await;
+    let req = json!({"op": "publish", "channel": CH, "type": "general",
+        "payload": {"n": 1}, "idempotency_key": "k-1"});
+    let first = on_a.request(req.clone()).await;
+    assert_eq!(first["op"], "published", "{first}");
+    // The same key at once on the other node (its copy of the channel may not have the
+    // message yet: JetStream's de-duplication answers), and again later.
+    let again = on_b.request(req.clone()).await;
+    assert_eq!(again["op"], "published", "{again}");
+    assert_eq!(again["id"], first["id"], "{again}");
+    let p = on_b.publish(CH, json!({"n": 2})).await;
+    assert_eq!(p["id"], first["id"].as_u64().unwrap() + 1, "no second message: {p}");
+    let ids: Vec<u64> = on_b
+        .messages(CH, 2)
+        .await
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![1, 2]);
+    let later = on_b.request(req).await;
+    assert_eq!(later["id"], first["id"], "{later}");
+}
+
+/// One publish over the raw socket: the reply, or `None` when the connection ended first.
+async fn try_publish(c: &mut Raw, r: &str, n: usize) -> Option<Value> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let req = json!({"op": "publish", "channel": CH, "type": "general", "payload": {"n": n}, "ref": r});
+    c.ws.send(Message::Text(req.to_string().into())).await.ok()?;
+    loop {
+        match tokio::time::timeout(WAIT, c.ws.next()).await.ok()?? {
+            Ok(Message::Text(t)) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["ref"] == r {
+                    return Some(v);
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_node_killed_during_publishes_loses_nothing_acknowledged_and_its_subscriber_resumes_on_another() {
+    let nats = NatsCluster::start3();
+    let a = TestServer::start(&node_config(&nats, "rb-a"));
+    let b = TestServer::start(&node_config(&nats, "rb-b"));
+    for s in [&a, &b] {
+        health_until(s, &token("ops", "venue", "admin", &[]), |h| {
+            h["cluster"]["ready"] == true
+        })
+        .await;
+    }
+    let coord = token("coord", "venue", "coordinator", &["w-1"]);
+    let mut pub_a = Raw::connect(&a.url(), &coord).await.unwrap();
+    assert_eq!(pub_a.create(CH, Some("w-1")).await["op"], "created");
+    // Sarah follows the channel on node A.
+    let sarah = token("sarah", "vendors", "photographer", &["w-1"]);
+    let mut s = Raw::connect(&a.url(), &sarah).await.unwrap();
+    let sub = s.subscribe(CH).await;
+    let epoch = sub["epoch"].as_str().unwrap().to_owned();
+    let mut pub_b = Raw::connect(&b.url(), &coord).await.unwrap();
+    subscribe_when_known(&mut pub_b, CH).await;
+
+    // Both nodes publish; node A is killed (SIGKILL) once Sarah has seen 10 messages.
+    let acked_b = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for n in 0..60 {
+            acked.push(publish_all(&mut pub_b, CH, "b", 1).await[0]);
+            let _ = n;
+        }
+        acked
+    });
+    let acked_a = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for n in 0.. {
+            match try_publish(&mut pub_a, &format!("a{n}"), n).await {
+                Some(p) if p["op"] == "published" => acked.push(p["id"].as_u64().unwrap()),
+                Some(p) => assert_retryable_overloaded(&p),
+                None => break,
+            }
+        }
+        acked
+    });
+    let mut seen: Vec<u64> = Vec::new();
+    while seen.len() < 10 {
+        seen.push(s.messages(CH, 1).await[0]["id"].as_u64().unwrap());
+    }
+    drop(a); // kill -9
+    // Whatever was already on its way to Sarah before the kill.
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(200), {
+        use futures_util::StreamExt;
+        s.ws.next()
+    })
+    .await
+    {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["op"] == "message" {
+                seen.push(v["id"].as_u64().unwrap());
+            }
+        }
+    }
+    let acked_a = acked_a.await.unwrap();
+    let acked_b = acked_b.await.unwrap();
+    let last = *acked_a.iter().chain(&acked_b).max().unwrap();
+
+    // Her library moves to node B and resumes from the last id she saw.
+    let mut s = Raw::connect(&b.url(), &sarah).await.unwrap();
+    let r = s
+        .request(json!({"op": "subscribe", "channel": CH,
+            "last_seen_id": seen.last().unwrap(), "epoch": epoch}))
+        .await;
+    assert_eq!(r["op"], "subscribed", "{r}");
+    assert_eq!(r["recovered"], true, "{r}");
+    seen.extend(message_ids(&r));
+    while seen.last() < Some(&last) {
+        seen.push(s.messages(CH, 1).await[0]["id"].as_u64().unwrap());
+    }
+    // Nothing twice, nothing missing, in order; every acknowledged id among them.
+    assert_eq!(seen, (1..=last).collect::<Vec<_>>());
+    assert!(acked_a.len() >= 3, "node A acknowledged publishes before the kill: {acked_a:?}");
+    for id in acked_a.iter().chain(&acked_b) {
+        assert!(seen.contains(id), "acknowledged {id} lost");
+    }
+}
