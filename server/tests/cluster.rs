@@ -99,6 +99,9 @@ async fn nats_down_at_start_degrades_and_refuses_retryable_then_recovers_on_its_
     let p = c.publish(CH, json!({"n": 1})).await;
     assert_eq!(p["op"], "published", "{p}");
 
+    let h = health_until(&server, &token, |h| h["cluster"]["stream_seq"] == 1).await;
+    assert_eq!(h["cluster"]["delivered_seq"], 1, "{h}");
+    assert_eq!(h["cluster"]["lag"], 0, "{h}");
     let m = metrics(&server, &token).await;
     assert!(m.contains("\nringbearer_cluster_ready 1\n"), "{m}");
     assert!(m.contains("\nringbearer_cluster_connects_total 1\n"), "{m}");

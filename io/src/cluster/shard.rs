@@ -12,7 +12,6 @@
 
 use super::{Inbound, Link};
 use crate::host::ShardCtx;
-use crate::owner::Effects;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,12 +31,12 @@ pub async fn run_inbound(ctx: Rc<ShardCtx>, link: Arc<Link>, me: usize) {
                 let fx = match item {
                     Inbound::Channel(cp) => {
                         let name = cp.meta.name.as_str().to_owned();
-                        if !s.owner.adopt(cp, now) {
+                        let Some(fx) = s.owner.adopt(cp, now) else {
                             continue;
-                        }
+                        };
                         link.adopted.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(shard = me, channel = %name, "cluster: adopted a channel created on another node");
-                        Effects::default()
+                        fx
                     }
                     Inbound::Message { channel, id, frame } => {
                         match s.owner.cluster_message(now, &channel, id, &frame) {

@@ -330,27 +330,34 @@ impl Owner {
 
     /// Cluster mode (docs/cluster.md): a channel another node created, as its checkpoint
     /// came through the cluster's key-value bucket. Known here already (ours, or being
-    /// created here): left as it is, `false`. Otherwise it is set up as a restored channel
-    /// with no messages and no members, so the same access rules apply on every node.
-    pub fn adopt(&mut self, cp: ringbearer_core::channel_state::ChannelCheckpoint, now: Now) -> bool {
+    /// created here): left as it is, `None`. Otherwise it is set up as a restored channel
+    /// with no messages and no members, so the same access rules apply on every node, and
+    /// mirrored to the registry (its subscriptions and cursors are kept there as for any).
+    pub fn adopt(
+        &mut self,
+        cp: ringbearer_core::channel_state::ChannelCheckpoint,
+        now: Now,
+    ) -> Option<Effects> {
         let name = cp.meta.name.as_str();
         if self.channels.contains_key(name)
             || self.creating.contains(name)
             || ringbearer_core::shard_for(name, self.shards) as u32 != self.id
         {
-            return false;
+            return None;
         }
+        let mut fx = Effects::default();
+        fx.record(Record::ChannelCreated(Box::new(cp.meta.clone())));
         self.restore(
             vec![RestoredChannel {
                 meta: cp.meta,
-                last_id: cp.last_id,
+                last_id: 0,
                 messages: Vec::new(),
                 members: Vec::new(),
                 docs: Default::default(),
             }],
             now,
         );
-        true
+        Some(fx)
     }
 
     /// Rebuilds the channels this shard owned before a restart (before it serves anyone).

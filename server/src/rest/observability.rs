@@ -153,6 +153,8 @@ impl Rest {
                 "connected": c.connected,
                 "server": c.server,
                 "stream_seq": c.stream_seq,
+                "delivered_seq": c.delivered_seq,
+                "lag": c.stream_seq.saturating_sub(c.delivered_seq),
                 "since": ringbearer_core::time::rfc3339_ms(c.since_ms),
                 "refused": c.refused,
             })
@@ -265,6 +267,12 @@ fn render_cluster(out: &mut String, c: &ringbearer_io::cluster::LinkState) {
             "gauge",
             "The message stream's last sequence at the newest check.",
             c.stream_seq,
+        ),
+        (
+            "ringbearer_cluster_delivered_seq",
+            "gauge",
+            "The stream sequence of the newest message this node's consumer took.",
+            c.delivered_seq,
         ),
         (
             "ringbearer_cluster_refused_total",
