@@ -320,10 +320,12 @@ async fn an_idempotency_key_repeated_on_another_node_gets_the_first_id_and_no_se
     on_a.subscribe(CH).await;
     let mut on_b = Raw::connect(&b.url(), &coord).await.unwrap();
     subscribe_when_known(&mut on_b, CH).await;
+    assert_eq!(on_a.publish(CH, json!({"n": 0})).await["id"], 1);
     let req = json!({"op": "publish", "channel": CH, "type": "general",
         "payload": {"n": 1}, "idempotency_key": "k-1"});
     let first = on_a.request(req.clone()).await;
     assert_eq!(first["op"], "published", "{first}");
+    assert_eq!(first["id"], 2, "{first}");
     // The same key at once on the other node (its copy of the channel may not have the
     // message yet: JetStream's de-duplication answers), and again later.
     let again = on_b.request(req.clone()).await;
@@ -331,13 +333,18 @@ async fn an_idempotency_key_repeated_on_another_node_gets_the_first_id_and_no_se
     assert_eq!(again["id"], first["id"], "{again}");
     let p = on_b.publish(CH, json!({"n": 2})).await;
     assert_eq!(p["id"], first["id"].as_u64().unwrap() + 1, "no second message: {p}");
-    let ids: Vec<u64> = on_b
-        .messages(CH, 2)
-        .await
-        .iter()
-        .map(|m| m["id"].as_u64().unwrap())
-        .collect();
-    assert_eq!(ids, vec![1, 2]);
+    for c in [&mut on_a, &mut on_b] {
+        let got: Vec<(u64, Value)> = c
+            .messages(CH, 3)
+            .await
+            .iter()
+            .map(|m| (m["id"].as_u64().unwrap(), m["payload"].clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(1, json!({"n": 0})), (2, json!({"n": 1})), (3, json!({"n": 2}))]
+        );
+    }
     let later = on_b.request(req).await;
     assert_eq!(later["id"], first["id"], "{later}");
 }
@@ -385,11 +392,19 @@ async fn a_node_killed_during_publishes_loses_nothing_acknowledged_and_its_subsc
     subscribe_when_known(&mut pub_b, CH).await;
 
     // Both nodes publish; node A is killed (SIGKILL) once Sarah has seen 10 messages.
+    // Each acknowledged publish: (id, its payload).
     let acked_b = tokio::spawn(async move {
         let mut acked = Vec::new();
         for n in 0..60 {
-            acked.push(publish_all(&mut pub_b, CH, "b", 1).await[0]);
-            let _ = n;
+            let payload = json!({"b": n});
+            loop {
+                let p = pub_b.publish(CH, payload.clone()).await;
+                if p["op"] == "published" {
+                    acked.push((p["id"].as_u64().unwrap(), payload.to_string()));
+                    break;
+                }
+                assert_retryable_overloaded(&p);
+            }
         }
         acked
     });
@@ -397,16 +412,19 @@ async fn a_node_killed_during_publishes_loses_nothing_acknowledged_and_its_subsc
         let mut acked = Vec::new();
         for n in 0.. {
             match try_publish(&mut pub_a, &format!("a{n}"), n).await {
-                Some(p) if p["op"] == "published" => acked.push(p["id"].as_u64().unwrap()),
+                Some(p) if p["op"] == "published" => {
+                    acked.push((p["id"].as_u64().unwrap(), json!({"n": n}).to_string()))
+                }
                 Some(p) => assert_retryable_overloaded(&p),
                 None => break,
             }
         }
         acked
     });
-    let mut seen: Vec<u64> = Vec::new();
+    let entry = |m: &Value| (m["id"].as_u64().unwrap(), m["payload"].to_string());
+    let mut seen: Vec<(u64, String)> = Vec::new();
     while seen.len() < 10 {
-        seen.push(s.messages(CH, 1).await[0]["id"].as_u64().unwrap());
+        seen.push(entry(&s.messages(CH, 1).await[0]));
     }
     drop(a); // kill -9
     // Whatever was already on its way to Sarah before the kill.
@@ -419,30 +437,36 @@ async fn a_node_killed_during_publishes_loses_nothing_acknowledged_and_its_subsc
         if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
             let v: Value = serde_json::from_str(&t).unwrap();
             if v["op"] == "message" {
-                seen.push(v["id"].as_u64().unwrap());
+                seen.push(entry(&v));
             }
         }
     }
     let acked_a = acked_a.await.unwrap();
     let acked_b = acked_b.await.unwrap();
-    let last = *acked_a.iter().chain(&acked_b).max().unwrap();
+    let last = acked_a.iter().chain(&acked_b).map(|(id, _)| *id).max().unwrap();
 
     // Her library moves to node B and resumes from the last id she saw.
     let mut s = Raw::connect(&b.url(), &sarah).await.unwrap();
     let r = s
         .request(json!({"op": "subscribe", "channel": CH,
-            "last_seen_id": seen.last().unwrap(), "epoch": epoch}))
+            "last_seen_id": seen.last().unwrap().0, "epoch": epoch}))
         .await;
     assert_eq!(r["op"], "subscribed", "{r}");
     assert_eq!(r["recovered"], true, "{r}");
-    seen.extend(message_ids(&r));
-    while seen.last() < Some(&last) {
-        seen.push(s.messages(CH, 1).await[0]["id"].as_u64().unwrap());
+    seen.extend(r["messages"].as_array().unwrap().iter().map(entry));
+    while seen.last().map(|e| e.0) < Some(last) {
+        seen.push(entry(&s.messages(CH, 1).await[0]));
     }
-    // Nothing twice, nothing missing, in order; every acknowledged id among them.
-    assert_eq!(seen, (1..=last).collect::<Vec<_>>());
+    // Nothing twice, nothing missing, in order; every acknowledged publish among them
+    // under the id its publisher was given.
+    let ids: Vec<u64> = seen.iter().map(|e| e.0).collect();
+    assert_eq!(ids, (1..=last).collect::<Vec<_>>());
     assert!(acked_a.len() >= 3, "node A acknowledged publishes before the kill: {acked_a:?}");
-    for id in acked_a.iter().chain(&acked_b) {
-        assert!(seen.contains(id), "acknowledged {id} lost");
+    for a in acked_a.iter().chain(&acked_b) {
+        assert!(seen.contains(a), "acknowledged {a:?} lost");
     }
+    let mut payloads: Vec<&String> = seen.iter().map(|e| &e.1).collect();
+    payloads.sort();
+    payloads.dedup();
+    assert_eq!(payloads.len(), seen.len(), "a message twice");
 }
