@@ -140,10 +140,14 @@ impl Config {
         if let Err(e) = io.validate().and_then(|_| self.cluster.validate()) {
             bail!("invalid config: {e}");
         }
-        if let Some(ca) = self.cluster.ca_file.as_ref().filter(|_| self.cluster.enabled) {
-            std::fs::metadata(ca).with_context(|| {
-                format!("invalid config: cluster.ca_file {}", ca.display())
-            })?;
+        if let Some(ca) = self
+            .cluster
+            .ca_file
+            .as_ref()
+            .filter(|_| self.cluster.enabled)
+        {
+            std::fs::metadata(ca)
+                .with_context(|| format!("invalid config: cluster.ca_file {}", ca.display()))?;
         }
         Ok(io)
     }

@@ -78,11 +78,10 @@ async fn nats_down_at_start_degrades_and_refuses_retryable_then_recovers_on_its_
     assert_eq!(h["cluster"]["ready"], false, "{h}");
     assert_eq!(h["cluster"]["connected"], false, "{h}");
     assert!(
-        h["alerts"]
-            .as_array()
+        h["alerts"].as_array().unwrap().iter().any(|a| a["message"]
+            .as_str()
             .unwrap()
-            .iter()
-            .any(|a| a["message"].as_str().unwrap().starts_with("cluster: not ready")),
+            .starts_with("cluster: not ready")),
         "{h}"
     );
 
@@ -90,7 +89,10 @@ async fn nats_down_at_start_degrades_and_refuses_retryable_then_recovers_on_its_
     let h = health_until(&server, &token, |h| h["cluster"]["ready"] == true).await;
     assert_eq!(h["status"], "healthy", "{h}");
     assert_eq!(h["cluster"]["connected"], true, "{h}");
-    assert!(h["cluster"]["server"].as_str().unwrap().starts_with('n'), "{h}");
+    assert!(
+        h["cluster"]["server"].as_str().unwrap().starts_with('n'),
+        "{h}"
+    );
     assert!(h["cluster"]["refused"].as_u64().unwrap() >= 1, "{h}");
 
     // Served again without a restart or a reconnect of the client.
@@ -129,7 +131,10 @@ async fn losing_nats_degrades_health_and_refuses_publishes_until_it_is_back() {
     assert_eq!(p["op"], "published", "{p}");
     assert_eq!(p["id"], 2, "the refused publish took no id: {p}");
     let m = metrics(&server, &token).await;
-    assert!(m.contains("\nringbearer_cluster_disconnects_total 1\n"), "{m}");
+    assert!(
+        m.contains("\nringbearer_cluster_disconnects_total 1\n"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -138,7 +143,9 @@ async fn cluster_mode_off_shows_no_cluster_in_health_and_metrics() {
     let token = server.token("coord", "venue", "coordinator", &["w-1"]);
     let h = health(&server, &token).await;
     assert!(h.get("cluster").is_none(), "{h}");
-    assert!(!metrics(&server, &token).await.contains("ringbearer_cluster_"));
+    assert!(!metrics(&server, &token)
+        .await
+        .contains("ringbearer_cluster_"));
 }
 
 /// A secret both Ringbearer nodes share, so one token works on either.
@@ -173,7 +180,10 @@ async fn subscribe_when_known(c: &mut Raw, channel: &str) -> Value {
         if r["code"] != "WS_CHANNEL_NOT_FOUND" {
             return r;
         }
-        assert!(Instant::now() < deadline, "{channel} never reached this node: {r}");
+        assert!(
+            Instant::now() < deadline,
+            "{channel} never reached this node: {r}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -215,13 +225,25 @@ async fn a_channel_created_on_one_node_is_subscribed_on_another_with_the_same_ac
         .create(CH, Some("w-1"))
         .await;
     let again_a = on_a.create(CH, Some("w-1")).await;
-    assert_eq!(again_b["op"], again_a["op"], "node B: {again_b}, node A: {again_a}");
-    assert_eq!(again_b["code"], again_a["code"], "node B: {again_b}, node A: {again_a}");
+    assert_eq!(
+        again_b["op"], again_a["op"],
+        "node B: {again_b}, node A: {again_a}"
+    );
+    assert_eq!(
+        again_b["code"], again_a["code"],
+        "node B: {again_b}, node A: {again_a}"
+    );
 
     let m = metrics(&b, &coord).await;
-    assert!(m.contains("\nringbearer_cluster_channels_adopted_total 1\n"), "{m}");
+    assert!(
+        m.contains("\nringbearer_cluster_channels_adopted_total 1\n"),
+        "{m}"
+    );
     let m = metrics(&a, &coord).await;
-    assert!(m.contains("\nringbearer_cluster_channels_put_total 1\n"), "{m}");
+    assert!(
+        m.contains("\nringbearer_cluster_channels_put_total 1\n"),
+        "{m}"
+    );
 }
 
 /// Publishes `n` messages `{from, n}` on `channel`, each retried while refused retryable
@@ -332,7 +354,11 @@ async fn an_idempotency_key_repeated_on_another_node_gets_the_first_id_and_no_se
     assert_eq!(again["op"], "published", "{again}");
     assert_eq!(again["id"], first["id"], "{again}");
     let p = on_b.publish(CH, json!({"n": 2})).await;
-    assert_eq!(p["id"], first["id"].as_u64().unwrap() + 1, "no second message: {p}");
+    assert_eq!(
+        p["id"],
+        first["id"].as_u64().unwrap() + 1,
+        "no second message: {p}"
+    );
     for c in [&mut on_a, &mut on_b] {
         let got: Vec<(u64, Value)> = c
             .messages(CH, 3)
@@ -342,7 +368,11 @@ async fn an_idempotency_key_repeated_on_another_node_gets_the_first_id_and_no_se
             .collect();
         assert_eq!(
             got,
-            vec![(1, json!({"n": 0})), (2, json!({"n": 1})), (3, json!({"n": 2}))]
+            vec![
+                (1, json!({"n": 0})),
+                (2, json!({"n": 1})),
+                (3, json!({"n": 2}))
+            ]
         );
     }
     let later = on_b.request(req).await;
@@ -353,8 +383,11 @@ async fn an_idempotency_key_repeated_on_another_node_gets_the_first_id_and_no_se
 async fn try_publish(c: &mut Raw, r: &str, n: usize) -> Option<Value> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let req = json!({"op": "publish", "channel": CH, "type": "general", "payload": {"n": n}, "ref": r});
-    c.ws.send(Message::Text(req.to_string().into())).await.ok()?;
+    let req =
+        json!({"op": "publish", "channel": CH, "type": "general", "payload": {"n": n}, "ref": r});
+    c.ws.send(Message::Text(req.to_string().into()))
+        .await
+        .ok()?;
     loop {
         match tokio::time::timeout(WAIT, c.ws.next()).await.ok()?? {
             Ok(Message::Text(t)) => {
@@ -370,7 +403,8 @@ async fn try_publish(c: &mut Raw, r: &str, n: usize) -> Option<Value> {
 }
 
 #[tokio::test]
-async fn a_node_killed_during_publishes_loses_nothing_acknowledged_and_its_subscriber_resumes_on_another() {
+async fn a_node_killed_during_publishes_loses_nothing_acknowledged_and_its_subscriber_resumes_on_another(
+) {
     let nats = NatsCluster::start3();
     let a = TestServer::start(&node_config(&nats, "rb-a"));
     let b = TestServer::start(&node_config(&nats, "rb-b"));
@@ -427,7 +461,7 @@ async fn a_node_killed_during_publishes_loses_nothing_acknowledged_and_its_subsc
         seen.push(entry(&s.messages(CH, 1).await[0]));
     }
     drop(a); // kill -9
-    // Whatever was already on its way to Sarah before the kill.
+             // Whatever was already on its way to Sarah before the kill.
     while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(200), {
         use futures_util::StreamExt;
         s.ws.next()
@@ -443,7 +477,12 @@ async fn a_node_killed_during_publishes_loses_nothing_acknowledged_and_its_subsc
     }
     let acked_a = acked_a.await.unwrap();
     let acked_b = acked_b.await.unwrap();
-    let last = acked_a.iter().chain(&acked_b).map(|(id, _)| *id).max().unwrap();
+    let last = acked_a
+        .iter()
+        .chain(&acked_b)
+        .map(|(id, _)| *id)
+        .max()
+        .unwrap();
 
     // Her library moves to node B and resumes from the last id she saw.
     let mut s = Raw::connect(&b.url(), &sarah).await.unwrap();
@@ -461,7 +500,10 @@ async fn a_node_killed_during_publishes_loses_nothing_acknowledged_and_its_subsc
     // under the id its publisher was given.
     let ids: Vec<u64> = seen.iter().map(|e| e.0).collect();
     assert_eq!(ids, (1..=last).collect::<Vec<_>>());
-    assert!(acked_a.len() >= 3, "node A acknowledged publishes before the kill: {acked_a:?}");
+    assert!(
+        acked_a.len() >= 3,
+        "node A acknowledged publishes before the kill: {acked_a:?}"
+    );
     for a in acked_a.iter().chain(&acked_b) {
         assert!(seen.contains(a), "acknowledged {a:?} lost");
     }

@@ -231,7 +231,7 @@ async fn publish(
     cfg: &ClusterConfig,
     last: &mut HashMap<String, (u64, u64)>,
     channel: &str,
-    mut frame: ringbearer_core::message::MessageFrame,
+    mut frame: Box<ringbearer_core::message::MessageFrame>,
     msg_id: Option<String>,
 ) -> Result<u64, String> {
     let subject = subject(channel);
@@ -287,9 +287,15 @@ async fn publish(
 }
 
 /// The stream sequence and id of the channel's last message; `(0, 0)` for none.
-async fn last_of(stream: &jetstream::stream::Stream<()>, subject: &str) -> Result<(u64, u64), String> {
+async fn last_of(
+    stream: &jetstream::stream::Stream<()>,
+    subject: &str,
+) -> Result<(u64, u64), String> {
     match stream.direct_get_last_for_subject(subject).await {
-        Ok(m) => Ok((m.sequence, id_of(&m.headers).ok_or("a message without an id")?)),
+        Ok(m) => Ok((
+            m.sequence,
+            id_of(&m.headers).ok_or("a message without an id")?,
+        )),
         Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => Ok((0, 0)),
         Err(e) => Err(format!("reading the channel's last message: {e}")),
     }
@@ -321,7 +327,10 @@ async fn consume(js: jetstream::Context, cfg: ClusterConfig, link: Arc<Link>) {
     let mut next_seq = 1u64;
     loop {
         let messages = async {
-            let stream = js.get_stream_no_info(&cfg.stream).await.map_err(|e| e.to_string())?;
+            let stream = js
+                .get_stream_no_info(&cfg.stream)
+                .await
+                .map_err(|e| e.to_string())?;
             let consumer = stream
                 .create_consumer(jetstream::consumer::pull::OrderedConfig {
                     filter_subject: "rb.msg.>".into(),
@@ -359,13 +368,16 @@ async fn consume(js: jetstream::Context, cfg: ClusterConfig, link: Arc<Link>) {
                 headers.get(CHANNEL_HEADER).map(|c| c.as_str().to_owned()),
                 id_of(&headers),
             ) else {
-                tracing::warn!(seq, "cluster: a stream message without channel or id; skipped");
+                tracing::warn!(
+                    seq,
+                    "cluster: a stream message without channel or id; skipped"
+                );
                 continue;
             };
             let shard = ringbearer_core::shard_for(&channel, shards);
             if !known.contains(&channel) {
                 if let Some(cp) = channel_of(&js, &channel).await {
-                    push(&link, shard, Inbound::Channel(cp)).await;
+                    push(&link, shard, Inbound::Channel(Box::new(cp))).await;
                 }
                 known.insert(channel.clone());
             }
@@ -387,7 +399,11 @@ async fn channel_of(js: &jetstream::Context, channel: &str) -> Option<ChannelChe
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tracing::error!(channel, "cluster: a message of a channel missing from {}", BUCKETS[0]);
+    tracing::error!(
+        channel,
+        "cluster: a message of a channel missing from {}",
+        BUCKETS[0]
+    );
     None
 }
 
@@ -434,7 +450,7 @@ async fn watch_channels(js: jetstream::Context, link: Arc<Link>) {
                 }
             };
             let shard = ringbearer_core::shard_for(cp.meta.name.as_str(), shards);
-            push(&link, shard, Inbound::Channel(cp)).await;
+            push(&link, shard, Inbound::Channel(Box::new(cp))).await;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -78,8 +78,7 @@ impl Journal for Gated {
                 if !sent {
                     self.link.refused.fetch_add(1, Ordering::Relaxed);
                     return Err(JournalError::Unavailable {
-                        reason: "the queue to the cluster is full (cluster.queue_capacity)"
-                            .into(),
+                        reason: "the queue to the cluster is full (cluster.queue_capacity)".into(),
                         retry_after_secs: self.link.retry_after_secs,
                     });
                 }

@@ -130,7 +130,10 @@ impl ClusterConfig {
             ("cluster.duplicate_window_secs", self.duplicate_window_secs),
             ("cluster.connect_timeout_ms", self.connect_timeout_ms),
             ("cluster.request_timeout_ms", self.request_timeout_ms),
-            ("cluster.max_reconnect_delay_ms", self.max_reconnect_delay_ms),
+            (
+                "cluster.max_reconnect_delay_ms",
+                self.max_reconnect_delay_ms,
+            ),
             ("cluster.status_interval_ms", self.status_interval_ms),
             ("cluster.retry_after_secs", self.retry_after_secs),
             ("cluster.queue_capacity", self.queue_capacity as u64),
@@ -227,7 +230,7 @@ pub enum Outbound {
         shard: u32,
         token: u64,
         channel: String,
-        frame: ringbearer_core::message::MessageFrame,
+        frame: Box<ringbearer_core::message::MessageFrame>,
         msg_id: Option<String>,
     },
 }
@@ -236,7 +239,7 @@ pub enum Outbound {
 #[derive(Debug)]
 pub enum Inbound {
     /// A channel created on some node (this one included), from `rb_channels`.
-    Channel(ChannelCheckpoint),
+    Channel(Box<ChannelCheckpoint>),
     /// Message `id` of `channel`, in stream order.
     Message {
         channel: String,
@@ -336,7 +339,11 @@ impl Link {
 
     fn set_ready(&self, ready: bool, problem: &str) {
         let mut d = self.detail.lock();
-        d.1 = if ready { String::new() } else { problem.to_owned() };
+        d.1 = if ready {
+            String::new()
+        } else {
+            problem.to_owned()
+        };
         if self.ready.swap(ready, Ordering::AcqRel) != ready {
             self.since_ms
                 .store(crate::clock::now_ms(), Ordering::Relaxed);

@@ -31,7 +31,7 @@ pub async fn run_inbound(ctx: Rc<ShardCtx>, link: Arc<Link>, me: usize) {
                 let fx = match item {
                     Inbound::Channel(cp) => {
                         let name = cp.meta.name.as_str().to_owned();
-                        let Some(fx) = s.owner.adopt(cp, now) else {
+                        let Some(fx) = s.owner.adopt(*cp, now) else {
                             continue;
                         };
                         link.adopted.fetch_add(1, Ordering::Relaxed);

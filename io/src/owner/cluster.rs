@@ -52,7 +52,8 @@ impl Owner {
             })
         };
         if !link.ready() {
-            link.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            link.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let why = format!("the cluster is not ready ({}); retry", link.state().problem);
             return fx.refuse(from, r#ref, unavailable(why));
         }
@@ -62,11 +63,12 @@ impl Owner {
             shard: self.id,
             token,
             channel: channel.as_str().to_owned(),
-            frame,
+            frame: Box::new(frame),
             msg_id,
         });
         if !sent {
-            link.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            link.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let why = "the queue to the cluster is full (cluster.queue_capacity); retry".into();
             return fx.refuse(from, r#ref, unavailable(why));
         }
@@ -156,7 +158,12 @@ impl Owner {
             return Some(fx);
         }
         if id != ch.last_id() + 1 {
-            tracing::error!(channel, id, last = ch.last_id(), "cluster: a gap in the channel's ids; message skipped");
+            tracing::error!(
+                channel,
+                id,
+                last = ch.last_id(),
+                "cluster: a gap in the channel's ids; message skipped"
+            );
             return Some(fx);
         }
         let bytes = upgrade_frame(frame).unwrap_or_else(|| {

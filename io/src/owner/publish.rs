@@ -176,9 +176,8 @@ impl Owner {
             // Cluster mode: the stream gives the id and orders the channel (`cluster.rs`).
             let msg_id = scoped.map(|k| format!("{}\n{k}", req.channel.as_str()));
             let channel = req.channel.clone();
-            return self.publish_clustered(
-                fx, from, r#ref, &channel, frame, target, msg_id, recipients,
-            );
+            return self
+                .publish_clustered(fx, from, r#ref, &channel, frame, target, msg_id, recipients);
         }
         let key = scoped.as_deref();
         if self.commit.is_memory() {

@@ -185,9 +185,7 @@ impl NatsCluster {
                 }
                 leaders.push(meta_leader(n.http, size));
             }
-            if !leaders.is_empty()
-                && leaders.iter().all(|l| l.is_some() && *l == leaders[0])
-            {
+            if !leaders.is_empty() && leaders.iter().all(|l| l.is_some() && *l == leaders[0]) {
                 return;
             }
             assert!(
