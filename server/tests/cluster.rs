@@ -234,6 +234,19 @@ async fn a_channel_created_on_one_node_is_subscribed_on_another_with_the_same_ac
         "node B: {again_b}, node A: {again_a}"
     );
 
+    // Shared state is not built for cluster mode: refused, never numbered apart from the
+    // stream.
+    let st = on_a
+        .request(
+            json!({"op": "state_set", "channel": CH, "doc": "d", "version": 0, "value": {"k": 1}}),
+        )
+        .await;
+    assert_error(&st, "WS_BAD_REQUEST");
+    assert!(
+        st["message"].as_str().unwrap().contains("cluster mode"),
+        "{st}"
+    );
+
     let m = metrics(&b, &coord).await;
     assert!(
         m.contains("\nringbearer_cluster_channels_adopted_total 1\n"),

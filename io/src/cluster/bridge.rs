@@ -79,7 +79,21 @@ async fn run(cfg: ClusterConfig, link: Arc<Link>) {
     loop {
         let state = client.connection_state();
         if state == async_nats::connection::State::Connected {
-            link.set_connected(true, Some(client.server_info().server_name));
+            let info = client.server_info();
+            link.set_connected(true, Some(info.server_name.clone()));
+            if !version_at_least(&info.version, 2, 10) {
+                // Its clustered streams can accept two appends expecting the same last
+                // subject sequence (nats-server issue 4320): ids would repeat.
+                link.set_ready(
+                    false,
+                    &format!(
+                        "nats-server {} is older than 2.10 (per-channel ids need it)",
+                        info.version
+                    ),
+                );
+                tokio::time::sleep(interval).await;
+                continue;
+            }
             if !set_up {
                 match set_up_streams(&js, &cfg).await {
                     Ok(()) => {
@@ -453,5 +467,26 @@ async fn watch_channels(js: jetstream::Context, link: Arc<Link>) {
             push(&link, shard, Inbound::Channel(Box::new(cp))).await;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `version` (`2.10.4`, `2.11.0-beta`) is at least `major.minor`.
+fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
+    let mut parts = version
+        .split(['.', '-'])
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let (ma, mi) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (ma, mi) >= (major, minor)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_versions_compare() {
+        assert!(super::version_at_least("2.10.0", 2, 10));
+        assert!(super::version_at_least("2.15.1", 2, 10));
+        assert!(super::version_at_least("3.0.0", 2, 10));
+        assert!(!super::version_at_least("2.9.10", 2, 10));
+        assert!(!super::version_at_least("garbage", 2, 10));
     }
 }
