@@ -13,11 +13,9 @@
 
 mod bridge;
 mod gate;
-mod shard;
 
 pub use bridge::start_bridge;
 pub use gate::GatedFactory;
-pub use shard::run_inbound;
 
 use crossbeam::queue::ArrayQueue;
 use parking_lot::Mutex;

@@ -27,6 +27,7 @@
 //!
 //! Then the shard's executor ends; [`ServerHandle::join`] returns when all have.
 
+mod cluster;
 mod listener;
 mod shutdown;
 mod tasks;
@@ -375,7 +376,7 @@ async fn run_shard(start: ShardStart, arrival: Arrival) {
         .detach();
     }
     if let Some(link) = cluster {
-        glommio::spawn_local(crate::cluster::run_inbound(ctx.clone(), link, me)).detach();
+        glommio::spawn_local(cluster::run_inbound(ctx.clone(), link, me)).detach();
     }
     let services = tasks::Services::start(&ctx, me, commit_ready);
     tracing::debug!(shard = me, "shard running");

@@ -1,4 +1,5 @@
-//! A shard's side of cluster mode: every `cluster.poll_interval_ms` it takes what the
+//! A shard's side of cluster mode (a service of the runtime, so `cluster` never imports the
+//! host): every `cluster.poll_interval_ms` it takes what the
 //! bridge queued for it — channels created on other nodes ([`Owner::adopt`]), the stream's
 //! messages of the channels it owns ([`Owner::cluster_message`]) and the answers to its
 //! publishes ([`Owner::cluster_acked`], [`Owner::cluster_refused`]) — all typed owner
@@ -10,14 +11,14 @@
 //! [`Owner::cluster_acked`]: crate::owner::Owner::cluster_acked
 //! [`Owner::cluster_refused`]: crate::owner::Owner::cluster_refused
 
-use super::{Inbound, Link};
+use crate::cluster::{Inbound, Link};
 use crate::host::ShardCtx;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub async fn run_inbound(ctx: Rc<ShardCtx>, link: Arc<Link>, me: usize) {
+pub(super) async fn run_inbound(ctx: Rc<ShardCtx>, link: Arc<Link>, me: usize) {
     let interval = Duration::from_millis(link.poll_interval_ms);
     let Some(q) = link.inbound.get(me) else {
         return;
