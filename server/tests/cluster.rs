@@ -2,8 +2,10 @@
 //! docs/cluster.md): a node started while NATS is down reports degraded health and refuses
 //! creates and publishes `WS_OVERLOADED` (retryable, with `retry_after`), then becomes
 //! ready on its own once NATS is up; losing NATS later does the same and recovers too.
-//! Health and metrics show the cluster's state. (Cross-node delivery is not built yet: see
-//! docs/cluster.md's status table.)
+//! Health and metrics show the cluster's state. Channels created on one node are usable on
+//! another; publishes from two nodes to one channel get contiguous ids that every
+//! subscriber on every node sees in order; idempotency keys hold across nodes; a node
+//! killed with SIGKILL loses nothing acknowledged and its clients resume on another node.
 
 mod cluster_common;
 mod common;
@@ -260,7 +262,8 @@ async fn a_channel_created_on_one_node_is_subscribed_on_another_with_the_same_ac
 }
 
 /// Publishes `n` messages `{from, n}` on `channel`, each retried while refused retryable
-/// (`WS_OVERLOADED`: another node's append came first too often); returns the ids.
+/// (`WS_OVERLOADED`: another node's append came first too often, or NATS is failing over),
+/// after its `retry_after` as a client does; returns the ids.
 async fn publish_all(c: &mut Raw, channel: &str, from: &str, n: usize) -> Vec<u64> {
     let mut ids = Vec::new();
     for i in 0..n {
@@ -271,6 +274,7 @@ async fn publish_all(c: &mut Raw, channel: &str, from: &str, n: usize) -> Vec<u6
                 break;
             }
             assert_retryable_overloaded(&p);
+            tokio::time::sleep(Duration::from_secs(p["retry_after"].as_u64().unwrap())).await;
         }
     }
     ids
@@ -524,4 +528,151 @@ async fn a_node_killed_during_publishes_loses_nothing_acknowledged_and_its_subsc
     payloads.sort();
     payloads.dedup();
     assert_eq!(payloads.len(), seen.len(), "a message twice");
+}
+
+/// Reads client events until `f` returns `Some`, all within 15 s.
+async fn until<T>(
+    events: &mut ringbearer_client::Events,
+    mut f: impl FnMut(ringbearer_client::Event) -> Option<T>,
+) -> T {
+    let wait = async {
+        loop {
+            if let Some(t) = f(events.next().await.expect("events ended")) {
+                return t;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), wait)
+        .await
+        .expect("the awaited event in time")
+}
+
+/// The README's first real use across two nodes (issue 14 "done when"): Sarah's app (the
+/// Rust client, given both nodes) on node A, Mike on node B; `kill -9` of node A moves
+/// Sarah to node B with her messages — including the one she published on node A.
+#[tokio::test]
+async fn sarah_on_node_a_and_mike_on_node_b_then_node_a_dies_and_sarah_moves_with_her_messages() {
+    use ringbearer_client::{Client, ClientConfig, Event, Publish, SubscribeOptions};
+    let nats = NatsCluster::start3();
+    let a = TestServer::start(&node_config(&nats, "rb-a"));
+    let b = TestServer::start(&node_config(&nats, "rb-b"));
+    for s in [&a, &b] {
+        health_until(s, &token("ops", "venue", "admin", &[]), |h| {
+            h["cluster"]["ready"] == true
+        })
+        .await;
+    }
+    let cfg = ClientConfig {
+        backoff: ringbearer_client::Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+            ..Default::default()
+        },
+        ..ClientConfig::new(a.url(), token("sarah", "couple-1", "couple", &["w-1"]))
+            .with_failover([b.url()])
+    };
+    let (sarah, mut events) = Client::connect(cfg).await.unwrap();
+    assert_eq!(sarah.server_url(), a.url());
+    let create = ringbearer_client::CreateChannel {
+        wedding_id: Some("w-1".into()),
+        ..ringbearer_client::CreateChannel::new(CH)
+    };
+    sarah.create(&create).await.unwrap();
+    sarah
+        .subscribe(CH, SubscribeOptions::default())
+        .await
+        .unwrap();
+    let mut mike = Raw::connect(&b.url(), &token("mike", "studio", "photographer", &["w-1"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        subscribe_when_known(&mut mike, CH).await["op"],
+        "subscribed"
+    );
+
+    let mut got: Vec<(u64, String)> = Vec::new();
+    let take = |ev: Event, got: &mut Vec<(u64, String)>| {
+        if let Event::Message(m) = ev {
+            got.push((m.id, m.payload.to_string()));
+        }
+    };
+    assert_eq!(
+        mike.publish(CH, json!({"from": "mike", "n": 1})).await["id"],
+        1
+    );
+    let mine = sarah
+        .publish(&Publish::new(CH, "general", json!({"from": "sarah"})))
+        .await
+        .unwrap();
+    assert_eq!(mine.id, 2);
+    until(&mut events, |ev| {
+        take(ev, &mut got);
+        (got.len() >= 2).then_some(())
+    })
+    .await;
+
+    drop(a); // kill -9 of node A
+    for n in 3..=5 {
+        assert_eq!(
+            mike.publish(CH, json!({"from": "mike", "n": n})).await["id"],
+            n
+        );
+    }
+    let mut recovered = None;
+    until(&mut events, |ev| {
+        if let Event::Resubscribed { recovered: r, .. } = &ev {
+            recovered = Some(*r);
+        }
+        take(ev, &mut got);
+        (recovered.is_some() && got.len() >= 5).then_some(())
+    })
+    .await;
+    assert_eq!(recovered, Some(true));
+    assert_eq!(sarah.server_url(), b.url());
+    let ids: Vec<u64> = got.iter().map(|m| m.0).collect();
+    assert_eq!(ids, vec![1, 2, 3, 4, 5], "every message once, in order");
+    // Her own message is there on node B, as Mike sees it too.
+    let on_b = mike.messages(CH, 5).await;
+    assert_eq!(on_b[1]["payload"], json!({"from": "sarah"}));
+    assert_eq!(got[1].1, json!({"from": "sarah"}).to_string());
+    sarah.close().await;
+}
+
+#[tokio::test]
+async fn one_nats_server_killed_the_r3_stream_keeps_serving_in_order() {
+    let mut nats = NatsCluster::start3();
+    let a = TestServer::start(&node_config(&nats, "rb-a"));
+    let b = TestServer::start(&node_config(&nats, "rb-b"));
+    for s in [&a, &b] {
+        health_until(s, &token("ops", "venue", "admin", &[]), |h| {
+            h["cluster"]["ready"] == true
+        })
+        .await;
+    }
+    let coord = token("coord", "venue", "coordinator", &["w-1"]);
+    let mut pub_a = Raw::connect(&a.url(), &coord).await.unwrap();
+    assert_eq!(pub_a.create(CH, Some("w-1")).await["op"], "created");
+    pub_a.subscribe(CH).await;
+    let mut on_b = Raw::connect(&b.url(), &coord).await.unwrap();
+    subscribe_when_known(&mut on_b, CH).await;
+    let before = publish_all(&mut pub_a, CH, "a", 10).await;
+    assert_eq!(before, (1..=10).collect::<Vec<_>>());
+    // SIGKILL of the server node A's bridge is connected to (or any: all are tried).
+    let server = health(&a, &coord).await["cluster"]["server"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let i = server[1..].parse::<usize>().unwrap() - 1;
+    nats.kill_node(i);
+    // Publishes go on (a few may be refused retryable while the client reconnects and
+    // the stream elects a leader, and are retried).
+    let after = publish_all(&mut pub_a, CH, "a", 10).await;
+    assert_eq!(after, (11..=20).collect::<Vec<_>>());
+    let ids: Vec<u64> = on_b
+        .messages(CH, 20)
+        .await
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=20).collect::<Vec<_>>());
 }

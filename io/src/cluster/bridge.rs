@@ -331,8 +331,8 @@ async fn push(link: &Link, shard: usize, item: Inbound) {
     }
 }
 
-/// Reads the whole stream in order from its start (an ordered consumer, recreated from the
-/// next sequence if it ends) and hands each message to the shard owning its channel; a
+/// Reads the whole stream in order from its start (a consumer made again from the next
+/// sequence whenever it fails) and hands each message to the shard owning its channel; a
 /// channel not seen yet is read from `rb_channels` first and handed over before its first
 /// message, so a shard always knows the channel of a message.
 async fn consume(js: jetstream::Context, cfg: ClusterConfig, link: Arc<Link>) {
@@ -345,17 +345,32 @@ async fn consume(js: jetstream::Context, cfg: ClusterConfig, link: Arc<Link>) {
                 .get_stream_no_info(&cfg.stream)
                 .await
                 .map_err(|e| e.to_string())?;
+            // An ephemeral pull consumer without acknowledgements, in memory, delivering in
+            // stream order; its heartbeat is short so a lost server is noticed within
+            // about a second (async-nats's ordered consumer waits two 15 s heartbeats),
+            // and then this loop makes a new one from the next sequence.
             let consumer = stream
-                .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                .create_consumer(jetstream::consumer::pull::Config {
                     filter_subject: "rb.msg.>".into(),
                     deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
                         start_sequence: next_seq,
                     },
+                    ack_policy: jetstream::consumer::AckPolicy::None,
+                    inactive_threshold: Duration::from_secs(30),
+                    memory_storage: true,
+                    num_replicas: 1,
                     ..Default::default()
                 })
                 .await
                 .map_err(|e| e.to_string())?;
-            consumer.messages().await.map_err(|e| e.to_string())
+            consumer
+                .stream()
+                .max_messages_per_batch(256)
+                .expires(Duration::from_secs(2))
+                .heartbeat(Duration::from_millis(500))
+                .messages()
+                .await
+                .map_err(|e| e.to_string())
         }
         .await;
         let mut messages = match messages {

