@@ -23,6 +23,12 @@ pub enum JournalError {
     /// Storing failed (I/O error, full disk, poisoned log); nothing new is accepted
     /// (`WS_INTERNAL`, retryable: a repaired disk or another node may take it).
     Failed(String),
+    /// The store cannot be reached now and will be again (cluster mode: NATS or JetStream
+    /// unavailable); `WS_OVERLOADED` with `retry_after`.
+    Unavailable {
+        reason: String,
+        retry_after_secs: u64,
+    },
 }
 
 /// What a shard logs.

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 mod config;
 pub mod conn;
 pub mod fds;

@@ -87,6 +87,8 @@ pub struct Config {
     pub escalation: EscalationConfig,
     /// Signed webhooks per organization (parking, watchdog alerts).
     pub webhooks: crate::webhooks::WebhooksConfig,
+    /// Cluster mode through NATS JetStream (docs/cluster.md); off by default.
+    pub cluster: ringbearer_io::cluster::ClusterConfig,
 }
 
 impl Default for Config {
@@ -106,6 +108,7 @@ impl Default for Config {
             routing: ringbearer_io::RoutingConfig::default(),
             escalation: EscalationConfig::default(),
             webhooks: crate::webhooks::WebhooksConfig::default(),
+            cluster: ringbearer_io::cluster::ClusterConfig::default(),
         }
     }
 }
@@ -134,8 +137,17 @@ impl Config {
         io.tls = self.tls.clone();
         io.routing = self.routing.clone();
         io.escalation = self.escalation.clone();
-        if let Err(e) = io.validate() {
+        if let Err(e) = io.validate().and_then(|_| self.cluster.validate()) {
             bail!("invalid config: {e}");
+        }
+        if let Some(ca) = self
+            .cluster
+            .ca_file
+            .as_ref()
+            .filter(|_| self.cluster.enabled)
+        {
+            std::fs::metadata(ca)
+                .with_context(|| format!("invalid config: cluster.ca_file {}", ca.display()))?;
         }
         Ok(io)
     }
@@ -286,6 +298,7 @@ mod tests {
         assert_eq!(cfg.routing, d.routing);
         assert_eq!(cfg.escalation, d.escalation);
         assert_eq!(cfg.webhooks, d.webhooks);
+        assert_eq!(cfg.cluster, d.cluster);
         assert!(cfg.auth.public_keys.is_empty());
         cfg.io_config().unwrap();
     }

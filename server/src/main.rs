@@ -318,11 +318,30 @@ fn serve(
         }
     };
     let verifier = cfg.verifier(secret.as_deref(), io.token_leeway_secs)?;
-    let opened = store::open(&cfg.data_dir, &cfg.storage, io.shard_count(), &cfg.webhooks)?;
+    let mut opened = store::open(&cfg.data_dir, &cfg.storage, io.shard_count(), &cfg.webhooks)?;
+    // Cluster mode (docs/cluster.md): the bridge thread, and every shard's journal behind
+    // the gate that refuses stores (retryable) while the cluster is not ready.
+    let cluster = if cfg.cluster.enabled {
+        let link = Arc::new(ringbearer_io::cluster::Link::new(
+            &cfg.cluster,
+            io.shard_count(),
+        ));
+        ringbearer_io::cluster::start_bridge(cfg.cluster.clone(), link.clone())
+            .context("starting the cluster bridge thread")?;
+        opened.store.journal = Some(Arc::new(ringbearer_io::cluster::GatedFactory {
+            inner: opened.store.journal.take(),
+            link: link.clone(),
+        }));
+        opened.store.cluster = Some(link.clone());
+        Some(link)
+    } else {
+        None
+    };
     let routes = rest::Routes(Arc::new(rest::Rest::new(
         cfg.rest.clone(),
         opened.registry.clone(),
         opened.webhooks.clone(),
+        cluster,
     )?));
     let handle =
         ringbearer_io::start_with(io.clone(), verifier, opened.store, Some(Arc::new(routes)))

@@ -211,6 +211,7 @@ pub fn open(
                 webhooks: webhooks.clone(),
             })),
             weddings,
+            cluster: None,
         },
         registry: Some(registry),
         webhooks: Some(webhooks),

@@ -67,6 +67,14 @@ pub(super) fn refusal(e: &JournalError) -> Refusal {
             Refusal::new(ErrorCode::Overloaded, format!("not stored, retry: {m}"))
         }
         JournalError::Failed(m) => Refusal::new(ErrorCode::Internal, format!("not stored: {m}")),
+        JournalError::Unavailable {
+            reason,
+            retry_after_secs,
+        } => {
+            let mut r = Refusal::new(ErrorCode::Overloaded, format!("not stored: {reason}"));
+            r.retry_after = Some(*retry_after_secs);
+            r
+        }
     }
 }
 

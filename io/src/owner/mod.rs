@@ -28,6 +28,7 @@
 //! | `park.rs` | parking unacknowledged wedding-day messages (issue 16 item 5) |
 
 pub mod audit;
+mod cluster;
 mod commit;
 mod create;
 pub mod effects;
@@ -194,6 +195,14 @@ pub struct Owner {
     docs: HashMap<String, state::ChannelDocs>,
     /// Parking: per channel, the last message id the sweep has looked at (`park.rs`).
     parked_upto: HashMap<String, u64>,
+    /// Cluster mode (`cluster.rs`): the bridge's link; `None` on a single node.
+    cluster: Option<Arc<crate::cluster::Link>>,
+    /// The last token given to a publish handed to the bridge.
+    cluster_next: u64,
+    /// Publishes handed to the bridge, by token, until acknowledged.
+    cluster_waiting: HashMap<u64, cluster::ClusterWait>,
+    /// Acknowledged publishes whose message this node has not applied yet.
+    cluster_by_id: HashMap<(String, u64), cluster::ClusterWait>,
 }
 
 fn not_found(name: &ChannelName) -> Refusal {
@@ -236,7 +245,16 @@ impl Owner {
             weddings,
             docs: HashMap::new(),
             parked_upto: HashMap::new(),
+            cluster: None,
+            cluster_next: 0,
+            cluster_waiting: HashMap::new(),
+            cluster_by_id: HashMap::new(),
         }
+    }
+
+    /// Cluster mode: publishes go through `link`'s bridge (`cluster.rs`).
+    pub fn set_cluster(&mut self, link: Arc<crate::cluster::Link>) {
+        self.cluster = Some(link);
     }
 
     pub fn journal(&self) -> Option<Rc<dyn Journal>> {
@@ -308,6 +326,38 @@ impl Owner {
             }
         }
         Effects::default()
+    }
+
+    /// Cluster mode (docs/cluster.md): a channel another node created, as its checkpoint
+    /// came through the cluster's key-value bucket. Known here already (ours, or being
+    /// created here): left as it is, `None`. Otherwise it is set up as a restored channel
+    /// with no messages and no members, so the same access rules apply on every node, and
+    /// mirrored to the registry (its subscriptions and cursors are kept there as for any).
+    pub fn adopt(
+        &mut self,
+        cp: ringbearer_core::channel_state::ChannelCheckpoint,
+        now: Now,
+    ) -> Option<Effects> {
+        let name = cp.meta.name.as_str();
+        if self.channels.contains_key(name)
+            || self.creating.contains(name)
+            || ringbearer_core::shard_for(name, self.shards) as u32 != self.id
+        {
+            return None;
+        }
+        let mut fx = Effects::default();
+        fx.record(Record::ChannelCreated(Box::new(cp.meta.clone())));
+        self.restore(
+            vec![RestoredChannel {
+                meta: cp.meta,
+                last_id: 0,
+                messages: Vec::new(),
+                members: Vec::new(),
+                docs: Default::default(),
+            }],
+            now,
+        );
+        Some(fx)
     }
 
     /// Rebuilds the channels this shard owned before a restart (before it serves anyone).

@@ -172,6 +172,13 @@ impl Owner {
             let channel = Some((req.channel.as_str(), ch.meta.access.org.as_str()));
             fx.audit(audit::event(now.ms, claims, "emergency", channel, detail));
         }
+        if self.cluster.is_some() {
+            // Cluster mode: the stream gives the id and orders the channel (`cluster.rs`).
+            let msg_id = scoped.map(|k| format!("{}\n{k}", req.channel.as_str()));
+            let channel = req.channel.clone();
+            return self
+                .publish_clustered(fx, from, r#ref, &channel, frame, target, msg_id, recipients);
+        }
         let key = scoped.as_deref();
         if self.commit.is_memory() {
             // `memory` policy: durable on append.

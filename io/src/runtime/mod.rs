@@ -27,6 +27,7 @@
 //!
 //! Then the shard's executor ends; [`ServerHandle::join`] returns when all have.
 
+mod cluster;
 mod listener;
 mod shutdown;
 mod sweep;
@@ -65,6 +66,9 @@ use std::time::Instant;
 pub struct Store {
     pub journal: Option<Arc<dyn JournalFactory>>,
     pub catalog: Option<Arc<dyn Catalog>>,
+    /// Cluster mode (docs/cluster.md): the bridge's link; each shard adopts the channels
+    /// other nodes created from it. `None` on a single node.
+    pub cluster: Option<Arc<crate::cluster::Link>>,
     /// The weddings stored before this start (the registry's), loaded into the table.
     pub weddings: Vec<crate::weddings::Wedding>,
 }
@@ -270,7 +274,10 @@ async fn run_shard(start: ShardStart, arrival: Arrival) {
         ready,
     } = start;
     let Store {
-        journal, catalog, ..
+        journal,
+        catalog,
+        cluster,
+        ..
     } = store;
     let n = cfg.shard_count();
     let (senders, mut receivers) = mesh.join().await.expect("mesh join");
@@ -313,7 +320,18 @@ async fn run_shard(start: ShardStart, arrival: Arrival) {
         ms: real_now,
         calendar_ms: shared.clock.at(real_now),
     };
-    if let Some(restored) = restored {
+    if let Some(link) = &cluster {
+        owner.set_cluster(link.clone());
+    }
+    if let Some(mut restored) = restored {
+        if cluster.is_some() {
+            // Clustered channels' messages and ids come from the stream, replayed from its
+            // start by the bridge: numbering restarts from what it holds.
+            for rc in &mut restored {
+                rc.last_id = 0;
+                rc.messages.clear();
+            }
+        }
         let count = restored.len();
         owner.restore(restored, now);
         tracing::info!(shard = me, channels = count, "restored");
@@ -361,6 +379,9 @@ async fn run_shard(start: ShardStart, arrival: Arrival) {
             }
         })
         .detach();
+    }
+    if let Some(link) = cluster {
+        glommio::spawn_local(cluster::run_inbound(ctx.clone(), link, me)).detach();
     }
     let services = tasks::Services::start(&ctx, me, commit_ready);
     tracing::debug!(shard = me, "shard running");

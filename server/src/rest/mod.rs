@@ -43,6 +43,8 @@ pub struct Rest {
     cfg: RestConfig,
     /// The webhook sender's counters and outbox state (health alerts, metrics).
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    /// Cluster mode's state (health, metrics); `None` on a single node.
+    cluster: Option<Arc<ringbearer_io::cluster::Link>>,
 }
 
 impl Rest {
@@ -50,6 +52,7 @@ impl Rest {
         cfg: RestConfig,
         registry: Option<Registry>,
         webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+        cluster: Option<Arc<ringbearer_io::cluster::Link>>,
     ) -> anyhow::Result<Rest> {
         let keys = cfg
             .keys()?
@@ -61,6 +64,7 @@ impl Rest {
             registry,
             cfg,
             webhooks,
+            cluster,
         })
     }
 }

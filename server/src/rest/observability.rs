@@ -135,6 +135,30 @@ impl Rest {
                 raise(1, m);
             }
         }
+        let cluster = self.cluster.as_ref().map(|l| {
+            let c = l.state();
+            if !c.ready {
+                raise(
+                    1,
+                    format!(
+                        "cluster: not ready since {} ({}): publishes and creates are refused WS_OVERLOADED (retryable)",
+                        ringbearer_core::time::rfc3339_ms(c.since_ms),
+                        c.problem
+                    ),
+                );
+            }
+            json!({
+                "node": c.node,
+                "ready": c.ready,
+                "connected": c.connected,
+                "server": c.server,
+                "stream_seq": c.stream_seq,
+                "delivered_seq": c.delivered_seq,
+                "lag": c.stream_seq.saturating_sub(c.delivered_seq),
+                "since": ringbearer_core::time::rfc3339_ms(c.since_ms),
+                "refused": c.refused,
+            })
+        });
         let watch_alerts = match viewer {
             Some(c) => shared.watch_alerts.list(Some(&c.org)),
             None => Vec::new(),
@@ -165,7 +189,7 @@ impl Rest {
         let score = ((1.0 - pressure) * 100.0).round();
         let sup = s.totals.suppliers;
         let round2 = |x: f64| (x * 100.0).round() / 100.0;
-        json!({
+        let mut out = json!({
             "status": status,
             "metrics": {
                 "active_connections": s.connections,
@@ -190,7 +214,11 @@ impl Rest {
                 },
             },
             "alerts": alerts,
-        })
+        });
+        if let Some(c) = cluster {
+            out["cluster"] = c;
+        }
+        out
     }
 
     pub(super) fn metrics(&self, api: &Api) -> HttpResponse {
@@ -206,6 +234,9 @@ impl Rest {
         if let Some(w) = &self.webhooks {
             render_webhooks(&mut body, &w.stats);
         }
+        if let Some(c) = &self.cluster {
+            render_cluster(&mut body, &c.state());
+        }
         HttpResponse {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -213,6 +244,71 @@ impl Rest {
             headers: String::new(),
             stream: None,
         }
+    }
+}
+
+/// Cluster mode's state and counters (docs/cluster.md).
+fn render_cluster(out: &mut String, c: &ringbearer_io::cluster::LinkState) {
+    for (name, kind, help, value) in [
+        (
+            "ringbearer_cluster_ready",
+            "gauge",
+            "1 while NATS is connected and JetStream set up (stores accepted).",
+            c.ready as u64,
+        ),
+        (
+            "ringbearer_cluster_connected",
+            "gauge",
+            "1 while the NATS connection is up.",
+            c.connected as u64,
+        ),
+        (
+            "ringbearer_cluster_stream_seq",
+            "gauge",
+            "The message stream's last sequence at the newest check.",
+            c.stream_seq,
+        ),
+        (
+            "ringbearer_cluster_delivered_seq",
+            "gauge",
+            "The stream sequence of the newest message this node's consumer took.",
+            c.delivered_seq,
+        ),
+        (
+            "ringbearer_cluster_refused_total",
+            "counter",
+            "Stores refused WS_OVERLOADED because the cluster was not ready.",
+            c.refused,
+        ),
+        (
+            "ringbearer_cluster_channels_put_total",
+            "counter",
+            "Channels created on this node and stored in the cluster's rb_channels bucket.",
+            c.channels_put,
+        ),
+        (
+            "ringbearer_cluster_channels_adopted_total",
+            "counter",
+            "Channels created on other nodes that this node's shards took on.",
+            c.adopted,
+        ),
+        (
+            "ringbearer_cluster_connects_total",
+            "counter",
+            "Times the NATS connection was established.",
+            c.connects,
+        ),
+        (
+            "ringbearer_cluster_disconnects_total",
+            "counter",
+            "Times the NATS connection was lost.",
+            c.disconnects,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     }
 }
 
