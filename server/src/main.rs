@@ -343,6 +343,12 @@ fn serve(
         opened.webhooks.clone(),
         cluster,
     )?));
+    // Before anything is printed: a SIGTERM sent as soon as "listening" appears (a test,
+    // a supervisor) must stop the server cleanly, not kill it with the default action.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
     let handle =
         ringbearer_io::start_with(io.clone(), verifier, opened.store, Some(Arc::new(routes)))
             .context("starting the server")?;
@@ -375,10 +381,6 @@ fn serve(
     }
     use std::io::Write;
     std::io::stdout().flush()?;
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])?;
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "shutting down: closing connections with 1001");
     }
