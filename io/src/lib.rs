@@ -10,6 +10,7 @@ pub mod auth;
 pub mod clock;
 mod config;
 pub mod conn;
+pub mod deflate;
 pub mod fds;
 pub mod host;
 pub mod http;
@@ -25,14 +26,14 @@ pub mod shared;
 pub mod signal;
 pub mod stream;
 pub mod tls;
-pub mod utf8_scan;
 pub mod watchdog;
 pub mod weddings;
+pub mod wsframe;
 
 pub use api::{Api, HttpHandler, HttpRequest, HttpResponse};
 pub use auth::TokenVerifier;
 pub use config::{
-    ClockConfig, EscalationConfig, IoConfig, RoutingConfig, SaturdayConfig, TlsConfig,
+    ClockConfig, DeflateConfig, EscalationConfig, IoConfig, RoutingConfig, SaturdayConfig, TlsConfig,
     WatchdogConfig,
 };
 pub use runtime::{start, start_with, ServerHandle, Store};
