@@ -23,8 +23,10 @@
 use crate::outbox::{encode_frame, Opcode};
 use crate::DeflateConfig;
 use bytes::Bytes;
-use miniz_oxide::deflate::core::{CompressionStrategy, CompressorOxide};
-use miniz_oxide::{DataFormat, MZFlush};
+use miniz_oxide::deflate::core::{
+    create_comp_flags_from_zip_params, CompressionStrategy, CompressorOxide,
+};
+use miniz_oxide::MZFlush;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
@@ -188,13 +190,25 @@ impl Deflater {
     }
 }
 
+/// A raw-deflate compressor whose back-references stay within `2^window_bits` bytes.
+///
+/// IMPORTANT: under 15 bits this uses run-length matches only (distance 1), valid for any
+/// window. miniz_oxide's own small-window mode (`CompressorOxide::with_params`) is not:
+/// under 12 bits it asks for RLE at level 1, which its fast path ignores, and it wrote
+/// distances up to 32 KiB for a 512-byte window (Autobahn 13.3.10: "invalid distance too
+/// far back").
 fn new_compressor(level: u8, window_bits: u8) -> CompressorOxide {
-    CompressorOxide::with_params(
-        DataFormat::Raw,
-        level,
-        CompressionStrategy::Default,
-        window_bits,
-    )
+    let (level, strategy) = if window_bits >= 15 {
+        (level, CompressionStrategy::Default)
+    } else {
+        // Level 2 or more keeps it off the fast path.
+        (level.max(2), CompressionStrategy::RLE)
+    };
+    CompressorOxide::new(create_comp_flags_from_zip_params(
+        level.into(),
+        -15,
+        strategy as i32,
+    ))
 }
 
 /// Compresses `data` as one message (sync flush, the trailing 00 00 ff ff removed: RFC
@@ -279,6 +293,7 @@ fn shared_compress(level: u8, window_bits: u8, data: &Bytes) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use miniz_oxide::DataFormat;
 
     fn cfg() -> DeflateConfig {
         DeflateConfig {
