@@ -76,9 +76,9 @@ pub struct IoConfig {
     /// Bytes read from the socket per read call while data keeps coming (an idle
     /// connection reads into 256 bytes and switches up when a read fills them).
     pub socket_read_bytes: usize,
-    /// tungstenite's input buffer, allocated whole when the connection opens (its default,
-    /// 128 KiB, costs ~135 KB per connection). It grows per frame when a frame needs more
-    /// and is filled from memory, not the socket, so small costs no syscalls.
+    /// The most the frame reader's input buffer keeps between reads: it holds only a frame
+    /// still arriving, and a larger one is freed once handled, so an idle connection keeps
+    /// at most this.
     pub ws_read_buffer_bytes: usize,
     /// Most bytes coalesced into one socket write (all frames pending for a connection go
     /// out in one `send(2)` up to this size).

@@ -261,9 +261,11 @@ fn shared_compress(level: u8, window_bits: u8, data: &Bytes) -> Option<Bytes> {
     SHARED.with(|s| {
         let mut s = s.borrow_mut();
         let key = (data.as_ptr(), data.len());
-        if let Some((_, _, _, z)) = s.recent.iter().find(|(b, l, w, _)| {
-            (b.as_ptr(), b.len()) == key && *l == level && *w == window_bits
-        }) {
+        if let Some((_, _, _, z)) = s
+            .recent
+            .iter()
+            .find(|(b, l, w, _)| (b.as_ptr(), b.len()) == key && *l == level && *w == window_bits)
+        {
             return z.clone();
         }
         let c = match &mut s.compressor {
@@ -305,7 +307,10 @@ mod tests {
     #[test]
     fn negotiation_accepts_the_first_valid_offer_and_echoes_its_parameters() {
         let c = cfg();
-        assert_eq!(negotiate(&DeflateConfig::default(), Some("permessage-deflate")), None);
+        assert_eq!(
+            negotiate(&DeflateConfig::default(), Some("permessage-deflate")),
+            None
+        );
         assert_eq!(negotiate(&c, None), None);
         assert_eq!(negotiate(&c, Some("x-webkit-deflate-frame")), None);
         let n = negotiate(&c, Some("permessage-deflate; client_max_window_bits")).unwrap();
@@ -319,7 +324,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(n.server_max_window_bits, 10);
-        assert!(n.response().ends_with("server_max_window_bits=10; client_max_window_bits=12"));
+        assert!(n
+            .response()
+            .ends_with("server_max_window_bits=10; client_max_window_bits=12"));
         for bad in [
             "permessage-deflate; foo",
             "permessage-deflate; server_max_window_bits",
@@ -341,7 +348,9 @@ mod tests {
             ..cfg()
         };
         assert_eq!(
-            negotiate(&keep, Some("permessage-deflate")).unwrap().response(),
+            negotiate(&keep, Some("permessage-deflate"))
+                .unwrap()
+                .response(),
             "permessage-deflate"
         );
     }
@@ -350,7 +359,10 @@ mod tests {
     fn unframe(b: &[u8]) -> (bool, Vec<u8>) {
         let (len, at) = match b[1] {
             126 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-            127 => (u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize, 10),
+            127 => (
+                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
             n => (n as usize, 2),
         };
         assert_eq!(b.len(), at + len);
@@ -373,7 +385,8 @@ mod tests {
     fn messages_are_compressed_once_per_shard_small_ones_not_at_all() {
         let c = cfg();
         let n = negotiate(&c, Some("permessage-deflate")).unwrap();
-        let msg = Bytes::from(r#"{"type":"message","payload":"aaaaaaaaaaaaaaaaaaaaaaa"}"#.repeat(20));
+        let msg =
+            Bytes::from(r#"{"type":"message","payload":"aaaaaaaaaaaaaaaaaaaaaaa"}"#.repeat(20));
         let before = compressions();
         let mut frames = Vec::new();
         for _ in 0..100 {

@@ -185,11 +185,7 @@ impl RequestHead {
 }
 
 /// The 101 response completing the upgrade.
-pub fn switching_protocols(
-    key: &str,
-    protocol: Option<&str>,
-    extensions: Option<&str>,
-) -> Vec<u8> {
+pub fn switching_protocols(key: &str, protocol: Option<&str>, extensions: Option<&str>) -> Vec<u8> {
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut r = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
@@ -363,7 +359,8 @@ mod tests {
         assert_eq!(h.query.as_deref(), Some("token=abc"));
         assert_eq!(h.check_upgrade().unwrap(), "dGhlIHNhbXBsZSBub25jZQ==");
         // RFC 6455 §1.3's example key and accept value.
-        let r = String::from_utf8(switching_protocols("dGhlIHNhbXBsZSBub25jZQ==", None, None)).unwrap();
+        let r =
+            String::from_utf8(switching_protocols("dGhlIHNhbXBsZSBub25jZQ==", None, None)).unwrap();
         assert!(
             r.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
             "{r}"

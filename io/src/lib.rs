@@ -33,7 +33,7 @@ pub mod wsframe;
 pub use api::{Api, HttpHandler, HttpRequest, HttpResponse};
 pub use auth::TokenVerifier;
 pub use config::{
-    ClockConfig, DeflateConfig, EscalationConfig, IoConfig, RoutingConfig, SaturdayConfig, TlsConfig,
-    WatchdogConfig,
+    ClockConfig, DeflateConfig, EscalationConfig, IoConfig, RoutingConfig, SaturdayConfig,
+    TlsConfig, WatchdogConfig,
 };
 pub use runtime::{start, start_with, ServerHandle, Store};

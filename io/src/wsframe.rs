@@ -160,10 +160,19 @@ enum Step {
     NeedMore,
     Continue,
     /// A whole message in one frame, unmasked in place at `Rx[start..end]`.
-    InRx { text: bool, start: usize, end: usize },
+    InRx {
+        text: bool,
+        start: usize,
+        end: usize,
+    },
     /// A whole message in the message buffer.
-    InMsg { text: bool },
-    Ping { start: usize, end: usize },
+    InMsg {
+        text: bool,
+    },
+    Ping {
+        start: usize,
+        end: usize,
+    },
     Pong,
     Close(Option<(u16, usize, usize)>),
 }
@@ -295,10 +304,11 @@ impl Reader {
         if checked == 0 && h.opcode != 0 {
             self.utf8 = Utf8Tail::default();
         }
-        if text && !compressed {
-            if !self.utf8.feed(&payload[checked..]) || (h.fin && !self.utf8.complete()) {
-                return Err(Fail::InvalidData("text frame is not UTF-8"));
-            }
+        if text
+            && !compressed
+            && (!self.utf8.feed(&payload[checked..]) || (h.fin && !self.utf8.complete()))
+        {
+            return Err(Fail::InvalidData("text frame is not UTF-8"));
         }
         if h.opcode != 0 && h.fin && !compressed {
             // The common case: a whole message in one frame, read where it lies.
@@ -629,6 +639,19 @@ mod tests {
         )
     }
 
+    /// What an idle connection's reader costs (issue 15 item 1: a few words, no buffer).
+    #[test]
+    fn an_idle_reader_is_a_few_words() {
+        assert!(
+            std::mem::size_of::<Reader>() <= 64,
+            "{}",
+            std::mem::size_of::<Reader>()
+        );
+        assert!(std::mem::size_of::<Rx>() <= 32);
+        let r = reader();
+        assert!(r.msg.is_none() && r.inflater.is_none());
+    }
+
     #[test]
     fn messages_fragments_and_interleaved_control_frames_in_any_split() {
         let mut s = frame(0x81, b"hello");
@@ -689,11 +712,22 @@ mod tests {
     #[test]
     fn invalid_utf8_fails_before_the_frame_ends() {
         let mut r = reader();
-        let f = frame(0x81, &[b'a'; 200].iter().copied().chain([0xff]).chain([b'b'; 300]).collect::<Vec<_>>());
+        let f = frame(
+            0x81,
+            &[b'a'; 200]
+                .iter()
+                .copied()
+                .chain([0xff])
+                .chain([b'b'; 300])
+                .collect::<Vec<_>>(),
+        );
         let mut rx = Rx::default();
         // Header + 201 payload bytes: the 0xff is in, the frame is not complete.
         rx.extend(&f[..4 + 4 + 201]);
-        assert_eq!(r.next(&mut rx), Err(Fail::InvalidData("text frame is not UTF-8")));
+        assert_eq!(
+            r.next(&mut rx),
+            Err(Fail::InvalidData("text frame is not UTF-8"))
+        );
         // A message ending inside a code point.
         let e = run(&mut reader(), &frame(0x81, &[0xe2, 0x82]), 1);
         assert!(matches!(e, Err(Fail::InvalidData(_))));
@@ -765,7 +799,12 @@ mod tests {
         assert_eq!(run(&mut r, &s, 1000).unwrap().len(), 2);
         assert!(r.inflater.is_some());
         let mut r = reader();
-        assert_eq!(run(&mut r, &frame(0xc1, &deflate(b"x")), 1000).unwrap().len(), 1);
+        assert_eq!(
+            run(&mut r, &frame(0xc1, &deflate(b"x")), 1000)
+                .unwrap()
+                .len(),
+            1
+        );
         // Once the message is handled (the next call), an idle reader holds no inflater
         // and no message buffer.
         assert!(r.inflater.is_none() && r.msg.is_none());

@@ -237,7 +237,12 @@ fn compressed_text_round_trips_and_small_messages_go_uncompressed() {
     assert!(answer.is_some());
     let (mut plain, _) = upgrade(&server, "plain", "guest", None);
     for c in [&mut guest, &mut plain] {
-        c.send(0x81, json!({"op": "subscribe", "ref": "s", "channel": CH}).to_string().as_bytes());
+        c.send(
+            0x81,
+            json!({"op": "subscribe", "ref": "s", "channel": CH})
+                .to_string()
+                .as_bytes(),
+        );
         assert_eq!(c.wait(|v| v["ref"] == "s").0["op"], "subscribed");
     }
     // A large publish, compressed by the client; the message reaches the deflate
@@ -263,7 +268,8 @@ fn compressed_text_round_trips_and_small_messages_go_uncompressed() {
 fn a_fragmented_compressed_message_with_a_ping_between_fragments() {
     let server = TestServer::start(ON);
     let (mut coord, _) = upgrade(&server, "coord", "coordinator", Some("permessage-deflate"));
-    let req = json!({"op": "create", "ref": "c", "name": CH, "wedding_id": "w-1", "x": big_payload()});
+    let req =
+        json!({"op": "create", "ref": "c", "name": CH, "wedding_id": "w-1", "x": big_payload()});
     let z = deflate(req.to_string().as_bytes());
     let third = z.len() / 3;
     // RSV1 on the first frame only (RFC 7692 §6.1).

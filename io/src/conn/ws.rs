@@ -12,6 +12,7 @@ use crate::host::{Conn, ShardCtx};
 use crate::http::{self};
 use crate::outbox::{encode_frame, Opcode, OutFrame};
 use crate::stream::Stream;
+use crate::wsframe::{Event, Fail};
 use bytes::Bytes;
 use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,12 +26,11 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use crate::wsframe::{Event, Fail};
 
 /// What an idle connection's reader holds: enough for a typical request frame.
 const SMALL_READ_BYTES: usize = 256;
-/// Buffers larger than this are released once empty instead of kept between uses (the
-/// socket write buffer and the frame reader's input). Small enough that an idle connection does
+/// The socket write buffer, when larger than this, is released once empty instead of kept
+/// between uses (the frame reader's input follows `io.ws_read_buffer_bytes`). Small enough that an idle connection does
 /// not keep the capacity of its largest reply (a `subscribed` with its presence list),
 /// large enough that one ~450-byte message per wake-up reuses it.
 const RETAINED_BUFFER_BYTES: usize = 512;
@@ -172,7 +172,7 @@ pub(super) async fn run_ws(
     let ws = RefCell::new(Ws {
         reader: crate::wsframe::Reader::new(
             cfg.limits.max_frame_bytes,
-            RETAINED_BUFFER_BYTES,
+            cfg.ws_read_buffer_bytes,
             inflate,
         ),
         rx,
