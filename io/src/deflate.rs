@@ -262,11 +262,10 @@ fn shared_compress(level: u8, window_bits: u8, data: &Bytes) -> Option<Bytes> {
         let mut s = s.borrow_mut();
         let key = (data.as_ptr(), data.len());
         // Newest first: a fan-out asks for the message it has just compressed.
-        if let Some((_, _, _, z)) = s
-            .recent
-            .iter()
-            .rev()
-            .find(|(b, l, w, _)| (b.as_ptr(), b.len()) == key && *l == level && *w == window_bits)
+        if let Some((_, _, _, z)) =
+            s.recent.iter().rev().find(|(b, l, w, _)| {
+                (b.as_ptr(), b.len()) == key && *l == level && *w == window_bits
+            })
         {
             return z.clone();
         }

@@ -174,6 +174,7 @@ enum Step {
         end: usize,
     },
     Pong,
+    /// Code and reason range; a range of `usize::MAX` marks a code no endpoint may send.
     Close(Option<(u16, usize, usize)>),
 }
 
@@ -233,7 +234,7 @@ impl Reader {
             Step::Pong => Some(Event::Pong),
             Step::Close(None) => Some(Event::Close(None)),
             Step::Close(Some((code, start, end))) => {
-                if code == 1002 && start == end {
+                if start == usize::MAX {
                     Some(Event::Close(Some((code, "Protocol violation"))))
                 } else {
                     let reason = std::str::from_utf8(&rx.buf[base + start..base + end])
@@ -295,7 +296,7 @@ impl Reader {
                         if close_code_allowed(code) {
                             Step::Close(Some((code, h.hdr_len + 2, total)))
                         } else {
-                            Step::Close(Some((1002, 0, 0)))
+                            Step::Close(Some((1002, usize::MAX, usize::MAX)))
                         }
                     }
                 },
@@ -702,6 +703,10 @@ mod tests {
         c.extend(frame(0xc0, b""));
         assert!(matches!(p(&c), Err(Fail::Protocol(_))));
         assert!(matches!(p(&frame(0xc9, b"")), Err(Fail::Protocol(_))));
+        assert_eq!(
+            p(&frame(0x88, &1002u16.to_be_bytes())).unwrap(),
+            ["close:Some((1002, \"\"))"]
+        );
         // A close code no endpoint may send is answered as a protocol violation.
         assert_eq!(
             p(&frame(0x88, &1005u16.to_be_bytes())).unwrap(),
