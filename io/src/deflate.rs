@@ -176,7 +176,15 @@ impl Deflater {
         let z = match &mut self.own {
             // With context takeover every message must go through the window the
             // client's inflater follows: always sent compressed.
-            Some(c) => Some(compress(c, data)),
+            Some(c) => {
+                let z = compress(c, data);
+                if z.is_none() {
+                    // Our window now holds bytes the client never sees: its later
+                    // back-references could be wrong. Not seen; logged if it ever is.
+                    tracing::error!("permessage-deflate: the compressor did not end a message");
+                }
+                z
+            }
             None => shared_compress(self.level, self.window_bits, data),
         };
         match z {
@@ -212,25 +220,41 @@ fn new_compressor(level: u8, window_bits: u8) -> CompressorOxide {
 }
 
 /// Compresses `data` as one message (sync flush, the trailing 00 00 ff ff removed: RFC
-/// 7692 §7.2.1), continuing `c`'s window.
-fn compress(c: &mut CompressorOxide, data: &[u8]) -> Bytes {
-    let mut out = vec![0u8; data.len() / 2 + 64];
+/// 7692 §7.2.1), continuing `c`'s window. `None` if the compressor failed to end the
+/// message (not seen; the caller sends it uncompressed).
+fn compress(c: &mut CompressorOxide, data: &[u8]) -> Option<Bytes> {
+    // Room for deflate's worst case (stored blocks: 5 bytes per 64 KiB, plus the marker),
+    // so one call normally ends the message.
+    compress_into(c, data, data.len() + data.len() / 16 + 64)
+}
+
+/// IMPORTANT: when the output fills up just as the input runs out, miniz_oxide returns
+/// with all input consumed but the sync flush not written; the next call with no input
+/// writes the rest of the block, still without the marker (Autobahn 12.2.9: a shard
+/// panicked on the check below). So: call until the output ends with the marker, each
+/// further call with no input flushing again (an extra empty block is harmless).
+fn compress_into(c: &mut CompressorOxide, data: &[u8], room: usize) -> Option<Bytes> {
+    const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
+    let mut out = vec![0u8; room.max(16)];
     let mut input = data;
     let mut len = 0;
-    loop {
+    for _ in 0..64 {
+        if out.len() - len < 16 {
+            out.resize(out.len() * 2, 0);
+        }
         let r = miniz_oxide::deflate::stream::deflate(c, input, &mut out[len..], MZFlush::Sync);
         input = &input[r.bytes_consumed..];
         len += r.bytes_written;
-        if input.is_empty() && len < out.len() {
-            break;
+        if r.status.is_err() && r.bytes_written == 0 && r.bytes_consumed == 0 {
+            return None;
         }
-        let grow = out.len();
-        out.resize(grow * 2, 0);
+        if input.is_empty() && len < out.len() && out[..len].ends_with(&TAIL) {
+            out.truncate(len - TAIL.len());
+            out.shrink_to_fit();
+            return Some(out.into());
+        }
     }
-    out.truncate(len);
-    debug_assert!(out.ends_with(&[0, 0, 0xff, 0xff]), "sync flush tail");
-    out.truncate(len.saturating_sub(4));
-    out.into()
+    None
 }
 
 /// The shard's compressor and its recent results (see the module doc).
@@ -281,7 +305,7 @@ fn shared_compress(level: u8, window_bits: u8, data: &Bytes) -> Option<Bytes> {
         };
         let z = compress(c, data);
         COMPRESSIONS.with(|n| *n.borrow_mut() += 1);
-        let z = (z.len() < data.len()).then_some(z);
+        let z = z.filter(|z| z.len() < data.len());
         if data.len() <= CACHE_MAX_BYTES {
             if s.recent.len() == CACHE_ENTRIES {
                 s.recent.pop_front();
@@ -375,7 +399,7 @@ mod tests {
         let mut v = z.to_vec();
         v.extend_from_slice(&[0, 0, 0xff, 0xff]);
         let mut st = miniz_oxide::inflate::stream::InflateState::new_boxed(DataFormat::Raw);
-        let mut out = vec![0u8; 1 << 16];
+        let mut out = vec![0u8; 1 << 17];
         let r = miniz_oxide::inflate::stream::inflate(&mut st, &v, &mut out, MZFlush::None);
         assert!(r.status.is_ok());
         out.truncate(r.bytes_written);
@@ -412,6 +436,41 @@ mod tests {
         let (rsv1, z) = unframe(&out);
         assert!(rsv1);
         assert_eq!(inflate(&z), msg);
+    }
+
+    /// Whatever the output room, a message ends with the sync marker (stripped) and
+    /// inflates back: the case where the output fills just as the input runs out took a
+    /// shard down (Autobahn 12.2.9) before `compress_into` flushed until the marker.
+    #[test]
+    fn every_output_size_ends_the_message() {
+        let mut x: u32 = 7;
+        let mut data: Vec<u8> = (0..20_000)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (x >> 24) as u8
+            })
+            .collect();
+        data.extend(b"a repetitive tail, a repetitive tail ".repeat(200));
+        let mut c = new_compressor(6, 15);
+        for room in (1..400).chain((10_000..30_000).step_by(97)) {
+            c.reset();
+            let z = compress_into(&mut c, &data, room).expect("ended");
+            assert_eq!(inflate(&z), data, "room {room}");
+        }
+        // Smooth 8-bit "image" rows with noise (Autobahn 12.2's lena512.bmp is such data):
+        // miniz takes all of a 64 KiB message before it writes, so the output fills as
+        // the input runs out.
+        let img: Vec<u8> = (0..65_536u32)
+            .map(|i| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                ((i % 512) / 3 + (i / 512) / 2) as u8 ^ ((x >> 29) as u8)
+            })
+            .collect();
+        for room in [img.len() / 2 + 64, img.len() / 3, img.len() / 4 + 1] {
+            c.reset();
+            let z = compress_into(&mut c, &img, room).expect("ended");
+            assert_eq!(inflate(&z), img, "room {room}");
+        }
     }
 
     #[test]
