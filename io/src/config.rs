@@ -84,9 +84,9 @@ pub struct IoConfig {
     /// Bytes read from the socket per read call while data keeps coming (an idle
     /// connection reads into 256 bytes and switches up when a read fills them).
     pub socket_read_bytes: usize,
-    /// tungstenite's input buffer, allocated whole when the connection opens (its default,
-    /// 128 KiB, costs ~135 KB per connection). It grows per frame when a frame needs more
-    /// and is filled from memory, not the socket, so small costs no syscalls.
+    /// The most the frame reader's input buffer keeps between reads: it holds only a frame
+    /// still arriving, and a larger one is freed once handled, so an idle connection keeps
+    /// at most this.
     pub ws_read_buffer_bytes: usize,
     /// Most bytes coalesced into one socket write (all frames pending for a connection go
     /// out in one `send(2)` up to this size).
@@ -166,6 +166,8 @@ pub struct IoConfig {
     /// defaults to it and is capped by it; docs/realtime-js.md). Replay reads the channel's
     /// kept window, so `limits.max_queued` bounds it too.
     pub realtime_replay_max: usize,
+    /// permessage-deflate (RFC 7692): the `[io.permessage_deflate]` table.
+    pub permessage_deflate: DeflateConfig,
     /// Loaded from the config file's top-level `[limits]` table, not from `[io]`.
     #[serde(skip)]
     pub limits: Limits,
@@ -187,6 +189,42 @@ pub struct IoConfig {
     /// Loaded from the config file's top-level `[escalation]` table.
     #[serde(skip)]
     pub escalation: EscalationConfig,
+}
+
+/// `[io.permessage_deflate]`: WebSocket compression (RFC 7692, docs/protocol.md
+/// "Compression"). Off by default: it costs CPU per message and per incoming compressed
+/// message, and saves bandwidth mostly on large JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeflateConfig {
+    /// Accept a client's `permessage-deflate` offer on `/ws`, the Phoenix door and `/echo`.
+    pub enabled: bool,
+    /// Compress every message on its own (sent to every client as
+    /// `server_no_context_takeover`): no compressor per connection, and a message fanned
+    /// out to many connections is compressed once per shard. `false` keeps a compressor
+    /// (~300 KB) per connection whose client allows it: better ratio, per-connection CPU.
+    pub server_no_context_takeover: bool,
+    /// Ask clients to compress every message on its own (`client_no_context_takeover`):
+    /// the server then holds an inflater (~43 KB) only while a compressed message is read.
+    /// `false` lets a client keep its context, and the server an inflater for its life.
+    pub client_no_context_takeover: bool,
+    /// Outgoing messages shorter than this go uncompressed (deflate rarely shrinks them
+    /// and costs the same per call).
+    pub min_size_bytes: usize,
+    /// Compression level, 1 (fastest) to 9 (smallest).
+    pub level: u8,
+}
+
+impl Default for DeflateConfig {
+    fn default() -> Self {
+        DeflateConfig {
+            enabled: false,
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            min_size_bytes: 256,
+            level: 6,
+        }
+    }
 }
 
 /// `[watchdog]`: the presence watchdog (SPEC §3, docs/decisions.md §30). On a wedding's
@@ -459,6 +497,7 @@ impl Default for IoConfig {
             allowed_origins: Vec::new(),
             max_connections_per_ip: 1000,
             realtime_replay_max: 1000,
+            permessage_deflate: DeflateConfig::default(),
             limits: Limits::default(),
             saturday: SaturdayConfig::default(),
             clock: ClockConfig::default(),
@@ -513,6 +552,9 @@ impl IoConfig {
             if v == 0 {
                 return Err(format!("{name} must be greater than 0"));
             }
+        }
+        if !(1..=9).contains(&self.permessage_deflate.level) {
+            return Err("io.permessage_deflate.level must be 1 to 9".into());
         }
         for (name, v) in [
             ("io.heartbeat_interval_ms", self.heartbeat_interval_ms),

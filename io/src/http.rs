@@ -16,6 +16,8 @@ pub struct RequestHead {
     pub ws_version: Option<String>,
     pub authorization: Option<String>,
     pub protocols: Option<String>,
+    /// `Sec-WebSocket-Extensions`, every such header joined with ", " (RFC 6455 §9.1).
+    pub extensions: Option<String>,
     pub origin: Option<String>,
     /// `Content-Length`, when given (conflicting values are refused while parsing).
     pub content_length: Option<usize>,
@@ -105,6 +107,14 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
             head.authorization = Some(v.to_owned());
         } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
             head.protocols = Some(v.to_owned());
+        } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
+            match &mut head.extensions {
+                Some(e) => {
+                    e.push_str(", ");
+                    e.push_str(v);
+                }
+                None => head.extensions = Some(v.to_owned()),
+            }
         } else if name.eq_ignore_ascii_case("origin") {
             head.origin = Some(v.to_owned());
         }
@@ -175,7 +185,7 @@ impl RequestHead {
 }
 
 /// The 101 response completing the upgrade.
-pub fn switching_protocols(key: &str, protocol: Option<&str>) -> Vec<u8> {
+pub fn switching_protocols(key: &str, protocol: Option<&str>, extensions: Option<&str>) -> Vec<u8> {
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut r = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
@@ -183,6 +193,11 @@ pub fn switching_protocols(key: &str, protocol: Option<&str>) -> Vec<u8> {
     if let Some(p) = protocol {
         r.push_str("Sec-WebSocket-Protocol: ");
         r.push_str(p);
+        r.push_str("\r\n");
+    }
+    if let Some(e) = extensions {
+        r.push_str("Sec-WebSocket-Extensions: ");
+        r.push_str(e);
         r.push_str("\r\n");
     }
     r.push_str("\r\n");
@@ -344,7 +359,8 @@ mod tests {
         assert_eq!(h.query.as_deref(), Some("token=abc"));
         assert_eq!(h.check_upgrade().unwrap(), "dGhlIHNhbXBsZSBub25jZQ==");
         // RFC 6455 §1.3's example key and accept value.
-        let r = String::from_utf8(switching_protocols("dGhlIHNhbXBsZSBub25jZQ==", None)).unwrap();
+        let r =
+            String::from_utf8(switching_protocols("dGhlIHNhbXBsZSBub25jZQ==", None, None)).unwrap();
         assert!(
             r.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
             "{r}"

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod cluster;
 mod config;
 pub mod conn;
+pub mod deflate;
 pub mod fds;
 pub mod host;
 pub mod http;
@@ -26,14 +27,14 @@ pub mod shared;
 pub mod signal;
 pub mod stream;
 pub mod tls;
-pub mod utf8_scan;
 pub mod watchdog;
 pub mod weddings;
+pub mod wsframe;
 
 pub use api::{Api, HttpHandler, HttpRequest, HttpResponse};
 pub use auth::TokenVerifier;
 pub use config::{
-    ClockConfig, EscalationConfig, IoConfig, RoutingConfig, SaturdayConfig, TlsConfig,
-    WatchdogConfig,
+    ClockConfig, DeflateConfig, EscalationConfig, IoConfig, RoutingConfig, SaturdayConfig,
+    TlsConfig, WatchdogConfig,
 };
 pub use runtime::{start, start_with, ServerHandle, Store};

@@ -52,6 +52,8 @@ pub struct Outbox {
     bytes: usize,
     max_frames: usize,
     max_bytes: usize,
+    /// permessage-deflate, when negotiated: data frames are written compressed.
+    deflate: Option<Box<crate::deflate::Deflater>>,
 }
 
 impl Outbox {
@@ -62,7 +64,13 @@ impl Outbox {
             bytes: 0,
             max_frames,
             max_bytes,
+            deflate: None,
         }
+    }
+
+    /// From now on, frames are written through `d` (permessage-deflate negotiated).
+    pub fn set_deflate(&mut self, d: crate::deflate::Deflater) {
+        self.deflate = Some(Box::new(d));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -159,7 +167,7 @@ impl Outbox {
                 let f = q.pop_front().expect("front");
                 self.frames -= 1;
                 self.bytes -= f.data.len();
-                encode_frame(out, f.opcode, &f.data);
+                write_frame(&mut self.deflate, out, &f);
                 n += 1;
             }
             if i == CONTROL && q.capacity() > 0 {
@@ -182,7 +190,7 @@ impl Outbox {
             let f = self.queues[CONTROL].pop_front().expect("front");
             self.frames -= 1;
             self.bytes -= f.data.len();
-            encode_frame(out, f.opcode, &f.data);
+            write_frame(&mut self.deflate, out, &f);
         }
     }
 
@@ -202,6 +210,17 @@ impl Outbox {
         }
         self.frames = 0;
         self.bytes = 0;
+    }
+}
+
+fn write_frame(
+    deflate: &mut Option<Box<crate::deflate::Deflater>>,
+    out: &mut Vec<u8>,
+    f: &OutFrame,
+) {
+    match deflate {
+        Some(d) => d.encode(out, f.opcode, &f.data),
+        None => encode_frame(out, f.opcode, &f.data),
     }
 }
 

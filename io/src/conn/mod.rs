@@ -215,6 +215,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, doors: Rc<Doors>, tcp: TcpStream) {
                 Err(e) => return refuse(&mut stream, 401, &e, peer, &head.path).await,
             };
             let protocol = found.echo_protocol.map(str::to_owned);
+            let deflate = negotiate_deflate(&cfg, &head);
             // The head's strings (the token among them) are not needed for the
             // connection's life: free them before it starts (S1 memory per connection).
             drop(head);
@@ -228,6 +229,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, doors: Rc<Doors>, tcp: TcpStream) {
                 false,
                 None,
                 peer,
+                deflate,
             )
             .await
         }
@@ -250,8 +252,12 @@ pub async fn serve(ctx: Rc<ShardCtx>, doors: Rc<Doors>, tcp: TcpStream) {
                 exp: u64::MAX,
                 nbf: None,
             });
+            let deflate = negotiate_deflate(&cfg, &head);
             drop(head);
-            run_ws(ctx, stream, &key, None, claims, leftover, true, None, peer).await
+            run_ws(
+                ctx, stream, &key, None, claims, leftover, true, None, peer, deflate,
+            )
+            .await
         }
         _ => {
             // Everything else is the REST door (SPEC §4), kept alive between requests.
@@ -318,6 +324,7 @@ async fn serve_phoenix(
         Ok(c) => c,
         Err(e) => return refuse(&mut stream, 401, &e, peer, &path).await,
     };
+    let deflate = negotiate_deflate(&ctx.cfg, &head);
     drop(head);
     run_ws(
         ctx,
@@ -329,8 +336,17 @@ async fn serve_phoenix(
         false,
         Some(vsn),
         peer,
+        deflate,
     )
     .await
+}
+
+/// permessage-deflate for this upgrade, when enabled and offered acceptably (RFC 7692).
+fn negotiate_deflate(
+    cfg: &crate::IoConfig,
+    head: &http::RequestHead,
+) -> Option<crate::deflate::Negotiated> {
+    crate::deflate::negotiate(&cfg.permessage_deflate, head.extensions.as_deref())
 }
 
 /// RFC 6455 §10.2: a browser page from an origin not in `io.allowed_origins` is refused

@@ -1,6 +1,6 @@
 //! A `/ws` connection's life: the upgrade answer, then two halves joined in one task — a
-//! reader that feeds tungstenite's protocol state machine (its input buffers ours, sized
-//! small for 20,000 connections) and hands each complete text frame to `requests.rs`, and a
+//! reader that feeds our frame reader (`wsframe.rs`: a few words of state, no buffer while
+//! idle) and hands each complete text message to `requests.rs`, and a
 //! writer that coalesces everything pending for the connection into one socket write per
 //! wake-up (glommio's socket writes are plain `send(2)`: batching has to come from here).
 
@@ -12,6 +12,7 @@ use crate::host::{Conn, ShardCtx};
 use crate::http::{self};
 use crate::outbox::{encode_frame, Opcode, OutFrame};
 use crate::stream::Stream;
+use crate::wsframe::{Event, Fail};
 use bytes::Bytes;
 use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,19 +21,16 @@ use ringbearer_core::error::{ErrorCode, Refusal};
 use ringbearer_core::protocol::{self};
 use ringbearer_core::Claims;
 use std::cell::RefCell;
-use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tungstenite::protocol::{Role as WsRole, WebSocketConfig, WebSocketContext};
-use tungstenite::Message;
 
 /// What an idle connection's reader holds: enough for a typical request frame.
 const SMALL_READ_BYTES: usize = 256;
-/// Buffers larger than this are released once empty instead of kept between uses (the
-/// socket write buffer and the input tungstenite reads from). Small enough that an idle connection does
+/// The socket write buffer, when larger than this, is released once empty instead of kept
+/// between uses (the frame reader's input follows `io.ws_read_buffer_bytes`). Small enough that an idle connection does
 /// not keep the capacity of its largest reply (a `subscribed` with its presence list),
 /// large enough that one ~450-byte message per wake-up reuses it.
 const RETAINED_BUFFER_BYTES: usize = 512;
@@ -55,61 +53,12 @@ fn close_reason(reason: &str) -> &str {
     &reason[..end]
 }
 
-/// The stream tungstenite's state machine reads from and writes into: plain buffers. The
-/// socket I/O is ours.
-#[derive(Default)]
-struct Buffers {
-    rx: Vec<u8>,
-    rx_pos: usize,
-    tx: Vec<u8>,
-}
-
-impl Read for Buffers {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let avail = &self.rx[self.rx_pos..];
-        if avail.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = avail.len().min(buf.len());
-        buf[..n].copy_from_slice(&avail[..n]);
-        self.rx_pos += n;
-        if self.rx_pos == self.rx.len() {
-            if self.rx.capacity() > RETAINED_BUFFER_BYTES {
-                self.rx = Vec::new();
-            } else {
-                self.rx.clear();
-            }
-            self.rx_pos = 0;
-        }
-        Ok(n)
-    }
-}
-
-impl Write for Buffers {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tx.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
+/// The reader's state and what it owes the client outside the outbox (pongs, the close
+/// reply), which the writer sends first.
 struct Ws {
-    ctx: WebSocketContext,
-    bufs: Buffers,
-    /// Fail-fast UTF-8 over the raw input (tungstenite checks only whole frames).
-    scan: crate::utf8_scan::Utf8Scan,
-}
-
-fn ws_config(cfg: &crate::IoConfig) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(cfg.ws_read_buffer_bytes)
-        .write_buffer_size(0)
-        .max_write_buffer_size(cfg.outbox_max_bytes)
-        .max_message_size(Some(cfg.limits.max_frame_bytes))
-        .max_frame_size(Some(cfg.limits.max_frame_bytes))
-        .accept_unmasked_frames(false)
+    reader: crate::wsframe::Reader,
+    rx: crate::wsframe::Rx,
+    auto_tx: Vec<u8>,
 }
 
 /// Counts a connection against `max_connections` and the user's `connections_per_user`
@@ -144,6 +93,7 @@ pub(super) async fn run_ws(
     echo: bool,
     phoenix: Option<Vsn>,
     peer: Option<SocketAddr>,
+    deflate: Option<crate::deflate::Negotiated>,
 ) {
     let cfg = ctx.cfg.clone();
     let shared = ctx.shared.clone();
@@ -178,7 +128,11 @@ pub(super) async fn run_ws(
         });
     }
     if stream
-        .write_all(&http::switching_protocols(key, protocol))
+        .write_all(&http::switching_protocols(
+            key,
+            protocol,
+            deflate.map(|n| n.response()).as_deref(),
+        ))
         .await
         .is_err()
         || stream.flush().await.is_err()
@@ -194,6 +148,10 @@ pub(super) async fn run_ws(
             conn: id,
         };
         let mut conn = Conn::new(id, cref, claims, &cfg, shared.policy.clone());
+        if let Some(n) = &deflate {
+            let d = crate::deflate::Deflater::new(&cfg.permessage_deflate, n);
+            conn.outbox.borrow_mut().set_deflate(d);
+        }
         conn.phoenix = phoenix.map(|v| Rc::new(Session::new(v, cfg.outbox_max_messages)));
         let conn = Rc::new(conn);
         st.conns.insert(id, conn.clone());
@@ -205,12 +163,20 @@ pub(super) async fn run_ws(
     }
     let opened = Instant::now();
     log_opened(&conn, peer, path);
-    let mut scan = crate::utf8_scan::Utf8Scan::default();
-    let leftover_text_ok = scan.feed(&leftover);
+    let mut rx = crate::wsframe::Rx::default();
+    rx.extend(&leftover);
+    drop(leftover);
+    let inflate = deflate.map(|n| crate::wsframe::InflateParams {
+        client_context_takeover: !n.client_no_context_takeover,
+    });
     let ws = RefCell::new(Ws {
-        ctx: WebSocketContext::from_partially_read(leftover, WsRole::Server, Some(ws_config(&cfg))),
-        bufs: Buffers::default(),
-        scan,
+        reader: crate::wsframe::Reader::new(
+            cfg.limits.max_frame_bytes,
+            cfg.ws_read_buffer_bytes,
+            inflate,
+        ),
+        rx,
+        auto_tx: Vec::new(),
     });
     // Direct writes from the fan-out (host/cork.rs) go to a plaintext socket only.
     if cfg.direct_writes {
@@ -222,9 +188,6 @@ pub(super) async fn run_ws(
     let reader = async {
         // Anything already buffered after the head is handled before the first read.
         process(&ctx, &conn, &ws, echo);
-        if !leftover_text_ok {
-            conn.close(close_code::INVALID_DATA, "text frame is not UTF-8");
-        }
         // An idle connection holds only `small`; a read that fills it switches to a
         // `socket_read_bytes` buffer until reads come back short again (memory per idle
         // connection is what 20,000 phones cost; see docs/performance.md S1).
@@ -265,17 +228,11 @@ pub(super) async fn run_ws(
                 Some(b) => &b[..n],
                 None => &small[..n],
             };
-            let text_ok = {
-                let mut w = ws.borrow_mut();
-                w.bufs.rx.extend_from_slice(data);
-                w.scan.feed(data)
-            };
-            // Whole messages before the invalid bytes are still handled, in order.
+            ws.borrow_mut().rx.extend(data);
+            // Whole messages before invalid bytes are still handled, in order; text that
+            // cannot become UTF-8 fails at once, even inside a frame that has not ended
+            // (RFC 6455 §8.1).
             process(&ctx, &conn, &ws, echo);
-            if !text_ok {
-                // RFC 6455 §8.1: fail fast, even inside a frame that has not ended.
-                conn.close(close_code::INVALID_DATA, "text frame is not UTF-8");
-            }
             if n == cap && big.is_none() {
                 big = Some(vec![0u8; cfg.socket_read_bytes.max(SMALL_READ_BYTES)]);
             } else if n < cap && big.is_some() {
@@ -295,14 +252,13 @@ pub(super) async fn run_ws(
             let closing = conn.closing.borrow().clone();
             {
                 let mut w = ws.borrow_mut();
-                let Ws {
-                    ctx: wsctx, bufs, ..
-                } = &mut *w;
-                let _ = wsctx.flush(bufs);
-                tx.append(&mut bufs.tx);
+                if !w.auto_tx.is_empty() {
+                    tx.extend_from_slice(&w.auto_tx);
+                    w.auto_tx = Vec::new();
+                }
             }
             if let Some((code, reason)) = closing {
-                // A slow or dead consumer gets nothing more (not even the pongs tungstenite
+                // A slow or dead consumer gets nothing more (not even the pongs the reader
                 // queued); any other close first sends the replies still queued (e.g. the
                 // error that explains a 1009).
                 let cut_off = !conn.peer_closed.get()
@@ -452,40 +408,41 @@ fn log_closed(conn: &Conn, peer: Option<SocketAddr>, opened: Instant) {
     );
 }
 
-/// Runs tungstenite over whatever bytes have arrived and handles each complete message.
+/// Runs the frame reader over whatever bytes have arrived and handles each complete
+/// message and control frame.
 fn process(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, ws: &RefCell<Ws>, echo: bool) {
     loop {
         if !conn.is_open() || conn.reads_paused() {
             return;
         }
-        let r = {
-            let mut w = ws.borrow_mut();
-            let Ws {
-                ctx: wsctx, bufs, ..
-            } = &mut *w;
-            wsctx.read(bufs)
-        };
-        match r {
-            Ok(Message::Text(t)) => {
+        let mut w = ws.borrow_mut();
+        let Ws {
+            reader,
+            rx,
+            auto_tx,
+        } = &mut *w;
+        match reader.next(rx) {
+            Ok(None) => return,
+            Ok(Some(Event::Text(t))) => {
                 if echo {
                     conn.send_control(Bytes::copy_from_slice(t.as_bytes()));
                 } else if let Some(p) = &conn.phoenix {
-                    super::phoenix::handle_text(ctx, conn, p, t.as_str());
+                    super::phoenix::handle_text(ctx, conn, p, t);
                 } else {
-                    handle_text(ctx, conn, t.as_str());
+                    handle_text(ctx, conn, t);
                 }
             }
-            Ok(Message::Binary(b)) => {
+            Ok(Some(Event::Binary(b))) => {
                 if echo {
                     conn.push(|o| {
                         o.push_control(OutFrame {
                             opcode: Opcode::Binary,
                             channel: 0,
-                            data: b,
+                            data: Bytes::copy_from_slice(b),
                         })
                     });
                 } else if let Some(p) = &conn.phoenix {
-                    super::phoenix::handle_binary(ctx, conn, p, &b);
+                    super::phoenix::handle_binary(ctx, conn, p, b);
                 } else {
                     let e = Refusal::new(
                         ErrorCode::BadRequest,
@@ -494,29 +451,42 @@ fn process(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, ws: &RefCell<Ws>, echo: bool) {
                     conn.send_control(protocol::reply_error(None, &e).into());
                 }
             }
-            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) | Ok(Message::Frame(_)) => {
-                // tungstenite queued the pong for a ping (written into `bufs.tx` by its next
-                // read or flush); the writer flushes it.
-                let auto = ws.borrow().bufs.tx.len();
-                conn.check_auto_replies(auto);
+            Ok(Some(Event::Ping(p))) => {
+                // RFC 6455 §5.5.3: a pong with the same payload, sent by the writer ahead of
+                // the outbox; counted against `outbox_max_bytes` with it.
+                auto_tx.push(0x8a);
+                auto_tx.push(p.len() as u8);
+                auto_tx.extend_from_slice(p);
+                conn.check_auto_replies(auto_tx.len());
                 conn.wake_writer.notify();
             }
-            Ok(Message::Close(frame)) => {
+            Ok(Some(Event::Pong)) => {}
+            Ok(Some(Event::Close(frame))) => {
+                // RFC 6455 §5.5.1: the reply echoes the client's code and reason.
+                let (code, reason) = frame.unwrap_or((close_code::NO_STATUS, ""));
+                auto_tx.push(0x88);
+                if let Some((code, reason)) = frame {
+                    let reason = close_reason(reason);
+                    auto_tx.push(2 + reason.len() as u8);
+                    auto_tx.extend_from_slice(&code.to_be_bytes());
+                    auto_tx.extend_from_slice(reason.as_bytes());
+                } else {
+                    auto_tx.push(0);
+                }
                 if conn.is_open() {
                     conn.peer_closed.set(true);
                 }
-                match frame {
-                    Some(f) => conn.close(u16::from(f.code), f.reason.as_str()),
-                    // RFC 6455 §7.1.5: no status code (1005; never sent on the wire).
-                    None => conn.close(close_code::NO_STATUS, ""),
-                }
+                // (1005 when it carried no code: never sent on the wire, RFC 6455 §7.1.5.)
+                conn.close(code, reason);
                 return;
             }
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(tungstenite::Error::Capacity(e)) => {
+            Err(Fail::TooBig) => {
                 let r = Refusal::new(
                     ErrorCode::PayloadTooLarge,
-                    format!("{e}; the limit is max_frame_bytes"),
+                    format!(
+                        "message over {} bytes; the limit is max_frame_bytes",
+                        ctx.cfg.limits.max_frame_bytes
+                    ),
                 );
                 if conn.phoenix.is_none() {
                     conn.send_control(protocol::reply_error(None, &r).into());
@@ -524,16 +494,12 @@ fn process(ctx: &Rc<ShardCtx>, conn: &Rc<Conn>, ws: &RefCell<Ws>, echo: bool) {
                 conn.close(close_code::TOO_BIG, "frame over max_frame_bytes");
                 return;
             }
-            Err(tungstenite::Error::Utf8(_)) => {
-                conn.close(close_code::INVALID_DATA, "text frame is not UTF-8");
+            Err(Fail::InvalidData(why)) => {
+                conn.close(close_code::INVALID_DATA, why);
                 return;
             }
-            Err(tungstenite::Error::Protocol(e)) => {
-                conn.close(close_code::PROTOCOL_ERROR, &e.to_string());
-                return;
-            }
-            Err(_) => {
-                conn.close(close_code::NORMAL, "");
+            Err(Fail::Protocol(why)) => {
+                conn.close(close_code::PROTOCOL_ERROR, why);
                 return;
             }
         }
