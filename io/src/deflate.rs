@@ -20,7 +20,7 @@
 //! connection whose client allows it keeps its own compressor for its life (~300 KB with
 //! miniz_oxide) and its messages are compressed per connection: only for a few clients.
 
-use crate::outbox::{encode_frame, Opcode};
+use crate::wire::{encode_frame, Opcode};
 use crate::DeflateConfig;
 use bytes::Bytes;
 use miniz_oxide::deflate::core::{

@@ -29,6 +29,7 @@ pub mod stream;
 pub mod tls;
 pub mod watchdog;
 pub mod weddings;
+pub mod wire;
 pub mod wsframe;
 
 pub use api::{Api, HttpHandler, HttpRequest, HttpResponse};
