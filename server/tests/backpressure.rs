@@ -43,23 +43,6 @@ fn frame(payload: &[u8]) -> Vec<u8> {
     f
 }
 
-async fn metric(server: &TestServer, name: &str) -> u64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    s.write_all(b"GET /api/websocket/metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut body))
-        .await
-        .expect("metrics in time")
-        .unwrap();
-    let text = String::from_utf8(body).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in the metrics: {text}"))
-}
-
 #[tokio::test]
 async fn a_pipelining_publisher_is_slowed_never_closed() {
     let server = TestServer::start(CONFIG);

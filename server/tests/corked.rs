@@ -14,23 +14,6 @@ fn config(io_extra: &str) -> String {
     format!("[io]\noutbox_max_bytes = 8388608\n{io_extra}[limits]\nmax_frame_bytes = 262144\nmax_queued = 2000\nchannel_messages_per_min = 100000\n[limits.tiers.enterprise]\nmessages_per_min = 100000\nconnections_per_user = 100\nchannels_per_org = 500\nsubscriptions_per_user = 100\n")
 }
 
-async fn metric(server: &TestServer, name: &str) -> u64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    s.write_all(b"GET /api/websocket/metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut body))
-        .await
-        .expect("metrics in time")
-        .unwrap();
-    let text = String::from_utf8(body).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in the metrics: {text}"))
-}
-
 /// 30 subscribers (on both shards) and a publisher that sends 200 publishes without waiting
 /// for answers: every subscriber gets ids 1..=200 in order, whole.
 async fn fan_out_in_order(server: &TestServer) {
